@@ -1,0 +1,35 @@
+"""hooked: named hook points, interventions and analyses for any PyTorch model.
+
+The core is small: :class:`HookPoint` (an identity module to place wherever an activation should
+be readable or editable), :class:`HookedModule` (the base class that names hook points and runs
+``run_with_hooks`` / ``run_with_cache``), and :class:`ActivationCache`. Analyses and
+interventions are written against :class:`Hookable`, which TransformerLens's ``TransformerBridge``
+satisfies too. Heavy dependencies (transformers, transformer_lens, matplotlib) load only when a
+feature that needs them is used.
+"""
+
+from hooked.cache import ActivationCache
+from hooked.errors import HookedError, HookReturnError, StopForward, UnknownHookError
+from hooked.hook_point import HookHandle, HookPoint, at_step, read_only
+from hooked.hooked_module import HookedModule
+from hooked.protocol import Hookable
+from hooked.registry import register_analysis, register_model, register_repro
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ActivationCache",
+    "HookHandle",
+    "HookPoint",
+    "Hookable",
+    "HookedError",
+    "HookedModule",
+    "HookReturnError",
+    "StopForward",
+    "UnknownHookError",
+    "at_step",
+    "read_only",
+    "register_analysis",
+    "register_model",
+    "register_repro",
+]

@@ -1,0 +1,5 @@
+"""``python -m hooked`` is the ``hooked`` command line."""
+
+from hooked.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,182 @@
+"""ActivationCache: the activations one ``run_with_cache`` call recorded, by hook name.
+
+It behaves like a read-only ``dict[str, Tensor]``. A hook point that ran several times in one
+forward (an RNN's per-step state) is stored stacked along its time axis, in call order; the
+individual steps stay reachable with :meth:`ActivationCache.steps`. The cache holds tensors only,
+never the model, so keeping a cache does not keep a model (or its autograd graph) alive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from hooked.errors import UnknownHookError
+
+
+class ActivationCache(Mapping[str, Tensor]):
+    """A mapping from hook name to activation tensor.
+
+    Args:
+        data: name -> tensor. Stacked per-step activations are plain tensors here.
+        time_dims: for names recorded over several steps, the axis the steps are stacked on.
+        ragged: names whose steps had different shapes and could not be stacked: name -> steps.
+    """
+
+    def __init__(
+        self,
+        data: Mapping[str, Tensor],
+        time_dims: Mapping[str, int] | None = None,
+        ragged: Mapping[str, Sequence[Tensor]] | None = None,
+    ):
+        self._data = dict(data)
+        self._time_dims = dict(time_dims or {})
+        self._ragged = {k: list(v) for k, v in (ragged or {}).items()}
+
+    @classmethod
+    def from_calls(
+        cls, calls: Mapping[str, list[Tensor]], time_dims: Mapping[str, int], recurrent: set[str]
+    ) -> ActivationCache:
+        """Build a cache from the tensors each hook point produced, one per call.
+
+        A name called once (and not marked recurrent) keeps its tensor as is; a name called
+        several times is stacked along its ``time_dims`` axis.
+        """
+        data: dict[str, Tensor] = {}
+        stacked: dict[str, int] = {}
+        ragged: dict[str, list[Tensor]] = {}
+        for name, tensors in calls.items():
+            if len(tensors) == 1 and name not in recurrent:
+                data[name] = tensors[0]
+                continue
+            dim = time_dims.get(name, 1)
+            dim = min(dim, tensors[0].dim())  # a 0-d or 1-d activation stacks on its last axis
+            if all(t.shape == tensors[0].shape for t in tensors):
+                data[name] = torch.stack(tensors, dim=dim)
+                stacked[name] = dim
+            else:
+                ragged[name] = tensors
+        return cls(data, stacked, ragged)
+
+    # ------------------------------------------------------------------ mapping protocol
+    def __getitem__(self, name: str) -> Tensor:
+        try:
+            return self._data[name]
+        except KeyError:
+            pass
+        if name in self._ragged:
+            shapes = [tuple(t.shape) for t in self._ragged[name]]
+            raise KeyError(
+                f"hook {name!r} ran {len(shapes)} times with different shapes {shapes}, so its "
+                f"steps cannot be stacked; read them with cache.steps({name!r})"
+            )
+        raise UnknownHookError(name, list(self), owner="this cache")
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._data
+        yield from self._ragged
+
+    def __len__(self) -> int:
+        return len(self._data) + len(self._ragged)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._data or name in self._ragged
+
+    # ------------------------------------------------------------------ steps
+    def is_stacked(self, name: str) -> bool:
+        """True if ``name`` ran several times (or is recurrent) and is stored per step."""
+        return name in self._time_dims or name in self._ragged
+
+    def steps(self, name: str) -> list[Tensor]:
+        """The activation of each call of ``name``, in call order."""
+        if name in self._ragged:
+            return list(self._ragged[name])
+        t = self[name]
+        if name not in self._time_dims:
+            return [t]
+        return list(t.unbind(self._time_dims[name]))
+
+    def time_dim(self, name: str) -> int | None:
+        return self._time_dims.get(name)
+
+    # ------------------------------------------------------------------ whole-cache operations
+    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> ActivationCache:
+        """A new cache with every tensor moved (like ``Tensor.to``)."""
+        return self.apply(lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() else None))
+
+    def cpu(self) -> ActivationCache:
+        return self.to("cpu")
+
+    def apply(self, fn: Callable[[Tensor], Tensor]) -> ActivationCache:
+        """A new cache with ``fn`` applied to every tensor."""
+        return ActivationCache(
+            {k: fn(v) for k, v in self._data.items()},
+            self._time_dims,
+            {k: [fn(t) for t in v] for k, v in self._ragged.items()},
+        )
+
+    def remove_batch_dim(self) -> ActivationCache:
+        """Drop a leading batch axis of size 1 from every tensor."""
+        for name, t in self._data.items():
+            if t.dim() == 0 or t.shape[0] != 1:
+                raise ValueError(
+                    f"remove_batch_dim needs batch size 1, but {name!r} has shape {tuple(t.shape)}"
+                )
+        out = self.apply(lambda t: t[0])
+        out._time_dims = {k: d - 1 for k, d in self._time_dims.items()}
+        return out
+
+    @property
+    def nbytes(self) -> int:
+        """Total bytes held by the cached tensors."""
+        return sum(t.numel() * t.element_size() for t in self._all_tensors())
+
+    def _all_tensors(self) -> Iterator[Tensor]:
+        yield from self._data.values()
+        for ts in self._ragged.values():
+            yield from ts
+
+    def stack(
+        self, names: Iterable[str] | Callable[[str], bool] | None = None, dim: int = 0
+    ) -> Tensor:
+        """Stack the activations of ``names`` (a list, a filter on names, or all) along ``dim``.
+
+        Typical use: ``cache.stack(lambda n: n.endswith("hook_resid_post"))`` gives
+        ``[layer, batch, pos, d_model]``.
+        """
+        if names is None:
+            selected = list(self)
+        elif callable(names):
+            selected = [n for n in self if names(n)]
+        else:
+            selected = list(names)
+        if not selected:
+            raise ValueError("stack: no cached activation matches the names given")
+        tensors = [self[n] for n in selected]
+        shapes = {tuple(t.shape) for t in tensors}
+        if len(shapes) > 1:
+            detail = ", ".join(f"{n}: {tuple(t.shape)}" for n, t in zip(selected, tensors))
+            raise ValueError(f"stack: activations have different shapes ({detail})")
+        return torch.stack(tensors, dim=dim)
+
+    def to_dict(self) -> dict[str, Tensor]:
+        return dict(self._data)
+
+    def __repr__(self) -> str:
+        lines = [f"ActivationCache({len(self)} activations, {_human_bytes(self.nbytes)})"]
+        for name, t in self._data.items():
+            steps = f" (stacked on dim {self._time_dims[name]})" if name in self._time_dims else ""
+            lines.append(f"  {name}: {tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}{steps}")
+        for name, ts in self._ragged.items():
+            lines.append(f"  {name}: {len(ts)} steps of different shapes")
+        return "\n".join(lines)
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"

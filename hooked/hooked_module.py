@@ -1,0 +1,286 @@
+"""HookedModule: the base class that turns any ``nn.Module`` with HookPoints into a hooked model.
+
+Subclass it and place :class:`~hooked.HookPoint` modules where activations should be visible;
+nothing else is needed (no registration, no ``setup()``). Hook points are named by their dotted
+module path (``blocks.0.hook_resid_pre``, ``rnn.hook_h``) and found afresh on each call, so a
+model whose structure changes after construction stays correct.
+
+The methods follow TransformerLens's ``HookedRootModule`` names and semantics: ``hook_dict``,
+``mod_dict``, ``add_hook``, ``reset_hooks``, ``hooks``, ``run_with_hooks``, ``run_with_cache``.
+Everything that attaches hooks for the span of one call removes exactly what it attached, also
+when the forward raises.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+
+from hooked.cache import ActivationCache
+from hooked.errors import StopForward, UnknownHookError
+from hooked.hook_point import PASS, Direction, HookFn, HookHandle, HookPoint
+from hooked.names import NamesSpec, resolve_names
+
+HookSpec = tuple[str | Callable[[str], bool], HookFn]
+
+
+class HookedModule(nn.Module):
+    """An ``nn.Module`` whose :class:`HookPoint` submodules can be hooked by name."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # The outermost hooked forward starts a new pass: per-step counters restart.
+        if PASS.depth == 0:
+            PASS.id += 1
+        PASS.depth += 1
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            PASS.depth -= 1
+
+    # ------------------------------------------------------------------ discovery
+    @property
+    def hook_dict(self) -> dict[str, HookPoint]:
+        """Every hook point, by dotted module path, in module order."""
+        found = {}
+        for name, module in self.named_modules():
+            if isinstance(module, HookPoint):
+                module.name = name
+                found[name] = module
+        return found
+
+    @property
+    def mod_dict(self) -> dict[str, nn.Module]:
+        """Every submodule (not the model itself), by dotted module path."""
+        return {name: m for name, m in self.named_modules() if name}
+
+    def hook_points(self) -> list[HookPoint]:
+        return list(self.hook_dict.values())
+
+    # ------------------------------------------------------------------ attaching
+    def add_hook(
+        self,
+        name: str | Sequence[str] | Callable[[str], bool],
+        hook: HookFn,
+        dir: Direction = "fwd",
+        is_permanent: bool = False,
+        prepend: bool = False,
+    ) -> HookHandle:
+        """Attach ``hook`` at the hook point ``name`` (or every point a filter accepts).
+
+        Returns a handle whose ``remove()`` takes off exactly these hooks.
+        """
+        return self._attach([(name, hook)], dir, is_permanent, prepend)
+
+    def reset_hooks(
+        self,
+        clear_contexts: bool = True,
+        direction: Direction | Literal["both"] = "both",
+        including_permanent: bool = False,
+    ) -> None:
+        """Remove every hook (permanent ones only with ``including_permanent=True``)."""
+        for hp in self.hook_dict.values():
+            hp.remove_hooks(direction, including_permanent=including_permanent)
+            if clear_contexts:
+                hp.clear_context()
+
+    @contextmanager
+    def hooks(
+        self,
+        fwd_hooks: Sequence[HookSpec] = (),
+        bwd_hooks: Sequence[HookSpec] = (),
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
+    ) -> Iterator[HookedModule]:
+        """Attach hooks for the span of a ``with`` block; exactly those are removed at its end.
+
+        Blocks nest: an inner block removes only what it added.
+        """
+        handle = self._attach_many(fwd_hooks, bwd_hooks)
+        try:
+            yield self
+        finally:
+            if reset_hooks_end:
+                handle.remove()
+            if clear_contexts:
+                for hp in set(handle.hook_points):
+                    hp.clear_context()
+
+    def run_with_hooks(
+        self,
+        *args: Any,
+        fwd_hooks: Sequence[HookSpec] = (),
+        bwd_hooks: Sequence[HookSpec] = (),
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        """Run the forward with hooks attached, then remove them (also if the forward raises).
+
+        Backward hooks are bound to this forward's graph: they fire in a later ``.backward()``.
+        """
+        with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts):
+            return self(*args, **kwargs)
+
+    def run_with_cache(
+        self,
+        *args: Any,
+        names_filter: NamesSpec = None,
+        device: torch.device | str | None = None,
+        incl_bwd: bool = False,
+        remove_batch_dim: bool = False,
+        stop_at: str | None = None,
+        clone: bool = False,
+        **kwargs: Any,
+    ) -> tuple[Any, ActivationCache]:
+        """Run the forward and record activations; returns ``(output, cache)``.
+
+        Args:
+            names_filter: which hook points to record (a name, a list, a filter, or all).
+            device: move recorded activations there as they are recorded (e.g. ``"cpu"``).
+            incl_bwd: also record gradients as ``"<name>_grad"``; the forward must return a
+                scalar (e.g. a loss), on which ``backward()`` is called.
+            remove_batch_dim: drop a leading batch axis of size 1.
+            stop_at: end the forward right after this hook point ran (the output is then
+                ``None``); saves the rest of the model when only early activations are needed.
+            clone: copy activations instead of detaching views (needed only if the model edits
+                them in place after the hook point; that case is detected and warned about).
+        """
+        hook_dict = self.hook_dict
+        owner = type(self).__name__
+        names = resolve_names(hook_dict, names_filter, owner)
+        if stop_at is not None and stop_at not in hook_dict:
+            raise UnknownHookError(stop_at, hook_dict, owner)
+        if incl_bwd and not torch.is_grad_enabled():
+            raise ValueError("run_with_cache(incl_bwd=True) needs gradients enabled (not under no_grad)")
+
+        recorder = _Recorder(device, clone)
+        fwd = [(n, recorder.hook(n)) for n in names]
+        bwd = [(n, recorder.hook(n + "_grad")) for n in names] if incl_bwd else []
+        if stop_at is not None:
+            fwd.append((stop_at, _stop_forward))
+        handle = self._attach_many(fwd, bwd, hook_dict)
+        try:
+            try:
+                out = self(*args, **kwargs)
+            except StopForward:
+                out = None
+            if incl_bwd:
+                if not isinstance(out, Tensor) or out.numel() != 1:
+                    shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                    raise ValueError(
+                        "run_with_cache(incl_bwd=True) calls backward() on the forward's output, "
+                        f"which must be a scalar tensor (e.g. a loss); got {shape}"
+                    )
+                out.backward()
+        finally:
+            handle.remove()
+
+        points = {n: hook_dict[n] for n in names}
+        time_dims = {n: hp.time_dim for n, hp in points.items()}
+        time_dims.update({n + "_grad": hp.time_dim for n, hp in points.items()})
+        recurrent = {n for n, hp in points.items() if hp.recurrent}
+        recurrent |= {n + "_grad" for n in recurrent}
+        cache = ActivationCache.from_calls(recorder.finish(), time_dims, recurrent)
+        if remove_batch_dim:
+            cache = cache.remove_batch_dim()
+        return out, cache
+
+    # ------------------------------------------------------------------ internals
+    def _attach(
+        self,
+        specs: Sequence[HookSpec],
+        dir: Direction,
+        is_permanent: bool = False,
+        prepend: bool = False,
+        hook_dict: dict[str, HookPoint] | None = None,
+    ) -> HookHandle:
+        """Validate every (names, fn) pair first, then attach them all: all or nothing."""
+        if dir not in ("fwd", "bwd"):
+            raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
+        hook_dict = self.hook_dict if hook_dict is None else hook_dict
+        owner = type(self).__name__
+        plan: list[tuple[HookPoint, HookFn]] = []
+        for spec in specs:
+            try:
+                names, fn = spec
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"each {dir} hook must be a (name_or_filter, fn) pair, got {spec!r}"
+                ) from None
+            if not callable(fn):
+                raise TypeError(
+                    f"hook for {names!r} must be callable as fn(activation, hook), "
+                    f"got {type(fn).__name__}: {fn!r}"
+                )
+            plan.extend((hook_dict[n], fn) for n in resolve_names(hook_dict, names, owner))
+        return HookHandle.merge(
+            hp.add_hook(fn, dir=dir, is_permanent=is_permanent, prepend=prepend) for hp, fn in plan
+        )
+
+    def _attach_many(
+        self,
+        fwd_hooks: Sequence[HookSpec],
+        bwd_hooks: Sequence[HookSpec],
+        hook_dict: dict[str, HookPoint] | None = None,
+    ) -> HookHandle:
+        hook_dict = self.hook_dict if hook_dict is None else hook_dict
+        fwd = self._attach(fwd_hooks, "fwd", hook_dict=hook_dict)
+        try:
+            bwd = self._attach(bwd_hooks, "bwd", hook_dict=hook_dict)
+        except BaseException:
+            fwd.remove()
+            raise
+        return HookHandle.merge([fwd, bwd])
+
+
+def _stop_forward(act: Any, hook: HookPoint) -> None:
+    raise StopForward(f"forward stopped after {hook.name!r}")
+
+
+_stop_forward.read_only = True  # type: ignore[attr-defined]
+
+
+class _Recorder:
+    """Collects (step, tensor) per name while a cached forward (and backward) runs."""
+
+    def __init__(self, device: torch.device | str | None, clone: bool):
+        self.device = device
+        self.clone = clone
+        self.calls: dict[str, list[tuple[int, Tensor, int]]] = {}
+
+    def hook(self, name: str) -> HookFn:
+        calls = self.calls.setdefault(name, [])
+        device, clone = self.device, self.clone
+
+        def record(act: Tensor, hook: HookPoint) -> None:
+            t = act.detach()
+            if clone:
+                t = t.clone()
+            if device is not None:
+                t = t.to(device)
+            calls.append((hook.step, t, t._version))
+
+        record.read_only = True  # type: ignore[attr-defined]
+        record.__qualname__ = f"cache[{name!r}]"
+        return record
+
+    def finish(self) -> dict[str, list[Tensor]]:
+        out = {}
+        for name, calls in self.calls.items():
+            if not calls:
+                continue
+            if any(t._version != v for _, t, v in calls):
+                warnings.warn(
+                    f"the activation cached at {name!r} was modified in place after its hook point "
+                    "ran, so the cache holds the modified values; pass clone=True to "
+                    "run_with_cache to keep the values as they were at the hook point",
+                    stacklevel=3,
+                )
+            calls.sort(key=lambda c: c[0])  # backward visits steps last-first
+            out[name] = [t for _, t, _ in calls]
+        return out

@@ -1,0 +1,136 @@
+"""The small protocol that analyses and interventions are written against, and helpers on it.
+
+A model is *hookable* when it has ``hook_dict`` (hook name -> hook point), ``run_with_hooks``
+and ``run_with_cache`` with TransformerLens's calling conventions. :class:`~hooked.HookedModule`
+(toy models, RNNs, weight-space encoders, ``hooked.wrap`` of any module) and TransformerLens 4's
+``TransformerBridge`` both satisfy it, so code in ``analyses/`` and ``interventions/`` that uses
+only what is here runs unchanged on a toy model and on a real language model.
+
+Inputs are passed as a *batch*: a tensor (one positional argument), a tuple (positional
+arguments) or a dict (keyword arguments). Helpers that walk a dataset take an iterable of batches
+and never hold more than one batch's activations unless asked to concatenate them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from hooked.errors import UnknownHookError
+from hooked.names import NamesSpec, resolve_names
+
+Batch = Tensor | tuple | dict | Any
+
+
+@runtime_checkable
+class Hookable(Protocol):
+    """What analyses and interventions may rely on."""
+
+    @property
+    def hook_dict(self) -> Mapping[str, Any]: ...
+
+    def run_with_hooks(self, *args: Any, fwd_hooks: Any = ..., bwd_hooks: Any = ..., **kwargs: Any) -> Any: ...
+
+    def run_with_cache(self, *args: Any, names_filter: Any = ..., **kwargs: Any) -> Any: ...
+
+
+def check_hookable(model: Any, argument: str = "model") -> Hookable:
+    """Return ``model`` if it follows the protocol, else raise a TypeError that says what is missing."""
+    missing = [a for a in ("hook_dict", "run_with_hooks", "run_with_cache") if not hasattr(model, a)]
+    if missing:
+        raise TypeError(
+            f"{argument} must be a hooked model (a hooked.HookedModule, hooked.wrap(module), or a "
+            f"TransformerLens TransformerBridge); {type(model).__name__} has no {', '.join(missing)}"
+        )
+    return model
+
+
+def hook_names(model: Hookable, names: NamesSpec = None) -> list[str]:
+    """The hook names of ``model`` that ``names`` selects (all by default)."""
+    return resolve_names(check_hookable(model).hook_dict, names, type(model).__name__)
+
+
+def check_hook(model: Hookable, name: str) -> str:
+    """Return ``name`` if ``model`` has that hook point, else raise with the closest names."""
+    hooks = check_hookable(model).hook_dict
+    if name not in hooks:
+        raise UnknownHookError(name, hooks, type(model).__name__)
+    return name
+
+
+def split_batch(batch: Batch) -> tuple[tuple, dict]:
+    """The positional and keyword arguments a batch stands for."""
+    if isinstance(batch, dict):
+        return (), batch
+    if isinstance(batch, tuple):
+        return batch, {}
+    return (batch,), {}
+
+
+def run_with_hooks(model: Hookable, batch: Batch, fwd_hooks: Sequence = (), bwd_hooks: Sequence = (), **kwargs: Any) -> Any:
+    """``model.run_with_hooks`` on a batch (tensor, tuple of args, or dict of kwargs)."""
+    args, kw = split_batch(batch)
+    return model.run_with_hooks(*args, fwd_hooks=list(fwd_hooks), bwd_hooks=list(bwd_hooks), **kw, **kwargs)
+
+
+def cache_batch(model: Hookable, batch: Batch, names: NamesSpec, **kwargs: Any) -> tuple[Any, Mapping[str, Tensor]]:
+    """``model.run_with_cache`` on one batch, recording only ``names``."""
+    args, kw = split_batch(batch)
+    selected = hook_names(model, names)
+    return model.run_with_cache(*args, names_filter=selected, **kw, **kwargs)
+
+
+def read_activation(model: Hookable, batch: Batch, name: str) -> Tensor:
+    """The activation at hook ``name`` for one batch (no gradients)."""
+    check_hook(model, name)
+    with torch.no_grad():
+        _, cache = cache_batch(model, batch, [name])
+    return cache[name]
+
+
+def iter_activations(
+    model: Hookable,
+    batches: Iterable[Batch],
+    names: NamesSpec,
+    *,
+    device: torch.device | str | None = None,
+    progress: bool | str = False,
+) -> Iterator[dict[str, Tensor]]:
+    """Yield ``{name: activation}`` for each batch in turn (streaming, no gradients)."""
+    selected = hook_names(model, names)
+    it: Iterable[Batch] = batches
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(batches, desc=progress if isinstance(progress, str) else "activations", leave=False)
+    for batch in it:
+        with torch.no_grad():
+            _, cache = cache_batch(model, batch, selected)
+        yield {n: cache[n] if device is None else cache[n].to(device) for n in selected}
+
+
+def collect_activations(
+    model: Hookable,
+    batches: Iterable[Batch],
+    names: NamesSpec,
+    *,
+    dim: int = 0,
+    device: torch.device | str | None = "cpu",
+    progress: bool | str = False,
+) -> dict[str, Tensor]:
+    """Concatenate each hook's activations over all batches along ``dim`` (the batch axis)."""
+    parts: dict[str, list[Tensor]] = {}
+    for acts in iter_activations(model, batches, names, device=device, progress=progress):
+        for n, t in acts.items():
+            parts.setdefault(n, []).append(t)
+    return {n: torch.cat(ts, dim=dim) for n, ts in parts.items()}
+
+
+def hook_shapes(model: Hookable, batch: Batch) -> dict[str, tuple[int, ...]]:
+    """Every hook point's activation shape on ``batch`` (stacked shapes for per-step points)."""
+    with torch.no_grad():
+        _, cache = cache_batch(model, batch, None)
+    return {n: tuple(cache[n].shape) for n in cache}

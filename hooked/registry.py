@@ -1,0 +1,349 @@
+"""The registry of models, analyses and reproductions that the command line offers.
+
+Three decorators add to it; each works bare or with a name::
+
+    @hooked.register_model("toy-relu")
+    def toy_relu(*, n_features: int = 5, d_hidden: int = 2):
+        model = ToyReLU(n_features, d_hidden)
+        return model, example_batch          # (model, a batch to run it on)
+
+    @hooked.register_analysis
+    def my_norms(model, hook, data, *, top: int = 5):
+        '''Mean activation norm at a hook.'''
+        ...                                  # returns a JSON-able result
+
+    @hooked.register_repro("tms")
+    def tms(run_dir, *, quick: bool = False) -> dict: ...
+
+Keyword options with defaults become command-line flags (``--top 3``), typed from their
+annotations (int, float, str, bool, Literal choices, lists as ``1,2,3``); their help comes from
+the docstring's ``Args:`` section. A class registers the same way: its ``__init__`` options become
+flags and the instance is called like the function.
+
+Where entries come from: the built-in modules of ``hooked.models``, ``hooked.repro`` and
+``analyses`` (imported on first use, not at ``import hooked``); other installed packages through
+the entry-point groups ``hooked.models``, ``hooked.analyses`` and ``hooked.repros``; and any module
+or ``.py`` file named with ``--plugin`` or in the ``HOOKED_PLUGINS`` environment variable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import os
+import pkgutil
+import re
+import sys
+import types
+import typing
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+KINDS = ("model", "analysis", "repro")
+ENTRY_POINT_GROUPS = {"model": "hooked.models", "analysis": "hooked.analyses", "repro": "hooked.repros"}
+BUILTIN_PACKAGES = ("hooked.models", "hooked.repro", "analyses")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One keyword option of a registered entry, as a command-line flag."""
+
+    name: str
+    type: Any
+    default: Any
+    help: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+@dataclass
+class Entry:
+    kind: str
+    name: str
+    obj: Callable
+    help: str
+    source: str
+    options: list[Option] = field(default_factory=list)
+
+    def call(self, *args: Any, **options: Any) -> Any:
+        """Call the entry: a function directly, a class as ``cls(**options)(*args)``."""
+        if inspect.isclass(self.obj):
+            return self.obj(**options)(*args)
+        return self.obj(*args, **options)
+
+
+_REGISTRY: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+_loaded_builtins = False
+_loaded_entry_points = False
+_loaded_plugins: set[str] = set()
+
+
+# ---------------------------------------------------------------------- registering
+def _register(kind: str, name_or_obj: Any, help: str | None) -> Any:
+    def add(obj: T, name: str | None = None) -> T:
+        if not callable(obj):
+            raise TypeError(f"register_{kind} needs a function or class, got {type(obj).__name__}")
+        entry_name = name or _default_name(obj)
+        table = _REGISTRY[kind]
+        old = table.get(entry_name)
+        if old is not None and _qualified(old.obj) != _qualified(obj):
+            raise ValueError(
+                f"a {kind} named {entry_name!r} is already registered (by {_qualified(old.obj)}); "
+                f"choose another name for {_qualified(obj)}"
+            )
+        table[entry_name] = Entry(
+            kind=kind,
+            name=entry_name,
+            obj=obj,
+            help=help or _first_line(obj),
+            source=getattr(obj, "__module__", "?"),
+            options=options_of(obj, skip=_POSITIONAL[kind]),
+        )
+        return obj
+
+    if isinstance(name_or_obj, str) or name_or_obj is None:
+        return lambda obj: add(obj, name_or_obj)
+    return add(name_or_obj)
+
+
+# Positional parameters each kind receives from the command line (not options).
+_POSITIONAL = {"model": 0, "analysis": 3, "repro": 1}
+
+
+def register_model(name: str | Callable | None = None, *, help: str | None = None) -> Any:
+    """Register ``fn(**options) -> (model, batch)`` under ``name`` (default: the function's)."""
+    return _register("model", name, help)
+
+
+def register_analysis(name: str | Callable | None = None, *, help: str | None = None) -> Any:
+    """Register ``fn(model, hook, data, **options) -> result`` (or a class of that shape).
+
+    ``data`` is one batch or a list of batches; a ``run_dir`` keyword, if the function takes
+    one, receives the run folder for plots.
+    """
+    return _register("analysis", name, help)
+
+
+def register_repro(name: str | Callable | None = None, *, help: str | None = None) -> Any:
+    """Register ``fn(run_dir, **options) -> results`` as ``hooked repro NAME``."""
+    return _register("repro", name, help)
+
+
+# ---------------------------------------------------------------------- looking up
+def entries(kind: str) -> dict[str, Entry]:
+    """Every registered entry of ``kind`` ('model', 'analysis' or 'repro'), loading sources first."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    load_all()
+    return dict(sorted(_REGISTRY[kind].items()))
+
+
+def get(kind: str, name: str) -> Entry:
+    table = entries(kind)
+    if name in table:
+        return table[name]
+    import difflib
+
+    close = difflib.get_close_matches(name, table, n=3, cutoff=0.5)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    known = ", ".join(table) or "none"
+    raise KeyError(f"no {kind} named {name!r}.{hint} Registered: {known}")
+
+
+def load_all() -> None:
+    load_builtins()
+    load_entry_points()
+    load_plugins(os.environ.get("HOOKED_PLUGINS", "").replace(",", os.pathsep).split(os.pathsep))
+
+
+def load_builtins() -> None:
+    global _loaded_builtins
+    if _loaded_builtins:
+        return
+    _loaded_builtins = True
+    for package_name in BUILTIN_PACKAGES:
+        try:
+            package = importlib.import_module(package_name)
+        except ImportError as e:
+            warnings.warn(f"hooked: could not import built-in package {package_name}: {e}", stacklevel=2)
+            continue
+        for info in pkgutil.walk_packages(package.__path__, prefix=package_name + "."):
+            if info.name.rsplit(".", 1)[-1].startswith("_"):
+                continue
+            _import_quietly(info.name, "built-in module")
+
+
+def load_entry_points() -> None:
+    global _loaded_entry_points
+    if _loaded_entry_points:
+        return
+    _loaded_entry_points = True
+    from importlib.metadata import entry_points
+
+    for kind, group in ENTRY_POINT_GROUPS.items():
+        for ep in entry_points(group=group):
+            try:
+                obj = ep.load()
+            except Exception as e:  # a broken plugin must not break the command line
+                warnings.warn(f"hooked: entry point {ep.name!r} ({ep.value}) failed to load: {e}", stacklevel=2)
+                continue
+            if inspect.ismodule(obj):
+                continue  # importing it ran its decorators
+            if not any(e.obj is obj for e in _REGISTRY[kind].values()):
+                _register(kind, ep.name, None)(obj)
+
+
+def load_plugins(specs: Iterable[str]) -> None:
+    """Import plugin modules (``pkg.module``) or files (``path/to/file.py``) once each."""
+    for spec in specs:
+        spec = spec.strip()
+        if not spec or spec in _loaded_plugins:
+            continue
+        _loaded_plugins.add(spec)
+        if spec.endswith(".py") or os.sep in spec:
+            path = Path(spec)
+            if not path.is_file():
+                raise FileNotFoundError(f"plugin file not found: {path}")
+            module_name = f"hooked_plugin_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}"
+            module_spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[module_name] = module
+            module_spec.loader.exec_module(module)
+        else:
+            importlib.import_module(spec)
+
+
+def _import_quietly(name: str, what: str) -> None:
+    try:
+        importlib.import_module(name)
+    except Exception as e:
+        warnings.warn(f"hooked: {what} {name} failed to import: {type(e).__name__}: {e}", stacklevel=3)
+
+
+# ---------------------------------------------------------------------- options from signatures
+def options_of(obj: Callable, skip: int = 0) -> list[Option]:
+    """The keyword options (parameters with defaults) of a function or a class's ``__init__``."""
+    target = obj.__init__ if inspect.isclass(obj) else obj
+    target = inspect.unwrap(target)
+    hints = _type_hints(target)
+    docs = _arg_docs(inspect.getdoc(obj) or "") | _arg_docs(inspect.getdoc(target) or "")
+    params = list(inspect.signature(target).parameters.values())
+    if inspect.isclass(obj):
+        params = params[1:]  # self
+    out = []
+    for i, p in enumerate(params):
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name == "run_dir":
+            continue
+        if i < skip and p.kind != p.KEYWORD_ONLY:
+            continue
+        if p.default is p.empty:
+            continue
+        out.append(Option(p.name, hints.get(p.name, type(p.default)), p.default, docs.get(p.name, "")))
+    return out
+
+
+def _type_hints(fn: Callable) -> dict[str, Any]:
+    """Resolved annotations; where the whole set cannot be resolved, each one on its own."""
+    try:
+        return typing.get_type_hints(fn)
+    except Exception:
+        pass
+    hints = {}
+    namespace = {**vars(typing), **getattr(fn, "__globals__", {})}
+    for name, ann in getattr(fn, "__annotations__", {}).items():
+        try:
+            hints[name] = eval(ann, namespace) if isinstance(ann, str) else ann  # noqa: S307
+        except Exception:
+            continue
+    return hints
+
+
+def parse_value(option: Option, text: str) -> Any:
+    """Convert command-line text to the option's annotated type."""
+    return _converter(option.type)(text)
+
+
+def _converter(tp: Any) -> Callable[[str], Any]:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        conv = _converter(inner[0]) if len(inner) == 1 else str
+
+        def optional(text: str) -> Any:
+            return None if text.lower() in ("none", "null", "") else conv(text)
+
+        return optional
+    if origin is Literal:
+        choices = {str(a): a for a in args}
+
+        def literal(text: str) -> Any:
+            if text not in choices:
+                raise ValueError(f"expected one of {', '.join(choices)}, got {text!r}")
+            return choices[text]
+
+        return literal
+    if origin in (list, tuple, Sequence) or tp in (list, tuple):
+        item = _converter(args[0] if args else str)
+        return lambda text: [item(t) for t in text.split(",") if t.strip()]
+    if tp is bool:
+        return _parse_bool
+    if tp in (int, float, str):
+        return tp
+    if tp is Path:
+        return Path
+    return str
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _arg_docs(doc: str) -> dict[str, str]:
+    """``name: text`` lines of a Google-style ``Args:`` section."""
+    out: dict[str, str] = {}
+    in_args, current = False, None
+    for line in doc.splitlines():
+        stripped = line.strip()
+        if stripped in ("Args:", "Arguments:", "Options:", "Parameters:"):
+            in_args = True
+            continue
+        if not in_args:
+            continue
+        if stripped and not line.startswith((" ", "\t")):
+            break
+        m = re.match(r"\s+(\w+)(?:\s*\(.*?\))?:\s*(.*)", line)
+        if m and (current is None or len(line) - len(line.lstrip()) <= indent):
+            current, indent = m.group(1), len(line) - len(line.lstrip())
+            out[current] = m.group(2)
+        elif current and stripped:
+            out[current] += " " + stripped
+    return out
+
+
+def _default_name(obj: Any) -> str:
+    """``my_analysis`` -> ``my-analysis``; ``CountZeros`` -> ``count-zeros``."""
+    name = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", obj.__name__.strip("_"))
+    return name.replace("_", "-").lower()
+
+
+def _qualified(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
+def _first_line(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
