@@ -1,0 +1,245 @@
+"""Activation patching, generic against hook names and batched over many patches.
+
+Activation patching runs a *base* input with the activation at one hook (optionally at one
+position, or one time step of a recurrent hook point) replaced by the activation a *source*
+input produced there, and measures how the output moves.
+
+* :func:`patch_hook` builds the hook function for one patch.
+* :func:`patch` runs one patched forward.
+* :func:`patching_sweep` measures a grid of patches (hooks x positions): the base batch is
+  repeated once per patch and every patch of the grid rides in the same forward, each row
+  patched only at its own (hook, position). Hook points that run once per step (an RNN's state)
+  take the position as the step. ``chunk`` bounds how many patches share a forward;
+  ``batched=False`` gives the one-forward-per-patch loop (TransformerLens's
+  ``generic_activation_patch`` pattern), kept as a reference for tests and benchmarks.
+
+Everything goes through ``run_with_cache`` / ``run_with_hooks``, so it runs on any
+:class:`hooked.Hookable`: toy models, RNNs, ``hooked.wrap`` and TransformerLens's bridge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hooked.protocol import Batch, Hookable, cache_batch, check_hook, run_with_hooks, split_batch
+
+Metric = Callable[[Any], Tensor]  # forward output -> one value per batch row
+
+
+def _is_recurrent(model: Hookable, name: str) -> bool:
+    return bool(getattr(model.hook_dict[name], "recurrent", False))
+
+
+def source_activations(model: Hookable, source: Batch, hooks: Sequence[str]) -> dict[str, Tensor]:
+    """The source run's activations at ``hooks`` (per-step points stacked on their time axis)."""
+    for h in hooks:
+        check_hook(model, h)
+    with torch.no_grad():
+        _, cache = cache_batch(model, source, list(hooks))
+    return {h: cache[h] for h in hooks}
+
+
+def patch_hook(
+    source: Tensor,
+    position: int | slice | None = None,
+    *,
+    pos_dim: int = 1,
+    step: int | None = None,
+) -> Callable[[Tensor, Any], Tensor]:
+    """A hook function that writes ``source`` into the activation.
+
+    Args:
+        source: the source activation, the same shape as the activation (for a per-step hook
+            point: the stacked [batch, time, ...] tensor; the hook takes step ``step``).
+        position: patch only this index (or slice) along ``pos_dim``; ``None`` patches all.
+        pos_dim: the position axis of the activation.
+        step: for a per-step hook point, the step to patch (the hook runs only there).
+    """
+
+    def hook(act: Tensor, hook: Any) -> Tensor:
+        src = source if step is None else source.select(1, step)
+        src = src.to(act.dtype)
+        if position is None:
+            return src.expand_as(act).clone()
+        out = act.clone()
+        index = [slice(None)] * act.dim()
+        index[pos_dim] = position
+        out[tuple(index)] = src[tuple(index)]
+        return out
+
+    if step is not None:
+        hook.steps = frozenset([step])  # type: ignore[attr-defined]
+    return hook
+
+
+def patch(
+    model: Hookable,
+    base: Batch,
+    source: Batch | dict[str, Tensor],
+    hook: str,
+    position: int | slice | None = None,
+    *,
+    pos_dim: int = 1,
+) -> Any:
+    """Run ``base`` with the activation at ``hook`` (at ``position``) taken from ``source``.
+
+    ``source`` is a batch, or the source activations already cached ({hook: tensor}). For a
+    per-step hook point ``position`` is the step.
+    """
+    check_hook(model, hook)
+    acts = source if isinstance(source, dict) else source_activations(model, source, [hook])
+    if _is_recurrent(model, hook):
+        fn = _all_steps_hook(acts[hook]) if position is None else patch_hook(acts[hook], step=position)
+    else:
+        fn = patch_hook(acts[hook], position, pos_dim=pos_dim)
+    return run_with_hooks(model, base, [(hook, fn)])
+
+
+def _all_steps_hook(stacked: Tensor) -> Callable[[Tensor, Any], Tensor]:
+    def hook(act: Tensor, hook: Any) -> Tensor:
+        return stacked.select(1, hook.step).to(act.dtype).clone()
+
+    return hook
+
+
+def patching_sweep(
+    model: Hookable,
+    base: Batch,
+    source: Batch,
+    hooks: Sequence[str],
+    metric: Metric,
+    positions: Sequence[int] | None = None,
+    *,
+    pos_dim: int = 1,
+    chunk: int | None = None,
+    batched: bool = True,
+    progress: bool = False,
+) -> Tensor:
+    """The metric after every (hook, position) patch from ``source`` into ``base``.
+
+    Args:
+        hooks: the hook points to patch (e.g. every layer's residual stream).
+        metric: output of a forward -> one value per batch row ([rows]).
+        positions: indices along ``pos_dim`` to patch one at a time (for per-step hook points:
+            steps). ``None`` patches each hook's whole activation once.
+        chunk: at most this many patches per forward (default: all of them).
+        batched: ``False`` runs one forward per patch (the reference loop).
+    Returns:
+        [len(hooks), len(positions)] (or [len(hooks)] when ``positions`` is None): the metric
+        averaged over the base batch's rows.
+    """
+    hooks = list(hooks)
+    acts = source_activations(model, source, hooks)
+    grid = [(h, p) for h in hooks for p in (positions if positions is not None else [None])]
+    shape = (len(hooks), len(positions)) if positions is not None else (len(hooks),)
+    if not batched:
+        values = []
+        with torch.no_grad():
+            for h, p in _progress(grid, progress):
+                values.append(metric(patch(model, base, acts, h, p, pos_dim=pos_dim)).float().mean())
+        return torch.stack(values).reshape(shape)
+
+    n_rows = _batch_rows(base)
+    chunk = chunk or len(grid)
+    results = []
+    with torch.no_grad():
+        for start in _progress(range(0, len(grid), chunk), progress):
+            part = grid[start : start + chunk]
+            repeated = _repeat_batch(base, len(part))
+            fwd_hooks = _grid_hooks(model, part, acts, n_rows, pos_dim)
+            out = run_with_hooks(model, repeated, fwd_hooks)
+            values = metric(out).float().reshape(len(part), n_rows).mean(dim=1)
+            results.append(values)
+    return torch.cat(results).reshape(shape)
+
+
+def _grid_hooks(
+    model: Hookable, part: list[tuple[str, int | None]], acts: dict[str, Tensor], n_rows: int, pos_dim: int
+) -> list[tuple[str, Callable]]:
+    """One hook per hook point; it patches, in one indexing op, the rows of every patch aimed at it."""
+    by_hook: dict[str, list[tuple[int, int | None]]] = {}
+    for k, (h, p) in enumerate(part):
+        by_hook.setdefault(h, []).append((k, p))
+    fwd = []
+    for h, items in by_hook.items():
+        src = acts[h]
+        device = src.device
+        ks = torch.tensor([k for k, _ in items], device=device)
+        rows = (ks[:, None] * n_rows + torch.arange(n_rows, device=device)).reshape(-1)  # [patches*rows]
+        src_rows = torch.arange(n_rows, device=device).repeat(len(items))
+        if items[0][1] is None:
+            fwd.append((h, _rows_hook(src, rows, src_rows, recurrent=_is_recurrent(model, h))))
+            continue
+        pos = torch.tensor([p for _, p in items], device=device).repeat_interleave(n_rows)
+        if _is_recurrent(model, h):
+            fwd.append((h, _step_rows_hook(src, rows, src_rows, pos)))
+        else:
+            fwd.append((h, _position_rows_hook(src, rows, src_rows, pos, pos_dim)))
+    return fwd
+
+
+def _rows_hook(src: Tensor, rows: Tensor, src_rows: Tensor, recurrent: bool) -> Callable:
+    def hook(act: Tensor, hook: Any) -> Tensor:
+        s = src.select(1, hook.step) if recurrent else src
+        out = act.clone()
+        out[rows] = s[src_rows].to(act.dtype)
+        return out
+
+    return hook
+
+
+def _position_rows_hook(src: Tensor, rows: Tensor, src_rows: Tensor, pos: Tensor, pos_dim: int) -> Callable:
+    def hook(act: Tensor, hook: Any) -> Tensor:
+        out = act.movedim(pos_dim, 1).clone()
+        out[rows, pos] = src.movedim(pos_dim, 1)[src_rows, pos].to(act.dtype)
+        return out.movedim(1, pos_dim)
+
+    return hook
+
+
+def _step_rows_hook(src: Tensor, rows: Tensor, src_rows: Tensor, steps: Tensor) -> Callable:
+    wanted = sorted(set(steps.tolist()))
+
+    def hook(act: Tensor, hook: Any) -> Tensor:
+        at = steps == hook.step
+        out = act.clone()
+        out[rows[at]] = src.select(1, hook.step)[src_rows[at]].to(act.dtype)
+        return out
+
+    hook.steps = frozenset(wanted)  # type: ignore[attr-defined]
+    return hook
+
+
+def _batch_rows(batch: Batch) -> int:
+    args, kwargs = split_batch(batch)
+    for v in (*args, *kwargs.values()):
+        if isinstance(v, Tensor) and v.dim() > 0:
+            return v.shape[0]
+    raise ValueError("patching_sweep: the base batch must contain at least one tensor with a batch axis")
+
+
+def _repeat_batch(batch: Batch, times: int) -> Batch:
+    """Repeat every batched tensor of a batch ``times`` times along the batch axis."""
+
+    def rep(v: Any) -> Any:
+        if isinstance(v, Tensor) and v.dim() > 0:
+            return v.repeat(times, *([1] * (v.dim() - 1)))
+        return v
+
+    if isinstance(batch, dict):
+        return {k: rep(v) for k, v in batch.items()}
+    if isinstance(batch, tuple):
+        return tuple(rep(v) for v in batch)
+    return rep(batch)
+
+
+def _progress(it: Any, progress: bool) -> Any:
+    if not progress:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc="patching", leave=False)
