@@ -15,15 +15,20 @@ from benchmarks.common import Context, device_name
 from benchmarks.report import RESULTS, render_readme, format_rows
 from hooked.io import write_json
 
-# Benchmark modules, each with run(ctx) -> list[Row]; run in this order.
-SUITES = ["hook_overhead"]
+HELPERS = {"__main__", "__init__", "common", "timing", "report"}
+
+
+def suites() -> list[str]:
+    """Every module of this folder with a ``run(ctx)`` function; hook_overhead first, then by name."""
+    names = sorted(p.stem for p in Path(__file__).parent.glob("*.py") if p.stem not in HELPERS)
+    return sorted(names, key=lambda n: (n != "hook_overhead", n))
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     p.add_argument("--quick", action="store_true", help="small sizes, a few seconds (what CI runs)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--only", nargs="*", choices=SUITES, help="run only these suites")
+    p.add_argument("--only", nargs="*", choices=suites(), help="run only these suites")
     p.add_argument("--no-save", action="store_true", help="print the table, write no result file")
     args = p.parse_args(argv)
     if torch.device(args.device).type == "cuda" and not torch.cuda.is_available():
@@ -31,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     ctx = Context(device=args.device, quick=args.quick)
     rows = []
-    for suite in args.only or SUITES:
+    for suite in args.only or suites():
         module = importlib.import_module(f"benchmarks.{suite}")
         started = time.perf_counter()
         suite_rows = module.run(ctx)
