@@ -133,6 +133,9 @@ class HookPoint(nn.Module):
                 f"hook for {self._label()} must be callable as fn(activation, hook), "
                 f"got {type(hook).__name__}: {hook!r}"
             )
+        return HookHandle([(self, dir, self._attach(hook, dir, is_permanent, prepend))])
+
+    def _attach(self, hook: HookFn, dir: str, is_permanent: bool, prepend: bool) -> _Hook:
         hooks = self._hooks(dir)
         entry = _Hook(hook, is_permanent)
         if prepend:
@@ -140,7 +143,7 @@ class HookPoint(nn.Module):
         else:
             hooks.append(entry)
         self._refresh()
-        return HookHandle([(self, dir, entry)])
+        return entry
 
     def add_perma_hook(self, hook: HookFn, dir: Direction = "fwd") -> HookHandle:
         return self.add_hook(hook, dir=dir, is_permanent=True)
@@ -210,12 +213,13 @@ class HookPoint(nn.Module):
 
     def _refresh(self) -> None:
         live = bool(self._fwd or self._bwd)
-        self._live = live
+        set_ = object.__setattr__  # plain attributes: skip nn.Module.__setattr__'s checks
+        set_(self, "_live", live)
         cls = type(self)
         if live and cls is HookPoint:
-            self.__class__ = _LiveHookPoint
+            set_(self, "__class__", _LiveHookPoint)
         elif not live and cls is _LiveHookPoint:
-            self.__class__ = HookPoint
+            set_(self, "__class__", HookPoint)
 
     def _label(self) -> str:
         return f"hook point {self.name!r}" if self.name else "an unnamed HookPoint"
