@@ -18,12 +18,14 @@ BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 
 
 def _fmt_time(s: float, unit: str) -> str:
-    if unit != "s/call":
+    """Seconds in a readable unit; ``unit`` "s/patch" prints e.g. "425 µs/patch"."""
+    if not unit.startswith("s/"):
         return f"{s:.3g} {unit}"
+    per = "" if unit == "s/call" else unit[1:]
     for scale, name in ((1e-9, "ns"), (1e-6, "µs"), (1e-3, "ms"), (1, "s")):
         if s < scale * 1000 or name == "s":
-            return f"{s / scale:.3g} {name}"
-    return f"{s:.3g} s"
+            return f"{s / scale:.3g} {name}{per}"
+    return f"{s:.3g} s{per}"
 
 
 def format_rows(rows: list[dict]) -> str:

@@ -14,8 +14,8 @@ Design notes
   the hooks; removing the last switches it back, so the inactive path reads no attribute at all.
   All state a live call mutates sits in a small slotted object, off ``nn.Module.__setattr__``.
 * **Recurrence.** A hook point may run several times in one forward (once per step of an
-  unrolled RNN). ``hook.step`` tells a hook function which call it is in; the counter restarts at
-  every top-level forward of a :class:`~hooked.HookedModule`. A recurrent layer that runs fused
+  unrolled RNN). ``hook.step`` tells a hook function which call it is in; the counters restart when
+  a top-level forward of a :class:`~hooked.HookedModule` ends (also when it raises). A recurrent layer that runs fused
   segments between hooked steps passes the step explicitly (``hook_point(h, step=t)``) and asks
   :meth:`HookPoint.active_steps` which steps it must materialise. A hook function restricted with
   :func:`at_step` runs only at those steps.
@@ -26,6 +26,7 @@ Design notes
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
@@ -39,16 +40,26 @@ Direction = Literal["fwd", "bwd"]
 
 
 class _Pass:
-    """Counts top-level forward passes so that per-step counters know when to restart."""
+    """How deep we are in nested hooked forwards; at the outermost one's end, step counters restart."""
 
-    __slots__ = ("id", "depth")
+    __slots__ = ("depth",)
 
     def __init__(self) -> None:
-        self.id = 0
         self.depth = 0
 
 
 PASS = _Pass()
+LIVE: weakref.WeakSet[HookPoint] = weakref.WeakSet()  # hook points with hooks attached
+
+
+@torch.compiler.disable
+def restart_steps() -> None:
+    """Reset the per-forward call counter of every live hook point (end of a top-level forward).
+
+    Kept out of compiled graphs: a graph then never guards on a counter that changes per call.
+    """
+    for hp in list(LIVE):
+        hp._run_state.calls = 0
 
 
 class _Hook:
@@ -67,10 +78,9 @@ class _Hook:
 class _RunState:
     """What a live hook point mutates while it runs (kept off ``nn.Module.__setattr__``)."""
 
-    __slots__ = ("pass_id", "calls", "step")
+    __slots__ = ("calls", "step")
 
     def __init__(self) -> None:
-        self.pass_id = -1
         self.calls = 0
         self.step = 0
 
@@ -215,6 +225,11 @@ class HookPoint(nn.Module):
         live = bool(self._fwd or self._bwd)
         set_ = object.__setattr__  # plain attributes: skip nn.Module.__setattr__'s checks
         set_(self, "_live", live)
+        if live:
+            LIVE.add(self)
+        else:
+            LIVE.discard(self)
+            self._run_state.calls = 0
         cls = type(self)
         if live and cls is HookPoint:
             set_(self, "__class__", _LiveHookPoint)
@@ -226,9 +241,6 @@ class HookPoint(nn.Module):
 
     def _next_step(self, step: int | None) -> int:
         st = self._run_state
-        if st.pass_id != PASS.id:
-            st.pass_id = PASS.id
-            st.calls = 0
         if step is None:
             step = st.calls
         st.calls = step + 1

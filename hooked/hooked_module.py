@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from hooked.cache import ActivationCache
 from hooked.errors import StopForward, UnknownHookError
-from hooked.hook_point import PASS, Direction, HookFn, HookHandle, HookPoint
+from hooked.hook_point import LIVE, PASS, Direction, HookFn, HookHandle, HookPoint, restart_steps
 from hooked.names import NamesSpec, resolve_names
 
 HookSpec = tuple[str | Callable[[str], bool], HookFn]
@@ -33,14 +33,14 @@ class HookedModule(nn.Module):
     """An ``nn.Module`` whose :class:`HookPoint` submodules can be hooked by name."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # The outermost hooked forward starts a new pass: per-step counters restart.
-        if PASS.depth == 0:
-            PASS.id += 1
+        # When the outermost hooked forward ends, per-step counters restart.
         PASS.depth += 1
         try:
             return super().__call__(*args, **kwargs)
         finally:
             PASS.depth -= 1
+            if PASS.depth == 0 and LIVE:
+                restart_steps()
 
     # ------------------------------------------------------------------ discovery
     @property

@@ -380,3 +380,21 @@ def test_inactive_hook_point_is_the_identity_object():
 def test_protocol_is_satisfied(mlp):
     assert isinstance(mlp, hooked.Hookable)
     assert not isinstance(torch.nn.Linear(2, 2), hooked.Hookable)
+
+
+def test_step_counter_restarts_after_a_failed_forward(rnn):
+    x = torch.randn(1, 4, 3)
+    seen = []
+
+    def fail_at_2(act, hook):
+        seen.append(hook.step)
+        if hook.step == 2:
+            raise RuntimeError("stop")
+
+    handle = rnn.add_hook("hook_h", fail_at_2)
+    with pytest.raises(RuntimeError):
+        rnn(x)
+    handle.remove()
+    with rnn.hooks(fwd_hooks=[("hook_h", lambda a, hook: seen.append(hook.step))]):
+        rnn(x)
+    assert seen == [0, 1, 2, 0, 1, 2, 3]
