@@ -157,18 +157,46 @@ def load_hf(
     transformers = _import_transformers()
     dtype = _dtype(dtype)
     source, local = resolve(name_or_path)
-    kwargs: dict[str, Any] = {"local_files_only": True} if local else {}
-    try:
+
+    def from_pretrained(local_only: bool) -> tuple[Any, Any]:
+        kwargs = {"local_files_only": local_only}
         tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
-        model = transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs)
+        return transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs), tokenizer
+
+    try:
+        try:
+            model, tokenizer = from_pretrained(local_only=True)  # a folder, or the hub's local cache
+        except (OSError, ValueError):
+            if local:
+                raise
+            if not _hub_reachable():
+                raise LMLoadError(
+                    f"{source!r} is not in the local Hugging Face cache and huggingface.co cannot be reached "
+                    "(no network?); pass 'smollm2-135m', a .gguf file or a local model folder instead"
+                ) from None
+            model, tokenizer = from_pretrained(local_only=False)
     except (OSError, ValueError) as e:
+        if isinstance(e, LMLoadError):
+            raise
         where = f"the folder {source}" if local else f"the Hugging Face hub name {source!r}"
-        hint = "" if local else (
-            " (no network here? pass 'smollm2-135m', a .gguf file or a local model folder instead)"
-        )
-        raise LMLoadError(f"could not load a causal LM and tokenizer from {where}{hint}: {_first_line(e)}") from None
+        raise LMLoadError(f"could not load a causal LM and tokenizer from {where}: {_first_line(e)}") from None
     model = model.to(device).eval()
     return model, tokenizer
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether huggingface.co (or ``$HF_ENDPOINT``) answers a TCP connection quickly."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def resolve(name_or_path: str | os.PathLike) -> tuple[str, bool]:

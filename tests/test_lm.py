@@ -240,6 +240,10 @@ def test_missing_package_or_file_says_what_to_do(monkeypatch, tmp_path):
         lm.load_hf(tmp_path / "missing.gguf")
     with pytest.raises(ValueError, match="backend must be one of"):
         lm.load("smollm2-135m", backend="tl")
+    # a hub name that is not cached, with no network: a clear error at once, not retries
+    monkeypatch.setattr(lm, "_hub_reachable", lambda timeout=3.0: False)
+    with pytest.raises(lm.LMLoadError, match="cannot be reached.*'smollm2-135m'"):
+        lm.load_hf("nobody-here/no-such-model")
 
 
 @needs_smollm2
@@ -273,3 +277,32 @@ def test_tokens_and_answers(raw):
     assert lm.to_tokens(raw, ["a b c d", "one two three four five"], length=2).shape == (2, 2)
     with pytest.raises(ValueError, match="not one"):
         lm.token_id(raw, " Eiffel")
+
+
+# ---------------------------------------------------------------------- slow: end to end
+@needs_smollm2
+@pytest.mark.slow
+def test_fresh_conversion_reproduces_the_cached_model(monkeypatch, tmp_path, raw, prompts):
+    monkeypatch.setenv("HOOKED_CACHE", str(tmp_path))
+    model, _ = lm.load_hf("smollm2-135m")
+    assert Path(lm.resolve("smollm2-135m")[0]).parent == tmp_path / "models"
+    model.set_attn_implementation("eager")
+    clean = prompts[0]
+    with torch.no_grad():
+        assert torch.equal(model(clean).logits, raw(clean).logits)
+
+
+@needs_smollm2
+@pytest.mark.slow
+def test_repro_lm_quick_writes_its_results(tmp_path):
+    from hooked import cli
+    from hooked.io import read_json
+
+    out = tmp_path / "run"
+    assert cli.main(["repro", "lm", "--quick", "--backend", "wrap", "--out", str(out)]) == 0
+    results = read_json(out / "results.json")["results"]
+    assert {p.name for p in out.iterdir()} >= {"patching.png", "patching.json", "probes.png", "probes.json"}
+    assert results["patching"]["clean_logit_diff"] > 0 > results["patching"]["corrupt_logit_diff"]
+    assert results["patching"]["patches"] == 31 * 9
+    probes = results["probes"]
+    assert probes["last token"]["best"] > probes["last token, shuffled labels"]["best"]
