@@ -43,7 +43,13 @@ def test_probe_accuracy_known_answers():
     assert result.accuracy[0] < 0.45  # no signal: about chance (0.25)
     assert result.per_fold.shape == (5, 2) and result.alpha.shape == (5, 2)
     assert result.chance == 0.25 and result.n_classes == 4
-    with pytest.raises(ValueError, match="samples"):
+    from jaxtyping import TypeCheckError
+
+    from hooked.typecheck import disabled
+
+    with pytest.raises(TypeCheckError, match="labels"):
+        ridge_probes(torch.stack([noise, signal]), y[:10])
+    with disabled(), pytest.raises(ValueError, match="200 samples but labels have 10"):
         ridge_probes(torch.stack([noise, signal]), y[:10])
 
 
