@@ -101,29 +101,32 @@ def _ridge(
 ) -> tuple[Tensor, Tensor]:
     """Test scores for each alpha, and the training leave-one-out squared error for each alpha.
 
-    ``alphas``: a scalar, or [..., A] (then outputs get an alpha axis before the sample axis).
-    Dual form (n samples << d features): K = X Xᵀ = U diag(s) Uᵀ, coefficients U diag(1/(s+a)) Uᵀ Y.
+    ``alphas``: a scalar, or [A] (then the outputs get an alpha axis before the sample axis).
+    Dual form (n samples << d features): K = X Xᵀ = U diag(s) Uᵀ, coefficients U diag(1/(s+a)) Uᵀ Y;
+    the big products run in the input precision (float32 at least), the n x n algebra in float64.
     """
     n_classes = n_classes or int(y_train.max()) + 1
-    xs, xt = _standardise(x_train.double(), x_test.double())
+    work = torch.float64 if x_train.dtype == torch.float64 else torch.float32
+    xs, xt = _standardise(x_train.to(work), x_test.to(work))
+    k, kt = (xs @ xs.mT).double(), (xt @ xs.mT).double()  # [*, n, n], [*, m, n]
     y = torch.nn.functional.one_hot(y_train.to(xs.device), n_classes).double()
     y_mean = y.mean(dim=0)
     yc = y - y_mean  # [n, C]; the intercept is y_mean on centred features
-    s, u = torch.linalg.eigh(xs @ xs.transpose(-1, -2))  # [*, n], [*, n, n]
-    s = s.clamp_min(0)
-    scalar = alphas.dim() == 0
-    a = alphas.double().reshape(*alphas.shape, 1) if not scalar else alphas.double().reshape(1, 1)
-    if not scalar:
-        s, u = s.unsqueeze(-2), u.unsqueeze(-3)  # add the alpha axis: [*, 1, n], [*, 1, n, n]
-        xs, xt = xs.unsqueeze(-3), xt.unsqueeze(-3)
-    uty = u.transpose(-1, -2) @ yc  # [*, (A,) n, C]
-    dual = u @ (uty / (s + a).unsqueeze(-1))  # [*, (A,) n, C]
-    scores = (xt @ xs.transpose(-1, -2)) @ dual + y_mean
+    s, u = torch.linalg.eigh(k)
+    s = s.clamp_min(0).unsqueeze(-2)  # [*, 1, n]
+    a = alphas.double().reshape(-1, 1).to(s.device)  # [A, 1]
+    shrink, inverse = s / (s + a), 1 / (s + a)  # [*, A, n]
+    uty = (u.mT @ yc).unsqueeze(-3)  # [*, 1, n, C]
+    ua = u.unsqueeze(-3)  # [*, 1, n, n]
+    scores = kt.unsqueeze(-3) @ (ua @ (uty * inverse.unsqueeze(-1))) + y_mean  # [*, A, m, C]
     # leave-one-out residuals of the training fit: (y - ŷ) / (1 - h_ii)
-    h = (u**2 * (s / (s + a)).unsqueeze(-2)).sum(dim=-1)  # [*, (A,) n]
-    fitted = u @ (uty * (s / (s + a)).unsqueeze(-1))
+    h = ((u**2) @ shrink.mT).mT  # [*, A, n]: the hat matrix's diagonal
+    fitted = ua @ (uty * shrink.unsqueeze(-1))  # [*, A, n, C]
     loo = (yc - fitted) / (1 - h).clamp_min(1e-9).unsqueeze(-1)
-    return scores.to(x_train.dtype), loo.pow(2).mean(dim=(-1, -2))
+    mse = loo.pow(2).mean(dim=(-1, -2))  # [*, A]
+    if alphas.dim() == 0:
+        scores, mse = scores.squeeze(-3), mse.squeeze(-1)
+    return scores.to(x_train.dtype), mse
 
 
 @typechecked
