@@ -17,6 +17,20 @@ from hooked.registry import register_analysis, register_model, register_repro
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+    # Loaded on first use, so that `import hooked` stays light.
+    if name in ("wrap", "unwrap", "Wrapped"):
+        from hooked import wrapping
+
+        return getattr(wrapping, name)
+    if name == "lm":
+        import importlib
+
+        return importlib.import_module("hooked.lm")
+    raise AttributeError(f"module 'hooked' has no attribute {name!r}")
+
+
 __all__ = [
     "ActivationCache",
     "HookHandle",
@@ -29,6 +43,9 @@ __all__ = [
     "UnknownHookError",
     "at_step",
     "read_only",
+    "unwrap",
+    "wrap",
+    "Wrapped",
     "register_analysis",
     "register_model",
     "register_repro",

@@ -1,6 +1,8 @@
 """Hooked models: each is a :class:`~hooked.HookedModule` with named hook points.
 
 * :class:`ToyReLU`: the toy ReLU model of superposition (many instances at once).
+* ``smollm2-135m`` and ``tiny-llama`` (:mod:`hooked.models.lm`): language models, registered by
+  name; transformers loads only when one is built.
 """
 
 from hooked.models.toy_relu import ToyReLU, sparse_features, train_toy_relu, weighted_mse

@@ -1,0 +1,261 @@
+"""``hooked.wrap``: named hook points on every submodule of any ``nn.Module``, no rewrite needed.
+
+``hooked.wrap(module)`` returns a :class:`Wrapped` model (a :class:`~hooked.HookedModule`) that
+runs ``module`` unchanged and offers ``run_with_hooks`` / ``run_with_cache`` / ``hooks`` on hook
+points named by module path::
+
+    model = hooked.wrap(hf_model)                       # e.g. a transformers LlamaForCausalLM
+    logits, cache = model.run_with_cache(tokens, names_filter="model.layers.3.mlp.hook_out")
+
+Names. Every submodule at path ``P`` gets ``P.hook_out`` (its output) and, with
+``inputs=True``, ``P.hook_in`` (its input); the wrapped module itself gets ``hook_out`` /
+``hook_in``. ``names`` restricts which submodules get hook points (module paths or
+``fnmatch`` patterns such as ``"model.layers.*.mlp"``, or a filter ``fn(path) -> bool``).
+
+What a hook sees, and how its replacement is put back:
+
+* an output that is a tensor: the tensor; a replacement takes its place.
+* a tuple or list (e.g. ``(attn_output, attn_weights)``): its first tensor element; the module
+  returns a new tuple (list) with the replacement in that slot.
+* a dict or a ``transformers`` ``ModelOutput``: its first tensor value in key order (a
+  ``CausalLMOutput`` without a loss: ``logits``); a plain dict is copied with the replacement,
+  a ``ModelOutput`` (freshly built by the forward) gets the replacement set in place.
+* an input (``hook_in``): the first tensor among the positional arguments, else among the
+  keyword arguments; the module is then called with the replacement there.
+* an output or input with no tensor at that level: the hook point does not fire.
+
+A hook that returns ``None`` or its own argument changes nothing: the module's output object is
+passed on untouched, so reading hooks (``run_with_cache``) leave results bit-identical.
+
+Cost. Nothing is attached to ``module`` while no hook is: a hook point installs its PyTorch
+forward (pre-)hook on its module when its first hook is added and removes it with the last, so an
+un-hooked forward runs exactly ``module``'s own code (see ``benchmarks/lm.py``). Wrapping copies
+no weights: the wrapper holds ``module`` itself as its child ``module``.
+
+``wrapped.unwrap()`` (or :func:`unwrap`) removes every hook and returns the original module.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from hooked.hook_point import HookPoint
+from hooked.hooked_module import HookedModule
+
+PathSpec = str | Sequence[str] | Callable[[str], bool] | None
+
+
+class ModuleHookPoint(HookPoint):
+    """A hook point on a module's output (``"out"``) or input (``"in"``).
+
+    It is not a submodule of anything; it installs a PyTorch hook on its module only while a
+    hook function is attached to it.
+    """
+
+    def __init__(self, module: nn.Module, where: str):
+        super().__init__()
+        if where not in ("in", "out"):
+            raise ValueError(f"where must be 'in' or 'out', got {where!r}")
+        object.__setattr__(self, "_target", module)  # a plain reference, not a child module
+        self.where = where
+        self._torch_handle: Any = None
+
+    def _refresh(self) -> None:
+        super()._refresh()
+        if self._live and self._torch_handle is None:
+            if self.where == "out":
+                self._torch_handle = self._target.register_forward_hook(self._on_output)
+            else:
+                self._torch_handle = self._target.register_forward_pre_hook(self._on_input, with_kwargs=True)
+        elif not self._live and self._torch_handle is not None:
+            self._torch_handle.remove()
+            self._torch_handle = None
+
+    # PyTorch hook callbacks ------------------------------------------------------------
+    def _on_output(self, module: nn.Module, args: Any, output: Any) -> Any:
+        slot = _tensor_slot(output)
+        if slot is None:
+            return None
+        old = output if slot is _WHOLE else output[slot]
+        new = self(old)
+        if new is old:
+            return None
+        return _put_back(output, slot, new)
+
+    def _on_input(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        slot = _tensor_slot(args)
+        if slot is not None:
+            new = self(args[slot])
+            return None if new is args[slot] else (_put_back(args, slot, new), kwargs)
+        slot = _tensor_slot(kwargs)
+        if slot is None:
+            return None
+        new = self(kwargs[slot])
+        return None if new is kwargs[slot] else (args, {**kwargs, slot: new})
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, {self.where}put of {type(self._target).__name__}".lstrip(", ")
+
+
+class _Whole:
+    def __repr__(self) -> str:
+        return "<whole>"
+
+
+_WHOLE = _Whole()
+
+
+def _tensor_slot(obj: Any) -> Any:
+    """Where the tensor a hook sees sits in ``obj``: ``_WHOLE``, an index, a key, or None."""
+    if isinstance(obj, Tensor):
+        return _WHOLE
+    if isinstance(obj, (tuple, list)):
+        for i, v in enumerate(obj):
+            if isinstance(v, Tensor):
+                return i
+        return None
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if isinstance(v, Tensor):
+                return k
+    return None
+
+
+def _put_back(obj: Any, slot: Any, new: Tensor) -> Any:
+    if slot is _WHOLE:
+        return new
+    if isinstance(obj, list):
+        out = list(obj)
+        out[slot] = new
+        return out
+    if isinstance(obj, tuple):
+        items = list(obj)
+        items[slot] = new
+        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)  # namedtuples too
+    if type(obj) is dict:
+        return {**obj, slot: new}
+    obj[slot] = new  # ModelOutput and other mappings: built by this forward, set in place
+    return obj
+
+
+class Wrapped(HookedModule):
+    """``module`` with hook points on its submodules' outputs (and inputs); see :func:`wrap`.
+
+    Calling it calls ``module`` (then ``output``, if given). Attributes that the wrapper does not
+    have (``config``, ``generate``, ...) are looked up on ``module``.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        inputs: bool = False,
+        names: PathSpec = None,
+        output: Callable[[Any], Any] | None = None,
+    ):
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise TypeError(f"hooked.wrap needs an nn.Module, got {type(module).__name__}")
+        if isinstance(module, Wrapped):
+            raise TypeError("this module is already wrapped; wrap the original (wrapped.module) instead")
+        if output is not None and not callable(output):
+            raise TypeError(f"output must be a function of the module's output, got {type(output).__name__}")
+        self.module = module
+        self._output = output
+        points: dict[str, ModuleHookPoint] = {}
+        for path in _select_paths(module, names):
+            sub = module.get_submodule(path)
+            prefix = f"{path}." if path else ""
+            if inputs:
+                points[prefix + "hook_in"] = ModuleHookPoint(sub, "in")
+            points[prefix + "hook_out"] = ModuleHookPoint(sub, "out")
+        for name, hp in points.items():
+            hp.name = name
+        object.__setattr__(self, "_points", points)  # not submodules: state_dict and .to() unchanged
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.module(*args, **kwargs)
+        return out if self._output is None else self._output(out)
+
+    @property
+    def hook_dict(self) -> dict[str, HookPoint]:
+        return dict(self._points)
+
+    @property
+    def mod_dict(self) -> dict[str, nn.Module]:
+        return {name: m for name, m in self.module.named_modules() if name}
+
+    def unwrap(self) -> nn.Module:
+        """Remove every hook (permanent ones too) and return the original module."""
+        for hp in self._points.values():
+            hp.remove_hooks("both", including_permanent=True)
+        object.__setattr__(self, "_points", {})
+        return self.module
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            modules = self.__dict__.get("_modules", {})
+            if "module" in modules:
+                return getattr(modules["module"], name)
+            raise
+
+
+def wrap(
+    module: nn.Module,
+    inputs: bool = False,
+    names: PathSpec = None,
+    *,
+    output: Callable[[Any], Any] | None = None,
+) -> Wrapped:
+    """Hook points on the outputs (and inputs) of every submodule of ``module``, by module path.
+
+    Args:
+        module: any ``nn.Module`` (a ``transformers`` model included). It is not copied.
+        inputs: also put a ``P.hook_in`` hook point on each module's input.
+        names: which submodules get hook points: module paths or ``fnmatch`` patterns
+            (``"model.layers.*"``), or a filter ``fn(path) -> bool``; ``None`` means every
+            submodule and the module itself (path ``""``).
+        output: applied to the module's output before the wrapper returns it (e.g.
+            ``lambda out: out.logits``).
+    Returns:
+        a :class:`Wrapped` HookedModule; ``.unwrap()`` gives ``module`` back, hook-free.
+    """
+    return Wrapped(module, inputs=inputs, names=names, output=output)
+
+
+def unwrap(model: Wrapped) -> nn.Module:
+    """``model.unwrap()``: remove every hook of a :func:`wrap` result and return the original module."""
+    if not isinstance(model, Wrapped):
+        raise TypeError(f"unwrap needs the result of hooked.wrap, got {type(model).__name__}")
+    return model.unwrap()
+
+
+def _select_paths(module: nn.Module, spec: PathSpec) -> list[str]:
+    paths = [name for name, _ in module.named_modules()]
+    if spec is None:
+        return paths
+    if callable(spec):
+        return [p for p in paths if spec(p)]
+    patterns = [spec] if isinstance(spec, str) else list(spec)
+    chosen = set()
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise TypeError(f"names must be module paths or patterns (str), got {type(pattern).__name__}: {pattern!r}")
+        hits = [p for p in paths if p == pattern or fnmatch.fnmatchcase(p, pattern)]
+        if not hits:
+            import difflib
+
+            close = difflib.get_close_matches(pattern, paths, n=5, cutoff=0.5)
+            hint = f"; did you mean: {', '.join(close)}?" if close else ""
+            raise ValueError(
+                f"hooked.wrap: no submodule of {type(module).__name__} matches names={pattern!r}{hint} "
+                f"(it has {len(paths)} modules; see dict(module.named_modules()))"
+            )
+        chosen.update(hits)
+    return [p for p in paths if p in chosen]
