@@ -1,0 +1,112 @@
+"""Reading an SRM result: where the peaks sit, and whether a basis is preferred (the verdict).
+
+In a plane of two orthonormal basis vectors the spotlight points at a basis direction (``+-b_i``,
+``+-b_j``) at multiples of pi/2 and halfway between two of them at odd multiples of pi/4. The
+*axis harmonic* of the mean SRM curve over planes ``f(theta)`` measures which of the two holds:
+
+    c4 = sum_k f(theta_k) cos(4 theta_k) / sum_k |f(theta_k)|
+
+``c4 > 0``: mass at multiples of pi/2 (aligned with the basis); ``c4 < 0``: at odd multiples of
+pi/4 (anti-aligned); ``c4 = 0`` for a flat curve. The phase of the complex harmonic,
+``arg(sum f e^{4 i theta}) / 4``, is the peak position modulo pi/2 (0: on the axes, +-pi/4:
+halfway), and ``peak_offset`` is the distance of the mean curve's highest angle to the nearest
+multiple of pi/2.
+
+The verdict (fixed before any model was measured; see README "Spotlight resonance"). A basis can
+be special only relative to other bases, so the null model is the same activations seen in
+``M`` Haar-random rigid rotations of the basis (same planes, same epsilon). With ``z = (c4 -
+mean_null) / std_null``:
+
+* ``z >= 3``: **aligned**; ``z <= -3``: **anti-aligned**; otherwise **isotropic** (no
+  preference for this basis over a random rotation of it);
+* **empty** when no sample falls in any cone (in the basis and in every null basis).
+
+Also reported: the rank p-value (two-sided) of ``c4`` among the null values. The verdict needs an
+orthonormal basis (for an overcomplete basis the in-plane angle of ``b_j`` is not pi/2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from analyses.spotlight.core import SpotlightResult
+
+THRESHOLD = 3.0
+VERDICTS = ("aligned", "anti-aligned", "isotropic", "empty")
+
+
+def _curve(result: SpotlightResult | Tensor) -> tuple[Tensor, Tensor]:
+    if isinstance(result, SpotlightResult):
+        return result.mean.cpu(), result.angles.cpu()
+    f = result.detach().double().cpu()
+    if f.dim() == 2:
+        f = f.mean(0)
+    theta = torch.arange(f.numel(), dtype=torch.float64) * (2 * math.pi / f.numel())
+    return f, theta
+
+
+def axis_harmonic(result: SpotlightResult | Tensor) -> dict[str, float]:
+    """``c4``, the harmonic's phase (peak position mod pi/2) and the argmax's offset from the axes.
+
+    ``result``: a :class:`SpotlightResult`, or SRM values ([planes, angles] or a mean curve on
+    the grid ``2 pi k / R``).
+    """
+    f, theta = _curve(result)
+    if f.numel() < 8:
+        raise ValueError(f"the axis harmonic needs at least 8 angles, got {f.numel()}")
+    total = float(f.abs().sum())
+    if total == 0:
+        return {"c4": 0.0, "phase": float("nan"), "strength": 0.0, "peak_angle": float("nan"), "peak_offset": float("nan")}
+    z = complex(float((f * torch.cos(4 * theta)).sum()), float((f * torch.sin(4 * theta)).sum())) / total
+    phase = math.atan2(z.imag, z.real) / 4  # in (-pi/4, pi/4]
+    peak = float(theta[int(torch.argmax(f))])
+    folded = peak % (math.pi / 2)
+    return {
+        "c4": z.real,
+        "phase": phase,
+        "strength": abs(z),
+        "peak_angle": peak,
+        "peak_offset": min(folded, math.pi / 2 - folded),
+    }
+
+
+def verdict(observed: SpotlightResult, null: Sequence[SpotlightResult], threshold: float = THRESHOLD) -> dict[str, Any]:
+    """The alignment verdict of ``observed`` against results in randomly rotated bases (``null``)."""
+    if len(null) < 2:
+        raise ValueError(f"verdict: needs at least 2 null results (random rotations of the basis), got {len(null)}")
+    stats = axis_harmonic(observed)
+    c4 = stats["c4"]
+    values = torch.tensor([axis_harmonic(r)["c4"] for r in null], dtype=torch.float64)
+    mean, std = float(values.mean()), float(values.std())
+    empty = int(observed.counts.abs().sum()) == 0 and all(int(r.counts.abs().sum()) == 0 for r in null)
+    if empty:
+        z, call = 0.0, "empty"
+    elif std == 0:
+        z = math.copysign(math.inf, c4 - mean) if c4 != mean else 0.0
+        call = "isotropic" if c4 == mean else ("aligned" if c4 > mean else "anti-aligned")
+    else:
+        z = (c4 - mean) / std
+        call = "aligned" if z >= threshold else "anti-aligned" if z <= -threshold else "isotropic"
+    extreme = int((values - mean).abs().ge(abs(c4 - mean)).sum())
+    return stats | {
+        "verdict": call,
+        "z": z,
+        "null_mean": mean,
+        "null_std": std,
+        "n_null": len(null),
+        "p_rank": (1 + extreme) / (1 + len(null)),
+        "threshold": threshold,
+    }
+
+
+def is_orthonormal(basis: Tensor, tol: float = 1e-6) -> bool:
+    b = basis.double()
+    if b.shape[0] > b.shape[1]:
+        return False
+    gram = b @ b.T
+    return bool((gram - torch.eye(b.shape[0], dtype=gram.dtype, device=gram.device)).abs().max() < tol)
