@@ -330,7 +330,9 @@ class SpotlightCounter:
 
     Args:
         basis: privileged directions as rows [n_basis, d] (orthonormal or overcomplete; rows
-            are scaled to unit length).
+            are scaled to unit length). A list of bases of one shape counts the same planes in
+            each of them in one pass (e.g. a basis and random rotations of it); then
+            :meth:`results` gives one result per basis.
         epsilon: cosine of the spotlight's half angle, in [-1, 1].
         n_angles: angles on [0, 2 pi).
         planes: "perm" (ordered pairs), "comb" (unordered pairs) or a [planes, 2] index tensor.
@@ -344,7 +346,7 @@ class SpotlightCounter:
 
     def __init__(
         self,
-        basis: Tensor,
+        basis: Tensor | Sequence[Tensor],
         *,
         epsilon: float = 0.9,
         n_angles: int = 100,
@@ -358,42 +360,54 @@ class SpotlightCounter:
         dtype: torch.dtype = torch.float64,
     ):
         _check_epsilon(epsilon)
-        if not isinstance(basis, Tensor) or basis.dim() != 2:
-            raise ValueError(f"basis must be a [n_basis, d] tensor, got {getattr(basis, 'shape', type(basis).__name__)}")
-        _check_dim(basis.shape[1])
+        bases = [basis] if isinstance(basis, Tensor) else list(basis)
+        if not bases or any(not isinstance(b, Tensor) or b.dim() != 2 for b in bases):
+            got = [tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__ for b in bases]
+            raise ValueError(f"basis must be a [n_basis, d] tensor (or a list of them), got {got}")
+        if any(b.shape != bases[0].shape for b in bases):
+            raise ValueError(f"bases counted together must have one shape, got {[tuple(b.shape) for b in bases]}")
+        _check_dim(bases[0].shape[1])
         if method not in _KERNELS:
             raise ValueError(f"method must be one of {tuple(_KERNELS)}, got {method!r}")
         if zeros not in ("error", "skip"):
             raise ValueError(f"zeros must be 'error' or 'skip', got {zeros!r}")
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
-        self.dim = basis.shape[1]
+        self.dim = bases[0].shape[1]
         self.dtype = dtype
-        self.basis = unit_basis(basis, self.dim, dtype)
-        k = self.basis.shape[0]
+        self.blocks = len(bases)
+        units = [unit_basis(b, self.dim, dtype, bases[0].device) for b in bases]
+        k = units[0].shape[0]
+        self.n_basis = k
         if isinstance(planes, Tensor):
-            idx = planes.long()
+            idx = planes.long().cpu()
             if idx.dim() != 2 or idx.shape[1] != 2 or idx.numel() == 0:
                 raise ValueError(f"planes tensor must be [planes, 2] basis indices, got {tuple(planes.shape)}")
             if int(idx.min()) < 0 or int(idx.max()) >= k:
                 raise ValueError(f"planes index basis vectors outside 0..{k - 1}")
+            if bool((idx[:, 0] == idx[:, 1]).any()):
+                raise ValueError("planes must join two different basis vectors")
             self.plane_kind = "custom"
         else:
             idx = make_planes(k, planes, max_planes, seed)
             self.plane_kind = planes
-        gram = self.basis @ self.basis.T
-        cos = gram[idx[:, 0], idx[:, 1]]
-        ok = (1 - cos.abs()) > DEGENERATE
+        # a plane is dropped (from every basis) where its two vectors are (anti)parallel in any basis
+        cos = torch.stack([(u[idx[:, 0].to(u.device)] * u[idx[:, 1].to(u.device)]).sum(1).cpu() for u in units])
+        ok = ((1 - cos.abs()) > DEGENERATE).all(0)
         self.dropped_planes = int((~ok).sum())
         if self.dropped_planes:
             warnings.warn(
                 f"spotlight: {self.dropped_planes} planes join parallel or antiparallel basis vectors and span no plane; left out",
                 stacklevel=2,
             )
-            idx, cos = idx[ok], cos[ok]
+            idx, cos = idx[ok], cos[:, ok]
         if idx.shape[0] == 0:
             raise ValueError("spotlight: no plane left (every pair of basis vectors is parallel)")
-        self.planes = idx
+        self.block_planes = idx  # [planes, 2] indices within one basis
+        offsets = torch.arange(self.blocks)[:, None, None] * k
+        self.basis = torch.cat(units)  # [blocks * k, d]
+        self.planes = (idx[None] + offsets).reshape(-1, 2).to(self.basis.device)
+        cos = cos.reshape(-1).to(self.basis.device, dtype)
         self._cos = cos
         self._sin = torch.sqrt(1 - cos * cos)
         self._orthonormal = bool((cos.abs() < 1e-12).all())
@@ -404,7 +418,7 @@ class SpotlightCounter:
         self.zeros = zeros
         self.method = method
         self.chunk = int(chunk)
-        self.counts = torch.zeros(idx.shape[0], self.n_angles, dtype=torch.long)
+        self.counts = torch.zeros(self.planes.shape[0], self.n_angles, dtype=torch.long, device=self.basis.device)
         self.n = 0
         self.n_zero = 0
 
@@ -449,27 +463,41 @@ class SpotlightCounter:
                 self.counts[p0 : p0 + cols] += c
         self.n += n
 
+    def results(self) -> list[SpotlightResult]:
+        """One result per basis (in the order given)."""
+        theta = angles(self.n_angles, torch.float64, self.counts.device)
+        per = self.block_planes.shape[0]
+        return [
+            SpotlightResult(
+                counts=self.counts[b * per : (b + 1) * per].clone(),
+                n=self.n,
+                angles=theta,
+                planes=self.block_planes.clone(),
+                epsilon=self.epsilon,
+                signed=self.signed,
+                dim=self.dim,
+                n_basis=self.n_basis,
+                plane_kind=self.plane_kind,
+                n_zero=self.n_zero,
+                dropped_planes=self.dropped_planes,
+            )
+            for b in range(self.blocks)
+        ]
+
     def result(self) -> SpotlightResult:
-        return SpotlightResult(
-            counts=self.counts.clone(),
-            n=self.n,
-            angles=angles(self.n_angles, torch.float64, self.counts.device),
-            planes=self.planes.clone(),
-            epsilon=self.epsilon,
-            signed=self.signed,
-            dim=self.dim,
-            n_basis=self.basis.shape[0],
-            plane_kind=self.plane_kind,
-            n_zero=self.n_zero,
-            dropped_planes=self.dropped_planes,
-        )
+        """The result (of the first basis, when several are counted)."""
+        return self.results()[0]
+
+    def basis_block(self, b: int = 0) -> Tensor:
+        """The unit-row basis number ``b``."""
+        return self.basis[b * self.n_basis : (b + 1) * self.n_basis]
 
 
 # ---------------------------------------------------------------------- one call
 @typechecked
 def spotlight(
     acts: Shaped[Tensor, "*batch d"],
-    basis: Float[Tensor, "k d"] | str | None = None,
+    basis: Float[Tensor, "k d_basis"] | str | None = None,  # d_basis must equal d (checked with a clear message)
     *,
     epsilon: float = 0.9,
     n_angles: int = 100,

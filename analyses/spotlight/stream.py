@@ -27,7 +27,7 @@ from torch import Tensor
 
 from analyses.spotlight.alignment import axis_harmonic, is_orthonormal, verdict
 from analyses.spotlight.basis import random_orthonormal, resolve_basis
-from analyses.spotlight.core import DEFAULT_CHUNK, Method, PlaneKind, SpotlightCounter, SpotlightResult, Zeros
+from analyses.spotlight.core import DEFAULT_CHUNK, Method, PlaneKind, SpotlightCounter, SpotlightResult, Zeros, unit_basis
 from analyses.spotlight.grandmother import ConeCounter, GrandmotherResult
 from hooked.protocol import Batch, Hookable, check_hook, iter_activations
 from hooked.registry import register_analysis
@@ -81,10 +81,10 @@ class ModelSpotlight:
             f"isotropic reference {r.reference:.4g}"
         )
         a = self.alignment
-        if "c4" in a:
+        if "h4" in a:
             lines.append(
-                f"axis harmonic c4={a['c4']:+.4f} (peak mod pi/2 at {a['phase']:+.3f} rad; argmax {a['peak_angle']:.3f} rad, "
-                f"{a['peak_offset']:.3f} rad from the nearest axis)"
+                f"axis harmonic h4={a['h4']:+.3g} (shape c4={a['c4']:+.3f}; peak mod pi/2 at {a['phase']:+.3f} rad; "
+                f"argmax {a['peak_angle']:.3f} rad, {a['peak_offset']:.3f} rad from the nearest axis)"
             )
         if a.get("verdict"):
             lines.append(
@@ -144,57 +144,53 @@ def spotlight_model(
         raise ValueError(f"null_bases must be >= 0, got {null_bases}")
     hp = model.hook_dict[hook]
     started = time.perf_counter()
-    counters: list[SpotlightCounter] = []
+    counter: SpotlightCounter | None = None
     cones: ConeCounter | None = None
     b: Tensor | None = None
     shape: tuple[int, ...] = ()
     label_iter = iter(labels) if labels is not None else None
-    n_labels = None
     for acts in iter_activations(model, batches, [hook], device=device, progress=progress):
         a = acts[hook]
         if not isinstance(a, Tensor):
             raise TypeError(f"hook {hook!r} produced {type(a).__name__}, not a tensor")
         if step is not None:
             a = _select_step(hp, hook, a, step)
-        if not shape:
-            shape = tuple(a.shape)
         lab = next(label_iter) if label_iter is not None else None
-        if not counters:
+        if counter is None:
+            shape = tuple(a.shape)
             d = a.shape[-1] if a.dim() else 0
             if d < 2:
-                raise ValueError(f"hook {hook!r}: activations of shape {tuple(a.shape)} have d={d} features; spotlight resonance needs d >= 2")
+                raise ValueError(f"hook {hook!r}: activations of shape {shape} have d={d} features; spotlight resonance needs d >= 2")
             b = resolve_basis(basis, d, device=a.device)
-            opts = dict(epsilon=epsilon, n_angles=n_angles, planes=planes, max_planes=max_planes, seed=seed,
-                        signed=signed, zeros=zeros, method=method, chunk=chunk)
-            counters.append(SpotlightCounter(b, **opts))
-            unit_b = counters[0].basis
-            with warnings.catch_warnings():  # the main counter has warned about degenerate planes already
-                warnings.simplefilter("ignore")
-                for r in range(null_bases):
-                    rot = random_orthonormal(d, seed=10_000 + seed * 1_000 + r, device=a.device)
-                    counters.append(SpotlightCounter(unit_b @ rot.T, **opts))
-            if lab is not None:
-                n_labels = _n_labels(lab, labels)
+            unit_b = unit_basis(b, d, device=a.device)
+            # the basis and its random rigid rotations (the null model) are counted in one pass
+            rotations = [random_orthonormal(d, seed=null_seed(seed, r), device=a.device) for r in range(null_bases)]
+            counter = SpotlightCounter(
+                [unit_b] + [unit_b @ q.T for q in rotations], epsilon=epsilon, n_angles=n_angles, planes=planes,
+                max_planes=max_planes, seed=seed, signed=signed, zeros=zeros, method=method, chunk=chunk,
+            )
+            n_labels = _n_labels(lab, labels) if lab is not None else None
             cones = ConeCounter(b, epsilon=epsilon, top=top, n_labels=n_labels, zeros=zeros)
-        for c in counters:
-            c.add(a)
+        counter.add(a)
         cones.add(a, lab)
-    if not counters:
+    if counter is None:
         raise ValueError("spotlight_model: no batches were given")
-    results = [c.result() for c in counters]
-    main, null = results[0], results[1:]
+    main, *null = counter.results()
     alignment: dict[str, Any] = {}
-    if main.n:
-        alignment = axis_harmonic(main) if n_angles >= 8 else {}
-        ortho = is_orthonormal(counters[0].basis)
-        if len(null) >= 2 and ortho and n_angles >= 8:
+    if main.n and n_angles >= 8:
+        alignment = axis_harmonic(main)
+        ortho = is_orthonormal(counter.basis_block(0))
+        if len(null) >= 2 and ortho:
             alignment = verdict(main, null)
         elif null_bases:
             alignment["verdict"] = None
-            alignment["why_no_verdict"] = (
-                "the basis is not orthonormal" if not ortho else "needs n_angles >= 8 and null_bases >= 2"
-            )
+            alignment["why_no_verdict"] = "the basis is not orthonormal" if not ortho else "needs null_bases >= 2"
     return ModelSpotlight(hook, main, b, cones.result(), null, alignment, shape, time.perf_counter() - started)
+
+
+def null_seed(seed: int, r: int) -> int:
+    """Seed of the r-th random rotation of the null model (fixed, independent of the data)."""
+    return 10_000 + 1_000 * seed + r
 
 
 def _n_labels(first: Tensor, labels: Any) -> int:
