@@ -111,13 +111,25 @@ def test_verdicts_on_known_data():
     assert verdict(found[0], found[1:])["verdict"] == "isotropic"
 
 
-def test_no_verdict_for_cones_of_a_quarter_turn_or_wider():
+def test_no_sign_for_cones_of_a_quarter_turn_or_wider():
     # a sample on b_i is inside the spotlight at the diagonals once the half angle reaches pi/4
-    null = [random_orthonormal(4, seed=r) for r in range(4)]
-    found = SpotlightCounter([torch.eye(4, dtype=torch.float64)] + null, epsilon=0.7, n_angles=64).add(axis_data(500, 4)).results()
+    null = [random_orthonormal(4, seed=r) for r in range(16)]
+    found = SpotlightCounter([torch.eye(4, dtype=torch.float64)] + null, epsilon=0.5, n_angles=64).add(axis_data(500, 4)).results()
     v = verdict(found[0], found[1:])
-    assert v["verdict"] is None and "pi/4" in v["why_no_verdict"]
-    assert v["c4"] < 0  # the inverted reading the rule guards against
+    assert v["c4"] < 0 and v["z"] < -3  # the inverted reading: axis data look anti-aligned
+    assert v["verdict"] == "basis-locked" and v["preferred"]
+
+
+def test_empty_cones_and_null_planes_of_the_other_kind():
+    a = gaussian(400, 8, seed=3)
+    null = SpotlightCounter([random_orthonormal(8, seed=r) for r in range(8)], epsilon=0.99, n_angles=40).add(a).results()
+    empty = SpotlightCounter(torch.eye(8), epsilon=0.99, n_angles=40).add(a).result()
+    assert int(empty.counts.sum()) == 0 and verdict(empty, null)["verdict"] == "empty"
+    # h4 over "comb" planes equals h4 over "perm" planes (mirror images), so a comb null serves a perm basis
+    b = axis_data(400, 5)
+    perm = spotlight(b, epsilon=0.8, n_angles=40, planes="perm")
+    comb = spotlight(b, epsilon=0.8, n_angles=40, planes="comb")
+    assert axis_harmonic(perm)["h4"] == pytest.approx(axis_harmonic(comb)["h4"], rel=1e-12)
 
 
 # ---------------------------------------------------------------------- invariances and structure

@@ -147,9 +147,9 @@ def test_repro_runs_end_to_end_small(tmp_path):
     from hooked.repro.spotlight import spotlight_repro
 
     out = spotlight_repro(
-        RunDir(tmp_path), activations=["relu", "linear"], rotated=["tanh"], epochs=2, epsilons=[0.9], null_bases=4, n_angles=16, progress=False
+        RunDir(tmp_path), activations=["relu", "linear"], rotated=["tanh"], epochs=2, epsilons=[0.9], explore_epsilons=[0.5], null_bases=4, n_angles=16, progress=False
     )
-    assert out["agreement"]["cells"] == 6 and set(out["models"]) == {"relu", "linear", "rotated-tanh"}
-    for name in ("srm_eps0.9.png", "verdicts.png", "grandmother_eps0.9.png", "ensemble_relu.png"):
+    assert out["agreement"]["preregistered_cells"] == 6 and out["agreement"]["exploratory_cells"] == 6 and set(out["models"]) == {"relu", "linear", "rotated-tanh"}
+    for name in ("srm_eps0.9.png", "srm_eps0.5.png", "verdicts.png", "ensemble_relu.png"):
         assert (tmp_path / name).exists()
     assert checkpoint.load(tmp_path / "models" / "rotated-tanh").rotation_seeds == [1]

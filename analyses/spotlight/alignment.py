@@ -17,12 +17,23 @@ activations seen in ``M`` Haar-random rigid rotations of the basis (same planes,
 With ``z = (h4 - mean_null) / std_null``:
 
 * ``z >= 3``: **aligned**; ``z <= -3``: **anti-aligned**; otherwise **isotropic** (no
-  preference for this basis over a random rotation of it);
-* **empty** when no sample falls in any cone (in the basis and in every null basis);
-* no verdict (``None``) when the cone's half angle ``arccos(epsilon)`` is pi/4 or more: a sample on
-  ``b_i`` is then inside the spotlight at the diagonals between ``b_i`` and its neighbours, so
-  axis-aligned data peak at the odd multiples of pi/4 and the reading inverts; nor for the
-  signed variant or a non-orthonormal basis (where the in-plane angle of ``b_j`` is not pi/2).
+  preference for this basis over a random rotation of it); ``preferred = |z| >= 3``;
+* the sign is read only when the cone's half angle ``arccos(epsilon)`` is below pi/4
+  (``epsilon > 0.7071``). With wider cones a sample on ``b_i`` is inside the spotlight at the
+  diagonals between ``b_i`` and its neighbours, so axis-aligned data peak at the odd multiples
+  of pi/4 and the reading inverts (in high dimensions the effective in-plane cone of a sample is
+  ``arccos(epsilon / r)``, r its norm in the plane, so this already happens for eps < r / sqrt 2).
+  There the verdict is **basis-locked** when ``|z| >= 3`` (the basis is special, the sign says
+  nothing about alignment) and **isotropic** otherwise;
+* **empty** when no sample falls in any cone of the basis: there is no curve to read;
+* no verdict (``None``) for the signed variant or a non-orthonormal basis (where the in-plane
+  angle of ``b_j`` is not pi/2).
+
+History, for honesty: the rule above (h4, z against random rotations, |z| >= 3, eps > 0.7071)
+was fixed on synthetic data before any autoencoder was measured. After the first run of ``hooked
+repro spotlight`` two things were added: "empty" now means the observed basis has no counts (it
+first required the null bases to be empty too, which called cones without a single sample
+"isotropic"), and wide cones give "basis-locked" / "isotropic" instead of no verdict.
 
 ``h4`` rather than ``c4`` carries the verdict because alignment shows in how much of the data
 sits in the basis planes' cones as well as in the curve's shape: checked on synthetic data
@@ -43,7 +54,7 @@ from torch import Tensor
 from analyses.spotlight.core import SpotlightResult
 
 THRESHOLD = 3.0
-VERDICTS = ("aligned", "anti-aligned", "isotropic", "empty")
+VERDICTS = ("aligned", "anti-aligned", "basis-locked", "isotropic", "empty")
 WIDEST = math.sqrt(0.5)  # epsilon must exceed cos(pi/4) for a verdict
 
 
@@ -85,33 +96,35 @@ def verdict(observed: SpotlightResult, null: Sequence[SpotlightResult], threshol
     """The alignment verdict of ``observed`` against results in randomly rotated bases (``null``).
 
     Returns :func:`axis_harmonic`'s numbers with ``verdict`` (one of ``VERDICTS``, or ``None``
-    with ``why_no_verdict``), ``z``, the null's mean and std, and ``p_rank``.
+    with ``why_no_verdict``), ``preferred``, ``z``, the null's mean and std, and ``p_rank``. The
+    null results may use "comb" planes where ``observed`` uses "perm": with a number of angles
+    divisible by 4, h4 is the same for both (the reversed plane's curve is the mirror image).
     """
     if len(null) < 2:
         raise ValueError(f"verdict: needs at least 2 null results (random rotations of the basis), got {len(null)}")
     stats = axis_harmonic(observed)
-    why = None
-    if observed.epsilon <= WIDEST:
-        why = f"epsilon={observed.epsilon:g} gives cones of half angle >= pi/4, where neighbouring axes share the diagonals"
-    elif observed.signed:
-        why = "the verdict is defined for the unsigned SRM"
-    if why:
-        return stats | {"verdict": None, "why_no_verdict": why}
+    if observed.signed:
+        return stats | {"verdict": None, "why_no_verdict": "the verdict is defined for the unsigned SRM"}
     h4 = stats["h4"]
     values = torch.tensor([axis_harmonic(r)["h4"] for r in null], dtype=torch.float64)
     mean, std = float(values.mean()), float(values.std())
-    empty = int(observed.counts.abs().sum()) == 0 and all(int(r.counts.abs().sum()) == 0 for r in null)
-    if empty:
-        z, call = 0.0, "empty"
-    elif std == 0:
+    if std == 0:
         z = math.copysign(math.inf, h4 - mean) if h4 != mean else 0.0
-        call = "isotropic" if h4 == mean else ("aligned" if h4 > mean else "anti-aligned")
     else:
         z = (h4 - mean) / std
-        call = "aligned" if z >= threshold else "anti-aligned" if z <= -threshold else "isotropic"
+    preferred = abs(z) >= threshold
+    if int(observed.counts.abs().sum()) == 0:
+        call = "empty"
+    elif not preferred:
+        call = "isotropic"
+    elif observed.epsilon <= WIDEST:
+        call = "basis-locked"
+    else:
+        call = "aligned" if z > 0 else "anti-aligned"
     extreme = int((values - mean).abs().ge(abs(h4 - mean)).sum())
     return stats | {
         "verdict": call,
+        "preferred": preferred and call != "empty",
         "z": z,
         "null_mean": mean,
         "null_std": std,

@@ -1,8 +1,10 @@
 """Hooked models: each is a :class:`~hooked.HookedModule` with named hook points.
 
 * :class:`ToyReLU`: the toy ReLU model of superposition (many instances at once).
+* :class:`Autoencoder`: MLP autoencoders with a chosen activation (the spotlight resonance study).
 """
 
+from hooked.models.autoencoder import Autoencoder, load_digits, train_autoencoder
 from hooked.models.toy_relu import ToyReLU, sparse_features, train_toy_relu, weighted_mse
 
-__all__ = ["ToyReLU", "sparse_features", "train_toy_relu", "weighted_mse"]
+__all__ = ["Autoencoder", "ToyReLU", "load_digits", "sparse_features", "train_autoencoder", "train_toy_relu", "weighted_mse"]
