@@ -33,8 +33,8 @@ IsoTanh and linear show no preferred basis.
 Written to the run folder: ``srm_eps*.png`` (mean +- std per model and basis, verdicts in the
 titles), ``ensemble_*.png`` (one line per plane), ``verdicts.png`` (z per model, basis and
 epsilon), ``grandmother_eps*.png`` (digits in the most selective directions' cones), ``models/NAME/``
-checkpoints (``hooked run spotlight --model digits-ae --checkpoint ...`` reads them) and the
-numbers in ``results.json``.
+checkpoints (``hooked run spotlight --model digits-ae --checkpoint ...`` reads them),
+``rotated_basis.safetensors`` (for ``--basis``) and the numbers in ``results.json``.
 """
 
 from __future__ import annotations
@@ -285,11 +285,13 @@ def spotlight_repro(
     # ------------------------------------------------------------------ plots
     _plots(run_dir, names, srm, cell, cones, x, all_eps, epsilons, bases)
     run_dir.tensors("bases.safetensors", {"rotated": q, **{f"null_{r}": n for r, n in enumerate(null)}})
+    run_dir.tensors("rotated_basis.safetensors", {"basis": q})
     hint = names[-1] if rotated else names[0]
-    rot_flag = f" --model-rotation-seed {rotation_seed}" if rotated else ""
+    rot_flags = f" --model-rotation-seed {rotation_seed} --basis {run_dir / 'rotated_basis.safetensors'}" if rotated else ""
     print(
         f"\nre-run the analysis on a trained model: python -m hooked run spotlight --model digits-ae "
-        f"--model-activation {acts[-1] if rotated else acts[0]}{rot_flag} --checkpoint {run_dir / 'models' / hint} --hook hook_bottleneck"
+        f"--model-activation {acts[-1] if rotated else acts[0]} --checkpoint {run_dir / 'models' / hint} --hook hook_bottleneck"
+        f"{rot_flags} --epsilon 0.4"
     )
     return {
         "settings": {
