@@ -60,7 +60,7 @@ def plot_ensemble(result: SpotlightResult, ax: Any = None, max_lines: int = MAX_
         pick = torch.randperm(values.shape[0], generator=torch.Generator().manual_seed(seed))[:max_lines]
         shown = values[pick.to(values.device)]
     x, y = _closed(result, shown)
-    alpha = max(0.05, min(0.8, 8 / shown.shape[0]))
+    alpha = max(0.15, min(0.8, 20 / shown.shape[0]))
     ax.plot(x, y.T, color="tab:blue", lw=0.6, alpha=alpha)
     _axes_style(ax, result)
     n_shown = shown.shape[0]

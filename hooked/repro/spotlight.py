@@ -325,32 +325,36 @@ def _plots(run_dir: Any, names: list[str], srm: dict, cell: Any, cones: dict, x:
         fig = spotlight_grid({n: {f"{b} basis": srm[e][n][b] for b in bases} for n in names}, notes,
                              title=f"SRM at the bottleneck, ε={e:g}: mean ± std over planes")
         run_dir.figure(f"srm_eps{e:g}.png", fig)
-    shown = [e for e in all_eps if e in epsilons] or all_eps[:1]
     for n in names:
-        fig, axes = plt.subplots(len(shown), len(bases), figsize=(5 * len(bases), 2.6 * len(shown)), squeeze=False)
-        for i, e in enumerate(shown):
+        fig, axes = plt.subplots(len(all_eps), len(bases), figsize=(5 * len(bases), 2.4 * len(all_eps)), squeeze=False)
+        for i, e in enumerate(all_eps):
             for j, b in enumerate(bases):
-                plot_ensemble(srm[e][n][b], axes[i][j], max_lines=120)
+                plot_ensemble(srm[e][n][b], axes[i][j], max_lines=60)
                 axes[i][j].set_title(f"{n}, {b} basis, ε={e:g}: {cell(n, e, b)['found']} (z={cell(n, e, b)['z']:+.1f})", fontsize=8)
         fig.tight_layout()
         run_dir.figure(f"ensemble_{n}.png", fig)
 
     # z per model, basis and epsilon
-    fig, axes = plt.subplots(1, len(all_eps), figsize=(3.2 * len(all_eps), 3.6), squeeze=False, sharey=True)
+    ncols = min(3, len(all_eps))
+    nrows = -(-len(all_eps) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.2 * nrows), squeeze=False, sharey=True)
+    for ax in axes.flat[len(all_eps):]:
+        ax.axis("off")
     for i, e in enumerate(all_eps):
-        ax = axes[0][i]
+        ax = axes.flat[i]
         pos = range(len(names))
         for j, b in enumerate(bases):
-            zs = [max(-30.0, min(30.0, cell(n, e, b)["z"])) for n in names]
+            zs = [max(-12.0, min(12.0, cell(n, e, b)["z"])) for n in names]
             ax.bar([p + (j - 0.5) * 0.4 for p in pos], zs, width=0.4, label=f"{b} basis")
         for t in (-3, 3):
             ax.axhline(t, color="k", ls="--", lw=0.8)
-        ax.set_xticks(list(pos), names, rotation=70, ha="right", fontsize=6)
-        ax.set_title(f"ε={e:g}" + (" (pre-registered)" if e in epsilons else ""), fontsize=8)
+        ax.set_xticks(list(pos), names, rotation=60, ha="right", fontsize=7)
+        ax.set_title(f"ε={e:g}" + (" (pre-registered)" if e in epsilons else " (exploratory)"), fontsize=9)
+        if i % ncols == 0:
+            ax.set_ylabel("z of h4 (clipped ±12)")
         if i == 0:
-            ax.set_ylabel("z of h4 vs random bases (clipped ±30)")
-            ax.legend(fontsize=6)
-    fig.suptitle("is the basis preferred? |z| ≥ 3 (dashed); the sign reads aligned / anti-aligned only for ε > 0.707", fontsize=9)
+            ax.legend(fontsize=7)
+    fig.suptitle("is the basis preferred? |z| ≥ 3 (dashed); the sign reads aligned / anti-aligned only for ε > 0.707", fontsize=10)
     fig.tight_layout()
     run_dir.figure("verdicts.png", fig)
 
