@@ -17,7 +17,6 @@ angle, planes, basis) and ``result.json`` into the run folder.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
