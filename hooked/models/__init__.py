@@ -3,8 +3,10 @@
 * :class:`ToyReLU`: the toy ReLU model of superposition (many instances at once).
 * ``smollm2-135m`` and ``tiny-llama`` (:mod:`hooked.models.lm`): language models, registered by
   name; transformers loads only when one is built.
+* :class:`Autoencoder`: MLP autoencoders with a chosen activation (the spotlight resonance study).
 """
 
+from hooked.models.autoencoder import Autoencoder, load_digits, train_autoencoder
 from hooked.models.toy_relu import ToyReLU, sparse_features, train_toy_relu, weighted_mse
 
-__all__ = ["ToyReLU", "sparse_features", "train_toy_relu", "weighted_mse"]
+__all__ = ["Autoencoder", "ToyReLU", "load_digits", "sparse_features", "train_autoencoder", "train_toy_relu", "weighted_mse"]

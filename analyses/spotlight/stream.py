@@ -1,0 +1,287 @@
+"""SRM at a hook point of any hooked model, streamed over batches; the ``spotlight`` command.
+
+:func:`spotlight_model` runs the model over batches through ``run_with_cache`` (via
+:func:`hooked.protocol.iter_activations`), and adds each batch's activations at ``hook`` to the
+counters, so only counts per plane and angle (and per basis direction) are kept, never a
+dataset's activations. Activations of any shape count every leading position as a sample
+([batch, d], [batch, pos, d], per-step [batch, time, d], ...); ``step`` picks one step of a
+per-step hook point. With ``null_bases`` > 0 the same activations are also counted in that many
+random rotations of the basis, which gives the alignment verdict of
+:mod:`analyses.spotlight.alignment`.
+
+``python -m hooked run spotlight --model M --hook H [--basis thomson:32 --epsilon 0.8 ...]``
+writes ``spotlight.png`` (ensemble and mean +- std), ``srm.safetensors`` (counts per plane and
+angle, planes, basis) and ``result.json`` into the run folder.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from analyses.spotlight.alignment import axis_harmonic, is_orthonormal, verdict
+from analyses.spotlight.basis import random_orthonormal, resolve_basis
+from analyses.spotlight.core import DEFAULT_CHUNK, Method, PlaneKind, SpotlightCounter, SpotlightResult, Zeros, unit_basis
+from analyses.spotlight.grandmother import ConeCounter, GrandmotherResult
+from hooked.protocol import Batch, Hookable, check_hook, iter_activations
+from hooked.registry import register_analysis
+
+
+@dataclass
+class ModelSpotlight:
+    """What :func:`spotlight_model` found at one hook."""
+
+    hook: str
+    result: SpotlightResult
+    basis: Tensor
+    grandmother: GrandmotherResult
+    null: list[SpotlightResult] = field(default_factory=list)
+    alignment: dict[str, Any] = field(default_factory=dict)
+    shape: tuple[int, ...] = ()  # one batch's activation shape at the hook
+    seconds: float = 0.0
+    top: int = 5  # directions the summary lists
+    min_count: int = 10  # samples a direction's cone needs to be ranked
+
+    def summary(self, top: int | None = None, min_count: int | None = None) -> dict[str, Any]:
+        top = self.top if top is None else top
+        min_count = self.min_count if min_count is None else min_count
+        return {
+            "hook": self.hook,
+            "activation_shape": list(self.shape),
+            "srm": self.result.summary(),
+            "alignment": self.alignment,
+            "grandmother": self.grandmother.summary(top, min_count),
+            "seconds": self.seconds,
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return self.summary()
+
+    def report(self) -> str:
+        """A few lines for a person: settings, the verdict, the peaks, the most selective directions."""
+        r = self.result
+        lines = [
+            f"spotlight resonance at {self.hook}: activations {list(self.shape)} -> {r.n} samples of d={r.dim}"
+            + (f" ({r.n_zero} zero vectors skipped)" if r.n_zero else ""),
+            f"basis: {r.n_basis} directions, {r.planes.shape[0]} {r.plane_kind} planes"
+            + (f" ({r.dropped_planes} degenerate dropped)" if r.dropped_planes else "")
+            + f", epsilon={r.epsilon:g}, {r.angles.numel()} angles" + (", signed" if r.signed else ""),
+        ]
+        if not r.n:
+            return "\n".join(lines + ["no non-zero activations: nothing counted"])
+        mean = r.mean
+        lines.append(
+            f"SRM mean over planes: min {float(mean.min()):.4g}, max {float(mean.max()):.4g}, "
+            f"isotropic reference {r.reference:.4g}"
+        )
+        a = self.alignment
+        if "h4" in a:
+            lines.append(
+                f"axis harmonic h4={a['h4']:+.3g} (shape c4={a['c4']:+.3f}; peak mod pi/2 at {a['phase']:+.3f} rad; "
+                f"argmax {a['peak_angle']:.3f} rad, {a['peak_offset']:.3f} rad from the nearest axis)"
+            )
+        if a.get("verdict"):
+            lines.append(
+                f"verdict: {a['verdict'].upper()}  (z={a['z']:+.2f} against {a['n_null']} random rotations of the basis, "
+                f"rank p={a['p_rank']:.3f})"
+            )
+        elif a.get("why_no_verdict"):
+            lines.append(f"no verdict: {a['why_no_verdict']}")
+        g = self.grandmother.summary(self.top, self.min_count)
+        lines.append(
+            f"cones of the {g['n_directions']} directions (+-b_k): {g['nonempty_directions']} non-empty; "
+            f"most selective by {g['ranked_by']}:"
+        )
+        for d in g["most_selective"]:
+            extra = f"purity {d['purity']:.2f} (label {d['label']})" if "purity" in d else f"enrichment {d['enrichment']:.2f}x"
+            lines.append(f"  {d['direction']:>5}: {d['count']} samples ({100 * d['fraction']:.1f}%), {extra}, top rows {d['top_rows'][:5]}")
+        return "\n".join(lines)
+
+
+def spotlight_model(
+    model: Hookable,
+    hook: str,
+    batches: Iterable[Batch],
+    *,
+    basis: Tensor | str | None = None,
+    epsilon: float = 0.9,
+    n_angles: int = 100,
+    planes: PlaneKind = "perm",
+    max_planes: int | None = None,
+    seed: int = 0,
+    signed: bool = False,
+    zeros: Zeros = "skip",
+    step: int | None = None,
+    null_bases: int = 0,
+    labels: Iterable[Tensor] | None = None,
+    top: int = 8,
+    method: Method = "arcs",
+    chunk: int = DEFAULT_CHUNK,
+    device: torch.device | str | None = None,
+    progress: bool | str = False,
+) -> ModelSpotlight:
+    """SRM, cone membership and (with ``null_bases``) the alignment verdict at ``hook``.
+
+    Args:
+        batches: an iterable of batches (tensor, tuple of args or dict of kwargs), read once.
+        basis: [n_basis, d] rows, or a spec ("standard", "random:SEED", "thomson:N", a
+            .safetensors path); default the standard basis.
+        step: for a per-step hook point, count only this step (default: every step).
+        null_bases: also count in this many random rotations of the basis (for the verdict).
+        labels: one integer label tensor per batch (its leading axes), for grandmother purity.
+        top: samples kept per basis direction (closest to its axis).
+        device: move activations there before counting (default: where the model put them).
+        Other arguments as :class:`analyses.spotlight.core.SpotlightCounter`.
+    """
+    check_hook(model, hook)
+    if null_bases < 0:
+        raise ValueError(f"null_bases must be >= 0, got {null_bases}")
+    hp = model.hook_dict[hook]
+    started = time.perf_counter()
+    counter: SpotlightCounter | None = None
+    cones: ConeCounter | None = None
+    b: Tensor | None = None
+    shape: tuple[int, ...] = ()
+    label_iter = iter(labels) if labels is not None else None
+    for acts in iter_activations(model, batches, [hook], device=device, progress=progress):
+        a = acts[hook]
+        if not isinstance(a, Tensor):
+            raise TypeError(f"hook {hook!r} produced {type(a).__name__}, not a tensor")
+        if step is not None:
+            a = _select_step(hp, hook, a, step)
+        lab = next(label_iter) if label_iter is not None else None
+        if counter is None:
+            shape = tuple(a.shape)
+            d = a.shape[-1] if a.dim() else 0
+            if d < 2:
+                raise ValueError(f"hook {hook!r}: activations of shape {shape} have d={d} features; spotlight resonance needs d >= 2")
+            b = resolve_basis(basis, d, device=a.device)
+            unit_b = unit_basis(b, d, device=a.device)
+            # the basis and its random rigid rotations (the null model) are counted in one pass
+            rotations = [random_orthonormal(d, seed=null_seed(seed, r), device=a.device) for r in range(null_bases)]
+            counter = SpotlightCounter(
+                [unit_b] + [unit_b @ q.T for q in rotations], epsilon=epsilon, n_angles=n_angles, planes=planes,
+                max_planes=max_planes, seed=seed, signed=signed, zeros=zeros, method=method, chunk=chunk,
+            )
+            n_labels = _n_labels(lab, labels) if lab is not None else None
+            cones = ConeCounter(b, epsilon=epsilon, top=top, n_labels=n_labels, zeros=zeros)
+        counter.add(a)
+        cones.add(a, lab)
+    if counter is None:
+        raise ValueError("spotlight_model: no batches were given")
+    main, *null = counter.results()
+    alignment: dict[str, Any] = {}
+    if main.n and n_angles >= 8:
+        alignment = axis_harmonic(main)
+        ortho = is_orthonormal(counter.basis_block(0))
+        if len(null) >= 2 and ortho:
+            alignment = verdict(main, null)
+        elif null_bases:
+            alignment["verdict"] = None
+            alignment["why_no_verdict"] = "the basis is not orthonormal" if not ortho else "needs null_bases >= 2"
+    return ModelSpotlight(hook, main, b, cones.result(), null, alignment, shape, time.perf_counter() - started)
+
+
+def null_seed(seed: int, r: int) -> int:
+    """Seed of the r-th random rotation of the null model (fixed, independent of the data)."""
+    return 10_000 + 1_000 * seed + r
+
+
+def _n_labels(first: Tensor, labels: Any) -> int:
+    """Number of label values: from all label tensors if they are a sequence, else from the first."""
+    if isinstance(labels, Sequence) and not isinstance(labels, Tensor):
+        return int(max(int(torch.as_tensor(t).max()) for t in labels)) + 1
+    if isinstance(labels, Tensor):
+        return int(labels.max()) + 1
+    return int(torch.as_tensor(first).max()) + 1
+
+
+def _select_step(hp: Any, hook: str, a: Tensor, step: int) -> Tensor:
+    if not getattr(hp, "recurrent", False):
+        raise ValueError(f"step={step} given, but hook {hook!r} is not a per-step (recurrent) hook point")
+    dim = getattr(hp, "time_dim", 1)
+    steps = a.shape[dim]
+    if not -steps <= step < steps:
+        raise ValueError(f"step={step} is out of range: hook {hook!r} ran {steps} steps")
+    return a.select(dim, step)
+
+
+def split_data(data: Any, batch_size: int | None) -> list[Batch]:
+    """The CLI's ``data`` (one batch or a list of batches) as a list, split into ``batch_size`` rows."""
+    batches = list(data) if isinstance(data, list) else [data]
+    if batch_size is None:
+        return batches
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    out = []
+    for b in batches:
+        if isinstance(b, Tensor):
+            out.extend(b.split(batch_size))
+        elif isinstance(b, tuple) and all(isinstance(t, Tensor) for t in b):
+            out.extend(zip(*(t.split(batch_size) for t in b)))
+        elif isinstance(b, dict) and all(isinstance(t, Tensor) for t in b.values()):
+            parts = {k: v.split(batch_size) for k, v in b.items()}
+            out.extend(dict(zip(parts, vals)) for vals in zip(*parts.values()))
+        else:
+            raise ValueError("batch_size works on batches made of tensors only (a tensor, a tuple or a dict of tensors)")
+    return out
+
+
+@register_analysis("spotlight")
+def spotlight_analysis(
+    model: Hookable,
+    hook: str,
+    data: Any,
+    *,
+    basis: str = "standard",
+    epsilon: float = 0.9,
+    n_angles: int = 100,
+    planes: Literal["perm", "comb"] = "perm",
+    max_planes: int | None = None,
+    seed: int = 0,
+    signed: bool = False,
+    step: int | None = None,
+    zeros: Literal["skip", "error"] = "skip",
+    null_bases: int = 16,
+    top: int = 5,
+    batch_size: int | None = None,
+    run_dir: Any = None,
+) -> ModelSpotlight:
+    """Spotlight resonance: how activations at a hook align with a privileged basis.
+
+    Args:
+        basis: privileged basis: standard, random:SEED, thomson:N[:SEED] (N points on the sphere), or a .safetensors file with a tensor 'basis' [n, d].
+        epsilon: cosine of the spotlight cone's half angle, in [-1, 1].
+        n_angles: angles on [0, 2 pi).
+        planes: perm (ordered pairs of basis vectors) or comb (unordered pairs).
+        max_planes: count only a random subset of this many planes.
+        seed: seed of the plane subset.
+        signed: signed variant (+1 in the cone, -1 in the opposite cone).
+        step: for a per-step hook point, use only this step (default all steps).
+        zeros: zero activation vectors are skipped or raise an error.
+        null_bases: random rotations of the basis to compare against (the alignment verdict; 0 = none).
+        top: most selective basis directions to report.
+        batch_size: split the model's data into batches of this many rows (streaming).
+    """
+    batches = split_data(data, batch_size)
+    found = spotlight_model(
+        model, hook, batches, basis=basis, epsilon=epsilon, n_angles=n_angles, planes=planes,
+        max_planes=max_planes, seed=seed, signed=signed, zeros=zeros, step=step, null_bases=null_bases,
+        top=max(top, 8), progress=len(batches) > 10,
+    )
+    found.top, found.min_count = top, 1
+    if run_dir is not None:
+        from analyses.spotlight.plots import spotlight_figure
+
+        res = found.result
+        if res.n:
+            v = found.alignment.get("verdict")
+            title = f"{hook}: d={res.dim}, {res.n} samples, basis {basis}" + (f", verdict {v} (z={found.alignment['z']:.1f})" if v else "")
+            run_dir.figure("spotlight.png", spotlight_figure(res, title))
+        run_dir.tensors("srm.safetensors", res.tensors() | {"basis": found.basis.double()})
+    return found
