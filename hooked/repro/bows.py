@@ -379,7 +379,7 @@ def _text_claims(out: dict, wds: list[float]) -> list[dict]:
     sweep = out.get("latent_sweep")
     if sweep and "months" in sweep["offdiag_gram_norm"]:
         v = [float(x) for x in sweep["offdiag_gram_norm"]["months"]]
-        rows.append(_claim("||G - diag G||_F (months) vs L", "structure at small L, fading as L grows", " ".join(f"L={L}:{x:.2f}" for L, x in zip(sweep["latent_sizes"], v)), None))
+        rows.append(_claim("||G - diag G||_F (months) vs L", "plotted against L = 50..10,000 (V = 10,000); no single number", " ".join(f"L={L}:{x:.2f}" for L, x in zip(sweep["latent_sizes"], v)), None))
     return rows
 
 

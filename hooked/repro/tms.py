@@ -13,7 +13,8 @@ checks the paper's claims:
 
 The default is sized for a 2-core CPU in a few minutes (fewer steps, a smaller batch for the
 n = 200 sweep, a 10 x 10 phase grid); ``--full`` uses the paper's 10,000 steps and batch 1024
-everywhere, 20 sparsities for n = 200 and a 16 x 16 phase grid.
+everywhere, 20 sparsities for n = 200 and a 16 x 16 phase grid. Weight decay is off by default
+(``--weight-decay``); every model is also saved (safetensors + JSON) for ``hooked run``.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def tms(
 
     Args:
         steps: training steps for the n=5 and n=20 sweeps.
-        batch_size: batch size for the n=5, n=20 and phase-diagram models.
+        batch_size: batch size for the n=5 and n=20 sweeps.
         big_steps: training steps for the n=200, m=20 sweep.
         big_batch_size: batch size for the n=200, m=20 sweep.
         sparsities: sparsity levels in the n=5 and n=20 sweeps.
