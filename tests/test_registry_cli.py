@@ -155,3 +155,13 @@ def test_run_dir_and_atomic_json(tmp_path):
     with pytest.raises(ValueError, match="not valid JSON"):
         (a / "bad.json").write_text("{")
         read_json(a / "bad.json")
+
+
+def test_written_files_get_the_usual_mode(tmp_path):
+    import os
+    import stat
+
+    path = write_json(tmp_path / "r.json", {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
