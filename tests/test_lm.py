@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from hooked import lm
+from hooked.offline import cache_dir
 from hooked.protocol import check_hookable, collect_activations
 from interventions.patching import patch, patching_sweep
 
@@ -59,7 +60,7 @@ def ld_metric(answer, wrong):
 @needs_smollm2
 def test_cache_folder_is_a_plain_hf_folder(raw):
     folder = Path(lm.resolve("smollm2-135m")[0])
-    assert folder.parent == lm.cache_root() / "models"
+    assert folder.parent == cache_dir() / "models"
     assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in folder.iterdir()}
     assert "quantization_config" not in (folder / "config.json").read_text()
     assert raw.config.num_hidden_layers == 30 and raw.config.hidden_size == 576
@@ -189,12 +190,12 @@ def test_analyses_take_the_lm_through_the_protocol(bridge, wrapped, prompts):
 def test_cache_root_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.delenv("HOOKED_CACHE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert lm.cache_root() == tmp_path / "xdg" / "hooked"
+    assert cache_dir() == tmp_path / "xdg" / "hooked"
     monkeypatch.setenv("HOOKED_CACHE", str(tmp_path / "mine"))
-    assert lm.cache_root() == tmp_path / "mine"
+    assert cache_dir() == tmp_path / "mine"
     monkeypatch.delenv("HOOKED_CACHE")
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert lm.cache_root() == Path.home() / ".cache" / "hooked"
+    assert cache_dir() == Path.home() / ".cache" / "hooked"
 
 
 def test_interrupted_conversion_leaves_nothing(monkeypatch, tmp_path):

@@ -189,7 +189,6 @@ def _phase_diagram(run_dir, grid, restarts, steps, batch_size, lr, wd, seed, pro
     from analyses.superposition.phase import PHASE_NAMES, classify, phase_summary
     from analyses.superposition.plots import phase_figure
     from analyses.superposition.weights import feature_directions
-    from hooked.superposition.train import sparse_uniform
 
     densities = torch.logspace(0, -2, grid)  # 1 .. 0.01
     importances = torch.logspace(-1, 1, grid)  # 0.1 .. 10

