@@ -75,17 +75,17 @@ def test_fit_predict_known_answers():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(200, 5, generator=gen)
     y_cls = torch.stack([(x[:, 0] > 0).long(), (x[:, 1] > 0.5).long() + (x[:, 1] > -0.5).long()], dim=1)
-    pred = fit_predict(x[None, :150].repeat(2, 1, 1), y_cls[:150], x[None, 150:].repeat(2, 1, 1), classes=[2, 3])
+    pred = fit_predict(x[None, :150].repeat(2, 1, 1), y_cls[:150], x[None, 150:].repeat(2, 1, 1), classes=[2, 3], steps=200)
     assert pred.shape == (2, 50, 2)
     assert (pred == y_cls[150:]).all(-1).float().mean() > 0.85
     y_reg = 3 * x[:, 2] - x[:, 3] + 10
-    pred = fit_predict(x[None, :150], y_reg[:150], x[None, 150:], classes=None)
+    pred = fit_predict(x[None, :150], y_reg[:150], x[None, 150:], classes=None, steps=200)
     assert r2(pred, y_reg[150:]).item() > 0.9
     assert abs(r2(torch.full((1, 50), float(y_reg[150:].mean())), y_reg[150:]).item()) < 1e-5
 
 
 def test_evaluate_ranks_an_informative_embedding_above_noise():
-    zoo = language_zoo(runs=80)
+    zoo = language_zoo(runs=60)
     gen = torch.Generator().manual_seed(1)
     n = len(zoo)
     labels, _ = task_labels(zoo)
@@ -93,7 +93,7 @@ def test_evaluate_ranks_an_informative_embedding_above_noise():
                         step_labels(zoo)[0].float()], dim=1)
     embeddings = {"oracle": oracle + 0.01 * torch.randn(oracle.shape, generator=gen), "noise": torch.randn(n, 8, generator=gen)}
     down = downstream_splits(zoo, task_splits(zoo))
-    scores = evaluate(embeddings, zoo, down, min_return=0.0, seeds=2, steps=300)
+    scores = evaluate(embeddings, zoo, down, min_return=0.0, seeds=1, steps=200)
     for split in ("id", "ood"):
         assert scores["task"]["oracle"][split] > 0.6 and scores["task"]["noise"][split] < 0.2
         assert scores["task"]["oracle"][f"{split}_heads"] > scores["task"]["noise"][f"{split}_heads"]

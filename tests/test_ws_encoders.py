@@ -132,7 +132,7 @@ def test_probing_encoder_runs_the_target_rnn_on_its_probes(interactive):
     assert probes.shape == (3, 5, 2, 6) and answers.shape == (3, 5, 2, 6)
     for m in range(3):
         model = load_member(p, m, LAYOUT)  # the member as a hooked nn.LSTM model
-        want = model(probes[m].transpose(0, 1)).softmax(-1)  # [P, T, d_out]
+        want = model(probes[m].transpose(0, 1)).log_softmax(-1)  # [P, T, d_out]
         torch.testing.assert_close(answers[m], want.transpose(0, 1), atol=1e-5, rtol=1e-4)
 
 
@@ -165,10 +165,15 @@ def test_probing_embedding_depends_on_the_target_and_probe_edits_change_answers(
 
 
 def test_probing_input_kinds():
-    enc = ProbingEncoder(LAYOUT, interactive=True, probe_steps=3, probes=1, core=8, hidden=8, probe_input="sigmoid")
+    enc = ProbingEncoder(LAYOUT, interactive=True, probe_steps=3, probes=1, core=8, hidden=8, probe_input="sigmoid",
+                         probe_range=(-1.0, 2.5))
     _, cache = enc.run_with_cache(params(2), names_filter="hook_probe_in")
     x = cache["hook_probe_in"]
-    assert ((x > 0) & (x < 1)).all() and not torch.allclose(x.sum(-1), torch.ones(()))
+    assert ((x > -1) & (x < 2.5)).all() and not torch.allclose(x.sum(-1), torch.ones(()))
+    enc = ProbingEncoder(LAYOUT, interactive=False, probe_steps=3, probes=2, core=8, hidden=8)
+    _, cache = enc.run_with_cache(params(2), names_filter="hook_probe_in")
+    torch.testing.assert_close(cache["hook_probe_in"].sum(-1), torch.ones(2, 3, 2))
+    torch.testing.assert_close(cache["hook_probe_in"][0], cache["hook_probe_in"][1])  # static: same for all
     with pytest.raises(ValueError, match="probe_input"):
         ProbingEncoder(LAYOUT, probe_input="linear")
 

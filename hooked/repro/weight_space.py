@@ -39,6 +39,7 @@ def weight_space(
     min_return: float = 0.5,
     ood_train_fraction: float = 0.5,
     zoo_dir: str = "",
+    controls: bool = True,
     seed: int = 0,
     progress: bool = True,
 ) -> dict:
@@ -58,6 +59,7 @@ def weight_space(
         min_return: members below this return are left out of the exact-task target.
         ood_train_fraction: share of OOD tasks the downstream predictors may train on (authors' code: 0.5).
         zoo_dir: reuse zoos from an earlier run folder (its zoo-<kind>/ subfolders) instead of training.
+        controls: also score each encoder untrained (random weights), to see what training added.
         seed: seed of the zoos, encoders and splits.
         progress: show progress bars.
     """
@@ -90,14 +92,20 @@ def weight_space(
         train_zoo = zoo.subset(splits["train"])
         probe_steps = 22 if kind == "formal-languages" else zoo.sequences.shape[2] + 1
         probe_input = "softmax" if kind == "formal-languages" else "sigmoid"
+        probe_range = (0.0, 1.0) if kind == "formal-languages" else (float(zoo.sequences.min()), float(zoo.sequences.max()))
         embeddings, per_encoder = {}, {}
         for name in encoders:
             torch.manual_seed(seed)
-            enc = build_encoder(name, zoo.layout, size=size, probe_steps=probe_steps, probe_input=probe_input)
+            enc = build_encoder(name, zoo.layout, size=size, probe_steps=probe_steps, probe_input=probe_input,
+                                probe_range=probe_range)
             train_kw = dict(lr=lr, clip=1.0) if size == "small" else dict(lr=lr, clip=0.1)
             run = train_emulation(enc, train_zoo, steps=encoder_steps, members=members, seqs=seqs, seed=seed,
                                   progress=f"{zoo_name}: {name}" if progress else False, **SIZES[size]["emulator"], **train_kw)
             embeddings[name] = embed_zoo(enc, zoo)
+            if controls:  # the same architecture and initialisation, never trained
+                torch.manual_seed(seed)
+                embeddings[f"{name} (untrained)"] = embed_zoo(build_encoder(
+                    name, zoo.layout, size=size, probe_steps=probe_steps, probe_input=probe_input, probe_range=probe_range), zoo)
             per_encoder[name] = {
                 "family": enc.family,
                 "parameters": sum(p.numel() for p in enc.parameters()),
@@ -144,9 +152,12 @@ def verdict(scores: dict, kind: str, encoders: list[str]) -> dict:
             "best_mechanistic": max(mech, key=mech.get), "best_mechanistic_score": best_mech,
             "every_probing_beats_every_mechanistic": min(probing.values()) > best_mech,
             "best_probing_beats_best_mechanistic": max(probing.values()) > best_mech,
+            "chance": table["chance"].get(split),
+            "any_above_chance": max(*probing.values(), best_mech) > table["chance"].get(split, 0.0),
         }
         if kind == "formal-languages" and "interactive" in probing:
-            entry["interactive_is_best"] = probing["interactive"] >= max(max(probing.values()), best_mech)
+            others = [v for e, v in {**probing, **mech}.items() if e != "interactive"]
+            entry["interactive_is_best"] = probing["interactive"] > max(others, default=float("-inf"))
         out[split] = entry
     return out
 
@@ -160,7 +171,7 @@ def format_table(zoo_name: str, block: dict) -> str:
         f"   splits (members): encoder training {block['splits']['train']}, downstream train {n['step']['train']}, "
         f"ID {n['step']['id']}, OOD {n['step']['ood']}; exact task uses members with return >= min_return "
         f"({n['task']['train']} / {n['task']['id']} / {n['task']['ood']})",
-        f"{'encoder':<15} {'family':<13} {'emul TV':>8} | {'task ID':>7} {'task OOD':>8} | {'step ID':>7} {'step OOD':>8} | "
+        f"{'encoder':<26} {'family':<13} {'emul TV':>8} | {'task ID':>7} {'task OOD':>8} | {'step ID':>7} {'step OOD':>8} | "
         f"{'ret R2 ID':>9} {'ret R2 OOD':>10}",
     ]
 
@@ -170,13 +181,13 @@ def format_table(zoo_name: str, block: dict) -> str:
     heads = any("id_heads" in v for v in d["task"].values())
     if heads:
         lines[-1] += f" | {'offsets ID':>10} {'offsets OOD':>11}"
-    for name in [*block["encoders"], "chance"]:
+    for name in [*block["encoders"], *[n for n in d["task"] if n.endswith("(untrained)")], "chance"]:
         info = block["encoders"].get(name, {})
         fam = info.get("family", "")
         tv = info.get("emulation_tv", {}).get("val")
         task = d["task"][name]
         line = (
-            f"{name:<15} {fam:<13} {num(tv, 8)} | {num(task.get('id'), 7)} {num(task.get('ood'), 8)} | "
+            f"{name:<26} {fam:<13} {num(tv, 8)} | {num(task.get('id'), 7)} {num(task.get('ood'), 8)} | "
             f"{num(d['step'][name].get('id'), 7)} {num(d['step'][name].get('ood'), 8)} | "
             f"{num(d['return'][name].get('id'), 9)} {num(d['return'][name].get('ood'), 10)}"
         )
@@ -195,6 +206,8 @@ def format_table(zoo_name: str, block: dict) -> str:
                     else "probing does NOT beat mechanistic"))
         if "interactive_is_best" in v:
             found += "; interactive is " + ("the best" if v["interactive_is_best"] else "NOT the best")
+        if not v["any_above_chance"]:
+            found += f" (no encoder above chance {v['chance']:.3f}: the claim is not testable at this scale)"
         lines.append(f"  found (exact task, {split.upper()}): {found}")
     return "\n".join(lines)
 
@@ -207,24 +220,33 @@ def plot(results: dict):
     import numpy as np
 
     zoos = list(results["zoos"])
-    targets = [("task", "exact task (accuracy)"), ("step", "training snapshot (accuracy)"), ("return", "return (R²)")]
-    fig, axes = plt.subplots(len(zoos), len(targets), figsize=(5 * len(targets), 3.6 * len(zoos)), squeeze=False)
+    panels = [("task", "", "exact task (accuracy)"), ("task", "_heads", "each offset d2, d3, d4 (accuracy)"),
+              ("step", "", "training snapshot (accuracy)"), ("return", "", "return (R²)")]
+    fig, axes = plt.subplots(len(zoos), len(panels), figsize=(5.5 * len(panels), 4 * len(zoos)), squeeze=False)
     for i, z in enumerate(zoos):
         block = results["zoos"][z]
-        names = [*block["encoders"], "chance"]
-        for j, (target, title) in enumerate(targets):
+        table_task = block["downstream"]["task"]
+        trained = list(block["encoders"])
+        names = trained + [n for n in table_task if n.endswith("(untrained)")] + ["chance"]
+        for j, (target, suffix, title) in enumerate(panels):
             ax = axes[i][j]
             table = block["downstream"][target]
+            if not any(f"id{suffix}" in table[n] for n in names):
+                ax.axis("off")
+                continue
             x = np.arange(len(names))
             for k, split in enumerate(("id", "ood")):
-                vals = [table[n].get(split, np.nan) for n in names]
-                ax.bar(x + (k - 0.5) * 0.38, vals, 0.38, label=split.upper())
+                vals = [table[n].get(split + suffix, np.nan) for n in names]
+                bars = ax.bar(x + (k - 0.5) * 0.38, vals, 0.38, label=split.upper(), color=f"C{k}")
+                for bar, n in zip(bars, names):  # untrained controls and chance drawn lighter
+                    if n not in trained:
+                        bar.set_alpha(0.4)
             ax.set_xticks(x, names, rotation=35, ha="right", fontsize=8)
             ax.set_title(f"{z}: {title}", fontsize=10)
             if target == "return":
                 ax.set_ylim(bottom=max(-1.0, ax.get_ylim()[0]))
             ax.axhline(0, color="k", lw=0.5)
-            if i == 0 and j == 0:
+            if j == 0:
                 ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

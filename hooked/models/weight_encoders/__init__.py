@@ -56,7 +56,8 @@ SIZES = {
 
 
 def build_encoder(name: str, layout: LSTMLayout, *, size: str = "small", probe_steps: int = 22,
-                  probe_input: str = "softmax", embed_dim: int = 16, **overrides) -> WeightEncoder:
+                  probe_input: str = "softmax", probe_range: tuple[float, float] = (0.0, 1.0), embed_dim: int = 16,
+                  **overrides) -> WeightEncoder:
     """An encoder by name (one of :data:`ENCODERS`) at ``size`` "small" or "paper"."""
     if size not in SIZES:
         raise ValueError(f"build_encoder: size must be one of {list(SIZES)}, got {size!r}")
@@ -64,7 +65,8 @@ def build_encoder(name: str, layout: LSTMLayout, *, size: str = "small", probe_s
         raise ValueError(f"build_encoder: unknown encoder {name!r}; choose from {ENCODERS}")
     sizes = SIZES[size]
     if name in FUNCTIONALIST:
-        kw = dict(sizes["probing"], interactive=name == "interactive", probe_steps=probe_steps, probe_input=probe_input)
+        kw = dict(sizes["probing"], interactive=name == "interactive", probe_steps=probe_steps, probe_input=probe_input,
+                  probe_range=probe_range)
         return ProbingEncoder(layout, embed_dim=embed_dim, **{**kw, **overrides})
     cls = {"flat": FlatEncoder, "stats": StatsEncoder, "transformer": TransformerEncoder, "dws": DWSEncoder}[name]
     return cls(layout, embed_dim=embed_dim, **{**sizes[name], **overrides})

@@ -15,7 +15,7 @@ the probe inputs and the core, never into the zoo's parameters, which are detach
 
 Hook points (per probe step, ``hook.step`` = t): ``hook_probe_in`` [M, probes, d_in] (editable:
 an edit changes what the target is asked), ``hook_probe_out`` [M, probes, d_out] (the target's
-output distribution), ``hook_core`` [M, core] (per core step: BOS, T answers, EOS), and
+answer: its output log-probabilities), ``hook_core`` [M, core] (per core step: BOS, T answers, EOS), and
 ``hook_embed``.
 """
 
@@ -43,7 +43,9 @@ class ProbingEncoder(WeightEncoder):
         core_layers: layers of the residual core (SPECS B: 2).
         hidden: hidden size of the decoder / readout MLPs.
         embed_dim: embedding size.
-        probe_input: "softmax" (a distribution over input symbols) or "sigmoid" (values in [0, 1]).
+        probe_input: "softmax" (a distribution over input symbols) or "sigmoid" (values in
+            ``probe_range``).
+        probe_range: (low, high) of sigmoid probe inputs, e.g. the range of the zoo's input data.
     """
 
     family = "functionalist"
@@ -60,13 +62,16 @@ class ProbingEncoder(WeightEncoder):
         hidden: int = 128,
         embed_dim: int = 16,
         probe_input: str = "softmax",
+        probe_range: tuple[float, float] = (0.0, 1.0),
     ):
         super().__init__(layout, embed_dim)
         if probe_input not in ("softmax", "sigmoid"):
             raise ValueError(f"ProbingEncoder: probe_input must be 'softmax' or 'sigmoid', got {probe_input!r}")
         self.config = dict(layout=self.layout.to_json(), interactive=interactive, probe_steps=probe_steps, probes=probes,
-                           core=core, core_layers=core_layers, hidden=hidden, embed_dim=embed_dim, probe_input=probe_input)
+                           core=core, core_layers=core_layers, hidden=hidden, embed_dim=embed_dim, probe_input=probe_input,
+                           probe_range=[float(probe_range[0]), float(probe_range[1])])
         self.interactive, self.steps, self.probes, self.probe_input = interactive, probe_steps, probes, probe_input
+        self.probe_low, self.probe_high = float(probe_range[0]), float(probe_range[1])
         d_in, d_out = self.layout.d_in, self.layout.d_out
         self.cells = nn.ModuleList(nn.LSTMCell(core, core) for _ in range(core_layers))
         self.bos = nn.Parameter(torch.zeros(core))
@@ -84,10 +89,12 @@ class ProbingEncoder(WeightEncoder):
     def _probe(self, code: Tensor) -> Tensor:
         """Decode [..., core] -> probe inputs [..., probes, d_in]."""
         raw = self.decoder(code).unflatten(-1, (self.probes, self.layout.d_in))
-        return raw.softmax(-1) if self.probe_input == "softmax" else torch.sigmoid(raw)
+        if self.probe_input == "softmax":
+            return raw.softmax(-1)
+        return self.probe_low + (self.probe_high - self.probe_low) * torch.sigmoid(raw)
 
     def _read(self, answers: Tensor) -> Tensor:
-        """The target's output distributions [M, probes, d_out] -> a core input [M, core]."""
+        """The target's answers (log-probabilities [M, probes, d_out]) -> a core input [M, core]."""
         return torch.sigmoid(self.reader(answers.flatten(1)))
 
     def _core_step(self, x: Tensor, state: list[tuple[Tensor, Tensor]], step: int) -> Tensor:
@@ -110,13 +117,13 @@ class ProbingEncoder(WeightEncoder):
             for t in range(self.steps):
                 probe = self.hook_probe_in(self._probe(out), step=t)
                 logits, target_state = stacked_lstm(target, probe[:, :, None], target_state)
-                answer = self.hook_probe_out(logits[:, :, 0].softmax(-1), step=t)
+                answer = self.hook_probe_out(logits[:, :, 0].log_softmax(-1), step=t)
                 out = self._core_step(self._read(answer), state, t + 1)
         else:
             static = self._probe(self.static)  # [T, probes, d_in], the same for every target
             probes = [self.hook_probe_in(static[t].expand(m, -1, -1), step=t) for t in range(self.steps)]
             logits, _ = stacked_lstm(target, torch.stack(probes, dim=2))  # [M, probes, T, d_out]
-            answers = logits.softmax(-1)
+            answers = logits.log_softmax(-1)
             for t in range(self.steps):
                 answer = self.hook_probe_out(answers[:, :, t], step=t)
                 out = self._core_step(self._read(answer), state, t + 1)
