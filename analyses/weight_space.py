@@ -1,7 +1,8 @@
 """Downstream evaluation of RNN-weight embeddings (SPECS B): task splits, targets, probes.
 
 Frozen embeddings of zoo members (read at an encoder's ``hook_embed`` through the hook
-protocol, :func:`hooked.models.weight_encoders.embed_zoo`) are used to predict, with small MLPs fitted on the training split:
+protocol by :func:`hooked.models.weight_encoders.embed_zoo`) are used to predict, with small
+MLPs fitted on the training split:
 
 * ``task``: the exact task, i.e. which formal language (the three offsets d2, d3, d4, each one
   of six values; correct only if all three are) or which angle bin a digit classifier was

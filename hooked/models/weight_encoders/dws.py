@@ -18,7 +18,7 @@ For each tensor T, a layer adds up
 
 plus learned position embeddings on the input and output axes (which are not symmetric). Every
 term commutes with hidden-unit permutations, so the layer is equivariant; the encoder's mean over
-all axes of each tensor is invariant. ``tests/test_weight_encoders.py`` checks both numerically.
+all axes of each tensor is invariant. ``tests/test_ws_encoders.py`` checks both numerically.
 """
 
 from __future__ import annotations

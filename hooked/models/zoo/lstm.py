@@ -145,7 +145,12 @@ def zeros_state(layout: LSTMLayout, members: int, batch: int, like: Tensor) -> S
     return z, z.clone()
 
 
-def stacked_lstm(params: Mapping[str, Tensor], x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+@typechecked
+def stacked_lstm(
+    params: Mapping[str, Tensor],
+    x: Float[Tensor, "members batch time d_in"] | Float[Tensor, "batch time d_in"],
+    state: State | None = None,
+) -> tuple[Float[Tensor, "members batch time d_out"], State]:
     """Run M members at once: ``x`` [M, batch, time, d_in] (or [batch, time, d_in], shared by
     all members) -> logits [M, batch, time, d_out] and the final ``(h, c)`` [layers, M, batch, hidden].
 
@@ -202,6 +207,7 @@ def load_member(params: Mapping[str, Tensor], index: int, layout: LSTMLayout) ->
     return model
 
 
+@typechecked
 def flatten_params(params: Mapping[str, Tensor], layout: LSTMLayout) -> Float[Tensor, "members n_params"]:
     """[M, n_params]: every tensor flattened, in the layout's order."""
     return torch.cat([params[k].flatten(1) for k in layout.shapes], dim=1)
