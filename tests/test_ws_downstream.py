@@ -42,7 +42,7 @@ def test_task_splits_partition_members_by_task_with_ood_on_top():
     assert not (tasks["train"] & tasks["val"]) and not (tasks["train"] & tasks["ood"]) and not (tasks["val"] & tasks["ood"])
     n_tasks = sum(len(t) for t in tasks.values())
     assert len(tasks["train"]) == int(n_tasks * 0.7)
-    crit = lambda idx: task_criterion(zoo.kind, zoo.tasks[idx])  # noqa: E731
+    crit = lambda idx: task_criterion(zoo.kind, zoo.tasks[idx])
     assert crit(splits["ood"]).min() >= max(crit(splits["train"]).max(), crit(splits["val"]).max())
     # members of one run stay together
     for v in splits.values():

@@ -219,6 +219,7 @@ def test_zoo_round_trip_and_members_load_as_hooked_models(tiny_zoo, tmp_path):
     assert isinstance(model, ZooLSTM)
     x = back.inputs(torch.tensor([3]), torch.tensor([0]))
     _, cache = model.run_with_cache(x, names_filter="hook_lstm_out")
+    assert cache["hook_lstm_out"].shape == (1, x.shape[1], 32)
     want, _ = stacked_lstm({k: v[3:4] for k, v in back.params.items()}, x[None])
     torch.testing.assert_close(model(x), want[0], atol=1e-5, rtol=1e-5)
     sub = back.subset([1, 3])

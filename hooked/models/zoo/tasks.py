@@ -148,7 +148,7 @@ class LanguageTasks:
 
     def evaluate(self, params: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict:
         seqs, logps = sample_from_members(params, max(self.n_return, self.n_store), self.length, generator)
-        accepted = accepts(self.tasks, seqs[:, : self.n_return]).float().mean(-1)
+        accepted = accepts(self.tasks, seqs[:, : self.n_return]).double().mean(-1)
         return {"return": accepted, "sequences": seqs[:, : self.n_store], "logits": logps[:, : self.n_store]}
 
     def task_json(self, r: int) -> list[int]:
@@ -245,7 +245,7 @@ class DigitTasks:
             logits, _ = stacked_lstm(params, x)
             out[f"{split}_loss"] = self.loss(logits, y)
             if split == "test":
-                out["return"] = (logits[:, :, -1].argmax(-1) == y).float().mean(-1)
+                out["return"] = (logits[:, :, -1].argmax(-1) == y).double().mean(-1)
                 out["sequences"] = x[:, : self.n_store]
                 out["logits"] = logits[:, : self.n_store].log_softmax(-1)
         return out

@@ -14,6 +14,7 @@ sequences with the member's log-probabilities on them (what the emulation object
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping, Sequence
 
@@ -67,7 +68,7 @@ def train_step(
     with torch.no_grad():
         for group in optimizer.param_groups:
             group["lr"] = lr
-        wd = torch.as_tensor(weight_decay, dtype=torch.float32)
+        wd = torch.as_tensor(weight_decay, dtype=torch.float32, device=losses.device)
         if wd.dim() == 0:
             wd = wd.expand(losses.shape[0])
         if bool((wd != 0).any()):
@@ -102,7 +103,7 @@ def train_zoo(
     eval_gen = torch.Generator().manual_seed(seed + 1)
     params: Params = {k: v.requires_grad_() for k, v in init_params(runs, layout, gen).items()}
     opt = make_optimizer(params, lr_values[0])
-    wd = torch.as_tensor(weight_decay, dtype=torch.float32).expand(runs).clone()
+    wd = torch.as_tensor(weight_decay, dtype=torch.float64).expand(runs).clone()
     snaps = sorted(set(snapshots)) if snapshots is not None else snapshot_steps(steps)
     if snaps and snaps[-1] > steps:
         raise ValueError(f"train_zoo: snapshot step {snaps[-1]} is beyond steps={steps}")
@@ -125,7 +126,7 @@ def train_zoo(
     bar.close()
     seconds = time.perf_counter() - started
     return _assemble(tasks, layout, records, wd, dict(
-        steps=steps, batch_size=batch_size, lr_values=list(lr_values), seed=seed, snapshots=snaps,
+        steps=steps, batch_size=batch_size, lr_values=list(lr_values), train_seed=seed, snapshots=snaps,
         train_seconds=seconds, model_steps_per_second=runs * steps / seconds if seconds else None, **tasks.meta(),
     ))
 
@@ -152,7 +153,7 @@ def _assemble(tasks, layout: LSTMLayout, records: list[dict], wd: Tensor, meta: 
             if key in rec["eval"]:
                 m[key] = float(rec["eval"][key][r])
         loss = float(rec["train_loss"][r])
-        if loss == loss:  # the last training batch's loss (none before the first step)
+        if not math.isnan(loss):  # the last training batch's loss (none before the first step)
             m["batch_loss"] = loss
         m["weight_decay"] = float(wd[r])
         members.append(m)
@@ -189,9 +190,11 @@ def build_zoo(
         wd: Tensor | float = 1e-4
     elif kind == "digits":
         angles = torch.rand(runs, generator=gen) * 360.0
-        wd = torch.tensor([0.0, 0.001, 0.01, 0.1])[torch.randint(4, (runs,), generator=gen)]
+        wd = torch.tensor([0.0, 0.001, 0.01, 0.1], dtype=torch.float64)[torch.randint(4, (runs,), generator=gen)]
         tasks = DigitTasks(angles, read=read, tile=tile, n_store=n_store, seed=seed)
     else:
         raise ValueError(f"build_zoo: kind must be 'formal-languages' or 'digits', got {kind!r}")
-    return train_zoo(tasks, steps=steps, batch_size=batch_size, hidden=hidden, layers=layers, weight_decay=wd,
-                     seed=seed + 1, progress=progress)
+    zoo = train_zoo(tasks, steps=steps, batch_size=batch_size, hidden=hidden, layers=layers, weight_decay=wd,
+                    seed=seed + 1, progress=progress)
+    zoo.meta["seed"] = seed
+    return zoo
