@@ -1,0 +1,66 @@
+"""RNN model zoos (SPECS B): many small LSTMs trained at once, stored as safetensors + JSON.
+
+* :mod:`~hooked.models.zoo.lstm`: :class:`ZooLSTM` (one member, hooked) and
+  :func:`stacked_lstm` (M members as one computation), hidden-unit permutations.
+* :mod:`~hooked.models.zoo.tasks`: zoo 1 (formal languages) and zoo 2 (rotated 8x8 digits).
+* :mod:`~hooked.models.zoo.train`: batched training with snapshots (:func:`build_zoo`).
+* :mod:`~hooked.models.zoo.store`: the :class:`Zoo` container, ``Zoo.save`` / ``Zoo.load``.
+
+``hooked hooks zoo-lstm --zoo DIR --member 3`` loads one member as a hooked model.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from hooked.models.zoo.lstm import (
+    LSTMLayout,
+    ZooLSTM,
+    flatten_params,
+    init_params,
+    load_member,
+    permute_hidden,
+    random_permutations,
+    stacked_lstm,
+)
+from hooked.models.zoo.store import Zoo, ZooFormatError
+from hooked.models.zoo.tasks import DigitTasks, LanguageTasks, accepts, random_language_tasks, sample_strings
+from hooked.models.zoo.train import build_zoo, snapshot_steps, train_step, train_zoo
+from hooked.registry import register_model
+
+
+@register_model("zoo-lstm")
+def zoo_lstm(*, zoo: str = "", member: int = 0, kind: str = "formal-languages", batch_size: int = 8, seed: int = 0) -> tuple[ZooLSTM, Tensor]:
+    """A zoo member as a hooked LSTM 2 x 32, on sequences it was evaluated on.
+
+    Args:
+        zoo: a zoo folder (from `hooked repro weight-space` or Zoo.save); empty for an untrained member.
+        member: which member of the zoo to load.
+        kind: without --zoo: formal-languages or digits.
+        batch_size: sequences in the example batch.
+        seed: seed of the untrained member and its example strings.
+    """
+    if zoo:
+        z = Zoo.load(zoo)
+        model = z.model(member)
+        seqs = torch.arange(min(batch_size, z.sequences.shape[1]))
+        return model, z.inputs(torch.full_like(seqs, member), seqs)
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "formal-languages":
+        tasks = LanguageTasks(random_language_tasks(1, gen), max_n=4)
+    elif kind == "digits":
+        tasks = DigitTasks(torch.zeros(1))
+    else:
+        raise ValueError(f"zoo-lstm: kind must be 'formal-languages' or 'digits', got {kind!r}")
+    torch.manual_seed(seed)
+    model = ZooLSTM(**tasks.layout().to_json())
+    x, _ = tasks.batch(batch_size, gen)
+    return model, x[0]
+
+
+__all__ = [
+    "DigitTasks", "LSTMLayout", "LanguageTasks", "Zoo", "ZooFormatError", "ZooLSTM", "accepts", "build_zoo",
+    "flatten_params", "init_params", "load_member", "permute_hidden", "random_language_tasks", "random_permutations",
+    "sample_strings", "snapshot_steps", "stacked_lstm", "train_step", "train_zoo",
+]
