@@ -1,8 +1,10 @@
 """Hooked models: each is a :class:`~hooked.HookedModule` with named hook points.
 
 * :class:`ToyReLU`: the toy ReLU model of superposition (many instances at once).
+* :class:`HookedGRU`, :class:`HookedLSTM`: drop-in ``nn.GRU`` / ``nn.LSTM`` with per-step hook points.
 """
 
+from hooked.models.rnn import HookedGRU, HookedLSTM
 from hooked.models.toy_relu import ToyReLU, sparse_features, train_toy_relu, weighted_mse
 
-__all__ = ["ToyReLU", "sparse_features", "train_toy_relu", "weighted_mse"]
+__all__ = ["HookedGRU", "HookedLSTM", "ToyReLU", "sparse_features", "train_toy_relu", "weighted_mse"]
