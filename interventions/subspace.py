@@ -17,6 +17,11 @@ identity when source == base.
   rotated coordinate to one of K variables or to "rest", by hard straight-through Gumbel-softmax
   (tau = 1) over mask logits M [d, K + 1] while training and argmax at evaluation, with the
   regulariser ``mask_reg * (mean M[:, :K] - mean M[:, K])`` that favours "rest".
+
+Learned rotations use the Cayley map by default (``rotation_map="cayley"``): PyTorch's default
+``matrix_exp`` cost 866 ms per forward+backward+step at d = 512 on one CPU thread against 50 ms for
+Cayley (27.7 vs 3.5 ms at d = 128; shared 2-core machine, noisy). Both reach the same rotations
+(Cayley all but those with eigenvalue -1); pass ``rotation_map="matrix_exp"`` for the paper's.
 """
 
 from __future__ import annotations
@@ -93,12 +98,12 @@ class FixedSubspace(SubspaceIntervention):
         return self._assign
 
 
-def _orthogonal_map(d: int, seed: int | None) -> nn.Module:
+def _orthogonal_map(d: int, seed: int | None, rotation_map: str) -> nn.Module:
     lin = nn.Linear(d, d, bias=False)
     if seed is not None:
         with torch.no_grad():
             lin.weight.copy_(torch.randn(d, d, generator=torch.Generator().manual_seed(seed)) / d**0.5)
-    return orthogonal(lin)
+    return orthogonal(lin, orthogonal_map=rotation_map)
 
 
 class DAS(SubspaceIntervention):
@@ -109,15 +114,16 @@ class DAS(SubspaceIntervention):
         n_vars: number of variables K.
         var_size: coordinates per variable (default d // n_vars).
         seed: seed of the initial rotation.
+        rotation_map: how ``torch.nn.utils.parametrizations.orthogonal`` maps parameters to R.
     """
 
-    def __init__(self, d: int, n_vars: int, var_size: int | None = None, *, seed: int | None = None):
+    def __init__(self, d: int, n_vars: int, var_size: int | None = None, *, seed: int | None = None, rotation_map: str = "cayley"):
         super().__init__()
         var_size = var_size or d // n_vars
         if var_size < 1 or var_size * n_vars > d:
             raise ValueError(f"DAS: {n_vars} variables of size {var_size} do not fit in d={d}")
         self.n_vars, self.var_size = n_vars, var_size
-        self.rot = _orthogonal_map(d, seed)
+        self.rot = _orthogonal_map(d, seed, rotation_map)
         owner = torch.full((d,), n_vars)
         owner[: n_vars * var_size] = torch.arange(n_vars).repeat_interleave(var_size)
         self.register_buffer("_assign", F.one_hot(owner, n_vars + 1)[:, :n_vars].float())
@@ -138,12 +144,15 @@ class Autosegment(SubspaceIntervention):
         tau: Gumbel-softmax temperature.
         mask_reg: weight of the regulariser ``mean M[:, :K] - mean M[:, K]``.
         seed: seed of the initial rotation and mask logits.
+        rotation_map: how ``torch.nn.utils.parametrizations.orthogonal`` maps parameters to R.
     """
 
-    def __init__(self, d: int, n_vars: int, *, tau: float = 1.0, mask_reg: float = 1e-3, seed: int | None = None):
+    def __init__(
+        self, d: int, n_vars: int, *, tau: float = 1.0, mask_reg: float = 1e-3, seed: int | None = None, rotation_map: str = "cayley"
+    ):
         super().__init__()
         self.n_vars, self.tau, self.mask_reg = n_vars, tau, mask_reg
-        self.rot = _orthogonal_map(d, seed)
+        self.rot = _orthogonal_map(d, seed, rotation_map)
         g = torch.Generator().manual_seed(seed) if seed is not None else None
         self.mask_logits = nn.Parameter(torch.randn(d, n_vars + 1, generator=g) * 0.01)
 

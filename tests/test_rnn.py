@@ -258,3 +258,24 @@ def test_layers_inside_a_hooked_model_get_dotted_names():
     assert "rnn.hook_h_l1" in net.hook_dict and "rnn.hook_c_l0" in net.hook_dict
     _, cache = net.run_with_cache(torch.randn(2, 5, 3), names_filter=lambda n: n.endswith("hook_h_l1"))
     assert cache["rnn.hook_h_l1"].shape == (2, 5, 4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("cls,ref_cls", PAIRS)
+@pytest.mark.parametrize("layers", [1, 2])
+def test_every_mode_agrees_with_cudnn(cls, ref_cls, layers):
+    m, ref = make(cls, ref_cls, layers)
+    m, ref = m.cuda(), ref.cuda()
+    x = torch.randn(3, 6, 5, device="cuda")
+    lengths = torch.tensor([6, 2, 4])
+    packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out_ref, st_ref = ref(x)
+    pout_ref, pst_ref = ref(packed)
+    for mode, hooks in MODES.items():
+        out, st = m.run_with_hooks(x, fwd_hooks=hooks)
+        assert torch.allclose(out, out_ref, atol=1e-5), mode
+        assert torch.allclose(h_n(st), h_n(st_ref), atol=1e-5), mode
+        pout, pst = m.run_with_hooks(packed, fwd_hooks=hooks)
+        assert torch.allclose(pout.data, pout_ref.data, atol=1e-5), mode
+        assert torch.allclose(h_n(pst), h_n(pst_ref), atol=1e-5), mode
