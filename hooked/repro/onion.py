@@ -19,7 +19,8 @@ Defaults are sized for a shared 2-core CPU (3 small sizes, far fewer steps than 
 model / 60k intervention steps); ``--sizes 48,64,128,256,512,1024 --steps 40000
 --intervention-steps 60000 --device cuda`` is the paper's sweep. Every (size, seed) writes its own
 JSON and checkpoint into the run folder and is skipped when present, so a sweep can be resumed,
-or split over processes that share ``--out`` and collected by a last run over all sizes.
+or split over processes that share ``--out`` and collected by a last run over all sizes; a model
+checkpoint with fewer than ``--steps`` steps is trained on (with a fresh AdamW state).
 """
 
 from __future__ import annotations
@@ -123,15 +124,22 @@ def _run_one(run_dir: Any, size: int, seed: int, data: Any, valid9: Any, pool9: 
     row: dict[str, Any] = {"cell": cell, "size": size, "seed": seed, "no_input": no_input, "batch_size": batch_size,
                            "intervention_steps": intervention_steps, "probe_steps": probe_steps if probes else 0}
     t0 = time.perf_counter()
-    if (model_dir / "config.json").exists():
+    done, histories = 0, []
+    if (model_dir / "config.json").exists():  # reuse a checkpoint; train on if it has fewer steps
         model = checkpoint.load(model_dir, device=device)
-        row["model_steps"] = checkpoint.read_config(model_dir)["meta"].get("steps")
+        meta = checkpoint.read_config(model_dir)["meta"]
+        done, histories = int(meta.get("steps", 0)), list(meta.get("histories", []))
     else:
         torch.manual_seed(1000 * seed + size)
         model = RepeatModel(cell, size, no_input=no_input).to(device)
-        history = train_repeat(model, data, steps=steps, batch_size=batch_size, seed=seed, progress=f"{tag} model" if progress else False)
-        checkpoint.save(model, model_dir, meta={"steps": steps, "history": history})
-        row["model_steps"] = steps
+    if done < steps:
+        history = train_repeat(model, data, steps=steps - done, batch_size=batch_size, seed=seed + done,
+                               progress=f"{tag} model" if progress else False)
+        histories.append({"from_step": done, **history})  # continued runs start a fresh AdamW state
+        done = steps
+        checkpoint.save(model, model_dir, meta={"steps": done, "histories": histories})
+    row["model_steps"] = done
+    row["model_history"] = histories
     model.eval()
     row["model_seconds"] = time.perf_counter() - t0
     row["model_valid_accuracy"] = evaluate(model, data.valid)
