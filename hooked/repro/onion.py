@@ -262,7 +262,8 @@ def _verdict(table: dict) -> str:
         n = int(size)
         lin = max(c.get("unigram", {}).get("mean", 0.0), c.get("bigram", {}).get("mean", 0.0))
         on = c.get("onion", {}).get("mean", 0.0)
-        got = f"best linear {lin:.2f}, onion {on:.2f}"
+        model = c.get("model", {}).get("mean", float("nan"))
+        got = f"best linear {lin:.2f}, onion {on:.2f} (model without intervention {model:.2f})"
         if n <= 64:
             ok = lin < 0.5 and on >= 0.8
             lines.append(f"  N={n}: claim 'linear fail, onion succeeds' -> {got}: {'agrees' if ok else 'does not agree'}")
