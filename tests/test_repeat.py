@@ -20,13 +20,13 @@ from hooked.models.repeat import (
 
 @pytest.fixture(scope="module")
 def data():
-    return make_repeat_data(n_train=20_000, n_valid=2000, seed=3)
+    return make_repeat_data(n_train=20_000, n_valid=1000, seed=3)
 
 
 def test_sequences_are_unique_and_validation_is_held_out(data):
     train_keys, valid_keys = data.train.keys(30), data.valid.keys(30)
     assert train_keys.unique().numel() == len(data.train) == 20_000
-    assert valid_keys.unique().numel() == len(data.valid) == 2000
+    assert valid_keys.unique().numel() == len(data.valid) == 1000
     assert not torch.isin(train_keys, valid_keys).any()
     for split in (data.train, data.valid):
         lengths = split.lengths.long()
@@ -104,9 +104,9 @@ def test_loss_and_exact_match_known_answers():
 def test_training_learns_and_checkpoint_round_trips(data, tmp_path):
     torch.manual_seed(0)
     model = RepeatModel("gru", 24)
-    history = train_repeat(model, data, steps=60, batch_size=64, progress=False, eval_every=60)
+    history = train_repeat(model, data, steps=80, batch_size=64, progress=False, eval_every=80)
     assert history["loss"][-1] < history["loss"][0]
-    assert history["eval_step"] == [60] and 0.0 <= history["valid_accuracy"][0] <= 1.0
+    assert history["eval_step"] == [80] and 0.0 <= history["valid_accuracy"][0] <= 1.0
     checkpoint.save(model, tmp_path / "ckpt", meta={"valid_accuracy": history["valid_accuracy"][-1]})
     loaded = checkpoint.load(tmp_path / "ckpt")
     assert isinstance(loaded, RepeatModel) and loaded.config == model.config
