@@ -10,7 +10,8 @@ from hooked.repro.onion import _table, _verdict, claim, onion
 
 def row(size, model, uni, bi, on, seed=0):
     return {"size": size, "seed": seed, "model_steps": 10, "intervention_steps": 5, "model_valid_accuracy": model,
-            "interventions": {"unigram": uni, "bigram": bi, "onion": on}}
+            "interventions": {"unigram": uni, "bigram": bi, "onion": on},
+            "intervention_details": {m: {"steps": 5} for m in ("unigram", "bigram", "onion")}}
 
 
 def test_table_and_verdict_follow_the_numbers():
@@ -30,11 +31,11 @@ def test_table_and_verdict_follow_the_numbers():
 @pytest.mark.slow
 def test_tiny_end_to_end_run_writes_results_and_resumes(tmp_path):
     run_dir = RunDir(tmp_path)
-    kw = dict(sizes=(8,), steps=4, intervention_steps=2, probe_steps=2, batch_size=16, n_train=5000, progress=False)
+    kw = dict(sizes=(9,), steps=4, intervention_steps=2, probe_steps=2, batch_size=16, n_train=5000, progress=False)
     out = onion(run_dir, **kw)
-    assert set(out["table"]["8"]) == {"model", "unigram", "bigram", "onion", "linear probe", "mlp probe", "onion probe"}
-    assert (tmp_path / "onion.png").exists() and (tmp_path / "models" / "gru-N8-seed0" / "model.safetensors").exists()
-    saved = read_json(tmp_path / "gru-N8-seed0.json")
+    assert set(out["table"]["9"]) == {"model", "unigram", "bigram", "das", "onion", "linear probe", "mlp probe", "onion probe"}
+    assert (tmp_path / "onion.png").exists() and (tmp_path / "models" / "gru-N9-seed0" / "model.safetensors").exists()
+    saved = read_json(tmp_path / "gru-N9-seed0.json")
     assert saved["model_steps"] == 4 and 0.0 <= saved["interventions"]["onion"] <= 1.0
     again = onion(run_dir, **kw)  # every (size, seed) is reused, nothing retrained
     assert again["rows"][0]["interventions"] == out["rows"][0]["interventions"]

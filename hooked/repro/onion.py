@@ -7,6 +7,8 @@ its ``hook_memory`` (the final encoder state):
 * ``unigram``: the linear autosegment intervention with K = 9 variables (one per position),
   length-9 sequences;
 * ``bigram``: the same with K = 8 variables (pairs of neighbouring positions), length 9;
+* ``das``: a plain DAS intervention in the unigram regime, variable k = a fixed block of N/9
+  rotated coordinates (no learned assignment: it converges in far fewer steps than autosegment);
 * ``onion``: the magnitude intervention h~ + s(p) (tanh E[old] - tanh E[new]), lengths 2..9;
 
 and, as read-outs without intervention, linear / MLP / onion probes of the stored tokens.
@@ -16,7 +18,8 @@ the sequence by magnitude (linear interventions fail, the onion one succeeds); l
 (N >= 512) store it linearly (linear interventions succeed).
 
 Defaults are sized for a shared 2-core CPU (3 small sizes, far fewer steps than the paper's 40k
-model / 60k intervention steps); ``--sizes 48,64,128,256,512,1024 --steps 40000
+model / 60k intervention steps; autosegment in particular needs ~20k steps even on a perfectly
+linear code, see the README); ``--sizes 48,64,128,256,512,1024 --steps 40000
 --intervention-steps 60000 --device cuda`` is the paper's sweep. Every (size, seed) writes its own
 JSON and checkpoint into the run folder and is skipped when present, so a sweep can be resumed,
 or split over processes that share ``--out`` and collected by a last run over all sizes; a model
@@ -30,7 +33,7 @@ from typing import Any, Literal
 
 from hooked.registry import register_repro
 
-METHODS = ("unigram", "bigram", "onion")
+METHODS = ("unigram", "bigram", "das", "onion")
 PROBES = ("linear probe", "mlp probe", "onion probe")
 
 
@@ -49,6 +52,7 @@ def onion(
     cell: Literal["gru", "lstm"] = "gru",
     sizes: tuple[int, ...] = (48, 64, 128),
     seeds: int = 1,
+    methods: tuple[str, ...] = METHODS,
     steps: int = 6000,
     intervention_steps: int = 2000,
     probe_steps: int = 2000,
@@ -65,7 +69,10 @@ def onion(
         cell: recurrent cell of the repeat model (gru as in the paper, or lstm).
         sizes: state sizes N to train (the paper: 48,64,128,256,512,1024).
         seeds: models per size (the paper: 5).
-        steps: training steps of each repeat model (the paper: 40000).
+        methods: interventions to train: unigram, bigram (autosegment, as in the paper), das (unigram regime,
+            fixed blocks of N/9 rotated coordinates per position), onion.
+        steps: training steps of each repeat model (the paper: 40000); a checkpoint in the run folder with
+            fewer steps is trained on, and 0 reuses the checkpoints as they are.
         intervention_steps: training steps of each intervention (the paper: 60000).
         probe_steps: training steps of each probe.
         batch_size: batch size of every training loop (the paper: 256).
@@ -84,7 +91,10 @@ def onion(
     data = make_repeat_data(n_train=n_train, seed=0)
     valid9 = sample_unique(5000, min_len=9, max_len=9, generator=torch.Generator().manual_seed(1234))
     pool9 = sample_unique(200_000, min_len=9, max_len=9, exclude=valid9.keys(30), generator=torch.Generator().manual_seed(99))
-    settings = dict(cell=cell, steps=steps, intervention_steps=intervention_steps, probe_steps=probe_steps,
+    unknown = set(methods) - set(METHODS)
+    if unknown:
+        raise ValueError(f"repro onion: unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    settings = dict(cell=cell, methods=tuple(methods), steps=steps, intervention_steps=intervention_steps, probe_steps=probe_steps,
                     batch_size=batch_size, no_input=no_input, n_train=n_train, probes=probes)
     rows = []
     for size in sizes:
@@ -92,8 +102,7 @@ def onion(
             rows.append(_run_one(run_dir, size, seed, data, valid9, pool9, device=device, progress=progress, **settings))
 
     table = _table(rows, sizes, probes)
-    print(f"\nrepeat task, {cell.upper()}, {'no-input' if no_input else 'autoregressive'} decoder, {seeds} seed(s) "
-          "per size; 'steps m/iv' = model / intervention training steps of the row")
+    print(f"\nrepeat task, {cell.upper()}, {'no-input' if no_input else 'autoregressive'} decoder, {seeds} seed(s) per size")
     print(table["text"])
     _plot(run_dir, table, cell)
     verdict = _verdict(table)
@@ -105,9 +114,10 @@ def onion(
 
 
 def _run_one(run_dir: Any, size: int, seed: int, data: Any, valid9: Any, pool9: Any, *, cell: str, steps: int,
-             intervention_steps: int, probe_steps: int, batch_size: int, no_input: bool, n_train: int, probes: bool,
-             device: str, progress: bool) -> dict:
-    """Train (or reload) one model, then its interventions and probes; one JSON per (size, seed)."""
+             methods: tuple[str, ...], intervention_steps: int, probe_steps: int, batch_size: int, no_input: bool,
+             n_train: int, probes: bool, device: str, progress: bool) -> dict:
+    """Train (or reload) one model, then its interventions and probes; one JSON per (size, seed),
+    rewritten after every piece, from which finished pieces are reused."""
     import torch
 
     from hooked import checkpoint
@@ -116,13 +126,11 @@ def _run_one(run_dir: Any, size: int, seed: int, data: Any, valid9: Any, pool9: 
 
     tag = f"{cell}-N{size}-seed{seed}"
     result_path = run_dir / f"{tag}.json"
+    row: dict[str, Any] = {"cell": cell, "size": size, "seed": seed, "no_input": no_input, "batch_size": batch_size}
     if result_path.exists():
         row = read_json(result_path)
-        print(f"{tag}: reusing {result_path}")
-        return row
+        print(f"{tag}: reusing what {result_path} holds")
     model_dir = run_dir / "models" / tag
-    row: dict[str, Any] = {"cell": cell, "size": size, "seed": seed, "no_input": no_input, "batch_size": batch_size,
-                           "intervention_steps": intervention_steps, "probe_steps": probe_steps if probes else 0}
     t0 = time.perf_counter()
     done, histories = 0, []
     if (model_dir / "config.json").exists():  # reuse a checkpoint; train on if it has fewer steps
@@ -138,28 +146,37 @@ def _run_one(run_dir: Any, size: int, seed: int, data: Any, valid9: Any, pool9: 
         histories.append({"from_step": done, **history})  # continued runs start a fresh AdamW state
         done = steps
         checkpoint.save(model, model_dir, meta={"steps": done, "histories": histories})
-    row["model_steps"] = done
-    row["model_history"] = histories
+        row = {k: v for k, v in row.items() if k not in ("interventions", "intervention_details", "probes")}
     model.eval()
-    row["model_seconds"] = time.perf_counter() - t0
-    row["model_valid_accuracy"] = evaluate(model, data.valid)
-    row["model_valid9_accuracy"] = evaluate(model, valid9)
+    if row.get("model_steps") != done:
+        row["model_steps"] = done
+        row["model_history"] = histories
+        row["model_seconds"] = time.perf_counter() - t0
+        row["model_valid_accuracy"] = evaluate(model, data.valid)
+        row["model_valid9_accuracy"] = evaluate(model, valid9)
+        run_dir.json(f"{tag}.json", row)
     print(f"{tag}: model exact match {row['model_valid_accuracy']:.3f} (length 9: {row['model_valid9_accuracy']:.3f})")
 
-    row["interventions"], row["intervention_details"] = {}, {}
-    for method in ("unigram", "bigram", "onion"):
+    row.setdefault("interventions", {})
+    row.setdefault("intervention_details", {})
+    for method in methods:
+        if method in row["interventions"]:
+            continue
         t0 = time.perf_counter()
         acc, details = _intervention(model, method, data, valid9, pool9, steps=intervention_steps, batch_size=batch_size,
                                      seed=seed, device=device, progress=f"{tag} {method}" if progress else False)
         details["seconds"] = time.perf_counter() - t0
+        details["steps"] = intervention_steps
         row["interventions"][method] = acc
         row["intervention_details"][method] = details
-        print(f"{tag}: {method} intervention accuracy {acc:.3f}")
-    if probes:
+        run_dir.json(f"{tag}.json", row)
+        print(f"{tag}: {method} intervention accuracy {acc:.3f} ({intervention_steps} steps)")
+    if probes and "probes" not in row:
         row["probes"] = _probes(model, data, steps=probe_steps, batch_size=batch_size, seed=seed, device=device,
                                 progress=f"{tag} probes" if progress else False)
+        row["probe_steps"] = probe_steps
+        run_dir.json(f"{tag}.json", row)
         print(f"{tag}: probes " + ", ".join(f"{k} {v:.3f}" for k, v in row["probes"].items()))
-    run_dir.json(f"{tag}.json", row)
     return row
 
 
@@ -167,21 +184,27 @@ def _intervention(model: Any, method: str, data: Any, valid9: Any, pool9: Any, *
                   device: str, progress: Any) -> tuple[float, dict]:
     from interventions.onion import OnionIntervention
     from interventions.repeat_glue import fixed_batches, repeat_loss, repeat_metric, sampler
-    from interventions.subspace import Autosegment
+    from interventions.subspace import DAS, Autosegment
 
     d = model.memory_size
+    regime = "unigram" if method == "das" else method
     if method == "onion":
         iv = OnionIntervention(d, model.n_symbols, seed=seed)
         train_split, valid_split = data.train, data.valid
-    else:
+    elif method == "das":
+        iv = DAS(d, 9, seed=seed)
+        train_split, valid_split = pool9, valid9
+    elif method in ("unigram", "bigram"):
         iv = Autosegment(d, 9 if method == "unigram" else 8, seed=seed)
         train_split, valid_split = pool9, valid9
+    else:
+        raise ValueError(f"unknown method {method!r}; expected some of {METHODS}")
     iv = iv.to(device)
-    losses = iv.fit(model, "hook_memory", sampler(method, train_split, model.n_symbols, batch_size), loss=repeat_loss,
+    losses = iv.fit(model, "hook_memory", sampler(regime, train_split, model.n_symbols, batch_size), loss=repeat_loss,
                     steps=steps, seed=seed, progress=progress)
-    acc = iv.evaluate(model, "hook_memory", fixed_batches(method, valid_split, model.n_symbols), metric=repeat_metric)
+    acc = iv.evaluate(model, "hook_memory", fixed_batches(regime, valid_split, model.n_symbols), metric=repeat_metric)
     details: dict[str, Any] = {"loss_first": losses[0], "loss_last": losses[-1], "losses": losses}
-    if method != "onion":
+    if method in ("unigram", "bigram"):
         details["variable_sizes"] = iv.variable_sizes()  # last entry: "rest"
     return acc, details
 
@@ -221,7 +244,8 @@ def _probes(model: Any, data: Any, *, steps: int, batch_size: int, seed: int, de
 def _table(rows: list[dict], sizes: Any, probes: bool) -> dict:
     import statistics
 
-    columns = ["model", *METHODS] + (list(PROBES) if probes else [])
+    present = [m for m in METHODS if any(m in r.get("interventions", {}) for r in rows)]
+    columns = ["model", *present] + (list(PROBES) if probes else [])
     cells: dict[str, dict[str, dict]] = {}
     for size in sizes:
         mine = [r for r in rows if r["size"] == size]
@@ -229,28 +253,36 @@ def _table(rows: list[dict], sizes: Any, probes: bool) -> dict:
         for col in columns:
             if col == "model":
                 vals = [r["model_valid_accuracy"] for r in mine]
+                steps = [r.get("model_steps") for r in mine]
             elif col in METHODS:
-                vals = [r["interventions"][col] for r in mine]
+                have = [r for r in mine if col in r.get("interventions", {})]
+                vals = [r["interventions"][col] for r in have]
+                steps = [r["intervention_details"][col].get("steps", r.get("intervention_steps")) for r in have]
             else:
-                vals = [r["probes"][col] for r in mine if "probes" in r]
+                have = [r for r in mine if "probes" in r]
+                vals = [r["probes"][col] for r in have]
+                steps = [r.get("probe_steps") for r in have]
             if vals:
-                cells[str(size)][col] = {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals), "n": len(vals)}
-    head = f"{'N':>6} | {'steps m/iv':>11} | " + " | ".join(f"{c:>12}" for c in columns) + " | paper's claim"
+                cells[str(size)][col] = {"mean": statistics.fmean(vals), "std": statistics.pstdev(vals), "n": len(vals),
+                                         "steps": sorted({s for s in steps if s is not None})}
+    head = f"{'N':>6} | " + " | ".join(f"{c:>14}" for c in columns) + " | paper's claim"
     lines = [head, "-" * len(head)]
     for size in sizes:
         c = cells[str(size)]
         vals = []
         for col in columns:
             if col not in c:
-                vals.append(f"{'-':>12}")
-            elif c[col]["n"] > 1:
-                vals.append(f"{c[col]['mean']:>6.3f}±{c[col]['std']:.3f}"[:12].rjust(12))
-            else:
-                vals.append(f"{c[col]['mean']:>12.3f}")
-        mine = [r for r in rows if r["size"] == size]
-        steps = "/".join(sorted({f"{r.get('model_steps')}/{r.get('intervention_steps')}" for r in mine}))
-        lines.append(f"{size:>6} | {steps:>11} | " + " | ".join(vals) + f" | {claim(size)}")
-    lines.append("model = exact match of the trained model; unigram/bigram/onion = intervention accuracy; probes = read-out accuracy")
+                vals.append(f"{'-':>14}")
+                continue
+            x = c[col]
+            text = f"{x['mean']:.3f}±{x['std']:.2f}" if x["n"] > 1 else f"{x['mean']:.3f}"
+            if x["steps"]:
+                text += " (" + ",".join(f"{s / 1000:g}k" for s in x["steps"]) + ")"
+            vals.append(f"{text:>14}")
+        lines.append(f"{size:>6} | " + " | ".join(vals) + f" | {claim(size)}")
+    lines.append("model = exact match of the trained model on held-out sequences (lengths 2-9); unigram, bigram = "
+                 "autosegment, das = DAS with fixed blocks (unigram regime), onion = magnitude: intervention accuracy; "
+                 "probes: read-out accuracy; (k) = training steps")
     return {"columns": columns, "cells": cells, "text": "\n".join(lines)}
 
 
@@ -260,7 +292,7 @@ def _verdict(table: dict) -> str:
     lines = ["Against the paper's claim (fail: accuracy < 0.5, succeed: accuracy >= 0.8):"]
     for size, c in cells.items():
         n = int(size)
-        lin = max(c.get("unigram", {}).get("mean", 0.0), c.get("bigram", {}).get("mean", 0.0))
+        lin = max((c[m]["mean"] for m in ("unigram", "bigram", "das") if m in c), default=0.0)
         on = c.get("onion", {}).get("mean", 0.0)
         model = c.get("model", {}).get("mean", float("nan"))
         got = f"best linear {lin:.2f}, onion {on:.2f} (model without intervention {model:.2f})"
@@ -284,7 +316,7 @@ def _plot(run_dir: Any, table: dict, cell: str) -> None:
     cells = table["cells"]
     sizes = [int(s) for s in cells]
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    styles = {"model": ("k", "--"), "unigram": ("C0", "-"), "bigram": ("C1", "-"), "onion": ("C3", "-"),
+    styles = {"model": ("k", "--"), "unigram": ("C0", "-"), "bigram": ("C1", "-"), "das": ("C4", "-"), "onion": ("C3", "-"),
               "linear probe": ("C0", ":"), "mlp probe": ("C2", ":"), "onion probe": ("C3", ":")}
     for col in table["columns"]:
         pts = [(s, cells[str(s)][col]) for s in sizes if col in cells[str(s)]]
