@@ -67,6 +67,19 @@ def test_zoo_lstm_has_nn_lstm_state_dict_keys_and_hooks():
     assert sum(p.numel() for p in model.parameters()) == 13_766  # SPECS B
     _, cache = model.run_with_cache(torch.randn(2, 5, 6))
     assert cache["hook_lstm_out"].shape == (2, 5, 32) and cache["hook_logits"].shape == (2, 5, 6)
+    # the LSTM is hooked per step: its top layer's h stack is the LSTM output
+    assert torch.allclose(cache["lstm.hook_h_l1"], cache["hook_lstm_out"], atol=1e-6)
+
+
+def test_zoo_member_per_step_edit_changes_only_later_steps():
+    from hooked import at_step
+
+    model = ZooLSTM(6, 6)
+    x = torch.randn(3, 7, 6)
+    plain = model(x)
+    edited = model.run_with_hooks(x, fwd_hooks=[("lstm.hook_h_l0", at_step(3, lambda h, hook: h * 0))])
+    assert torch.equal(edited[:, :3], plain[:, :3])
+    assert not torch.allclose(edited[:, 3:], plain[:, 3:])
 
 
 def test_permuting_hidden_units_keeps_the_function_and_moves_the_weights():

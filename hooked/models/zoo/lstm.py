@@ -1,10 +1,11 @@
 """The zoo member: a hooked 2 x 32 LSTM with a linear head, and the same network as a function of
 stacked parameters, so that many members run (and train) as one computation.
 
-* :class:`ZooLSTM` is what one zoo member loads as: a :class:`~hooked.HookedModule` holding an
-  ``nn.LSTM`` under ``lstm`` and an ``nn.Linear`` under ``head`` (state-dict keys
-  ``lstm.weight_ih_l0``, ..., ``head.weight``, ``head.bias``), with hook points on the LSTM's
-  top-layer output and on the logits.
+* :class:`ZooLSTM` is what one zoo member loads as: a :class:`~hooked.HookedModule` holding a
+  :class:`~hooked.models.rnn.HookedLSTM` (a drop-in ``nn.LSTM`` with per-step hook points on
+  h, c and the gates of every layer) under ``lstm`` and an ``nn.Linear`` under ``head``
+  (state-dict keys ``lstm.weight_ih_l0``, ..., ``head.weight``, ``head.bias``, as ``nn.LSTM``'s),
+  with hook points on the input, the LSTM's top-layer output and the logits.
 * :func:`stacked_lstm` runs M members at once from a dict of parameters stacked on a leading
   member axis (the same keys): one einsum for the input projections of all time steps and one
   batched matmul per step for the recurrence. The zoo trains through it, samples through it,
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
+from hooked.models.rnn import HookedLSTM
 from hooked.typecheck import Float, typechecked
 
 Params = dict[str, Tensor]
@@ -72,10 +74,12 @@ class LSTMLayout:
 
 
 class ZooLSTM(HookedModule):
-    """One zoo member: ``nn.LSTM(d_in, hidden, layers, batch_first=True)`` + ``Linear(hidden, d_out)``.
+    """One zoo member: ``HookedLSTM(d_in, hidden, layers)`` + ``Linear(hidden, d_out)``.
 
-    Hook points: ``hook_in`` (the input, [batch, time, d_in]), ``hook_lstm_out`` (the top
-    LSTM layer's output h_t, [batch, time, hidden]) and ``hook_logits`` ([batch, time, d_out]).
+    Hook points: ``hook_in`` (the input, [batch, time, d_in]), the LSTM's per-step points
+    ``lstm.hook_h_l{k}``, ``lstm.hook_c_l{k}`` and gates ``lstm.hook_{i,f,g,o}_l{k}`` (cached as
+    [batch, time, hidden]), ``hook_lstm_out`` (the top layer's output, [batch, time, hidden]) and
+    ``hook_logits`` ([batch, time, d_out]). With no hook on the LSTM it runs PyTorch's fused kernel.
 
     Args:
         d_in: input size (6 one-hot symbols for the formal languages, pixels per tile for digits).
@@ -88,7 +92,7 @@ class ZooLSTM(HookedModule):
         super().__init__()
         self.layout = LSTMLayout(d_in, d_out, hidden, layers)
         self.config = self.layout.to_json()
-        self.lstm = nn.LSTM(d_in, hidden, layers, batch_first=True)
+        self.lstm = HookedLSTM(d_in, hidden, layers, batch_first=True)
         self.head = nn.Linear(hidden, d_out)
         self.hook_in = HookPoint()
         self.hook_lstm_out = HookPoint()
