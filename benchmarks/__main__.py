@@ -13,7 +13,7 @@ import torch
 
 from benchmarks.common import Context, device_name
 from benchmarks.report import RESULTS, render_readme, format_rows
-from hooked.io import write_json
+from hooked.io import read_json, write_json
 
 HELPERS = {"__main__", "__init__", "common", "timing", "report"}
 
@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_save:
         kind = "quick" if args.quick else "full"
         path = RESULTS / f"{torch.device(args.device).type}-{kind}.json"
+        if args.only and path.exists():  # a partial run replaces its suites' rows, keeps the rest
+            kept = [r for r in read_json(path)["rows"] if r.get("sizes", {}).get("suite") not in args.only]
+            record["rows"] = kept + record["rows"]
         write_json(path, record)
         render_readme()
         print(f"\nwrote {path} and benchmarks/README.md", file=sys.stderr)

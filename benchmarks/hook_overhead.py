@@ -129,5 +129,5 @@ def forwards(ctx: Context) -> list[Row]:
             t = time_interleaved({"raw": lambda: raw(x), "hooked": lambda: hk(x)}, device=dev, rounds=ctx.pick(2, 5), repeats=ctx.pick(5, 15))
             n_points = len(hk.hook_dict)
             sizes = dict(d=d, layers=n_layers, batch=batch, hook_points=n_points)
-            rows.append(Row("forward, no hooks attached", f"MLP stack hooked ({n_points} hook points)", t["hooked"].median_s, "MLP stack raw", t["raw"].median_s, sizes))
+            rows.append(Row("forward, no hooks attached", f"MLP stack d={d} x {n_layers}, batch {batch}, hooked ({n_points} hook points)", t["hooked"].median_s, f"MLP stack d={d} raw", t["raw"].median_s, sizes))
     return rows
