@@ -167,7 +167,7 @@ def test_batched_patching_equals_one_forward_per_patch(bridge, prompts):
 @needs_smollm2
 def test_analyses_take_the_lm_through_the_protocol(bridge, wrapped, prompts):
     from analyses.lm_patching import residual_patching
-    from analyses.lm_probes import layer_probes
+    from analyses.probes import layer_probes, ridge_probe_analysis
 
     clean, corrupt, paris, rome = prompts
     for model in (bridge, wrapped):
@@ -184,6 +184,73 @@ def test_analyses_take_the_lm_through_the_protocol(bridge, wrapped, prompts):
         probes = layer_probes(model, tokens, labels, [hooks[0], hooks[10]], folds=3, batch_size=6)
         assert probes.results["mean over tokens"].accuracy.tolist() == [1.0, 1.0]
         assert probes.results["last token"].accuracy[0] < 1.0  # the last token is the same in both
+        # the registered analysis, labels = the subject token (position 2: " Eiffel" / " Colosse...")
+        found = ridge_probe_analysis(model, hooks[20], tokens, labels="input:2", pool="last", folds=3)
+        assert found["n"] == 6 and found["d"] == 576 and found["accuracy"] == 1.0
+
+
+# ---------------------------------------------------------------------- subspace patching, spotlight (phase 2)
+@pytest.fixture(scope="session")
+def facts(raw):
+    from analyses.lm_facts import city_facts
+
+    return city_facts(raw)
+
+
+@needs_smollm2
+def test_city_facts_the_model_knows(facts, raw):
+    assert len(facts) >= 90 and facts.tokens.shape[1] == 9 and facts.subject_position == 3
+    assert len(facts.countries) >= 30 and facts.dropped["model wrong"]  # a few facts it gets wrong are left out
+    i = facts.subjects.index("Paris")
+    assert raw.tokenizer.decode(facts.tokens[i]) == "The city of Paris is in the country of"
+    assert facts.countries[int(facts.labels[i])] == "France" and facts.answers[i] == lm.token_id(raw, " France")
+
+
+@needs_smollm2
+@pytest.mark.parametrize("which", ["bridge", "wrapped"])
+def test_subspace_interventions_on_the_lm(which, request, facts):
+    """Identity when source == base; full rank == activation patching; swapping the city's embedding
+    (full patching entering layer 0, at the city) turns the base prompt into the source prompt."""
+    from analyses.lm_facts import interchange_rows
+    from analyses.lm_subspace import Site, eval_batches, interchange_accuracy, interchange_batch, random_basis
+    from interventions.intervention import InterventionBatch
+    from interventions.subspace import DAS, FixedSubspace
+
+    model = request.getfixturevalue(which)
+    hooks = lm.residual_hooks(model)
+    small = facts.subset(range(0, 96, 8))  # 12 facts
+    with torch.no_grad():
+        want = model(small.tokens)
+        same = InterventionBatch(small.tokens, None, source_index=torch.arange(len(small)))
+        for intervention in (DAS(576, 1, 16, seed=0), FixedSubspace(random_basis(576, 8, seed=1))):
+            got = intervention.run(model, hooks[12], same, position=small.subject_position)
+            torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
+    base, source = interchange_rows(small.labels, 1, torch.Generator().manual_seed(0))
+    patched = patch(model, small.tokens[base], small.tokens[source], hooks[12], small.subject_position)
+    batch = interchange_batch(small, torch.cat([torch.arange(len(small)), base]), torch.cat([torch.arange(len(small)), source]))
+    with torch.no_grad():
+        full = FixedSubspace(torch.eye(576)).run(model, hooks[12], batch, position=small.subject_position)[len(small):]
+    torch.testing.assert_close(full, patched, atol=1e-3, rtol=1e-5)
+    swap = interchange_accuracy(model, FixedSubspace(torch.eye(576)), Site(hooks[0], small.subject_position), eval_batches(small, 1))
+    assert swap.iia == 1.0 and swap.kept == 0.0
+
+
+@needs_smollm2
+def test_mlp_neurons_and_spotlight_through_the_protocol_on_both_backends(bridge, wrapped, prompts):
+    from analyses.lm_spotlight import mlp_hidden_hooks
+    from analyses.spotlight import spotlight_model
+
+    clean, corrupt, _, _ = prompts
+    hb, hw = mlp_hidden_hooks(bridge), mlp_hidden_hooks(wrapped)
+    assert len(hb) == len(hw) == 30 and hb[3] == "blocks.3.mlp.hook_post" and hw[3] == "model.layers.3.mlp.down_proj.hook_in"
+    batches = [clean, corrupt]
+    ab, aw = collect_activations(bridge, batches, [hb[3]])[hb[3]], collect_activations(wrapped, batches, [hw[3]])[hw[3]]
+    assert ab.shape == aw.shape == (2, 9, 1536)
+    torch.testing.assert_close(ab, aw, atol=1e-4, rtol=1e-4)
+    found = {name: spotlight_model(model, hooks[3], batches, epsilon=0.3, max_planes=50, null_bases=2, n_angles=16)
+             for name, model, hooks in (("bridge", bridge, hb), ("wrap", wrapped, hw))}
+    assert found["bridge"].result.n == found["wrap"].result.n == 18
+    assert (found["bridge"].result.counts - found["wrap"].result.counts).abs().max() <= 2  # float ties at the cone edge
 
 
 # ---------------------------------------------------------------------- loading: cache and errors

@@ -1,14 +1,21 @@
 """``hooked repro lm``: the project's interventions and analyses on a real language model, offline.
 
-Phase 1 (this module): load SmolLM2-135M (or ``--model`` another LM) through TransformerLens's
-bridge or ``hooked.wrap``; batched activation patching of the residual stream, layers x
-positions, on a factual-recall prompt pair (heatmap); linear probes of Wikipedia topics on the
-residual stream of every layer (accuracy curve with a shuffled-label control).
+Load SmolLM2-135M (or ``--model`` another LM) through TransformerLens's bridge or ``hooked.wrap``,
+then run the stages:
+
+* ``patching`` (here): batched activation patching of the residual stream, layers x positions, on a
+  factual-recall prompt pair (heatmap);
+* ``probes`` (here): ridge probes of Wikipedia topics on the residual stream of every layer
+  (accuracy curve with a shuffled-label control);
+* ``das`` (:mod:`hooked.repro.lm_das`): interchange interventions on city -> country prompts at
+  residual-stream sites: full patching, DAS, PCA / difference-of-means / random subspaces;
+* ``spotlight`` (:mod:`hooked.repro.lm_spotlight`): spotlight resonance of the MLP neurons and of
+  the residual stream side by side, over Wikipedia text.
 
 Extension points. Each part is a *stage*: ``fn(ctx: LMRun) -> dict`` registered with
-``@stage("name")``; ``--stages`` picks which run, in order. Subspace patching / DAS and spotlight
-resonance plug in the same way (a module that registers its stage and is imported here), without
-touching the loading or the other stages::
+``@stage("name")``; ``--stages`` picks which run, in order. A new analysis plugs in as a module
+that registers its stage and is imported at the end of this one, without touching the loading
+or the other stages::
 
     @stage("srm")
     def srm(ctx: LMRun) -> dict:
@@ -63,27 +70,54 @@ def lm(
     device: str = "cpu",
     dtype: str = "float32",
     backend: Literal["bridge", "wrap"] = "bridge",
-    stages: str = "patching,probes",
+    stages: str = "patching,probes,das,spotlight",
     chunk: int = 64,
     per_topic: int = 60,
     probe_tokens: int = 24,
+    das_sites: str = "subject:12,last:26",
+    das_ranks: str = "8",
+    das_steps: int = 100,
+    das_lr: float = 1e-2,
+    das_batch: int = 32,
+    das_partners: int = 3,
+    spotlight_layers: str = "2,14,26",
+    spotlight_texts: int = 64,
+    spotlight_tokens: int = 32,
+    spotlight_planes: int = 2000,
+    spotlight_null: int = 8,
+    spotlight_epsilon: float = 0.9,
+    spotlight_scale: float = 2.0,
     quick: bool = False,
     seed: int = 0,
 ) -> dict:
-    """Real LM offline: residual-stream activation patching and layer-wise linear probes.
+    """Real LM offline: activation patching, layer-wise probes, DAS / subspace patching, spotlight resonance.
 
     Args:
         model: smollm2-135m (embedded, offline), a .gguf file, a local Hugging Face folder or a hub name.
         device: torch device (cpu, cuda).
         dtype: parameter dtype (float32, bfloat16).
         backend: bridge (TransformerLens 4 TransformerBridge) or wrap (hooked.wrap of the transformers model).
-        stages: comma-separated stages to run, in order (available: patching, probes).
+        stages: comma-separated stages to run, in order (available: patching, probes, das, spotlight).
         chunk: activation patches per forward pass.
         per_topic: Wikipedia summaries per topic for the probes (4 topics).
         probe_tokens: tokens of each summary fed to the model.
-        quick: a smaller probe set (for a smoke test).
+        das_sites: interchange-intervention sites POSITION:LAYER (position subject or last; the residual stream entering LAYER), comma-separated.
+        das_ranks: subspace ranks k for DAS and the fixed bases, comma-separated.
+        das_steps: DAS training steps per site and rank.
+        das_lr: DAS learning rate (AdamW, no weight decay).
+        das_batch: training prompts per DAS step (each paired with another of the batch).
+        das_partners: sources per held-out base prompt.
+        spotlight_layers: blocks whose MLP neurons and residual stream are compared, comma-separated.
+        spotlight_texts: Wikipedia summaries streamed through the model.
+        spotlight_tokens: tokens of each summary (every token is a sample).
+        spotlight_planes: random planes of basis-vector pairs counted per hook.
+        spotlight_null: random rotations of the basis for the verdict.
+        spotlight_epsilon: the paper-scale spotlight cone (cosine of its half angle).
+        spotlight_scale: the dimension-scaled cone is SCALE * sqrt(2 / d).
+        quick: small sets and few steps in every stage (a smoke test).
         seed: data sampling and fold seed.
     """
+    options = {k: v for k, v in locals().items() if k != "run_dir"}  # every option, for the stages
     from hooked import lm as lm_module
 
     names = [s.strip() for s in stages.split(",") if s.strip()]
@@ -93,8 +127,7 @@ def lm(
     started = time.perf_counter()
     net = lm_module.load(model, device=device, dtype=dtype, backend=backend)
     load_s = time.perf_counter() - started
-    ctx = LMRun(net, run_dir, dict(model=model, device=device, dtype=dtype, backend=backend, chunk=chunk,
-                                   per_topic=per_topic, probe_tokens=probe_tokens, seed=seed), quick=quick)
+    ctx = LMRun(net, run_dir, options, quick=quick)
     ctx.log(f"loaded {model} ({backend}, {device}, {dtype}) in {load_s:.1f} s: {len(net.hook_dict)} hook points")
     results: dict[str, Any] = {"model": model, "backend": backend, "load_seconds": load_s}
     for name in names:
@@ -137,7 +170,8 @@ def patching_stage(ctx: LMRun) -> dict:
 @stage("probes")
 def probes_stage(ctx: LMRun) -> dict:
     """Ridge probes of Wikipedia topic on every layer's residual stream (last token, mean-pooled)."""
-    from analyses.lm_probes import layer_probes, plot_layer_probes, wiki_topics
+    from analyses.probes import layer_probes, plot_layer_probes
+    from analyses.wiki_text import wiki_topics
     from hooked import lm as lm_module
 
     per_topic = 20 if ctx.quick else ctx.options["per_topic"]
@@ -162,3 +196,15 @@ def probes_stage(ctx: LMRun) -> dict:
         ctx.log(f"probes [{name}]: {acc[0]:.2f} at {result.labels[0]}, best {acc.max():.2f} at "
                 f"{result.labels[int(acc.argmax())]}, {acc[-1]:.2f} at {result.labels[-1]} (chance {r.chance:.2f})")
     return summary
+
+
+def int_list(text: str, option: str) -> list[int]:
+    """``"2,14,26"`` -> ``[2, 14, 26]``, with an error naming the option."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--{option.replace('_', '-')}: expected comma-separated integers, got {text!r}") from None
+
+
+# the other stages register themselves on import
+from hooked.repro import lm_das, lm_spotlight  # noqa: E402, F401

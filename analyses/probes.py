@@ -1,0 +1,401 @@
+"""Ridge probes: is a class label linearly decodable from the activation at a hook? Any model, any hook.
+
+* :func:`ridge_probes`: a ridge-regression classifier (one-vs-all least squares on one-hot labels,
+  the probe of sklearn's ``RidgeClassifier``) for every row of a stack of activations
+  ``[probes, samples, features]`` (e.g. one per layer), with stratified k-fold held-out accuracy.
+  The ridge penalty is chosen per probe and fold by exact leave-one-out error on the training
+  part (closed form). Every probe and penalty is solved in one batched eigendecomposition: no
+  loop over layers.
+* :func:`hook_features`: the activations of a hooked model at any hooks, one vector per input row
+  (``[batch, d]`` as is; ``[batch, pos, d]`` at the last position, averaged over positions, or at
+  one position), streamed batch by batch (never the whole cache).
+* :func:`layer_probes`: probes at many hooks at once (e.g. every layer's residual stream) with a
+  shuffled-label control; :func:`plot_layer_probes`.
+* the ``ridge-probe`` analysis of the command line: ``python -m hooked run ridge-probe --model M
+  --hook H --labels SPEC`` (labels from a file, the input's token at a position, or the model's
+  own prediction).
+
+Which probe when. These are *linear, closed-form* probes of one class label per input row (a
+topic, a country, a token id), cheap enough to run at every layer, with held-out accuracy and a
+control. :mod:`interventions.probes` holds a different tool: probes *trained by gradient descent*
+that read a whole token sequence out of one state (the repeat task's memory: a label per
+position, exact-match accuracy), including the onion paper's sequential probes. Use this module
+to ask "is y linearly readable at hook h?"; use ``interventions.probes`` when the target is a
+sequence or the probe must be nonlinear or sequential.
+
+Everything here uses only the hook protocol, so the probes run on toy models, RNNs,
+``hooked.wrap`` models and TransformerLens's bridge alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hooked.protocol import Batch, Hookable, hook_names, iter_activations, split_batch
+from hooked.registry import register_analysis
+from hooked.typecheck import Float, Int, typechecked
+
+DEFAULT_ALPHAS = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)
+
+
+# ---------------------------------------------------------------------- fitting
+@dataclass
+class ProbeResult:
+    """Held-out accuracy of each probe (e.g. each layer), over stratified folds."""
+
+    accuracy: Tensor  # [probes]: mean held-out accuracy over folds
+    per_fold: Tensor  # [folds, probes]
+    alpha: Tensor  # [folds, probes]: the ridge penalty chosen by leave-one-out on the training part
+    chance: float  # accuracy of always predicting the most frequent class
+    n_classes: int
+
+    def to_json(self) -> dict:
+        return {
+            "accuracy": self.accuracy,
+            "accuracy_std_over_folds": self.per_fold.std(dim=0) if self.per_fold.shape[0] > 1 else None,
+            "alpha": self.alpha,
+            "chance": self.chance,
+            "n_classes": self.n_classes,
+        }
+
+
+@typechecked
+def stratified_folds(labels: Int[Tensor, " n"], folds: int, seed: int = 0) -> Int[Tensor, " n"]:
+    """A fold index per sample: each class spread evenly over ``folds`` folds, at random."""
+    if folds < 2:
+        raise ValueError(f"folds must be >= 2, got {folds}")
+    g = torch.Generator().manual_seed(seed)
+    labels = labels.cpu()
+    perm = torch.randperm(len(labels), generator=g)
+    order = perm[torch.argsort(labels[perm], stable=True)]  # grouped by class, random within
+    sorted_labels = labels[order]
+    starts = torch.searchsorted(sorted_labels, sorted_labels, right=False)
+    rank = torch.arange(len(labels)) - starts  # rank within its class
+    fold = torch.empty_like(labels)
+    fold[order] = rank % folds
+    return fold
+
+
+@typechecked
+def ridge_fit_predict(
+    x_train: Float[Tensor, "*probes n d"],
+    y_train: Int[Tensor, " n"],
+    x_test: Float[Tensor, "*probes m d"],
+    alpha: float,
+    n_classes: int | None = None,
+) -> Float[Tensor, "*probes m classes"]:
+    """Class scores of a ridge classifier with penalty ``alpha`` (features standardised on the
+    training set, intercept fitted): sklearn's ``RidgeClassifier`` on standardised features."""
+    scores, _ = _ridge(x_train, y_train, x_test, torch.tensor(float(alpha)), n_classes)
+    return scores
+
+
+def _standardise(x_train: Tensor, x_test: Tensor) -> tuple[Tensor, Tensor]:
+    mean = x_train.mean(dim=-2, keepdim=True)
+    std = x_train.std(dim=-2, keepdim=True, correction=0).clamp_min(1e-6)
+    return (x_train - mean) / std, (x_test - mean) / std
+
+
+def _ridge(
+    x_train: Tensor, y_train: Tensor, x_test: Tensor, alphas: Tensor, n_classes: int | None
+) -> tuple[Tensor, Tensor]:
+    """Test scores for each alpha, and the training leave-one-out squared error for each alpha.
+
+    ``alphas``: a scalar, or [A] (then the outputs get an alpha axis before the sample axis).
+    Dual form (n samples << d features): K = X Xᵀ = U diag(s) Uᵀ, coefficients U diag(1/(s+a)) Uᵀ Y;
+    the big products run in the input precision (float32 at least), the n x n algebra in float64.
+    """
+    n_classes = n_classes or int(y_train.max()) + 1
+    work = torch.float64 if x_train.dtype == torch.float64 else torch.float32
+    xs, xt = _standardise(x_train.to(work), x_test.to(work))
+    k, kt = (xs @ xs.mT).double(), (xt @ xs.mT).double()  # [*, n, n], [*, m, n]
+    y = torch.nn.functional.one_hot(y_train.to(xs.device), n_classes).double()
+    y_mean = y.mean(dim=0)
+    yc = y - y_mean  # [n, C]; the intercept is y_mean on centred features
+    s, u = torch.linalg.eigh(k)
+    s = s.clamp_min(0).unsqueeze(-2)  # [*, 1, n]
+    a = alphas.double().reshape(-1, 1).to(s.device)  # [A, 1]
+    shrink, inverse = s / (s + a), 1 / (s + a)  # [*, A, n]
+    uty = (u.mT @ yc).unsqueeze(-3)  # [*, 1, n, C]
+    ua = u.unsqueeze(-3)  # [*, 1, n, n]
+    scores = kt.unsqueeze(-3) @ (ua @ (uty * inverse.unsqueeze(-1))) + y_mean  # [*, A, m, C]
+    # leave-one-out residuals of the training fit: (y - ŷ) / (1 - h_ii)
+    h = ((u**2) @ shrink.mT).mT  # [*, A, n]: the hat matrix's diagonal
+    fitted = ua @ (uty * shrink.unsqueeze(-1))  # [*, A, n, C]
+    loo = (yc - fitted) / (1 - h).clamp_min(1e-9).unsqueeze(-1)
+    mse = loo.pow(2).mean(dim=(-1, -2))  # [*, A]
+    if alphas.dim() == 0:
+        scores, mse = scores.squeeze(-3), mse.squeeze(-1)
+    return scores.to(x_train.dtype), mse
+
+
+@typechecked
+def ridge_probes(
+    features: Float[Tensor, "probes n d"],
+    labels: Int[Tensor, " n"],
+    *,
+    folds: int = 5,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    seed: int = 0,
+) -> ProbeResult:
+    """Held-out accuracy of a ridge classifier on each ``features[p]`` (e.g. one per layer).
+
+    Args:
+        features: [probes, samples, features] activations.
+        labels: [samples] class ids 0..C-1.
+        folds: stratified folds; each is held out once.
+        alphas: ridge penalties (on standardised features) to choose from, per probe and fold,
+            by leave-one-out error on the training part.
+    """
+    if features.shape[1] != labels.shape[0]:
+        raise ValueError(f"features have {features.shape[1]} samples but labels have {labels.shape[0]}")
+    n_classes = int(labels.max()) + 1
+    labels = labels.to(features.device)
+    fold_of = stratified_folds(labels, folds, seed).to(features.device)
+    grid = torch.tensor(list(alphas), dtype=torch.float64, device=features.device)
+    accs, chosen = [], []
+    for f in range(folds):  # a handful of folds; probes and penalties are batched inside
+        train, test = fold_of != f, fold_of == f
+        scores, loo = _ridge(features[:, train], labels[train], features[:, test], grid, n_classes)
+        best = loo.argmin(dim=-1)  # [probes]
+        picked = scores[torch.arange(len(best), device=best.device), best]  # [probes, m, C]
+        accs.append((picked.argmax(dim=-1) == labels[test]).float().mean(dim=-1))
+        chosen.append(grid[best])
+    counts = torch.bincount(labels, minlength=n_classes)
+    return ProbeResult(
+        accuracy=torch.stack(accs).mean(dim=0).cpu(),
+        per_fold=torch.stack(accs).cpu(),
+        alpha=torch.stack(chosen).float().cpu(),
+        chance=(counts.max() / counts.sum()).item(),
+        n_classes=n_classes,
+    )
+
+
+# ---------------------------------------------------------------------- features from a model
+POOLS = ("last", "mean")
+
+
+def pool_rows(act: Tensor, pool: str | int) -> Tensor:
+    """One vector per input row: ``[batch, d]`` as is; ``[batch, pos, ..., d]`` along axis 1 at the
+    last position (``"last"``), averaged (``"mean"``) or at position ``pool`` (an int)."""
+    if act.dim() == 2:
+        return act
+    if act.dim() < 2:
+        raise ValueError(f"probes need activations of shape [batch, d] or [batch, pos, d], got {tuple(act.shape)}")
+    if pool == "last":
+        out = act[:, -1]
+    elif pool == "mean":
+        out = act.mean(dim=1)
+    elif isinstance(pool, int):
+        if not -act.shape[1] <= pool < act.shape[1]:
+            raise ValueError(f"position {pool} is out of range for an activation with {act.shape[1]} positions")
+        out = act[:, pool]
+    else:
+        raise ValueError(f"pool must be 'last', 'mean' or a position index, got {pool!r}")
+    return out.reshape(out.shape[0], -1)
+
+
+def hook_features(
+    model: Hookable,
+    inputs: Tensor | Iterable[Batch],
+    hooks: Sequence[str],
+    *,
+    pools: Sequence[str | int] = POOLS,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> dict[str | int, Tensor]:
+    """``{pool: [hooks, n, d]}``: each hook's activation, one vector per input row, for every pooling
+    in ``pools`` (see :func:`pool_rows`), streamed batch by batch.
+
+    Args:
+        inputs: a tensor of input rows (split into ``batch_size`` rows), or an iterable of batches.
+    """
+    hooks = hook_names(model, list(hooks))
+    batches = inputs.split(batch_size) if isinstance(inputs, Tensor) else inputs
+    parts: dict[str | int, list[Tensor]] = {p: [] for p in pools}
+    for acts in iter_activations(model, batches, hooks, device="cpu", progress="activations" if progress else False):
+        for p in pools:
+            parts[p].append(torch.stack([pool_rows(acts[h].float(), p) for h in hooks]))
+    if not any(parts.values()):
+        raise ValueError("hook_features: no batches were given")
+    return {p: torch.cat(v, dim=1) for p, v in parts.items()}
+
+
+# ---------------------------------------------------------------------- probes at many hooks
+@dataclass
+class LayerProbes:
+    """Probe accuracy at each hook (e.g. each layer), for each pooling, with a shuffled-label control."""
+
+    labels: list[str]  # one per hook
+    results: dict[str, ProbeResult]  # "last token", "mean over tokens", "last token, shuffled labels", ...
+    info: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"layers": self.labels, **self.info, "probes": {k: v.to_json() for k, v in self.results.items()}}
+
+
+def layer_probes(
+    model: Hookable,
+    tokens: Tensor,
+    labels: Tensor,
+    hooks: Sequence[str],
+    hook_labels: Sequence[str] | None = None,
+    *,
+    folds: int = 5,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = False,
+) -> LayerProbes:
+    """Ridge probes for ``labels`` at every hook, at the last position and mean-pooled (``[batch, d]``
+    activations: as is); the same probes on shuffled labels are the control (they sit at chance)."""
+    feats = hook_features(model, tokens, hooks, batch_size=batch_size, progress=progress)
+    shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed + 1))]
+    results = {}
+    for pooling, x in feats.items():
+        name = {"last": "last token", "mean": "mean over tokens"}[pooling]
+        results[name] = ridge_probes(x, labels, folds=folds, seed=seed)
+        results[f"{name}, shuffled labels"] = ridge_probes(x, shuffled, folds=folds, seed=seed)
+    info = {"n_texts": int(tokens.shape[0]), "tokens_per_text": int(tokens.shape[1]), "folds": folds}
+    return LayerProbes(list(hook_labels or hooks), results, info)
+
+
+def plot_layer_probes(result: LayerProbes, title: str = "") -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = range(len(result.labels))
+    for name, r in result.results.items():
+        style = "--" if "shuffled" in name else "-"
+        ax.plot(x, r.accuracy.numpy(), style, marker="o", ms=3, label=name)
+    chance = next(iter(result.results.values())).chance
+    ax.axhline(chance, color="grey", lw=0.8, ls=":", label=f"chance ({chance:.2f})")
+    step = max(1, len(result.labels) // 16)
+    ax.set_xticks(list(x)[::step], result.labels[::step], rotation=45, fontsize=7)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("residual stream")
+    ax.set_ylabel(f"held-out accuracy ({result.info.get('folds', '?')}-fold)")
+    ax.set_title(title or "linear (ridge) probes per layer", fontsize=9)
+    ax.legend(fontsize=7)
+    return fig
+
+
+# ---------------------------------------------------------------------- the command-line analysis
+def resolve_labels(spec: str, model: Hookable, batches: Sequence[Batch]) -> Tensor:
+    """The label of every input row (over ``batches``, in order), from a spec:
+
+    * ``input:POS``: the integer input (e.g. the token id) at position POS of each row (the first
+      tensor of each batch);
+    * ``output``: the model's own top prediction (argmax over the last axis of its output, at the
+      last position when the output has one);
+    * a path to a ``.safetensors`` file (a tensor ``labels``) or a ``.json`` file (a list of ints,
+      or ``{"labels": [...]}``), one label per row.
+    """
+    if spec.startswith("input:"):
+        try:
+            pos = int(spec.split(":", 1)[1])
+        except ValueError:
+            raise ValueError(f"labels {spec!r}: expected input:POS with an integer position") from None
+        out = []
+        for b in batches:
+            args, kwargs = split_batch(b)
+            first = next((v for v in (*args, *kwargs.values()) if isinstance(v, Tensor)), None)
+            if first is None or first.is_floating_point() or first.dim() < 2:
+                raise ValueError(f"labels {spec!r}: the model's input must be an integer tensor [batch, pos, ...]")
+            out.append(first[:, pos].reshape(first.shape[0], -1)[:, 0].cpu())
+        return torch.cat(out)
+    if spec == "output":
+        from hooked.protocol import run_with_hooks
+
+        out = []
+        with torch.no_grad():
+            for b in batches:
+                y = run_with_hooks(model, b)
+                y = getattr(y, "logits", y)
+                y = y[0] if isinstance(y, (tuple, list)) else y
+                if not isinstance(y, Tensor) or y.dim() < 2:
+                    raise ValueError("labels 'output': the model's output must be a tensor [batch, ..., classes]")
+                y = y[:, -1] if y.dim() > 2 else y
+                out.append(y.reshape(y.shape[0], -1).argmax(-1).cpu())
+        return torch.cat(out)
+    path = Path(spec)
+    if path.suffix == ".safetensors" and path.is_file():
+        from hooked.io import read_tensors
+
+        tensors = read_tensors(path)
+        if "labels" not in tensors and len(tensors) != 1:
+            raise ValueError(f"labels file {path}: expected a tensor named 'labels' (found {', '.join(tensors)})")
+        return tensors.get("labels", next(iter(tensors.values()))).long().flatten()
+    if path.suffix == ".json" and path.is_file():
+        from hooked.io import read_json
+
+        data = read_json(path)
+        data = data["labels"] if isinstance(data, dict) and "labels" in data else data
+        if not isinstance(data, list) or not all(isinstance(v, int) for v in data):
+            raise ValueError(f"labels file {path}: expected a list of integers or {{\"labels\": [...]}}")
+        return torch.tensor(data, dtype=torch.long)
+    raise ValueError(
+        f"labels {spec!r}: expected input:POS, output, or an existing .safetensors / .json file of one label per row"
+    )
+
+
+@register_analysis("ridge-probe")
+def ridge_probe_analysis(
+    model: Hookable,
+    hook: str,
+    data: Any,
+    *,
+    labels: str = "output",
+    pool: str = "last",
+    folds: int = 5,
+    batch_size: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Ridge probe: how well a class label is linearly decodable at a hook (held-out k-fold accuracy).
+
+    Args:
+        labels: input:POS (the input token at a position), output (the model's own prediction), or a .safetensors / .json file with one integer label per row.
+        pool: for [batch, pos, d] activations: last, mean, or a position index.
+        folds: stratified folds; each is held out once (every class needs at least this many rows).
+        batch_size: split the model's data into batches of this many rows (streaming).
+        seed: fold assignment and shuffled-control seed.
+    """
+    from analyses.spotlight.stream import split_data
+
+    batches = split_data(data, batch_size)
+    y = resolve_labels(labels, model, batches)
+    pooled: str | int = int(pool) if pool.lstrip("-").isdigit() else pool
+    x = hook_features(model, batches, [hook], pools=[pooled])[pooled]
+    if x.shape[1] != y.shape[0]:
+        raise ValueError(f"labels {labels!r} give {y.shape[0]} labels for {x.shape[1]} input rows")
+    values, dense = torch.unique(y, return_inverse=True)
+    counts = torch.bincount(dense)
+    if int(counts.min()) < folds or len(values) < 2:
+        raise ValueError(
+            f"ridge-probe: {len(values)} classes with {counts.tolist()[:10]} rows each; every class needs at least "
+            f"folds={folds} rows and there must be 2 classes or more (give the model a bigger batch: see its --model-* options)"
+        )
+    result = ridge_probes(x, dense, folds=folds, seed=seed)
+    shuffled = dense[torch.randperm(len(dense), generator=torch.Generator().manual_seed(seed + 1))]
+    control = ridge_probes(x, shuffled, folds=folds, seed=seed)
+    return {
+        "hook": hook,
+        "labels": labels,
+        "pool": pool,
+        "n": int(x.shape[1]),
+        "d": int(x.shape[2]),
+        "classes": values.tolist() if len(values) <= 50 else len(values),
+        "accuracy": float(result.accuracy[0]),
+        "accuracy_per_fold": result.per_fold[:, 0].tolist(),
+        "alpha": result.alpha[:, 0].tolist(),
+        "chance": result.chance,
+        "shuffled_labels_accuracy": float(control.accuracy[0]),
+    }
