@@ -158,24 +158,31 @@ def test_lstm_cell_state_edit_equals_manual_loop():
 
 @pytest.mark.parametrize("cls,ref_cls", PAIRS)
 def test_only_hooked_steps_are_unrolled(cls, ref_cls, monkeypatch):
-    m, _ = make(cls, ref_cls, layers=2)
+    m, ref = make(cls, ref_cls, layers=2)
     calls = []
-    original = cls._cell
+    for kind in ("_cell", "_fused_cell"):
+        original = getattr(cls, kind)
 
-    def counting(self, layer, *args):
-        calls.append(layer)
-        return original(self, layer, *args)
+        def counting(self, layer, *args, _kind=kind, _original=original):
+            calls.append((_kind, layer))
+            return _original(self, layer, *args)
 
-    monkeypatch.setattr(cls, "_cell", counting)
+        monkeypatch.setattr(cls, kind, counting)
     x = torch.randn(2, 9, 5)
     m(x)
     m.run_with_cache(x)
     assert calls == []  # no hooks, and read-only hooks: fused kernels only
     m.run_with_hooks(x, fwd_hooks=[("hook_h_l1", at_step([2, 6], edit_identity))])
-    assert calls == [1, 1]  # layer 0 fused, layer 1 two cells
+    assert calls == [("_fused_cell", 1)] * 2  # layer 0 fused, layer 1 two cells, PyTorch's own
     calls.clear()
     m.run_with_hooks(x, fwd_hooks=[("hook_h_l0", edit_identity)])
-    assert calls == [0] * 9
+    assert calls == [("_fused_cell", 0)] * 9
+    calls.clear()
+    # a gate hooked at step 4 (and h at every step): that step runs the explicit cell, the rest fused
+    gate = "hook_r_l0" if cls is HookedGRU else "hook_f_l0"
+    out, _ = m.run_with_hooks(x, fwd_hooks=[("hook_h_l0", edit_identity), (gate, at_step(4, edit_identity))])
+    assert calls == [("_fused_cell", 0)] * 4 + [("_cell", 0)] + [("_fused_cell", 0)] * 4
+    assert torch.allclose(out, ref(x)[0], atol=1e-6)
 
 
 def test_cache_is_per_step_stack_and_matches_unrolled_values():

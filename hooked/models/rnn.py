@@ -30,8 +30,12 @@ Speed design (what runs, per layer, decided at every forward from the attached h
 3. **Editing hooks at a few steps** (``at_step``; ``hook_point.active_steps()`` is a set): fused
    segments between the hooked steps, and only the hooked steps unrolled as explicit cells. A hook
    at 1 step of 256 costs 2 fused calls and one cell step.
-4. **Editing hooks at every step**: the cells are unrolled over the whole sequence (the input
-   projection still computed for all steps in one matmul).
+4. **Editing hooks at every step**: the cells are unrolled over the whole sequence.
+
+An unrolled step where only h is hooked runs PyTorch's fused cell (``torch.gru_cell`` /
+``torch.lstm_cell``); a step where a gate or the LSTM's c is hooked runs the cell as explicit
+tensor operations with those hook points inside (its input projection computed for all such steps
+in one matmul).
 
 Reading and editing hooks combine: edits split the sequence into fused segments, reads are handed
 over segment by segment, in step order. Backward hooks count as editing (the gradient must flow
@@ -215,9 +219,15 @@ class _HookedRNN(HookedModule):
         else:
             read = {s - offset for s in plan.read if 0 <= s - offset < steps}
         w = self._weights(layer)
-        # the input projection of every unrolled step, in one matmul
-        idx = torch.tensor(edit, device=x.device, dtype=torch.long)
-        xw = F.linear(x.index_select(1, idx), w[0], w[2] if self.bias else None) if edit else None
+        # steps where a gate (or the LSTM's c) is hooked run as explicit cells; the others, where
+        # only h is hooked, as PyTorch's fused cell (torch.gru_cell / torch.lstm_cell)
+        inner = self._inner_steps(layer)
+        explicit = [inner is None or s + offset in inner for s in edit]
+        # the input projection of every explicit step, in one matmul
+        xw = None
+        if any(explicit):
+            idx = torch.tensor(edit, device=x.device, dtype=torch.long)
+            xw = F.linear(x.index_select(1, idx), w[0], w[2] if self.bias else None)
         valid = None if lengths is None else torch.arange(steps, device=x.device)[None, :] < lengths[:, None]
 
         outs: list[Tensor] = []
@@ -233,13 +243,26 @@ class _HookedRNN(HookedModule):
                 state = seg_state
             if s < steps:
                 v = None if valid is None else valid[:, s, None]
-                h, state = self._cell(layer, xw[:, j], state, v, s + offset)
+                if explicit[j]:
+                    h, state = self._cell(layer, xw[:, j], state, v, s + offset)
+                else:
+                    h, state = self._fused_cell(layer, x[:, s], state, v, s + offset)
                 outs.append(h[:, None])
             start = s + 1
         out = torch.cat(outs, dim=1)
         if valid is not None:  # as PyTorch: zeros past a row's length (the next layer's input)
             out = out.masked_fill(~valid[..., None], 0.0)
         return out, state
+
+    def _inner_steps(self, layer: int) -> frozenset[int] | None:
+        """Steps at which a hook point inside the cell (a gate, the LSTM's c) has a hook; None = all."""
+        steps: set[int] = set()
+        for name in (*self._gates, *self._states[:-1]):
+            active = self._points[layer][name].active_steps()
+            if active is None:
+                return None
+            steps |= active
+        return frozenset(steps)
 
     def _fused(
         self, layer: int, x: Tensor, state: tuple[Tensor, ...], seg_len: Tensor | None
@@ -310,6 +333,9 @@ class _HookedRNN(HookedModule):
     def _cell(self, layer: int, xw: Tensor, state: tuple[Tensor, ...], valid: Tensor | None, step: int) -> tuple:
         raise NotImplementedError
 
+    def _fused_cell(self, layer: int, x: Tensor, state: tuple[Tensor, ...], valid: Tensor | None, step: int) -> tuple:
+        raise NotImplementedError
+
     def _all_gates(self, layer: int, x: Tensor, h_prev: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
 
@@ -373,6 +399,15 @@ class HookedGRU(_HookedRNN, nn.GRU):
         if valid is not None:
             new = torch.where(valid, new, h)
         new = p["h"](new, step=step)
+        return new, (new,)
+
+    def _fused_cell(self, layer, x, state, valid, step):
+        (h,) = state
+        w = self._weights(layer)
+        new = torch.gru_cell(x, h, w[0], w[1], w[2] if self.bias else None, w[3] if self.bias else None)
+        if valid is not None:
+            new = torch.where(valid, new, h)
+        new = self._points[layer]["h"](new, step=step)
         return new, (new,)
 
     def _all_gates(self, layer, x, h_prev):
@@ -449,6 +484,16 @@ class HookedLSTM(_HookedRNN, nn.LSTM):
         if valid is not None:
             h_new = torch.where(valid, h_new, h)
         h_new = p["h"](h_new, step=step)
+        return h_new, (c_new, h_new)
+
+    def _fused_cell(self, layer, x, state, valid, step):
+        c, h = state
+        w = self._weights(layer)
+        h_new, c_new = torch.lstm_cell(x, (h, c), w[0], w[1], w[2] if self.bias else None, w[3] if self.bias else None)
+        if valid is not None:
+            c_new = torch.where(valid, c_new, c)
+            h_new = torch.where(valid, h_new, h)
+        h_new = self._points[layer]["h"](h_new, step=step)
         return h_new, (c_new, h_new)
 
     def _all_gates(self, layer, x, h_prev):
