@@ -52,14 +52,25 @@ PASS = _Pass()
 LIVE: weakref.WeakSet[HookPoint] = weakref.WeakSet()  # hook points with hooks attached
 
 
-@torch.compiler.disable
 def restart_steps() -> None:
-    """Reset the per-forward call counter of every live hook point (end of a top-level forward).
-
-    Kept out of compiled graphs: a graph then never guards on a counter that changes per call.
-    """
+    """Reset the per-forward call counter of every live hook point (end of a top-level forward)."""
     for hp in list(LIVE):
         hp._run_state.calls = 0
+
+
+def restart_steps_outside_graphs() -> None:
+    """:func:`restart_steps`, kept out of compiled graphs (a graph then never guards on a counter
+    that changes per call). Wrapped with ``torch.compiler.disable`` when the first hook is attached,
+    not at import: that import of ``torch._dynamo`` costs about a second."""
+    _RESTART[0]()
+
+
+_RESTART: list[Callable[[], None]] = [restart_steps]
+
+
+def _keep_restart_out_of_graphs() -> None:
+    if _RESTART[0] is restart_steps:
+        _RESTART[0] = torch.compiler.disable(restart_steps)
 
 
 class _Hook:
@@ -226,6 +237,7 @@ class HookPoint(nn.Module):
         set_ = object.__setattr__  # plain attributes: skip nn.Module.__setattr__'s checks
         set_(self, "_live", live)
         if live:
+            _keep_restart_out_of_graphs()
             LIVE.add(self)
         else:
             LIVE.discard(self)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from hooked.cache import ActivationCache
 from hooked.errors import StopForward, UnknownHookError
-from hooked.hook_point import LIVE, PASS, Direction, HookFn, HookHandle, HookPoint, restart_steps
+from hooked.hook_point import LIVE, PASS, Direction, HookFn, HookHandle, HookPoint, restart_steps_outside_graphs
 from hooked.names import NamesSpec, resolve_names
 
 HookSpec = tuple[str | Callable[[str], bool], HookFn]
@@ -40,7 +40,7 @@ class HookedModule(nn.Module):
         finally:
             PASS.depth -= 1
             if PASS.depth == 0 and LIVE:
-                restart_steps()
+                restart_steps_outside_graphs()
 
     # ------------------------------------------------------------------ discovery
     @property
