@@ -120,3 +120,13 @@ def test_phase_classification_and_summary():
     s = phase_summary(phases, torch.tensor([1.0, 0.1]), torch.tensor([0.5, 2.0]))
     assert s["densest_column"]["superposition"] == 0 and s["sparsest_column"]["superposition"] == 2
     assert s["superposition_onset"][0]["superposition_from_density"] == pytest.approx(0.1)
+
+
+def test_token_input_models_get_a_clear_error(tmp_path, capsys):
+    from hooked import cli
+
+    code = cli.main(["run", "feature-geometry", "--model", "repeat-gru", "--hook", "hook_memory",
+                     "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "float feature vector" in err and "torch.int64" in err
+    assert not (tmp_path / "r" / "result.json").exists()

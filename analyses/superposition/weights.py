@@ -31,6 +31,13 @@ def _example(data: object) -> Tensor:
             f"(the model's input); got {type(data).__name__}"
             + (f" of shape {tuple(data.shape)}" if isinstance(data, Tensor) else "")
         )
+    if not data.is_floating_point():
+        raise TypeError(
+            f"superposition analyses read each feature's direction from the response to basis inputs, "
+            f"so the model's input must be a float feature vector [batch, ..., n_features]; this model "
+            f"takes {data.dtype} inputs of shape {tuple(data.shape)} (token ids?): use spotlight or "
+            f"ridge-probe on it instead"
+        )
     return data
 
 
