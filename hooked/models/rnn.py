@@ -222,17 +222,18 @@ class _HookedRNN(HookedModule):
         # steps where a gate (or the LSTM's c) is hooked run as explicit cells; the others, where
         # only h is hooked, as PyTorch's fused cell (torch.gru_cell / torch.lstm_cell)
         inner = self._inner_steps(layer)
-        explicit = [inner is None or s + offset in inner for s in edit]
-        # the input projection of every explicit step, in one matmul
+        explicit = [s for s in edit if inner is None or s + offset in inner]
+        column = {s: i for i, s in enumerate(explicit)}  # step -> its column of xw
+        # the input projection of every explicit step (only those), in one matmul
         xw = None
-        if any(explicit):
-            idx = torch.tensor(edit, device=x.device, dtype=torch.long)
+        if explicit:
+            idx = torch.tensor(explicit, device=x.device, dtype=torch.long)
             xw = F.linear(x.index_select(1, idx), w[0], w[2] if self.bias else None)
         valid = None if lengths is None else torch.arange(steps, device=x.device)[None, :] < lengths[:, None]
 
         outs: list[Tensor] = []
         start = 0
-        for j, s in enumerate([*edit, steps]):
+        for s in [*edit, steps]:
             if s > start:  # a fused segment [start, s)
                 seg_len = None if lengths is None else (lengths - start).clamp(0, s - start)
                 seg_out, seg_state = self._fused(layer, x[:, start:s], state, seg_len)
@@ -243,8 +244,8 @@ class _HookedRNN(HookedModule):
                 state = seg_state
             if s < steps:
                 v = None if valid is None else valid[:, s, None]
-                if explicit[j]:
-                    h, state = self._cell(layer, xw[:, j], state, v, s + offset)
+                if s in column:
+                    h, state = self._cell(layer, xw[:, column[s]], state, v, s + offset)
                 else:
                     h, state = self._fused_cell(layer, x[:, s], state, v, s + offset)
                 outs.append(h[:, None])
