@@ -1,4 +1,5 @@
 """Analyses of hooked models, written against hook names only (``hooked.Hookable``).
 
-Each module registers its command-line entry points with ``@hooked.register_analysis``.
+The command-line analyses are registered through the ``hooked.analyses`` entry-point group
+(``pyproject.toml``), like any other package's.
 """

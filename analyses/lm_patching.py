@@ -124,10 +124,16 @@ def residual_patching(
         corrupt_value = metric(model(corrupt)).float().mean().item()
     grid = patching_sweep(model, corrupt, clean, hooks, metric, positions, chunk=chunk, progress=progress)
     tokenizer = getattr(model, "tokenizer", None)
-    pieces = (lambda ids: tokenizer.convert_ids_to_tokens(ids[0].tolist())) if tokenizer else (lambda ids: [str(i) for i in ids[0].tolist()])
+    pieces = (
+        (lambda ids: tokenizer.convert_ids_to_tokens(ids[0].tolist()))
+        if tokenizer
+        else (lambda ids: [str(i) for i in ids[0].tolist()])
+    )
     default = hooks == residual_hooks(model)
     labels = residual_labels(len(hooks) - 1) if default else list(hooks)
-    return PatchingResult(grid.cpu(), clean_value, corrupt_value, hooks, labels, pieces(clean), pieces(corrupt))
+    return PatchingResult(
+        grid.cpu(), clean_value, corrupt_value, hooks, labels, pieces(clean), pieces(corrupt)
+    )
 
 
 def prompt_pair_patching(model: Hookable, pair: PromptPair = EIFFEL, **kwargs: Any) -> PatchingResult:
@@ -138,7 +144,9 @@ def prompt_pair_patching(model: Hookable, pair: PromptPair = EIFFEL, **kwargs: A
             f"the prompts {pair.clean!r} ({clean.shape[1]} tokens) and {pair.corrupt!r} ({corrupt.shape[1]} tokens) "
             "must have the same number of tokens"
         )
-    result = residual_patching(model, clean, corrupt, token_id(model, pair.answer), token_id(model, pair.wrong), **kwargs)
+    result = residual_patching(
+        model, clean, corrupt, token_id(model, pair.answer), token_id(model, pair.wrong), **kwargs
+    )
     result.extra["pair"] = vars(pair)
     return result
 
@@ -155,13 +163,19 @@ def plot_patching(result: PatchingResult, title: str = "") -> Any:
     fig, ax = plt.subplots(figsize=(1.0 + 0.75 * n_cols, 1.2 + 0.22 * n_rows))
     bound = max(1.0, float(abs(data).max()))
     im = ax.imshow(data, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto", interpolation="nearest")
-    cols = [f"{c}\n{k}" if c != k else c for c, k in zip(_show(result.clean_tokens), _show(result.corrupt_tokens))]
+    cols = [
+        f"{c}\n{k}" if c != k else c for c, k in zip(_show(result.clean_tokens), _show(result.corrupt_tokens))
+    ]
     ax.set_xticks(range(n_cols), cols[:n_cols], fontsize=8)
     ax.set_yticks(range(n_rows), result.labels, fontsize=7)
     ax.set_xlabel("position (clean token / corrupted token)")
     ax.set_ylabel("residual stream")
     fig.colorbar(im, ax=ax, label="logit difference restored\n(patched - corrupt) / (clean - corrupt)")
-    ax.set_title(title or f"activation patching, clean -> corrupt\nclean LD {result.clean:.2f}, corrupt LD {result.corrupt:.2f}", fontsize=9)
+    ax.set_title(
+        title
+        or f"activation patching, clean -> corrupt\nclean LD {result.clean:.2f}, corrupt LD {result.corrupt:.2f}",
+        fontsize=9,
+    )
     return fig
 
 

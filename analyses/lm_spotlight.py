@@ -53,9 +53,13 @@ def mlp_hidden_hooks(model: Any) -> list[str]:
     """
     names = model.hook_dict
     if "blocks.0.mlp.hook_post" in names:
-        n = 1 + max(int(m.group(1)) for k in names if (m := re.fullmatch(r"blocks\.(\d+)\.mlp\.hook_post", k)))
+        n = 1 + max(
+            int(m.group(1)) for k in names if (m := re.fullmatch(r"blocks\.(\d+)\.mlp\.hook_post", k))
+        )
         return [f"blocks.{i}.mlp.hook_post" for i in range(n)]
-    pattern = re.compile(r"(.+)\.(\d+)\.(mlp|feed_forward|ffn)\.(" + "|".join(DOWN_PROJECTIONS) + r")\.hook_in")
+    pattern = re.compile(
+        r"(.+)\.(\d+)\.(mlp|feed_forward|ffn)\.(" + "|".join(DOWN_PROJECTIONS) + r")\.hook_in"
+    )
     found: dict[tuple[str, str, str], dict[int, str]] = {}
     for k in names:
         m = pattern.fullmatch(k)
@@ -123,9 +127,19 @@ def side_by_side(
     if bad:
         raise ValueError(f"layers {bad} out of range: the model has {len(mlp)} layers")
     batches = tokens.split(batch_size)
-    out = SideBySide(info={"n_texts": int(tokens.shape[0]), "tokens_per_text": int(tokens.shape[1]), "samples": int(tokens.numel()),
-                           "epsilon": epsilon, "scale": scale, "max_planes": max_planes, "null_bases": null_bases,
-                           "n_angles": n_angles, "layers": list(layers)})
+    out = SideBySide(
+        info={
+            "n_texts": int(tokens.shape[0]),
+            "tokens_per_text": int(tokens.shape[1]),
+            "samples": int(tokens.numel()),
+            "epsilon": epsilon,
+            "scale": scale,
+            "max_planes": max_planes,
+            "null_bases": null_bases,
+            "n_angles": n_angles,
+            "layers": list(layers),
+        }
+    )
     tokenizer = getattr(model, "tokenizer", None)
     for layer in layers:
         for kind, hook in (("mlp", mlp[layer]), ("resid", resid[layer + 1])):
@@ -133,27 +147,50 @@ def side_by_side(
             for resolution in ("paper", "scaled"):  # the paper's cone first: it tells d
                 eps = epsilon if resolution == "paper" else scaled_epsilon(d, scale)
                 started = time.perf_counter()
-                found = spotlight_model(model, hook, batches, epsilon=eps, max_planes=max_planes, null_bases=null_bases,
-                                        n_angles=n_angles, seed=seed,
-                                        progress=f"SRM {kind} {layer} eps={eps:.3g}" if progress else False)
+                found = spotlight_model(
+                    model,
+                    hook,
+                    batches,
+                    epsilon=eps,
+                    max_planes=max_planes,
+                    null_bases=null_bases,
+                    n_angles=n_angles,
+                    seed=seed,
+                    progress=f"SRM {kind} {layer} eps={eps:.3g}" if progress else False,
+                )
                 d = found.result.dim
                 out.results[(layer, kind, resolution)] = found.result
-                out.rows.append(_row(layer, kind, hook, resolution, found, tokens, tokenizer, top_directions)
-                                | {"seconds": time.perf_counter() - started})
+                out.rows.append(
+                    _row(layer, kind, hook, resolution, found, tokens, tokenizer, top_directions)
+                    | {"seconds": time.perf_counter() - started}
+                )
     return out
 
 
-def _row(layer: int, kind: str, hook: str, resolution: str, found: Any, tokens: Tensor, tokenizer: Any, top: int) -> dict[str, Any]:
+def _row(
+    layer: int, kind: str, hook: str, resolution: str, found: Any, tokens: Tensor, tokenizer: Any, top: int
+) -> dict[str, Any]:
     r, a, g = found.result, found.alignment, found.grandmother
     in_cone = int(g.counts.sum())
     row: dict[str, Any] = {
-        "layer": layer, "kind": kind, "hook": hook, "resolution": resolution, "d": r.dim, "epsilon": r.epsilon,
-        "n": r.n, "planes": int(r.planes.shape[0]), "verdict": a.get("verdict"), "z": a.get("z"), "h4": a.get("h4"),
-        "null_mean": a.get("null_mean"), "null_std": a.get("null_std"),
+        "layer": layer,
+        "kind": kind,
+        "hook": hook,
+        "resolution": resolution,
+        "d": r.dim,
+        "epsilon": r.epsilon,
+        "n": r.n,
+        "planes": int(r.planes.shape[0]),
+        "verdict": a.get("verdict"),
+        "z": a.get("z"),
+        "h4": a.get("h4"),
+        "null_mean": a.get("null_mean"),
+        "null_std": a.get("null_std"),
         # no random rotation of the basis put a single sample in a cone: z is +-inf or 0, the verdict rests on the raw counts
         "null_empty": bool(found.null) and all(int(n.counts.abs().sum()) == 0 for n in found.null),
         "srm_mean_max": float(r.mean.max()) if r.n else None,
-        "isotropic_reference": r.reference, "planes_with_counts": int((r.counts.abs().sum(1) > 0).sum()),
+        "isotropic_reference": r.reference,
+        "planes_with_counts": int((r.counts.abs().sum(1) > 0).sum()),
         "axis_cone_hits": in_cone,  # summed over the 2d cones: a sample can be in several when epsilon < 0.707
         "nonempty_directions": int((g.counts > 0).sum()),
     }
@@ -163,7 +200,13 @@ def _row(layer: int, kind: str, hook: str, resolution: str, found: Any, tokens: 
         if int(g.counts[k]) == 0:
             break
         rows = [i for i in g.top_rows[k].tolist() if i >= 0]
-        fullest.append({"direction": g.names[k], "count": int(g.counts[k]), "tokens": _tokens_at(tokens, rows, tokenizer)})
+        fullest.append(
+            {
+                "direction": g.names[k],
+                "count": int(g.counts[k]),
+                "tokens": _tokens_at(tokens, rows, tokenizer),
+            }
+        )
     row["fullest_cones"] = fullest
     return row
 
@@ -193,7 +236,11 @@ def plot_side_by_side(result: SideBySide, title: str = "") -> Any:
         name = f"layer {layer}"
         grid.setdefault(name, {})[col] = res
         z = row["z"]
-        z_text = "" if z is None else (f" z={z:+.1f}" if math.isfinite(z) else f" z={'+' if z > 0 else '-'}inf")
+        z_text = (
+            "" if z is None else (f" z={z:+.1f}" if math.isfinite(z) else f" z={'+' if z > 0 else '-'}inf")
+        )
         empty = " (null empty)" if row["null_empty"] else ""
-        notes.setdefault(name, {})[col] = f"ε={row['epsilon']:.3g}: {row['verdict']}{z_text}{empty}, {row['axis_cone_hits']} axis-cone hits"
+        notes.setdefault(name, {})[col] = (
+            f"ε={row['epsilon']:.3g}: {row['verdict']}{z_text}{empty}, {row['axis_cone_hits']} axis-cone hits"
+        )
     return spotlight_grid(grid, notes, title or "spotlight resonance: MLP neurons vs residual stream")

@@ -30,15 +30,14 @@ Everything here uses only the hook protocol, so the probes run on toy models, RN
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from hooked.protocol import Batch, Hookable, hook_names, iter_activations, split_batch
-from hooked.registry import register_analysis
 from hooked.typecheck import Float, Int, typechecked
 
 DEFAULT_ALPHAS = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)
@@ -187,14 +186,18 @@ def pool_rows(act: Tensor, pool: str | int) -> Tensor:
     if act.dim() == 2:
         return act
     if act.dim() < 2:
-        raise ValueError(f"probes need activations of shape [batch, d] or [batch, pos, d], got {tuple(act.shape)}")
+        raise ValueError(
+            f"probes need activations of shape [batch, d] or [batch, pos, d], got {tuple(act.shape)}"
+        )
     if pool == "last":
         out = act[:, -1]
     elif pool == "mean":
         out = act.mean(dim=1)
     elif isinstance(pool, int):
         if not -act.shape[1] <= pool < act.shape[1]:
-            raise ValueError(f"position {pool} is out of range for an activation with {act.shape[1]} positions")
+            raise ValueError(
+                f"position {pool} is out of range for an activation with {act.shape[1]} positions"
+            )
         out = act[:, pool]
     else:
         raise ValueError(f"pool must be 'last', 'mean' or a position index, got {pool!r}")
@@ -219,7 +222,9 @@ def hook_features(
     hooks = hook_names(model, list(hooks))
     batches = inputs.split(batch_size) if isinstance(inputs, Tensor) else inputs
     parts: dict[str | int, list[Tensor]] = {p: [] for p in pools}
-    for acts in iter_activations(model, batches, hooks, device="cpu", progress="activations" if progress else False):
+    for acts in iter_activations(
+        model, batches, hooks, device="cpu", progress="activations" if progress else False
+    ):
         for p in pools:
             parts[p].append(torch.stack([pool_rows(acts[h].float(), p) for h in hooks]))
     if not any(parts.values()):
@@ -237,7 +242,11 @@ class LayerProbes:
     info: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
-        return {"layers": self.labels, **self.info, "probes": {k: v.to_json() for k, v in self.results.items()}}
+        return {
+            "layers": self.labels,
+            **self.info,
+            "probes": {k: v.to_json() for k, v in self.results.items()},
+        }
 
 
 def layer_probes(
@@ -309,7 +318,9 @@ def resolve_labels(spec: str, model: Hookable, batches: Sequence[Batch]) -> Tens
             args, kwargs = split_batch(b)
             first = next((v for v in (*args, *kwargs.values()) if isinstance(v, Tensor)), None)
             if first is None or first.is_floating_point() or first.dim() < 2:
-                raise ValueError(f"labels {spec!r}: the model's input must be an integer tensor [batch, pos, ...]")
+                raise ValueError(
+                    f"labels {spec!r}: the model's input must be an integer tensor [batch, pos, ...]"
+                )
             out.append(first[:, pos].reshape(first.shape[0], -1)[:, 0].cpu())
         return torch.cat(out)
     if spec == "output":
@@ -322,7 +333,9 @@ def resolve_labels(spec: str, model: Hookable, batches: Sequence[Batch]) -> Tens
                 y = getattr(y, "logits", y)
                 y = y[0] if isinstance(y, (tuple, list)) else y
                 if not isinstance(y, Tensor) or y.dim() < 2:
-                    raise ValueError("labels 'output': the model's output must be a tensor [batch, ..., classes]")
+                    raise ValueError(
+                        "labels 'output': the model's output must be a tensor [batch, ..., classes]"
+                    )
                 y = y[:, -1] if y.dim() > 2 else y
                 out.append(y.reshape(y.shape[0], -1).argmax(-1).cpu())
         return torch.cat(out)
@@ -332,7 +345,9 @@ def resolve_labels(spec: str, model: Hookable, batches: Sequence[Batch]) -> Tens
 
         tensors = read_tensors(path)
         if "labels" not in tensors and len(tensors) != 1:
-            raise ValueError(f"labels file {path}: expected a tensor named 'labels' (found {', '.join(tensors)})")
+            raise ValueError(
+                f"labels file {path}: expected a tensor named 'labels' (found {', '.join(tensors)})"
+            )
         return tensors.get("labels", next(iter(tensors.values()))).long().flatten()
     if path.suffix == ".json" and path.is_file():
         from hooked.io import read_json
@@ -340,14 +355,13 @@ def resolve_labels(spec: str, model: Hookable, batches: Sequence[Batch]) -> Tens
         data = read_json(path)
         data = data["labels"] if isinstance(data, dict) and "labels" in data else data
         if not isinstance(data, list) or not all(isinstance(v, int) for v in data):
-            raise ValueError(f"labels file {path}: expected a list of integers or {{\"labels\": [...]}}")
+            raise ValueError(f'labels file {path}: expected a list of integers or {{"labels": [...]}}')
         return torch.tensor(data, dtype=torch.long)
     raise ValueError(
         f"labels {spec!r}: expected input:POS, output, or an existing .safetensors / .json file of one label per row"
     )
 
 
-@register_analysis("ridge-probe")
 def ridge_probe_analysis(
     model: Hookable,
     hook: str,

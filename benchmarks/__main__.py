@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import Context, device_name
-from benchmarks.report import RESULTS, render_readme, format_rows
+from benchmarks.report import RESULTS, format_rows, render_readme
 from hooked.io import read_json, write_json
 
 HELPERS = {"__main__", "__init__", "common", "timing", "report"}
@@ -21,7 +21,8 @@ HELPERS = {"__main__", "__init__", "common", "timing", "report"}
 def suites() -> list[str]:
     """Every module of this folder with a ``run(ctx)`` function; hook_overhead first, then by name."""
     names = sorted(
-        p.stem for p in Path(__file__).parent.glob("*.py")
+        p.stem
+        for p in Path(__file__).parent.glob("*.py")
         if p.stem not in HELPERS and "\ndef run(" in p.read_text()
     )
     return sorted(names, key=lambda n: (n != "hook_overhead", n))

@@ -121,7 +121,9 @@ class HookedBlock(RawBlock):
         super().__init__(cfg)
         self.attn = HookedAttention(cfg)
         self.hook_resid_pre, self.hook_attn_out, self.hook_resid_mid = (hooked.HookPoint() for _ in range(3))
-        self.hook_mlp_pre, self.hook_mlp_post, self.hook_mlp_out, self.hook_resid_post = (hooked.HookPoint() for _ in range(4))
+        self.hook_mlp_pre, self.hook_mlp_post, self.hook_mlp_out, self.hook_resid_post = (
+            hooked.HookPoint() for _ in range(4)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.hook_resid_pre(x)

@@ -46,7 +46,15 @@ def dispatch(ctx: Context) -> list[Row]:
             per[name].append(timeit.timeit("f(x)", globals={"f": f, "x": x}, number=number) / number)
     med = {k: statistics.median(v) for k, v in per.items()}
     return [
-        Row("inactive hook point dispatch", name, t, "nn.Identity", med["nn.Identity"], {"calls": number}, note="no hook attached")
+        Row(
+            "inactive hook point dispatch",
+            name,
+            t,
+            "nn.Identity",
+            med["nn.Identity"],
+            {"calls": number},
+            note="no hook attached",
+        )
         for name, t in med.items()
     ]
 
@@ -109,16 +117,39 @@ def forwards(ctx: Context) -> list[Row]:
         raw_toy = RawToyReLU(toy)
         x = torch.rand(batch, inst, n, device=dev)
         sizes = dict(n_features=n, d_hidden=m, n_instances=inst, batch=batch)
+
         def unchecked():
             with typechecks_disabled():
                 return toy(x)
 
         t = time_interleaved(
             {"raw": lambda: raw_toy(x), "hooked": lambda: toy(x), "unchecked": unchecked},
-            device=dev, rounds=ctx.pick(2, 5), repeats=ctx.pick(5, 15),
+            device=dev,
+            rounds=ctx.pick(2, 5),
+            repeats=ctx.pick(5, 15),
         )
-        rows.append(Row("forward, no hooks attached", "ToyReLU hooked (3 hook points)", t["unchecked"].median_s, "ToyReLU raw", t["raw"].median_s, sizes, note="shape checks off"))
-        rows.append(Row("forward, no hooks attached", "ToyReLU hooked + jaxtyping shape checks", t["hooked"].median_s, "ToyReLU raw", t["raw"].median_s, sizes, note="the default"))
+        rows.append(
+            Row(
+                "forward, no hooks attached",
+                "ToyReLU hooked (3 hook points)",
+                t["unchecked"].median_s,
+                "ToyReLU raw",
+                t["raw"].median_s,
+                sizes,
+                note="shape checks off",
+            )
+        )
+        rows.append(
+            Row(
+                "forward, no hooks attached",
+                "ToyReLU hooked + jaxtyping shape checks",
+                t["hooked"].median_s,
+                "ToyReLU raw",
+                t["raw"].median_s,
+                sizes,
+                note="the default",
+            )
+        )
 
         for d, n_layers, batch in ctx.pick([(32, 4, 8)], [(64, 8, 8), (512, 8, 64)]):
             raw = MLPStack(d, n_layers, hooks=False).to(dev)
@@ -126,8 +157,22 @@ def forwards(ctx: Context) -> list[Row]:
             hk.load_state_dict(raw.state_dict())
             x = torch.randn(batch, d, device=dev)
             assert torch.equal(raw(x), hk(x))
-            t = time_interleaved({"raw": lambda: raw(x), "hooked": lambda: hk(x)}, device=dev, rounds=ctx.pick(2, 5), repeats=ctx.pick(5, 15))
+            t = time_interleaved(
+                {"raw": lambda: raw(x), "hooked": lambda: hk(x)},
+                device=dev,
+                rounds=ctx.pick(2, 5),
+                repeats=ctx.pick(5, 15),
+            )
             n_points = len(hk.hook_dict)
             sizes = dict(d=d, layers=n_layers, batch=batch, hook_points=n_points)
-            rows.append(Row("forward, no hooks attached", f"MLP stack d={d} x {n_layers}, batch {batch}, hooked ({n_points} hook points)", t["hooked"].median_s, f"MLP stack d={d} raw", t["raw"].median_s, sizes))
+            rows.append(
+                Row(
+                    "forward, no hooks attached",
+                    f"MLP stack d={d} x {n_layers}, batch {batch}, hooked ({n_points} hook points)",
+                    t["hooked"].median_s,
+                    f"MLP stack d={d} raw",
+                    t["raw"].median_s,
+                    sizes,
+                )
+            )
     return rows

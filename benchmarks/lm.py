@@ -36,19 +36,30 @@ def run(ctx: Context) -> list[Row]:
     bridge = lm.bridge(hf2, tok2, lm.official_name("smollm2-135m"), device=ctx.device)
 
     batch, seq = ctx.pick((1, 9), (4, 32))
-    tokens = torch.randint(0, raw.config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0)).to(ctx.device)
+    tokens = torch.randint(
+        0, raw.config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0)
+    ).to(ctx.device)
     sizes = dict(model="SmolLM2-135M", batch=batch, seq=seq, layers=raw.config.num_hidden_layers)
     timing = dict(device=ctx.device, rounds=ctx.pick(1, 3), repeats=ctx.pick(3, 5), warmup=ctx.pick(1, 2))
     rows = _dispatch(ctx)
     with torch.no_grad():
         assert torch.equal(wrapped(tokens), raw(tokens).logits)
         t = time_interleaved(
-            {"raw": lambda: raw(tokens).logits, "wrap": lambda: wrapped(tokens), "bridge": lambda: bridge(tokens)}, **timing
+            {
+                "raw": lambda: raw(tokens).logits,
+                "wrap": lambda: wrapped(tokens),
+                "bridge": lambda: bridge(tokens),
+            },
+            **timing,
         )
         group = "LM forward, no hooks attached"
         base = ("transformers forward", t["raw"].median_s)
         rows.append(Row(group, "transformers forward", t["raw"].median_s, *base, sizes))
-        rows.append(Row(group, f"hooked.wrap ({len(wrapped.hook_dict)} hook points)", t["wrap"].median_s, *base, sizes))
+        rows.append(
+            Row(
+                group, f"hooked.wrap ({len(wrapped.hook_dict)} hook points)", t["wrap"].median_s, *base, sizes
+            )
+        )
         rows.append(Row(group, "TransformerBridge", t["bridge"].median_s, *base, sizes))
 
         resid_w, resid_b = lm.residual_hooks(wrapped), lm.residual_hooks(bridge)
@@ -64,11 +75,46 @@ def run(ctx: Context) -> list[Row]:
             **timing,
         )
         group = "LM run_with_cache"
-        rows.append(Row(group, "transformers output_hidden_states=True", t["hidden"].median_s, *base, sizes, note="31 residual tensors"))
-        rows.append(Row(group, "hooked.wrap, residual stream (31 hooks)", t["wrap_resid"].median_s, *base, sizes))
-        rows.append(Row(group, "TransformerBridge, residual stream (31 hooks)", t["bridge_resid"].median_s, *base, sizes))
-        rows.append(Row(group, f"hooked.wrap, every hook point ({len(wrapped.hook_dict)})", t["wrap_all"].median_s, *base, sizes))
-        rows.append(Row(group, f"TransformerBridge, every hook point ({len(bridge.hook_dict)} names)", t["bridge_all"].median_s, *base, sizes))
+        rows.append(
+            Row(
+                group,
+                "transformers output_hidden_states=True",
+                t["hidden"].median_s,
+                *base,
+                sizes,
+                note="31 residual tensors",
+            )
+        )
+        rows.append(
+            Row(group, "hooked.wrap, residual stream (31 hooks)", t["wrap_resid"].median_s, *base, sizes)
+        )
+        rows.append(
+            Row(
+                group,
+                "TransformerBridge, residual stream (31 hooks)",
+                t["bridge_resid"].median_s,
+                *base,
+                sizes,
+            )
+        )
+        rows.append(
+            Row(
+                group,
+                f"hooked.wrap, every hook point ({len(wrapped.hook_dict)})",
+                t["wrap_all"].median_s,
+                *base,
+                sizes,
+            )
+        )
+        rows.append(
+            Row(
+                group,
+                f"TransformerBridge, every hook point ({len(bridge.hook_dict)} names)",
+                t["bridge_all"].median_s,
+                *base,
+                sizes,
+            )
+        )
 
     if not ctx.quick:
         rows += _patching(ctx, bridge, wrapped)
@@ -90,16 +136,30 @@ def _dispatch(ctx: Context) -> list[Row]:
     with torch.no_grad():
         t = time_interleaved(
             {"raw": lambda: raw(tokens), "wrap": lambda: wrapped(tokens), "always": lambda: always(tokens)},
-            device=ctx.device, rounds=ctx.pick(2, 5), repeats=ctx.pick(5, 15),
+            device=ctx.device,
+            rounds=ctx.pick(2, 5),
+            repeats=ctx.pick(5, 15),
         )
     group = "forward, no hooks attached (tiny Llama, dispatch-bound)"
     sizes = dict(layers=4, d_model=64, batch=2, seq=16, modules=len(list(raw.modules())))
     base = ("transformers forward", t["raw"].median_s)
     return [
         Row(group, "transformers forward", t["raw"].median_s, *base, sizes),
-        Row(group, f"hooked.wrap ({len(wrapped.hook_dict)} hook points, none active)", t["wrap"].median_s, *base, sizes),
-        Row(group, "no-op PyTorch forward (pre-)hooks on every module", t["always"].median_s, *base, sizes,
-            note="what installing hooks eagerly would cost"),
+        Row(
+            group,
+            f"hooked.wrap ({len(wrapped.hook_dict)} hook points, none active)",
+            t["wrap"].median_s,
+            *base,
+            sizes,
+        ),
+        Row(
+            group,
+            "no-op PyTorch forward (pre-)hooks on every module",
+            t["always"].median_s,
+            *base,
+            sizes,
+            note="what installing hooks eagerly would cost",
+        ),
     ]
 
 
@@ -118,13 +178,41 @@ def _patching(ctx: Context, bridge, wrapped) -> list[Row]:
         positions = list(range(clean.shape[1]))
         n_grid, subset = len(hooks) * len(positions), hooks[::10]
         n_serial = len(subset) * len(positions)
-        batched = time_call(lambda: patching_sweep(model, corrupt, clean, hooks, metric, positions, chunk=64), repeats=3, warmup=1, inner=1)
-        serial = time_call(lambda: patching_sweep(model, corrupt, clean, subset, metric, positions, batched=False), repeats=3, warmup=1, inner=1)
+        batched = time_call(
+            lambda: patching_sweep(model, corrupt, clean, hooks, metric, positions, chunk=64),
+            repeats=3,
+            warmup=1,
+            inner=1,
+        )
+        serial = time_call(
+            lambda: patching_sweep(model, corrupt, clean, subset, metric, positions, batched=False),
+            repeats=3,
+            warmup=1,
+            inner=1,
+        )
         sizes = dict(model="SmolLM2-135M", seq=clean.shape[1], patches=n_grid, chunk=64)
-        rows.append(Row("LM activation patching (per patch)", f"{name}: one forward per patch", serial.median_s / n_serial,
-                        f"{name}: one forward per patch", serial.median_s / n_serial, sizes, note=f"timed on {n_serial} patches"))
-        rows.append(Row("LM activation patching (per patch)", f"{name}: batched patching_sweep", batched.median_s / n_grid,
-                        f"{name}: one forward per patch", serial.median_s / n_serial, sizes, note=f"{n_grid} patches, 64 per forward"))
+        rows.append(
+            Row(
+                "LM activation patching (per patch)",
+                f"{name}: one forward per patch",
+                serial.median_s / n_serial,
+                f"{name}: one forward per patch",
+                serial.median_s / n_serial,
+                sizes,
+                note=f"timed on {n_serial} patches",
+            )
+        )
+        rows.append(
+            Row(
+                "LM activation patching (per patch)",
+                f"{name}: batched patching_sweep",
+                batched.median_s / n_grid,
+                f"{name}: one forward per patch",
+                serial.median_s / n_serial,
+                sizes,
+                note=f"{n_grid} patches, 64 per forward",
+            )
+        )
     return rows
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 
 from benchmarks.common import Context, Row
+from benchmarks.gpt import pair
 from benchmarks.timing import time_interleaved
 from benchmarks.transformer import sizes
-from benchmarks.gpt import pair
 
 
 def run(ctx: Context) -> list[Row]:
@@ -39,14 +39,40 @@ def run(ctx: Context) -> list[Row]:
                 "nnsight_save": lambda: nnsight_save_blocks(traced, tokens, n),
                 "hooked_cache": lambda: hk.run_with_cache(tokens, names_filter=outputs),
             },
-            device=ctx.device, rounds=ctx.pick(2, 5), repeats=ctx.pick(3, 5), budget_s=0.0,
+            device=ctx.device,
+            rounds=ctx.pick(2, 5),
+            repeats=ctx.pick(3, 5),
+            budget_s=0.0,
         )
     base = t["raw"].median_s
     return [
-        Row("nnsight comparison", "nnsight: empty trace", t["nnsight_empty"].median_s, "raw forward", base, size),
-        Row("nnsight comparison", "hooked: forward, no hooks", t["hooked"].median_s, "raw forward", base, size),
-        Row("nnsight comparison", f"nnsight: save {n} block outputs", t["nnsight_save"].median_s, "raw forward", base, size),
-        Row("nnsight comparison", f"hooked: run_with_cache of {n} block outputs", t["hooked_cache"].median_s, "raw forward", base, size),
+        Row(
+            "nnsight comparison",
+            "nnsight: empty trace",
+            t["nnsight_empty"].median_s,
+            "raw forward",
+            base,
+            size,
+        ),
+        Row(
+            "nnsight comparison", "hooked: forward, no hooks", t["hooked"].median_s, "raw forward", base, size
+        ),
+        Row(
+            "nnsight comparison",
+            f"nnsight: save {n} block outputs",
+            t["nnsight_save"].median_s,
+            "raw forward",
+            base,
+            size,
+        ),
+        Row(
+            "nnsight comparison",
+            f"hooked: run_with_cache of {n} block outputs",
+            t["hooked_cache"].median_s,
+            "raw forward",
+            base,
+            size,
+        ),
     ]
 
 

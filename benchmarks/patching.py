@@ -21,7 +21,11 @@ def run(ctx: Context) -> list[Row]:
     elif cuda:
         cfg, seq, chunk = GPTConfig.small(), 32, 128
     else:
-        cfg, seq, chunk = GPTConfig(n_layers=4, d_model=256, n_heads=4, d_mlp=1024, d_vocab=4096, n_ctx=256), 16, None
+        cfg, seq, chunk = (
+            GPTConfig(n_layers=4, d_model=256, n_heads=4, d_mlp=1024, d_vocab=4096, n_ctx=256),
+            16,
+            None,
+        )
     _, model = pair(cfg, ctx.device)
     g = torch.Generator().manual_seed(0)
     base = torch.randint(0, cfg.d_vocab, (1, seq), generator=g).to(ctx.device)
@@ -33,7 +37,9 @@ def run(ctx: Context) -> list[Row]:
         return logits[:, -1, answer]
 
     def sweep(batched: bool):
-        return patching_sweep(model, base, source, hooks, metric, positions=range(seq), batched=batched, chunk=chunk)
+        return patching_sweep(
+            model, base, source, hooks, metric, positions=range(seq), batched=batched, chunk=chunk
+        )
 
     batched, serial = sweep(True), sweep(False)
     assert torch.allclose(batched, serial, atol=1e-3, rtol=1e-3), "batched and serial patching disagree"
@@ -43,6 +49,22 @@ def run(ctx: Context) -> list[Row]:
     size = dict(layers=cfg.n_layers, d_model=cfg.d_model, seq=seq, patches=n_patches, chunk=chunk)
     per_b, per_s = tb.median_s / n_patches, ts.median_s / n_patches
     return [
-        Row("activation patching", f"serial: one forward per patch ({1 / per_s:.0f} patches/s)", per_s, "", None, size, unit="s/patch"),
-        Row("activation patching", f"batched sweep ({1 / per_b:.0f} patches/s, {per_s / per_b:.1f}x the serial rate)", per_b, "serial", per_s, size, unit="s/patch"),
+        Row(
+            "activation patching",
+            f"serial: one forward per patch ({1 / per_s:.0f} patches/s)",
+            per_s,
+            "",
+            None,
+            size,
+            unit="s/patch",
+        ),
+        Row(
+            "activation patching",
+            f"batched sweep ({1 / per_b:.0f} patches/s, {per_s / per_b:.1f}x the serial rate)",
+            per_b,
+            "serial",
+            per_s,
+            size,
+            unit="s/patch",
+        ),
     ]

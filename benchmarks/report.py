@@ -35,7 +35,9 @@ def format_rows(rows: list[dict]) -> str:
         base = r.get("baseline") or ""
         if base and r.get("baseline_seconds"):
             base += f" ({_fmt_time(r['baseline_seconds'], r.get('unit', 's/call'))})"
-        lines.append(f"| {r['group']} | {r['name']} | {_fmt_time(r['seconds'], r.get('unit', 's/call'))} | {base} | {ratio} |")
+        lines.append(
+            f"| {r['group']} | {r['name']} | {_fmt_time(r['seconds'], r.get('unit', 's/call'))} | {base} | {ratio} |"
+        )
     return "\n".join(lines)
 
 

@@ -55,11 +55,21 @@ def run(ctx: Context) -> list[Row]:
             fns = {
                 "nn.GRU (fused kernel)": lambda: raw(x),
                 "HookedGRU, no hook": lambda: hk(x),
-                "HookedGRU, edit at 1 step": lambda: hk.run_with_hooks(x, fwd_hooks=[("hook_h_l0", at_step(mid, _edit))]),
-                "HookedGRU, edit at 3 steps": lambda: hk.run_with_hooks(x, fwd_hooks=[("hook_h_l0", at_step(three, _edit))]),
-                "HookedGRU, edit at every step": lambda: hk.run_with_hooks(x, fwd_hooks=[("hook_h_l0", _edit)]),
-                "HookedGRU, read every step (run_with_cache)": lambda: hk.run_with_cache(x, names_filter="hook_h_l0"),
-                "HookedGRU, read every step (read_only hook)": lambda: hk.run_with_hooks(x, fwd_hooks=[("hook_h_l0", read_only(_read))]),
+                "HookedGRU, edit at 1 step": lambda: hk.run_with_hooks(
+                    x, fwd_hooks=[("hook_h_l0", at_step(mid, _edit))]
+                ),
+                "HookedGRU, edit at 3 steps": lambda: hk.run_with_hooks(
+                    x, fwd_hooks=[("hook_h_l0", at_step(three, _edit))]
+                ),
+                "HookedGRU, edit at every step": lambda: hk.run_with_hooks(
+                    x, fwd_hooks=[("hook_h_l0", _edit)]
+                ),
+                "HookedGRU, read every step (run_with_cache)": lambda: hk.run_with_cache(
+                    x, names_filter="hook_h_l0"
+                ),
+                "HookedGRU, read every step (read_only hook)": lambda: hk.run_with_hooks(
+                    x, fwd_hooks=[("hook_h_l0", read_only(_read))]
+                ),
                 "unrolled nn.GRUCell loop": unrolled,
             }
             assert torch.allclose(fns["HookedGRU, edit at every step"]()[0], raw(x)[0], atol=1e-5)
@@ -67,6 +77,14 @@ def run(ctx: Context) -> list[Row]:
             base = t["nn.GRU (fused kernel)"].median_s
             sizes = dict(batch=batch, hidden=d, seq_len=steps)
             for name, timing in t.items():
-                rows.append(Row(f"GRU forward with per-step hooks, seq len {steps}", name, timing.median_s,
-                                "nn.GRU (fused kernel)", base, dict(sizes)))
+                rows.append(
+                    Row(
+                        f"GRU forward with per-step hooks, seq len {steps}",
+                        name,
+                        timing.median_s,
+                        "nn.GRU (fused kernel)",
+                        base,
+                        dict(sizes),
+                    )
+                )
     return rows

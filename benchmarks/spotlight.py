@@ -72,7 +72,12 @@ def run(ctx: Context) -> list[Row]:
             elem = t / (n * p * R)
             rows.append(
                 Row(
-                    group, name, elem, "naive per-plane loop", base_s, sizes | {"planes_timed": p},
+                    group,
+                    name,
+                    elem,
+                    "naive per-plane loop",
+                    base_s,
+                    sizes | {"planes_timed": p},
                     unit="s/(sample*plane*angle)",
                     note=f"{1 / elem:.3g} sample*plane*angles/s; {t:.3g} s for {p} planes",
                 )

@@ -23,7 +23,12 @@ class Timing:
     spread: float  # (max - min) / median over the repeats
 
     def to_json(self) -> dict:
-        return {"median_s": self.median_s, "repeats": self.repeats, "inner": self.inner, "spread": self.spread}
+        return {
+            "median_s": self.median_s,
+            "repeats": self.repeats,
+            "inner": self.inner,
+            "spread": self.spread,
+        }
 
 
 def time_call(
@@ -84,5 +89,7 @@ def time_interleaved(
     for name, ts in per.items():
         meds = [t.median_s for t in ts]
         med = statistics.median(meds)
-        out[name] = Timing(med, sum(t.repeats for t in ts), ts[0].inner, (max(meds) - min(meds)) / med if med else 0.0)
+        out[name] = Timing(
+            med, sum(t.repeats for t in ts), ts[0].inner, (max(meds) - min(meds)) / med if med else 0.0
+        )
     return out

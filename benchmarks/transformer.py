@@ -51,7 +51,28 @@ def run(ctx: Context) -> list[Row]:
     label = f"GPT-2-{'small' if cfg.d_model == 768 else 'tiny'} ({n_points} hook points)"
     return [
         Row("forward, no hooks attached", f"{label} hooked", t["hooked"].median_s, "raw", base, size),
-        Row("run_with_cache", f"{label}: cache every hook point", t["cache_all"].median_s, "raw forward", base, size),
-        Row("run_with_cache", f"{label}: cache one hook ({one})", t["cache_one"].median_s, "raw forward", base, size),
-        Row("editing hooks", f"{label}: identity edit at every hook point", t["edit_all"].median_s, "raw forward", base, size),
+        Row(
+            "run_with_cache",
+            f"{label}: cache every hook point",
+            t["cache_all"].median_s,
+            "raw forward",
+            base,
+            size,
+        ),
+        Row(
+            "run_with_cache",
+            f"{label}: cache one hook ({one})",
+            t["cache_one"].median_s,
+            "raw forward",
+            base,
+            size,
+        ),
+        Row(
+            "editing hooks",
+            f"{label}: identity edit at every hook point",
+            t["edit_all"].median_s,
+            "raw forward",
+            base,
+            size,
+        ),
     ]

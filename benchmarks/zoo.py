@@ -31,8 +31,11 @@ def run(ctx: Context) -> list[Row]:
     rows = []
     cases = ctx.pick(
         [("languages, short strings", 6, 6, 8, 12, 8)],
-        [("languages, max_n 4", 6, 6, 16, 23, 64), ("languages, max_n 9 (paper)", 6, 6, 32, 43, 64),
-         ("digits, rows", 8, 10, 32, 9, 64)],
+        [
+            ("languages, max_n 4", 6, 6, 16, 23, 64),
+            ("languages, max_n 9 (paper)", 6, 6, 32, 43, 64),
+            ("digits, rows", 8, 10, 32, 9, 64),
+        ],
     )
     for label, d_in, d_out, batch, steps, members in cases:
         dev = ctx.device
@@ -45,7 +48,10 @@ def run(ctx: Context) -> list[Row]:
         opt = make_optimizer(stacked, 1e-3)
         models = [load_member(init, m, layout).to(dev) for m in range(members)]
         opts = [torch.optim.AdamW(m.parameters(), lr=1e-3, weight_decay=0.0) for m in models]
-        singles = [{k: v[m : m + 1].clone().to(dev).requires_grad_() for k, v in init.items()} for m in range(members)]
+        singles = [
+            {k: v[m : m + 1].clone().to(dev).requires_grad_() for k, v in init.items()}
+            for m in range(members)
+        ]
         single_opts = [make_optimizer(p, 1e-3) for p in singles]
 
         def stacked_step():
@@ -64,14 +70,30 @@ def run(ctx: Context) -> list[Row]:
 
         t = time_interleaved(
             {"stacked": stacked_step, "nn.LSTM": loop_nn_lstm, "functional": loop_functional},
-            device=dev, rounds=ctx.pick(2, 3), repeats=ctx.pick(3, 5), inner=1, warmup=1,
+            device=dev,
+            rounds=ctx.pick(2, 3),
+            repeats=ctx.pick(3, 5),
+            inner=1,
+            warmup=1,
         )
         sizes = dict(members=members, batch=batch, steps=steps, d_in=d_in, hidden=32, layers=2)
         base = t["nn.LSTM"].median_s / members
-        for key, name in (("stacked", "stacked (all members, one computation)"),
-                          ("nn.LSTM", "one at a time, nn.LSTM + AdamW each"),
-                          ("functional", "one at a time, stacked code with M=1")):
+        for key, name in (
+            ("stacked", "stacked (all members, one computation)"),
+            ("nn.LSTM", "one at a time, nn.LSTM + AdamW each"),
+            ("functional", "one at a time, stacked code with M=1"),
+        ):
             per = t[key].median_s / members
-            rows.append(Row(f"zoo training step, {label}", name, per, "one at a time, nn.LSTM + AdamW each", base,
-                            sizes, unit="s/model-step", note=f"{1 / per:.0f} model-steps/s"))
+            rows.append(
+                Row(
+                    f"zoo training step, {label}",
+                    name,
+                    per,
+                    "one at a time, nn.LSTM + AdamW each",
+                    base,
+                    sizes,
+                    unit="s/model-step",
+                    note=f"{1 / per:.0f} model-steps/s",
+                )
+            )
     return rows

@@ -102,7 +102,9 @@ class ActivationCache(Mapping[str, Tensor]):
         return self._time_dims.get(name)
 
     # ------------------------------------------------------------------ whole-cache operations
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> ActivationCache:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> ActivationCache:
         """A new cache with every tensor moved (like ``Tensor.to``)."""
         return self.apply(lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() else None))
 
@@ -138,9 +140,7 @@ class ActivationCache(Mapping[str, Tensor]):
         for ts in self._ragged.values():
             yield from ts
 
-    def stack(
-        self, names: Iterable[str] | Callable[[str], bool] | None = None, dim: int = 0
-    ) -> Tensor:
+    def stack(self, names: Iterable[str] | Callable[[str], bool] | None = None, dim: int = 0) -> Tensor:
         """Stack the activations of ``names`` (a list, a filter on names, or all) along ``dim``.
 
         Typical use: ``cache.stack(lambda n: n.endswith("hook_resid_post"))`` gives

@@ -5,7 +5,6 @@
     hooked analyses                                 registered analyses and their options
     hooked run ANALYSIS --model M --hook H [..]     run an analysis, results into a run folder
     hooked repro [NAME] [..]                        list, or run, a paper reproduction
-    hooked bench [..]                               the benchmark suite (from a source checkout)
 
 Options of a model, an analysis or a reproduction come from its registered signature (see
 :mod:`hooked.registry`); ``hooked run ANALYSIS --help`` lists them. ``--plugin MODULE_OR_FILE``
@@ -15,7 +14,6 @@ Options of a model, an analysis or a reproduction come from its registered signa
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import sys
 import time
@@ -25,6 +23,7 @@ from typing import Any
 
 from hooked import registry
 from hooked.io import RunDir, to_jsonable
+from hooked.protocol import to_device
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,8 +45,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hooked", description="Named hook points, interventions and analyses for any PyTorch model.")
-    p.add_argument("--plugin", action="append", metavar="MODULE_OR_FILE", help="import a module or .py file that registers models/analyses/repros (repeatable)")
+    p = argparse.ArgumentParser(
+        prog="hooked", description="Named hook points, interventions and analyses for any PyTorch model."
+    )
+    p.add_argument(
+        "--plugin",
+        action="append",
+        metavar="MODULE_OR_FILE",
+        help="import a module or .py file that registers models/analyses/repros (repeatable)",
+    )
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -71,8 +77,6 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-h", "--help", action="store_true")
     s.set_defaults(handler=_cmd_repro)
 
-    s = sub.add_parser("bench", help="run the benchmark suite (python -m benchmarks)", add_help=False)
-    s.set_defaults(handler=_cmd_bench)
     return p
 
 
@@ -94,7 +98,9 @@ def _cmd_list(args: argparse.Namespace, rest: list[str]) -> int:
 
 def _model_parser(prog: str, entry: registry.Entry | None, flag_prefix: str = "") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, add_help=False)
-    p.add_argument("--checkpoint", type=Path, help="load trained weights (a checkpoint folder or .safetensors file)")
+    p.add_argument(
+        "--checkpoint", type=Path, help="load trained weights (a checkpoint folder or .safetensors file)"
+    )
     p.add_argument("--device", default="cpu", help="torch device to run on (default: cpu)")
     if entry is not None:
         g = p.add_argument_group(f"options of model {entry.name!r}")
@@ -131,8 +137,16 @@ def _cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
     known, _ = pre.parse_known_args(rest)
     model_entry = registry.get("model", known.model) if known.model else None
     p = _model_parser(f"hooked run {args.analysis or 'ANALYSIS'}", model_entry, flag_prefix="model-")
-    p.add_argument("--model", required=entry is not None and not args.help, help="registered model name (see `hooked models`)")
-    p.add_argument("--hook", required=entry is not None and not args.help, help="hook point name (see `hooked hooks MODEL`)")
+    p.add_argument(
+        "--model",
+        required=entry is not None and not args.help,
+        help="registered model name (see `hooked models`)",
+    )
+    p.add_argument(
+        "--hook",
+        required=entry is not None and not args.help,
+        help="hook point name (see `hooked hooks MODEL`)",
+    )
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/ANALYSIS-MODEL-TIME)")
     if entry is not None:
         _add_options(p.add_argument_group(f"options of analysis {entry.name!r}"), entry.options)
@@ -148,12 +162,9 @@ def _cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
     check_hook(model, opts.hook)
     run_dir = RunDir(opts.out) if opts.out else RunDir.create("runs", f"{entry.name}-{model_entry.name}")
     options = {o.name: getattr(opts, o.name) for o in entry.options}
-    extra = {"run_dir": run_dir} if _takes_run_dir(entry.obj) else {}
+    extra = {"run_dir": run_dir} if entry.takes_run_dir else {}
     started = time.perf_counter()
-    if inspect.isclass(entry.obj):
-        result = entry.obj(**options)(model, opts.hook, data, **extra)
-    else:
-        result = entry.obj(model, opts.hook, data, **options, **extra)
+    result = entry.call(model, opts.hook, data, options=options, **extra)
     seconds = time.perf_counter() - started
     record = {
         "analysis": entry.name,
@@ -187,31 +198,24 @@ def _cmd_repro(args: argparse.Namespace, rest: list[str]) -> int:
     run_dir = RunDir(opts.out) if opts.out else RunDir.create("runs", entry.name)
     options = {o.name: getattr(opts, o.name) for o in entry.options}
     started = time.perf_counter()
-    results = entry.call(run_dir, **options)
+    results = entry.call(run_dir, options=options)
     seconds = time.perf_counter() - started
-    run_dir.json("results.json", {"repro": entry.name, "options": options, "seconds": seconds, "results": results})
+    run_dir.json(
+        "results.json", {"repro": entry.name, "options": options, "seconds": seconds, "results": results}
+    )
     print(f"\nresults written to {run_dir.path}/ ({seconds:.0f} s)")
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace, rest: list[str]) -> int:
-    try:
-        from benchmarks.__main__ import main as bench_main
-    except ImportError:
-        print(
-            "hooked bench: the benchmark suite lives in the source checkout's benchmarks/ folder; "
-            "run this from the repository root (or `python -m benchmarks`)",
-            file=sys.stderr,
-        )
-        return 2
-    return bench_main(rest)
-
-
 # ---------------------------------------------------------------------- helpers
-def _add_options(group: Any, options: list[registry.Option], dest_prefix: str = "", flag_prefix: str = "") -> None:
+def _add_options(
+    group: Any, options: list[registry.Option], dest_prefix: str = "", flag_prefix: str = ""
+) -> None:
     for o in options:
         flag = "--" + flag_prefix + o.name.replace("_", "-")
-        kwargs: dict[str, Any] = dict(dest=dest_prefix + o.name, default=o.default, help=(o.help + f" (default: {o.default})").strip())
+        kwargs: dict[str, Any] = dict(
+            dest=dest_prefix + o.name, default=o.default, help=(o.help + f" (default: {o.default})").strip()
+        )
         if o.type is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
         else:
@@ -245,35 +249,16 @@ def _metavar(option: registry.Option) -> str:
 def _build_model(entry: registry.Entry, opts: argparse.Namespace) -> tuple[Any, Any]:
     from hooked import checkpoint
 
-    model, data = entry.call(**_model_options(entry, opts))
+    model, data = entry.call(options=_model_options(entry, opts))
     if opts.checkpoint:
         checkpoint.load_weights(model, opts.checkpoint)
     model = model.to(opts.device)
     model.eval()
-    return model, _to_device(data, opts.device)
+    return model, to_device(data, opts.device)
 
 
 def _model_options(entry: registry.Entry, opts: argparse.Namespace) -> dict[str, Any]:
     return {o.name: getattr(opts, "model_" + o.name) for o in entry.options}
-
-
-def _to_device(data: Any, device: str) -> Any:
-    import torch
-
-    if isinstance(data, torch.Tensor):
-        return data.to(device)
-    if isinstance(data, tuple):
-        return tuple(_to_device(d, device) for d in data)
-    if isinstance(data, list):
-        return [_to_device(d, device) for d in data]
-    if isinstance(data, dict):
-        return {k: _to_device(v, device) for k, v in data.items()}
-    return data
-
-
-def _takes_run_dir(obj: Any) -> bool:
-    target = obj.__call__ if inspect.isclass(obj) else obj
-    return "run_dir" in inspect.signature(target).parameters
 
 
 def _print_result(result: Any) -> None:

@@ -48,29 +48,57 @@ class _Pass:
         self.depth = 0
 
 
-PASS = _Pass()
-LIVE: weakref.WeakSet[HookPoint] = weakref.WeakSet()  # hook points with hooks attached
+_PASS = _Pass()
+_LIVE: weakref.WeakSet[HookPoint] = weakref.WeakSet()  # hook points with hooks attached
 
 
-def restart_steps() -> None:
+def _restart_steps() -> None:
     """Reset the per-forward call counter of every live hook point (end of a top-level forward)."""
-    for hp in list(LIVE):
+    for hp in list(_LIVE):
         hp._run_state.calls = 0
 
 
-def restart_steps_outside_graphs() -> None:
-    """:func:`restart_steps`, kept out of compiled graphs (a graph then never guards on a counter
+def _restart_steps_outside_graphs() -> None:
+    """``_restart_steps``, kept out of compiled graphs (a graph then never guards on a counter
     that changes per call). Wrapped with ``torch.compiler.disable`` when the first hook is attached,
     not at import: that import of ``torch._dynamo`` costs about a second."""
-    _RESTART[0]()
+    _restart_eagerly()
 
 
-_RESTART: list[Callable[[], None]] = [restart_steps]
+_restart_eagerly: Callable[[], None] = _restart_steps
 
 
 def _keep_restart_out_of_graphs() -> None:
-    if _RESTART[0] is restart_steps:
-        _RESTART[0] = torch.compiler.disable(restart_steps)
+    global _restart_eagerly
+    if _restart_eagerly is _restart_steps:
+        _restart_eagerly = torch.compiler.disable(_restart_steps)
+
+
+# ---------------------------------------------------------------------- what a hook function declares
+# A hook function is any callable ``fn(activation, hook) -> Tensor | None``. It may declare two
+# attributes, which recurrent layers read to decide how to run (fused kernels where no hook needs a
+# step materialised); nothing else reads or sets them:
+#
+#   steps: frozenset[int] | None   the steps it runs at; None (or absent) means every step
+#   read_only: bool                it never replaces the activation (its return value is dropped)
+#
+# ``at_step`` and ``read_only`` below are the public ways to declare them; internally, ``_declare``.
+def _declare(fn: HookFn, *, steps: Iterable[int] | None = None, read_only: bool | None = None) -> HookFn:
+    """Set the declared attributes on a hook function (a plain function or any object that takes them)."""
+    if steps is not None:
+        fn.steps = frozenset(int(s) for s in steps)  # type: ignore[attr-defined]
+    if read_only is not None:
+        fn.read_only = read_only  # type: ignore[attr-defined]
+    return fn
+
+
+def _declared_steps(fn: HookFn) -> frozenset[int] | None:
+    steps = getattr(fn, "steps", None)
+    return None if steps is None else frozenset(int(s) for s in steps)
+
+
+def _declared_read_only(fn: HookFn) -> bool:
+    return bool(getattr(fn, "read_only", False))
 
 
 class _Hook:
@@ -81,9 +109,8 @@ class _Hook:
     def __init__(self, fn: HookFn, permanent: bool):
         self.fn = fn
         self.permanent = permanent
-        steps = getattr(fn, "steps", None)
-        self.steps = None if steps is None else frozenset(int(s) for s in steps)
-        self.read_only = bool(getattr(fn, "read_only", False))
+        self.steps = _declared_steps(fn)
+        self.read_only = _declared_read_only(fn)
 
 
 class _RunState:
@@ -178,13 +205,9 @@ class HookPoint(nn.Module):
             hooks[:] = [h for h in hooks if h.permanent and not including_permanent]
         self._refresh()
 
-    def has_hooks(
-        self, dir: Direction | Literal["both"] = "both", including_permanent: bool = True
-    ) -> bool:
+    def has_hooks(self, dir: Direction | Literal["both"] = "both", including_permanent: bool = True) -> bool:
         dirs = ("fwd", "bwd") if dir == "both" else (dir,)
-        return any(
-            including_permanent or not h.permanent for d in dirs for h in self._hooks(d)
-        )
+        return any(including_permanent or not h.permanent for d in dirs for h in self._hooks(d))
 
     def clear_context(self) -> None:
         self.ctx.clear()
@@ -238,9 +261,9 @@ class HookPoint(nn.Module):
         set_(self, "_live", live)
         if live:
             _keep_restart_out_of_graphs()
-            LIVE.add(self)
+            _LIVE.add(self)
         else:
-            LIVE.discard(self)
+            _LIVE.discard(self)
             self._run_state.calls = 0
         cls = type(self)
         if live and cls is HookPoint:
@@ -376,7 +399,7 @@ class _StepHook:
     def __init__(self, fn: HookFn, steps: frozenset[int]):
         self.fn = fn
         self.steps = steps
-        self.read_only = bool(getattr(fn, "read_only", False))
+        self.read_only = _declared_read_only(fn)
 
     def __call__(self, x: Any, hook: HookPoint) -> Any:
         return self.fn(x, hook=hook)
@@ -412,7 +435,5 @@ def read_only(fn: HookFn) -> HookFn:
     def reader(x: Any, hook: HookPoint) -> None:
         fn(x, hook=hook)
 
-    reader.read_only = True  # type: ignore[attr-defined]
-    reader.steps = getattr(fn, "steps", None)  # type: ignore[attr-defined]
     reader.__qualname__ = f"read_only({_describe(fn)})"
-    return reader
+    return _declare(reader, steps=_declared_steps(fn), read_only=True)

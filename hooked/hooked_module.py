@@ -23,7 +23,16 @@ from torch import Tensor, nn
 
 from hooked.cache import ActivationCache
 from hooked.errors import StopForward, UnknownHookError
-from hooked.hook_point import LIVE, PASS, Direction, HookFn, HookHandle, HookPoint, restart_steps_outside_graphs
+from hooked.hook_point import (
+    _LIVE,
+    _PASS,
+    Direction,
+    HookFn,
+    HookHandle,
+    HookPoint,
+    _declare,
+    _restart_steps_outside_graphs,
+)
 from hooked.names import NamesSpec, resolve_names
 
 HookSpec = tuple[str | Callable[[str], bool], HookFn]
@@ -34,13 +43,13 @@ class HookedModule(nn.Module):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         # When the outermost hooked forward ends, per-step counters restart.
-        PASS.depth += 1
+        _PASS.depth += 1
         try:
             return super().__call__(*args, **kwargs)
         finally:
-            PASS.depth -= 1
-            if PASS.depth == 0 and LIVE:
-                restart_steps_outside_graphs()
+            _PASS.depth -= 1
+            if _PASS.depth == 0 and _LIVE:
+                _restart_steps_outside_graphs()
 
     # ------------------------------------------------------------------ discovery
     @property
@@ -254,7 +263,7 @@ def _stop_forward(act: Any, hook: HookPoint) -> None:
     raise StopForward(f"forward stopped after {hook.name!r}")
 
 
-_stop_forward.read_only = True  # type: ignore[attr-defined]
+_declare(_stop_forward, read_only=True)
 
 
 class _Recorder:
@@ -277,9 +286,8 @@ class _Recorder:
                 t = t.to(device)
             calls.append((hook.step, t, t._version))
 
-        record.read_only = True  # type: ignore[attr-defined]
         record.__qualname__ = f"cache[{name!r}]"
-        return record
+        return _declare(record, read_only=True)
 
     def finish(self) -> dict[str, list[Tensor]]:
         out = {}

@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -80,7 +79,9 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
-def write_tensors(path: str | os.PathLike, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None) -> Path:
+def write_tensors(
+    path: str | os.PathLike, tensors: Mapping[str, Tensor], metadata: Mapping[str, str] | None = None
+) -> Path:
     """Save tensors as safetensors (contiguous CPU copies), atomically."""
     from safetensors.torch import save
 

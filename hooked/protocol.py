@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from hooked.errors import UnknownHookError
+from hooked.errors import StopForward, UnknownHookError
 from hooked.names import NamesSpec, resolve_names
 
 Batch = Tensor | tuple | dict | Any
@@ -32,7 +32,9 @@ class Hookable(Protocol):
     @property
     def hook_dict(self) -> Mapping[str, Any]: ...
 
-    def run_with_hooks(self, *args: Any, fwd_hooks: Any = ..., bwd_hooks: Any = ..., **kwargs: Any) -> Any: ...
+    def run_with_hooks(
+        self, *args: Any, fwd_hooks: Any = ..., bwd_hooks: Any = ..., **kwargs: Any
+    ) -> Any: ...
 
     def run_with_cache(self, *args: Any, names_filter: Any = ..., **kwargs: Any) -> Any: ...
 
@@ -70,13 +72,17 @@ def split_batch(batch: Batch) -> tuple[tuple, dict]:
     return (batch,), {}
 
 
-def run_with_hooks(model: Hookable, batch: Batch, fwd_hooks: Sequence = (), bwd_hooks: Sequence = (), **kwargs: Any) -> Any:
+def run_with_hooks(
+    model: Hookable, batch: Batch, fwd_hooks: Sequence = (), bwd_hooks: Sequence = (), **kwargs: Any
+) -> Any:
     """``model.run_with_hooks`` on a batch (tensor, tuple of args, or dict of kwargs)."""
     args, kw = split_batch(batch)
     return model.run_with_hooks(*args, fwd_hooks=list(fwd_hooks), bwd_hooks=list(bwd_hooks), **kw, **kwargs)
 
 
-def cache_batch(model: Hookable, batch: Batch, names: NamesSpec, **kwargs: Any) -> tuple[Any, Mapping[str, Tensor]]:
+def cache_batch(
+    model: Hookable, batch: Batch, names: NamesSpec, **kwargs: Any
+) -> tuple[Any, Mapping[str, Tensor]]:
     """``model.run_with_cache`` on one batch, recording only ``names``."""
     args, kw = split_batch(batch)
     selected = hook_names(model, names)
@@ -84,11 +90,44 @@ def cache_batch(model: Hookable, batch: Batch, names: NamesSpec, **kwargs: Any) 
 
 
 def read_activation(model: Hookable, batch: Batch, name: str) -> Tensor:
-    """The activation at hook ``name`` for one batch (no gradients)."""
+    """The activation at hook ``name`` for one batch (no gradients); the forward stops right
+    after that hook point, so the rest of the model is not run."""
     check_hook(model, name)
+    found: list[Tensor] = []
+
+    def grab(act: Tensor, hook: Any) -> None:
+        found.append(act.detach())
+        raise StopForward(f"read_activation stops after {name!r}")
+
     with torch.no_grad():
-        _, cache = cache_batch(model, batch, [name])
-    return cache[name]
+        try:
+            run_with_hooks(model, batch, [(name, grab)])
+        except StopForward:
+            pass
+    if not found:
+        raise ValueError(f"hook point {name!r} exists but did not run on this batch, so it has no activation")
+    return found[0]
+
+
+def model_device(model: Any) -> torch.device:
+    """Where ``model``'s first parameter lives (the CPU for a model without parameters)."""
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device("cpu")
+
+
+def to_device(batch: Batch, device: torch.device | str) -> Batch:
+    """``batch`` with every tensor in it (nested in tuples, lists and dicts) moved to ``device``."""
+    if isinstance(batch, Tensor):
+        return batch.to(device)
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # a namedtuple
+        return type(batch)(*(to_device(b, device) for b in batch))
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
 
 
 def iter_activations(

@@ -20,10 +20,11 @@ annotations (int, float, str, bool, Literal choices, lists as ``1,2,3``); their 
 the docstring's ``Args:`` section. A class registers the same way: its ``__init__`` options become
 flags and the instance is called like the function.
 
-Where entries come from: the built-in modules of ``hooked.models``, ``hooked.repro`` and
-``analyses`` (imported on first use, not at ``import hooked``); other installed packages through
-the entry-point groups ``hooked.models``, ``hooked.analyses`` and ``hooked.repros``; and any module
-or ``.py`` file named with ``--plugin`` or in the ``HOOKED_PLUGINS`` environment variable.
+Where entries come from: the entry-point groups ``hooked.models``, ``hooked.analyses`` and
+``hooked.repros`` of every installed package (this project's own models, analyses and paper
+reproductions come in that way too, from its ``pyproject.toml``; the registry names no package),
+loaded on first use, not at ``import hooked``; and any module or ``.py`` file named with
+``--plugin`` or in the ``HOOKED_PLUGINS`` environment variable.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import importlib
 import importlib.util
 import inspect
 import os
-import pkgutil
 import re
 import sys
 import types
@@ -45,7 +45,6 @@ from typing import Any, Literal, TypeVar
 
 KINDS = ("model", "analysis", "repro")
 ENTRY_POINT_GROUPS = {"model": "hooked.models", "analysis": "hooked.analyses", "repro": "hooked.repros"}
-BUILTIN_PACKAGES = ("hooked.models", "hooked.repro", "analyses")
 
 T = TypeVar("T")
 
@@ -73,15 +72,22 @@ class Entry:
     source: str
     options: list[Option] = field(default_factory=list)
 
-    def call(self, *args: Any, **options: Any) -> Any:
-        """Call the entry: a function directly, a class as ``cls(**options)(*args)``."""
+    def call(self, *args: Any, options: dict[str, Any] | None = None, **call_kwargs: Any) -> Any:
+        """Call the entry with its keyword ``options``: a function as ``fn(*args, **options,
+        **call_kwargs)``, a class as ``cls(**options)(*args, **call_kwargs)``."""
+        options = options or {}
         if inspect.isclass(self.obj):
-            return self.obj(**options)(*args)
-        return self.obj(*args, **options)
+            return self.obj(**options)(*args, **call_kwargs)
+        return self.obj(*args, **options, **call_kwargs)
+
+    @property
+    def takes_run_dir(self) -> bool:
+        """Whether the call accepts a ``run_dir`` keyword (for plots and files)."""
+        target = self.obj.__call__ if inspect.isclass(self.obj) else self.obj
+        return "run_dir" in inspect.signature(target).parameters
 
 
 _REGISTRY: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
-_loaded_builtins = False
 _loaded_entry_points = False
 _loaded_plugins: set[str] = set()
 
@@ -159,26 +165,8 @@ def get(kind: str, name: str) -> Entry:
 
 
 def load_all() -> None:
-    load_builtins()
     load_entry_points()
     load_plugins(os.environ.get("HOOKED_PLUGINS", "").replace(",", os.pathsep).split(os.pathsep))
-
-
-def load_builtins() -> None:
-    global _loaded_builtins
-    if _loaded_builtins:
-        return
-    _loaded_builtins = True
-    for package_name in BUILTIN_PACKAGES:
-        try:
-            package = importlib.import_module(package_name)
-        except ImportError as e:
-            warnings.warn(f"hooked: could not import built-in package {package_name}: {e}", stacklevel=2)
-            continue
-        for info in pkgutil.walk_packages(package.__path__, prefix=package_name + "."):
-            if info.name.rsplit(".", 1)[-1].startswith("_"):
-                continue
-            _import_quietly(info.name, "built-in module")
 
 
 def load_entry_points() -> None:
@@ -193,7 +181,9 @@ def load_entry_points() -> None:
             try:
                 obj = ep.load()
             except Exception as e:  # a broken plugin must not break the command line
-                warnings.warn(f"hooked: entry point {ep.name!r} ({ep.value}) failed to load: {e}", stacklevel=2)
+                warnings.warn(
+                    f"hooked: entry point {ep.name!r} ({ep.value}) failed to load: {e}", stacklevel=2
+                )
                 continue
             if inspect.ismodule(obj):
                 continue  # importing it ran its decorators
@@ -221,13 +211,6 @@ def load_plugins(specs: Iterable[str]) -> None:
             importlib.import_module(spec)
 
 
-def _import_quietly(name: str, what: str) -> None:
-    try:
-        importlib.import_module(name)
-    except Exception as e:
-        warnings.warn(f"hooked: {what} {name} failed to import: {type(e).__name__}: {e}", stacklevel=3)
-
-
 # ---------------------------------------------------------------------- options from signatures
 def options_of(obj: Callable, skip: int = 0) -> list[Option]:
     """The keyword options (parameters with defaults) of a function or a class's ``__init__``."""
@@ -238,6 +221,7 @@ def options_of(obj: Callable, skip: int = 0) -> list[Option]:
     params = list(inspect.signature(target).parameters.values())
     if inspect.isclass(obj):
         params = params[1:]  # self
+        skip = 0  # the positional arguments go to the instance's call, not to __init__
     out = []
     for i, p in enumerate(params):
         if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.name == "run_dir":
@@ -260,7 +244,7 @@ def _type_hints(fn: Callable) -> dict[str, Any]:
     namespace = {**vars(typing), **getattr(fn, "__globals__", {})}
     for name, ann in getattr(fn, "__annotations__", {}).items():
         try:
-            hints[name] = eval(ann, namespace) if isinstance(ann, str) else ann  # noqa: S307
+            hints[name] = eval(ann, namespace) if isinstance(ann, str) else ann
         except Exception:
             continue
     return hints

@@ -246,7 +246,9 @@ def _select_paths(module: nn.Module, spec: PathSpec) -> list[str]:
     chosen = set()
     for pattern in patterns:
         if not isinstance(pattern, str):
-            raise TypeError(f"names must be module paths or patterns (str), got {type(pattern).__name__}: {pattern!r}")
+            raise TypeError(
+                f"names must be module paths or patterns (str), got {type(pattern).__name__}: {pattern!r}"
+            )
         hits = [p for p in paths if p == pattern or fnmatch.fnmatchcase(p, pattern)]
         if not hits:
             import difflib

@@ -16,7 +16,7 @@ apart (``interventions/repeat_glue.py`` for the repeat task).
 * :meth:`Intervention.fit`: train the intervention's own parameters with the model frozen.
 * :meth:`Intervention.evaluate`: *intervention accuracy*, the mean of a per-row metric (e.g.
   exact match of the edited run's output with the counterfactual target).
-* :func:`capture`: the activation at a hook, stopping the forward right there.
+* the source activation is read with :func:`hooked.protocol.read_activation` (the forward stops there).
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hooked.errors import StopForward
-from hooked.protocol import Batch, Hookable, check_hook, run_with_hooks
+from hooked.protocol import Batch, Hookable, check_hook, read_activation, run_with_hooks, to_device
 
 Loss = Callable[[Any, Any], Tensor]  # (model output, target) -> scalar
 Metric = Callable[[Any, Any], Tensor]  # (model output, target) -> one value per row
@@ -56,40 +55,12 @@ class InterventionBatch:
 
     def to(self, device: torch.device | str) -> InterventionBatch:
         return InterventionBatch(
-            _to(self.base, device), _to(self.target, device), _to(self.source, device),
-            _to(self.source_index, device), {k: _to(v, device) for k, v in self.args.items()},
+            to_device(self.base, device),
+            to_device(self.target, device),
+            to_device(self.source, device),
+            to_device(self.source_index, device),
+            to_device(self.args, device),
         )
-
-
-def _to(obj: Any, device: torch.device | str) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.to(device)
-    if isinstance(obj, tuple):
-        return tuple(_to(o, device) for o in obj)
-    if isinstance(obj, list):
-        return [_to(o, device) for o in obj]
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    return obj
-
-
-def capture(model: Hookable, batch: Batch, hook: str) -> Tensor:
-    """The activation at ``hook`` on ``batch`` (no gradient); the forward stops at the hook."""
-    check_hook(model, hook)
-    box: list[Tensor] = []
-
-    def grab(act: Tensor, hook: Any) -> None:
-        box.append(act.detach())
-        raise StopForward(f"captured {hook.name!r}")
-
-    with torch.no_grad():
-        try:
-            run_with_hooks(model, batch, [(hook, grab)])
-        except StopForward:
-            pass
-    if not box:
-        raise RuntimeError(f"capture: the forward never reached hook {hook!r}")
-    return box[0]
 
 
 class Intervention(nn.Module):
@@ -142,12 +113,22 @@ class Intervention(nn.Module):
 
         return hook
 
-    def run(self, model: Hookable, hook: str, batch: InterventionBatch, *, position: int | None = None, pos_dim: int = 1) -> Any:
+    def run(
+        self,
+        model: Hookable,
+        hook: str,
+        batch: InterventionBatch,
+        *,
+        position: int | None = None,
+        pos_dim: int = 1,
+    ) -> Any:
         """The model's output on ``batch.base`` with this intervention applied at ``hook``."""
         source = None
         if self.uses_source and batch.source is not None:
-            source = capture(model, batch.source, hook)
-        fn = self.hook_fn(source, source_index=batch.source_index, position=position, pos_dim=pos_dim, args=batch.args)
+            source = read_activation(model, batch.source, hook)
+        fn = self.hook_fn(
+            source, source_index=batch.source_index, position=position, pos_dim=pos_dim, args=batch.args
+        )
         return run_with_hooks(model, batch.base, [(hook, fn)])
 
     # ------------------------------------------------------------------ training and evaluation
@@ -188,7 +169,12 @@ class Intervention(nn.Module):
         losses: list[float] = []
         every = max(1, steps // 100)
         self.train()
-        bar = tqdm(range(steps), desc=progress if isinstance(progress, str) else type(self).__name__, disable=not progress, leave=False)
+        bar = tqdm(
+            range(steps),
+            desc=progress if isinstance(progress, str) else type(self).__name__,
+            disable=not progress,
+            leave=False,
+        )
         try:
             with disabled():  # shape checks cost more than a small training step
                 for step in bar:

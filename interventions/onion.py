@@ -53,12 +53,24 @@ class OnionIntervention(Intervention):
 
     uses_source = False
 
-    def __init__(self, d: int, n_symbols: int, *, gamma: float = 0.9, g: float = 1.0, lam: float = 1.0, beta: float = 0.0, seed: int | None = None):
+    def __init__(
+        self,
+        d: int,
+        n_symbols: int,
+        *,
+        gamma: float = 0.9,
+        g: float = 1.0,
+        lam: float = 1.0,
+        beta: float = 0.0,
+        seed: int | None = None,
+    ):
         super().__init__()
         self.code = nn.Embedding(n_symbols, d)
         if seed is not None:
             with torch.no_grad():
-                self.code.weight.copy_(torch.randn(n_symbols, d, generator=torch.Generator().manual_seed(seed)))
+                self.code.weight.copy_(
+                    torch.randn(n_symbols, d, generator=torch.Generator().manual_seed(seed))
+                )
         self.scale = OnionScale(d, g=g, gamma=gamma, lam=lam, beta=beta)
 
     @typechecked
@@ -86,7 +98,17 @@ class OnionProbe(TokenProbe):
         gamma, g, lam, beta: initial values of s(p) (lambda 0.1 as in the paper's probe).
     """
 
-    def __init__(self, d: int, n_symbols: int, max_len: int, *, gamma: float = 0.9, g: float = 1.0, lam: float = 0.1, beta: float = 0.0):
+    def __init__(
+        self,
+        d: int,
+        n_symbols: int,
+        max_len: int,
+        *,
+        gamma: float = 0.9,
+        g: float = 1.0,
+        lam: float = 0.1,
+        beta: float = 0.0,
+    ):
         super().__init__()
         self.n_symbols, self.max_len = n_symbols, max_len
         self.norm = nn.LayerNorm(d)
@@ -95,7 +117,9 @@ class OnionProbe(TokenProbe):
         self.scale = OnionScale(d, g=g, gamma=gamma, lam=lam, beta=beta)
 
     @typechecked
-    def forward(self, h: Float[Tensor, "n d"], tokens: Int[Tensor, "n time"] | None = None) -> Float[Tensor, "n pos symbols"]:
+    def forward(
+        self, h: Float[Tensor, "n d"], tokens: Int[Tensor, "n time"] | None = None
+    ) -> Float[Tensor, "n pos symbols"]:
         logits = []
         for p in range(self.max_len):
             step_logits = self.cls(self.norm(h))

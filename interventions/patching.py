@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hooked.hook_point import at_step
 from hooked.protocol import Batch, Hookable, cache_batch, check_hook, run_with_hooks, split_batch
 
 Metric = Callable[[Any], Tensor]  # forward output -> one value per batch row
@@ -71,9 +72,7 @@ def patch_hook(
         out[tuple(index)] = src[tuple(index)]
         return out
 
-    if step is not None:
-        hook.steps = frozenset([step])  # type: ignore[attr-defined]
-    return hook
+    return hook if step is None else at_step(step, hook)
 
 
 def patch(
@@ -210,8 +209,7 @@ def _step_rows_hook(src: Tensor, rows: Tensor, src_rows: Tensor, steps: Tensor) 
         out[rows[at]] = src.select(1, hook.step)[src_rows[at]].to(act.dtype)
         return out
 
-    hook.steps = frozenset(wanted)  # type: ignore[attr-defined]
-    return hook
+    return at_step(wanted, hook)
 
 
 def _batch_rows(batch: Batch) -> int:

@@ -63,7 +63,12 @@ class TokenProbe(nn.Module):
         losses: list[float] = []
         every = max(1, steps // 100)
         self.train()
-        bar = tqdm(range(steps), desc=progress if isinstance(progress, str) else type(self).__name__, disable=not progress, leave=False)
+        bar = tqdm(
+            range(steps),
+            desc=progress if isinstance(progress, str) else type(self).__name__,
+            disable=not progress,
+            leave=False,
+        )
         for step in bar:
             idx = torch.randint(acts.shape[0], (batch_size,), generator=g).to(device)
             loss = self.loss(acts[idx], tokens[idx], lengths[idx])
@@ -109,8 +114,14 @@ class SequenceProbe(TokenProbe):
         super().__init__()
         self.n_symbols, self.max_len = n_symbols, max_len
         out = max_len * n_symbols
-        self.net = nn.Linear(d, out) if hidden is None else nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, out))
+        self.net = (
+            nn.Linear(d, out)
+            if hidden is None
+            else nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, out))
+        )
 
     @typechecked
-    def forward(self, h: Float[Tensor, "n d"], tokens: Tensor | None = None) -> Float[Tensor, "n pos symbols"]:
+    def forward(
+        self, h: Float[Tensor, "n d"], tokens: Tensor | None = None
+    ) -> Float[Tensor, "n pos symbols"]:
         return self.net(h).unflatten(-1, (self.max_len, self.n_symbols))

@@ -62,7 +62,9 @@ class SubspaceIntervention(Intervention):
             take = a.sum(dim=1).expand(base.shape[0], -1)
         else:
             if vars.shape[1] != self.n_vars:
-                raise ValueError(f"{type(self).__name__}: vars has {vars.shape[1]} columns, expected n_vars={self.n_vars}")
+                raise ValueError(
+                    f"{type(self).__name__}: vars has {vars.shape[1]} columns, expected n_vars={self.n_vars}"
+                )
             take = vars.to(a.dtype) @ a.T
         return base + (take * ((source - base) @ r.T)) @ r
 
@@ -82,7 +84,9 @@ class FixedSubspace(SubspaceIntervention):
         k = basis.shape[1]
         gram = basis.T @ basis
         if not torch.allclose(gram, torch.eye(k, dtype=basis.dtype, device=basis.device), atol=1e-4):
-            raise ValueError("FixedSubspace: basis columns must be orthonormal (basis.T @ basis == I); orthonormalise with torch.linalg.qr")
+            raise ValueError(
+                "FixedSubspace: basis columns must be orthonormal (basis.T @ basis == I); orthonormalise with torch.linalg.qr"
+            )
         var_sizes = var_sizes or [k]
         if sum(var_sizes) != k:
             raise ValueError(f"FixedSubspace: var_sizes {var_sizes} must sum to the basis size {k}")
@@ -117,7 +121,15 @@ class DAS(SubspaceIntervention):
         rotation_map: how ``torch.nn.utils.parametrizations.orthogonal`` maps parameters to R.
     """
 
-    def __init__(self, d: int, n_vars: int, var_size: int | None = None, *, seed: int | None = None, rotation_map: str = "cayley"):
+    def __init__(
+        self,
+        d: int,
+        n_vars: int,
+        var_size: int | None = None,
+        *,
+        seed: int | None = None,
+        rotation_map: str = "cayley",
+    ):
         super().__init__()
         var_size = var_size or d // n_vars
         if var_size < 1 or var_size * n_vars > d:
@@ -148,7 +160,14 @@ class Autosegment(SubspaceIntervention):
     """
 
     def __init__(
-        self, d: int, n_vars: int, *, tau: float = 1.0, mask_reg: float = 1e-3, seed: int | None = None, rotation_map: str = "cayley"
+        self,
+        d: int,
+        n_vars: int,
+        *,
+        tau: float = 1.0,
+        mask_reg: float = 1e-3,
+        seed: int | None = None,
+        rotation_map: str = "cayley",
     ):
         super().__init__()
         self.n_vars, self.tau, self.mask_reg = n_vars, tau, mask_reg

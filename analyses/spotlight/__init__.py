@@ -1,4 +1,4 @@
-"""The Spotlight Resonance Method (Bird 2025; SPECS D): axis alignment of activations at any hook.
+"""The Spotlight Resonance Method (Bird 2025; ``docs/methods/spotlight.md``): axis alignment of activations at any hook.
 
 Does a layer's representation line up with a privileged basis (the neurons, a rotation of them,
 or an overcomplete set of directions)? A cone ("spotlight") sweeps around each plane spanned by
@@ -19,14 +19,20 @@ Modules:
 """
 
 from analyses.spotlight.alignment import axis_harmonic, verdict
-from analyses.spotlight.basis import random_orthonormal, resolve_basis, standard_basis, thomson, thomson_energy
+from analyses.spotlight.basis import (
+    random_orthonormal,
+    resolve_basis,
+    standard_basis,
+    thomson,
+    thomson_energy,
+)
 from analyses.spotlight.core import (
     SpotlightCounter,
     SpotlightResult,
     isotropic_reference,
     make_planes,
-    naive_spotlight,
     n_planes,
+    naive_spotlight,
     spotlight,
 )
 from analyses.spotlight.grandmother import ConeCounter, GrandmotherResult, grandmother

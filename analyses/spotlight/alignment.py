@@ -37,7 +37,7 @@ first required the null bases to be empty too, which called cones without a sing
 
 ``h4`` rather than ``c4`` carries the verdict because alignment shows in how much of the data
 sits in the basis planes' cones as well as in the curve's shape: checked on synthetic data
-(tests/test_spotlight.py) before any model was measured, ``c4`` missed clean axis-aligned and
+(tests/analyses/test_spotlight.py) before any model was measured, ``c4`` missed clean axis-aligned and
 diagonal data that ``h4`` calls correctly, and both stay near z = 0 on isotropic, shifted and
 rotated-anisotropic data. Also reported: the rank p-value (two-sided) of ``h4`` among the null.
 """
@@ -80,7 +80,13 @@ def axis_harmonic(result: SpotlightResult | Tensor) -> dict[str, float]:
     total = float(f.abs().sum())
     re, im = float((f * torch.cos(4 * theta)).sum()), float((f * torch.sin(4 * theta)).sum())
     if total == 0:
-        return {"h4": 0.0, "c4": 0.0, "phase": float("nan"), "peak_angle": float("nan"), "peak_offset": float("nan")}
+        return {
+            "h4": 0.0,
+            "c4": 0.0,
+            "phase": float("nan"),
+            "peak_angle": float("nan"),
+            "peak_offset": float("nan"),
+        }
     peak = float(theta[int(torch.argmax(f))])
     folded = peak % (math.pi / 2)
     return {
@@ -92,7 +98,9 @@ def axis_harmonic(result: SpotlightResult | Tensor) -> dict[str, float]:
     }
 
 
-def verdict(observed: SpotlightResult, null: Sequence[SpotlightResult], threshold: float = THRESHOLD) -> dict[str, Any]:
+def verdict(
+    observed: SpotlightResult, null: Sequence[SpotlightResult], threshold: float = THRESHOLD
+) -> dict[str, Any]:
     """The alignment verdict of ``observed`` against results in randomly rotated bases (``null``).
 
     Returns :func:`axis_harmonic`'s numbers with ``verdict`` (one of ``VERDICTS``, or ``None``
@@ -101,7 +109,9 @@ def verdict(observed: SpotlightResult, null: Sequence[SpotlightResult], threshol
     divisible by 4, h4 is the same for both (the reversed plane's curve is the mirror image).
     """
     if len(null) < 2:
-        raise ValueError(f"verdict: needs at least 2 null results (random rotations of the basis), got {len(null)}")
+        raise ValueError(
+            f"verdict: needs at least 2 null results (random rotations of the basis), got {len(null)}"
+        )
     stats = axis_harmonic(observed)
     if observed.signed:
         return stats | {"verdict": None, "why_no_verdict": "the verdict is defined for the unsigned SRM"}

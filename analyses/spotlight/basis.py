@@ -18,20 +18,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hooked.rotations import random_orthonormal
 from hooked.typecheck import Float, typechecked
 
 
 def standard_basis(dim: int, dtype: torch.dtype = torch.float64, device: Any = None) -> Float[Tensor, "d d"]:
     return torch.eye(dim, dtype=dtype, device=device)
-
-
-def random_orthonormal(dim: int, seed: int = 0, dtype: torch.dtype = torch.float64, device: Any = None) -> Float[Tensor, "d d"]:
-    """A Haar-distributed random orthogonal matrix (rows: an orthonormal basis), from ``seed``."""
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(dim, dim, generator=g, dtype=torch.float64)
-    q, r = torch.linalg.qr(z)
-    q = q * torch.sign(torch.diagonal(r))[None, :]
-    return q.T.contiguous().to(dtype=dtype, device=device)
 
 
 def thomson_energy(points: Tensor, power: float = 1.0) -> Tensor:
@@ -101,7 +93,9 @@ def thomson(
     return x.to(dtype)
 
 
-def resolve_basis(spec: Tensor | str | None, dim: int, *, device: Any = None, dtype: torch.dtype = torch.float64) -> Tensor:
+def resolve_basis(
+    spec: Tensor | str | None, dim: int, *, device: Any = None, dtype: torch.dtype = torch.float64
+) -> Tensor:
     """A basis [n_basis, dim] from a tensor or a spec.
 
     Specs: ``None`` / ``"standard"``; ``"random"`` or ``"random:SEED"`` (a random rotation);
@@ -125,7 +119,9 @@ def resolve_basis(spec: Tensor | str | None, dim: int, *, device: Any = None, dt
             return thomson(n, dim, seed=seed, dtype=dtype, device=device)
     except ValueError as e:
         if "invalid literal" in str(e):
-            raise ValueError(f"basis spec {spec!r}: expected 'random[:SEED]' or 'thomson:N[:SEED]' with integers") from None
+            raise ValueError(
+                f"basis spec {spec!r}: expected 'random[:SEED]' or 'thomson:N[:SEED]' with integers"
+            ) from None
         raise
     path = Path(spec)
     if path.suffix == ".safetensors":

@@ -3,7 +3,7 @@
 For activations ``A`` ([n, d], or any shape [..., d]) and a privileged basis (rows ``b_k``), each
 *plane* is a pair ``(i, j)`` of basis vectors, orthonormalised to ``(u, v)``. A spotlight of half
 angle ``arccos(epsilon)`` rotates in the plane, ``s(theta) = cos(theta) u - sin(theta) v`` (the
-generator ``G = u v^T - v u^T`` applied to ``b_i``, SPECS D), and
+generator ``G = u v^T - v u^T`` applied to ``b_i``, ``docs/methods/spotlight.md``), and
 
     SRM(theta) = (1/n) sum_a 1[a_hat . s(theta) >= epsilon]
 
@@ -136,7 +136,7 @@ def isotropic_reference(dim: int, epsilon: float, signed: bool = False) -> float
     return cap if epsilon >= 0 else 1.0 - cap
 
 
-def angles(n_angles: int, dtype: torch.dtype = torch.float64, device: Any = None) -> Float[Tensor, "angles"]:
+def angles(n_angles: int, dtype: torch.dtype = torch.float64, device: Any = None) -> Float[Tensor, angles]:
     """The angle grid ``2 pi k / n_angles``, ``k = 0 .. n_angles - 1``."""
     if n_angles < 1:
         raise ValueError(f"n_angles must be >= 1, got {n_angles}")
@@ -187,12 +187,16 @@ _KERNELS = {"arcs": arc_counts, "dense": dense_counts}
 # ---------------------------------------------------------------------- inputs
 def _check_dim(dim: int) -> None:
     if dim < 2:
-        raise ValueError(f"spotlight resonance needs activations of dimension d >= 2 (planes need two directions), got d={dim}")
+        raise ValueError(
+            f"spotlight resonance needs activations of dimension d >= 2 (planes need two directions), got d={dim}"
+        )
 
 
 def _check_epsilon(epsilon: float) -> None:
     if not (-1.0 <= epsilon <= 1.0) or math.isnan(epsilon):
-        raise ValueError(f"epsilon must be in [-1, 1] (the cosine of the spotlight's half angle), got {epsilon}")
+        raise ValueError(
+            f"epsilon must be in [-1, 1] (the cosine of the spotlight's half angle), got {epsilon}"
+        )
 
 
 def unit_rows(
@@ -206,7 +210,10 @@ def unit_rows(
         raise TypeError(f"{argument} must be a torch.Tensor, got {type(acts).__name__}")
     if acts.dim() < 1:
         raise ValueError(f"{argument} must have a feature axis ([..., d]), got a 0-d tensor")
-    if not (acts.is_floating_point() or acts.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)):
+    if not (
+        acts.is_floating_point()
+        or acts.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+    ):
         raise TypeError(f"{argument} must be real-valued, got dtype {acts.dtype}")
     _check_dim(acts.shape[-1])
     rows = acts.detach().reshape(-1, acts.shape[-1]).to(dtype)
@@ -288,18 +295,35 @@ class SpotlightResult:
         """The result of both sample sets together (counts add)."""
         for name in ("epsilon", "signed", "dim", "n_basis", "plane_kind"):
             if getattr(self, name) != getattr(other, name):
-                raise ValueError(f"cannot merge SRM results with different {name}: {getattr(self, name)} vs {getattr(other, name)}")
+                raise ValueError(
+                    f"cannot merge SRM results with different {name}: {getattr(self, name)} vs {getattr(other, name)}"
+                )
         if self.counts.shape != other.counts.shape or not torch.equal(self.planes.cpu(), other.planes.cpu()):
             raise ValueError("cannot merge SRM results over different planes or angle grids")
         return SpotlightResult(
-            self.counts + other.counts.to(self.counts.device), self.n + other.n, self.angles, self.planes,
-            self.epsilon, self.signed, self.dim, self.n_basis, self.plane_kind,
-            self.n_zero + other.n_zero, self.dropped_planes, dict(self.extra),
+            self.counts + other.counts.to(self.counts.device),
+            self.n + other.n,
+            self.angles,
+            self.planes,
+            self.epsilon,
+            self.signed,
+            self.dim,
+            self.n_basis,
+            self.plane_kind,
+            self.n_zero + other.n_zero,
+            self.dropped_planes,
+            dict(self.extra),
         )
 
     def tensors(self) -> dict[str, Tensor]:
         """Everything as tensors (for ``RunDir.tensors``: safetensors, not JSON)."""
-        return {"counts": self.counts, "angles": self.angles, "planes": self.planes, "mean": self.mean, "std": self.std}
+        return {
+            "counts": self.counts,
+            "angles": self.angles,
+            "planes": self.planes,
+            "mean": self.mean,
+            "std": self.std,
+        }
 
     def summary(self) -> dict[str, Any]:
         """JSON-able summary: settings, the mean +- std curve over planes, the reference."""
@@ -365,7 +389,9 @@ class SpotlightCounter:
             got = [tuple(b.shape) if isinstance(b, Tensor) else type(b).__name__ for b in bases]
             raise ValueError(f"basis must be a [n_basis, d] tensor (or a list of them), got {got}")
         if any(b.shape != bases[0].shape for b in bases):
-            raise ValueError(f"bases counted together must have one shape, got {[tuple(b.shape) for b in bases]}")
+            raise ValueError(
+                f"bases counted together must have one shape, got {[tuple(b.shape) for b in bases]}"
+            )
         _check_dim(bases[0].shape[1])
         if method not in _KERNELS:
             raise ValueError(f"method must be one of {tuple(_KERNELS)}, got {method!r}")
@@ -382,7 +408,9 @@ class SpotlightCounter:
         if isinstance(planes, Tensor):
             idx = planes.long().cpu()
             if idx.dim() != 2 or idx.shape[1] != 2 or idx.numel() == 0:
-                raise ValueError(f"planes tensor must be [planes, 2] basis indices, got {tuple(planes.shape)}")
+                raise ValueError(
+                    f"planes tensor must be [planes, 2] basis indices, got {tuple(planes.shape)}"
+                )
             if int(idx.min()) < 0 or int(idx.max()) >= k:
                 raise ValueError(f"planes index basis vectors outside 0..{k - 1}")
             if bool((idx[:, 0] == idx[:, 1]).any()):
@@ -392,7 +420,9 @@ class SpotlightCounter:
             idx = make_planes(k, planes, max_planes, seed)
             self.plane_kind = planes
         # a plane is dropped (from every basis) where its two vectors are (anti)parallel in any basis
-        cos = torch.stack([(u[idx[:, 0].to(u.device)] * u[idx[:, 1].to(u.device)]).sum(1).cpu() for u in units])
+        cos = torch.stack(
+            [(u[idx[:, 0].to(u.device)] * u[idx[:, 1].to(u.device)]).sum(1).cpu() for u in units]
+        )
         ok = ((1 - cos.abs()) > DEGENERATE).all(0)
         self.dropped_planes = int((~ok).sum())
         if self.dropped_planes:
@@ -418,21 +448,29 @@ class SpotlightCounter:
         self.zeros = zeros
         self.method = method
         self.chunk = int(chunk)
-        self.counts = torch.zeros(self.planes.shape[0], self.n_angles, dtype=torch.long, device=self.basis.device)
+        self.counts = torch.zeros(
+            self.planes.shape[0], self.n_angles, dtype=torch.long, device=self.basis.device
+        )
         self.n = 0
         self.n_zero = 0
 
     def _to(self, device: torch.device) -> None:
         if self.counts.device != device:
             self.basis, self.planes = self.basis.to(device), self.planes.to(device)
-            self._cos, self._sin, self.counts = self._cos.to(device), self._sin.to(device), self.counts.to(device)
+            self._cos, self._sin, self.counts = (
+                self._cos.to(device),
+                self._sin.to(device),
+                self.counts.to(device),
+            )
 
     @typechecked
     def add(self, acts: Shaped[Tensor, "*batch d"]) -> SpotlightCounter:
         """Count one batch of activations (any shape [..., d]; all leading axes are samples)."""
         if acts.dim() >= 1 and acts.shape[-1] != self.dim:
             _check_dim(acts.shape[-1])
-            raise ValueError(f"activations have d={acts.shape[-1]}, but the basis has vectors of dimension {self.dim}")
+            raise ValueError(
+                f"activations have d={acts.shape[-1]}, but the basis has vectors of dimension {self.dim}"
+            )
         self._to(acts.device)
         unit, keep = unit_rows(acts, self.zeros, self.dtype)
         self.n_zero += int(keep.numel() - unit.shape[0])
@@ -497,7 +535,9 @@ class SpotlightCounter:
 @typechecked
 def spotlight(
     acts: Shaped[Tensor, "*batch d"],
-    basis: Float[Tensor, "k d_basis"] | str | None = None,  # d_basis must equal d (checked with a clear message)
+    basis: Float[Tensor, "k d_basis"]
+    | str
+    | None = None,  # d_basis must equal d (checked with a clear message)
     *,
     epsilon: float = 0.9,
     n_angles: int = 100,
@@ -522,8 +562,16 @@ def spotlight(
     _check_dim(acts.shape[-1])
     b = resolve_basis(basis, acts.shape[-1], device=acts.device)
     counter = SpotlightCounter(
-        b, epsilon=epsilon, n_angles=n_angles, planes=planes, max_planes=max_planes, seed=seed,
-        signed=signed, zeros=zeros, method=method, chunk=chunk,
+        b,
+        epsilon=epsilon,
+        n_angles=n_angles,
+        planes=planes,
+        max_planes=max_planes,
+        seed=seed,
+        signed=signed,
+        zeros=zeros,
+        method=method,
+        chunk=chunk,
     )
     return counter.add(acts).result()
 

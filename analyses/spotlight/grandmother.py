@@ -70,7 +70,13 @@ class GrandmotherResult:
             if int(self.counts[k]) < min_count:
                 continue
             d = self.direction(k)
-            keys.append((d["purity"] if self.label_counts is not None else (d["enrichment"] or 0.0), int(self.counts[k]), k))
+            keys.append(
+                (
+                    d["purity"] if self.label_counts is not None else (d["enrichment"] or 0.0),
+                    int(self.counts[k]),
+                    k,
+                )
+            )
         keys.sort(reverse=True)
         return [self.direction(k) for _, _, k in keys[:top]]
 
@@ -100,7 +106,15 @@ class ConeCounter:
         zeros: zero rows raise ("error") or are skipped ("skip"); row indices count them anyway.
     """
 
-    def __init__(self, basis: Tensor, *, epsilon: float = 0.9, top: int = 8, n_labels: int | None = None, zeros: Zeros = "skip"):
+    def __init__(
+        self,
+        basis: Tensor,
+        *,
+        epsilon: float = 0.9,
+        top: int = 8,
+        n_labels: int | None = None,
+        zeros: Zeros = "skip",
+    ):
         if top < 1:
             raise ValueError(f"top must be >= 1, got {top}")
         self.basis = unit_basis(basis, basis.shape[1] if basis.dim() == 2 else -1)
@@ -153,7 +167,9 @@ class ConeCounter:
             lab = torch.as_tensor(labels, device=dev).long()
             lead = acts.shape[:-1]
             if lab.shape != lead[: lab.dim()]:
-                raise ValueError(f"labels of shape {tuple(lab.shape)} do not match activations' leading axes {tuple(lead)}")
+                raise ValueError(
+                    f"labels of shape {tuple(lab.shape)} do not match activations' leading axes {tuple(lead)}"
+                )
             lab = lab.reshape(*lab.shape, *([1] * (len(lead) - lab.dim()))).expand(lead).reshape(-1)[keep]
             if lab.numel() and (int(lab.min()) < 0 or int(lab.max()) >= self.n_labels):
                 raise ValueError(f"labels must be integers in 0..{self.n_labels - 1}")
@@ -165,7 +181,13 @@ class ConeCounter:
     def result(self) -> GrandmotherResult:
         top_rows = torch.where(torch.isfinite(self.top_cos), self.top_rows, -1)
         return GrandmotherResult(
-            self.names, self.counts.cpu(), self.n, top_rows.cpu(), self.top_cos.cpu(), self.epsilon, self.dim,
+            self.names,
+            self.counts.cpu(),
+            self.n,
+            top_rows.cpu(),
+            self.top_cos.cpu(),
+            self.epsilon,
+            self.dim,
             None if self.label_counts is None else self.label_counts.cpu(),
             None if self.label_totals is None else self.label_totals.cpu(),
         )

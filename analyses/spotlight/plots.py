@@ -70,7 +70,9 @@ def plot_ensemble(result: SpotlightResult, ax: Any = None, max_lines: int = MAX_
     return ax
 
 
-def plot_mean(result: SpotlightResult, ax: Any = None, label: str | None = None, color: str = "tab:red") -> Any:
+def plot_mean(
+    result: SpotlightResult, ax: Any = None, label: str | None = None, color: str = "tab:red"
+) -> Any:
     """Mean over planes with a +-1 std band."""
     plt = _pyplot()
     if ax is None:
@@ -96,12 +98,18 @@ def spotlight_figure(result: SpotlightResult, title: str = "") -> Any:
     return fig
 
 
-def spotlight_grid(results: Mapping[str, Mapping[str, SpotlightResult]], notes: Mapping[str, Mapping[str, str]] | None = None, title: str = "") -> Any:
+def spotlight_grid(
+    results: Mapping[str, Mapping[str, SpotlightResult]],
+    notes: Mapping[str, Mapping[str, str]] | None = None,
+    title: str = "",
+) -> Any:
     """Mean +- std panels: one row per outer key, one column per inner key; optional note per panel."""
     plt = _pyplot()
     rows = list(results)
     cols = list(dict.fromkeys(c for r in rows for c in results[r]))
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(3.6 * len(cols), 2.3 * len(rows)), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        len(rows), len(cols), figsize=(3.6 * len(cols), 2.3 * len(rows)), squeeze=False, sharex=True
+    )
     for i, r in enumerate(rows):
         for j, c in enumerate(cols):
             ax = axes[i][j]
@@ -110,7 +118,9 @@ def spotlight_grid(results: Mapping[str, Mapping[str, SpotlightResult]], notes: 
                 continue
             plot_mean(results[r][c], ax)
             ax.get_legend().remove()
-            ax.set_title(f"{r} | {c}" + (f"\n{notes[r][c]}" if notes and c in notes.get(r, {}) else ""), fontsize=8)
+            ax.set_title(
+                f"{r} | {c}" + (f"\n{notes[r][c]}" if notes and c in notes.get(r, {}) else ""), fontsize=8
+            )
             if i < len(rows) - 1:
                 ax.set_xlabel("")
             if j:

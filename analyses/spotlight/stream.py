@@ -26,10 +26,17 @@ from torch import Tensor
 
 from analyses.spotlight.alignment import axis_harmonic, is_orthonormal, verdict
 from analyses.spotlight.basis import random_orthonormal, resolve_basis
-from analyses.spotlight.core import DEFAULT_CHUNK, Method, PlaneKind, SpotlightCounter, SpotlightResult, Zeros, unit_basis
+from analyses.spotlight.core import (
+    DEFAULT_CHUNK,
+    Method,
+    PlaneKind,
+    SpotlightCounter,
+    SpotlightResult,
+    Zeros,
+    unit_basis,
+)
 from analyses.spotlight.grandmother import ConeCounter, GrandmotherResult
 from hooked.protocol import Batch, Hookable, check_hook, iter_activations
-from hooked.registry import register_analysis
 
 
 @dataclass
@@ -70,7 +77,8 @@ class ModelSpotlight:
             + (f" ({r.n_zero} zero vectors skipped)" if r.n_zero else ""),
             f"basis: {r.n_basis} directions, {r.planes.shape[0]} {r.plane_kind} planes"
             + (f" ({r.dropped_planes} degenerate dropped)" if r.dropped_planes else "")
-            + f", epsilon={r.epsilon:g}, {r.angles.numel()} angles" + (", signed" if r.signed else ""),
+            + f", epsilon={r.epsilon:g}, {r.angles.numel()} angles"
+            + (", signed" if r.signed else ""),
         ]
         if not r.n:
             return "\n".join(lines + ["no non-zero activations: nothing counted"])
@@ -98,8 +106,14 @@ class ModelSpotlight:
             f"most selective by {g['ranked_by']}:"
         )
         for d in g["most_selective"]:
-            extra = f"purity {d['purity']:.2f} (label {d['label']})" if "purity" in d else f"enrichment {d['enrichment']:.2f}x"
-            lines.append(f"  {d['direction']:>5}: {d['count']} samples ({100 * d['fraction']:.1f}%), {extra}, top rows {d['top_rows'][:5]}")
+            extra = (
+                f"purity {d['purity']:.2f} (label {d['label']})"
+                if "purity" in d
+                else f"enrichment {d['enrichment']:.2f}x"
+            )
+            lines.append(
+                f"  {d['direction']:>5}: {d['count']} samples ({100 * d['fraction']:.1f}%), {extra}, top rows {d['top_rows'][:5]}"
+            )
         return "\n".join(lines)
 
 
@@ -159,14 +173,26 @@ def spotlight_model(
             shape = tuple(a.shape)
             d = a.shape[-1] if a.dim() else 0
             if d < 2:
-                raise ValueError(f"hook {hook!r}: activations of shape {shape} have d={d} features; spotlight resonance needs d >= 2")
+                raise ValueError(
+                    f"hook {hook!r}: activations of shape {shape} have d={d} features; spotlight resonance needs d >= 2"
+                )
             b = resolve_basis(basis, d, device=a.device)
             unit_b = unit_basis(b, d, device=a.device)
             # the basis and its random rigid rotations (the null model) are counted in one pass
-            rotations = [random_orthonormal(d, seed=null_seed(seed, r), device=a.device) for r in range(null_bases)]
+            rotations = [
+                random_orthonormal(d, seed=null_seed(seed, r), device=a.device) for r in range(null_bases)
+            ]
             counter = SpotlightCounter(
-                [unit_b] + [unit_b @ q.T for q in rotations], epsilon=epsilon, n_angles=n_angles, planes=planes,
-                max_planes=max_planes, seed=seed, signed=signed, zeros=zeros, method=method, chunk=chunk,
+                [unit_b] + [unit_b @ q.T for q in rotations],
+                epsilon=epsilon,
+                n_angles=n_angles,
+                planes=planes,
+                max_planes=max_planes,
+                seed=seed,
+                signed=signed,
+                zeros=zeros,
+                method=method,
+                chunk=chunk,
             )
             n_labels = _n_labels(lab, labels) if lab is not None else None
             cones = ConeCounter(b, epsilon=epsilon, top=top, n_labels=n_labels, zeros=zeros)
@@ -183,8 +209,12 @@ def spotlight_model(
             alignment = verdict(main, null)
         elif null_bases:
             alignment["verdict"] = None
-            alignment["why_no_verdict"] = "the basis is not orthonormal" if not ortho else "needs null_bases >= 2"
-    return ModelSpotlight(hook, main, b, cones.result(), null, alignment, shape, time.perf_counter() - started)
+            alignment["why_no_verdict"] = (
+                "the basis is not orthonormal" if not ortho else "needs null_bases >= 2"
+            )
+    return ModelSpotlight(
+        hook, main, b, cones.result(), null, alignment, shape, time.perf_counter() - started
+    )
 
 
 def null_seed(seed: int, r: int) -> int:
@@ -228,11 +258,12 @@ def split_data(data: Any, batch_size: int | None) -> list[Batch]:
             parts = {k: v.split(batch_size) for k, v in b.items()}
             out.extend(dict(zip(parts, vals)) for vals in zip(*parts.values()))
         else:
-            raise ValueError("batch_size works on batches made of tensors only (a tensor, a tuple or a dict of tensors)")
+            raise ValueError(
+                "batch_size works on batches made of tensors only (a tensor, a tuple or a dict of tensors)"
+            )
     return out
 
 
-@register_analysis("spotlight")
 def spotlight_analysis(
     model: Hookable,
     hook: str,
@@ -270,9 +301,21 @@ def spotlight_analysis(
     """
     batches = split_data(data, batch_size)
     found = spotlight_model(
-        model, hook, batches, basis=basis, epsilon=epsilon, n_angles=n_angles, planes=planes,
-        max_planes=max_planes, seed=seed, signed=signed, zeros=zeros, step=step, null_bases=null_bases,
-        top=max(top, 8), progress=len(batches) > 10,
+        model,
+        hook,
+        batches,
+        basis=basis,
+        epsilon=epsilon,
+        n_angles=n_angles,
+        planes=planes,
+        max_planes=max_planes,
+        seed=seed,
+        signed=signed,
+        zeros=zeros,
+        step=step,
+        null_bases=null_bases,
+        top=max(top, 8),
+        progress=len(batches) > 10,
     )
     found.top, found.min_count = top, 1
     if run_dir is not None:
@@ -281,7 +324,9 @@ def spotlight_analysis(
         res = found.result
         if res.n:
             v = found.alignment.get("verdict")
-            title = f"{hook}: d={res.dim}, {res.n} samples, basis {basis}" + (f", verdict {v} (z={found.alignment['z']:.1f})" if v else "")
+            title = f"{hook}: d={res.dim}, {res.n} samples, basis {basis}" + (
+                f", verdict {v} (z={found.alignment['z']:.1f})" if v else ""
+            )
             run_dir.figure("spotlight.png", spotlight_figure(res, title))
         run_dir.tensors("srm.safetensors", res.tensors() | {"basis": found.basis.double()})
     return found

@@ -1,11 +1,11 @@
-"""Feature geometry in the hidden space (Toy Models of Superposition, SPECS E).
+"""Feature geometry in the hidden space (Toy Models of Superposition, ``docs/methods/tms.md``).
 
 ``W`` is ``[..., d, n]``: n features, each a column W_i in a d-dimensional hidden space, with any
 leading axes (ToyReLU's instances). All functions here are vectorised over those axes.
 
 * :func:`feature_dimensionality`: D_i = ||W_i||² / Σ_j (Ŵ_i · W_j)², the fraction of a dimension
   feature i gets (1: its own dimension; 1/2: an antipodal pair; 2/5: a pentagon; 0: absent).
-* :func:`dimensions_per_feature`: D* = d / ||W||_F² (SPECS E), the hidden dimensions per
+* :func:`dimensions_per_feature`: D* = d / ||W||_F² (``docs/methods/tms.md``), the hidden dimensions per
   represented feature.
 * :func:`describe` / :func:`describe_2d`: which features are represented (norm above a
   threshold), antipodal pairs, orthogonal sets, regular polygons in two dimensions.
@@ -27,7 +27,6 @@ import torch
 from torch import Tensor
 
 from analyses.superposition.weights import feature_directions
-from hooked.registry import register_analysis
 from hooked.typecheck import Float, typechecked
 
 REFERENCE_FRACTIONS: tuple[Fraction, ...] = (
@@ -75,11 +74,13 @@ def feature_dimensionality(W: Float[Tensor, "*batch d n"], eps: float = 1e-12) -
 
 @typechecked
 def dimensions_per_feature(W: Float[Tensor, "*batch d n"]) -> Float[Tensor, "*batch"]:
-    """D* = d / ||W||_F² (SPECS E): hidden dimensions per (unit-norm) represented feature."""
+    """D* = d / ||W||_F² (``docs/methods/tms.md``): hidden dimensions per (unit-norm) represented feature."""
     return W.shape[-2] / (W**2).sum(dim=(-1, -2)).clamp_min(1e-12)
 
 
-def nearest_fraction(value: float, fractions: tuple[Fraction, ...] = REFERENCE_FRACTIONS, tol: float = 0.03) -> Fraction | None:
+def nearest_fraction(
+    value: float, fractions: tuple[Fraction, ...] = REFERENCE_FRACTIONS, tol: float = 0.03
+) -> Fraction | None:
     """The reference fraction within ``tol`` of ``value``, or None."""
     best = min(fractions, key=lambda f: abs(value - float(f)))
     return best if abs(value - float(best)) <= tol else None
@@ -103,7 +104,9 @@ def fraction_counts(D: Tensor, tol: float = 0.03, min_value: float = 0.05) -> di
     return counts
 
 
-def antipodal_pairs(W: Tensor, norm_threshold: float = 0.5, cos_threshold: float = -0.95) -> list[tuple[int, int]]:
+def antipodal_pairs(
+    W: Tensor, norm_threshold: float = 0.5, cos_threshold: float = -0.95
+) -> list[tuple[int, int]]:
     """Pairs (i, j), i < j, of represented features of one instance ([d, n]) pointing opposite ways."""
     _single(W, "antipodal_pairs")
     represented = feature_norms(W) > norm_threshold
@@ -113,7 +116,9 @@ def antipodal_pairs(W: Tensor, norm_threshold: float = 0.5, cos_threshold: float
     return [(int(i), int(j)) for i, j in mask.nonzero().tolist()]
 
 
-def regular_polygon(W: Tensor, norm_threshold: float = 0.5, angle_tol: float = 10.0, norm_tol: float = 0.2) -> int | None:
+def regular_polygon(
+    W: Tensor, norm_threshold: float = 0.5, angle_tol: float = 10.0, norm_tol: float = 0.2
+) -> int | None:
     """k if the represented features of one 2-D instance ([2, n]) sit at the corners of a regular k-gon.
 
     Regular: k >= 2 represented features, the angular gaps between neighbours all within
@@ -154,7 +159,9 @@ def describe(W: Tensor, norm_threshold: float = 0.5, orth_tol: float = 0.1) -> d
     elif orthogonal:
         label = f"{len(represented)} orthogonal"
     elif polygon is not None and polygon >= 3:
-        label = {3: "triangle", 4: "square (2 antipodal pairs)", 5: "pentagon", 6: "hexagon"}.get(polygon, f"regular {polygon}-gon")
+        label = {3: "triangle", 4: "square (2 antipodal pairs)", 5: "pentagon", 6: "hexagon"}.get(
+            polygon, f"regular {polygon}-gon"
+        )
     elif pairs:
         label = f"{len(pairs)} antipodal pair{'s' if len(pairs) > 1 else ''}"
         unpaired = len(represented) - 2 * len(pairs)
@@ -187,8 +194,9 @@ def _instances(W: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------- registered analyses
-@register_analysis("feature-dimensionality")
-def feature_dimensionality_at(model: Any, hook: str, data: Any, *, scale: float = 1.0, tol: float = 0.03) -> dict[str, Any]:
+def feature_dimensionality_at(
+    model: Any, hook: str, data: Any, *, scale: float = 1.0, tol: float = 0.03
+) -> dict[str, Any]:
     """Feature dimensionality D_i and dimensions per feature D* of the features' directions at a hook.
 
     Args:
@@ -206,7 +214,6 @@ def feature_dimensionality_at(model: Any, hook: str, data: Any, *, scale: float 
     }
 
 
-@register_analysis("feature-geometry")
 def feature_geometry_at(
     model: Any, hook: str, data: Any, *, scale: float = 1.0, norm_threshold: float = 0.5, run_dir: Any = None
 ) -> dict[str, Any]:

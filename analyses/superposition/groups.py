@@ -1,4 +1,4 @@
-"""Structure of a group of features (BOWS, SPECS C): co-occurrence, cycles, Gram matrices, clusters.
+"""Structure of a group of features (BOWS, ``docs/methods/bows.md``): co-occurrence, cycles, Gram matrices, clusters.
 
 A *group* is a list of feature indices in a meaningful order (the twelve months in calendar
 order). ``W`` is ``[d, n]`` (one instance: columns are the n features' directions).
@@ -27,7 +27,6 @@ import torch
 from torch import Tensor
 
 from analyses.superposition.weights import feature_directions
-from hooked.registry import register_analysis
 from hooked.typecheck import Float, typechecked
 
 
@@ -41,7 +40,9 @@ def _ids(ids: Sequence[int] | Tensor, n: int, what: str = "group") -> Tensor:
 
 
 @typechecked
-def cooccurrence_correlation(x: Float[Tensor, "samples n"], ids: Sequence[int], only_active: bool = True) -> Float[Tensor, "k k"]:
+def cooccurrence_correlation(
+    x: Float[Tensor, "samples n"], ids: Sequence[int], only_active: bool = True
+) -> Float[Tensor, "k k"]:
     """Pearson correlation of the group's features over the samples (where any is active)."""
     idx = _ids(ids, x.shape[1], "cooccurrence_correlation")
     g = x[:, idx].double()
@@ -96,7 +97,12 @@ def cyclic_order(coords: Float[Tensor, "k 2"], n_permutations: int = 20_000, see
     g = torch.Generator().manual_seed(seed)
     null = _adjacent_fraction(torch.argsort(torch.rand(n_permutations, k, generator=g), dim=1))
     p_value = float(((null >= observed - 1e-9).sum() + 1) / (n_permutations + 1))
-    return {"sequence": sequence.tolist(), "adjacent_fraction": observed, "is_cyclic": observed == 1.0, "p_value": p_value}
+    return {
+        "sequence": sequence.tolist(),
+        "adjacent_fraction": observed,
+        "is_cyclic": observed == 1.0,
+        "p_value": p_value,
+    }
 
 
 @typechecked
@@ -112,7 +118,11 @@ def offdiag_gram_norm(W: Float[Tensor, "*batch d n"], ids: Sequence[int]) -> Flo
 def group_geometry(W: Tensor, ids: Sequence[int], cyclic: bool = True, seed: int = 0) -> dict[str, Any]:
     """PCA, cyclic test (if ``cyclic``) and Gram norm of one group in one instance ([d, n])."""
     coords, explained = unit_pca_2d(W, ids)
-    out: dict[str, Any] = {"pca_coords": coords, "pca_explained": explained, "offdiag_gram_norm": float(offdiag_gram_norm(W, ids))}
+    out: dict[str, Any] = {
+        "pca_coords": coords,
+        "pca_explained": explained,
+        "offdiag_gram_norm": float(offdiag_gram_norm(W, ids)),
+    }
     unit = W[:, list(ids)] / W[:, list(ids)].norm(dim=0, keepdim=True).clamp_min(1e-12)
     cos = unit.T @ unit
     k = len(ids)
@@ -124,13 +134,17 @@ def group_geometry(W: Tensor, ids: Sequence[int], cyclic: bool = True, seed: int
     return out
 
 
-def cluster_groups(W: Tensor, groups: Mapping[str, Sequence[int]], n_clusters: int = 20, seed: int = 0, n_shuffles: int = 200) -> dict[str, Any]:
+def cluster_groups(
+    W: Tensor, groups: Mapping[str, Sequence[int]], n_clusters: int = 20, seed: int = 0, n_shuffles: int = 200
+) -> dict[str, Any]:
     """k-means on every unit column of W ([d, n]); how well the clusters recover the forced groups."""
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
     unit = (W / W.norm(dim=0, keepdim=True).clamp_min(1e-12)).T.double().numpy()
-    labels = torch.as_tensor(KMeans(n_clusters=n_clusters, n_init=4, random_state=seed).fit_predict(unit)).long()
+    labels = torch.as_tensor(
+        KMeans(n_clusters=n_clusters, n_init=4, random_state=seed).fit_predict(unit)
+    ).long()
     names = [name for name, ids in groups.items() if len(ids) >= 2]
     idx = torch.tensor([i for name in names for i in groups[name]])
     group_of = torch.tensor([g for g, name in enumerate(names) for _ in groups[name]])
@@ -149,8 +163,15 @@ def cluster_groups(W: Tensor, groups: Mapping[str, Sequence[int]], n_clusters: i
 
 
 # ---------------------------------------------------------------------- registered analysis
-@register_analysis("group-geometry")
-def group_geometry_at(model: Any, hook: str, data: Any, *, features: list[int] = [0, 1, 2, 3, 4], cyclic: bool = True, scale: float = 1.0) -> dict[str, Any]:  # noqa: B006
+def group_geometry_at(
+    model: Any,
+    hook: str,
+    data: Any,
+    *,
+    features: list[int] = [0, 1, 2, 3, 4],
+    cyclic: bool = True,
+    scale: float = 1.0,
+) -> dict[str, Any]:
     """A feature group's geometry at a hook: 2D PCA of its unit directions, cyclic-order test, ||G - diag G||_F.
 
     Args:

@@ -1,4 +1,4 @@
-"""Constructive interference between co-active features (BOWS, SPECS C).
+"""Constructive interference between co-active features (BOWS, ``docs/methods/bows.md``).
 
 For the tied ReLU autoencoder x' = ReLU(Wᵀ W x + b) the pre-activation of feature v splits as
 
@@ -31,7 +31,6 @@ from torch import Tensor
 
 from analyses.superposition.weights import basis_inputs, feature_directions, hook_bias
 from hooked.protocol import check_hook, read_activation
-from hooked.registry import register_analysis
 from hooked.typecheck import Float, typechecked
 
 
@@ -47,7 +46,9 @@ def pre_decomposition(
 
 
 @typechecked
-def interference_stats(W: Float[Tensor, "d n"], b: Float[Tensor, " n"], x: Float[Tensor, "samples n"]) -> dict[str, float | int]:
+def interference_stats(
+    W: Float[Tensor, "d n"], b: Float[Tensor, " n"], x: Float[Tensor, "samples n"]
+) -> dict[str, float | int]:
     """How interference acts on active and inactive features of binary inputs ``x``."""
     parts = pre_decomposition(W, b, x)
     active = x > 0
@@ -61,13 +62,17 @@ def interference_stats(W: Float[Tensor, "d n"], b: Float[Tensor, " n"], x: Float
         "mean_context_inactive": float(parts["context"][~active].mean()),
         "recovered_share": float((pre_on > 0).float().mean()) if len(pre_on) else float("nan"),
         "alone_recovered_share": float((alone > 0).float().mean()) if len(alone) else float("nan"),
-        "rescued_by_context_share": float(((alone <= 0) & (pre_on > 0)).float().mean()) if len(pre_on) else float("nan"),
+        "rescued_by_context_share": float(((alone <= 0) & (pre_on > 0)).float().mean())
+        if len(pre_on)
+        else float("nan"),
         "false_positive_share": float((pre_off > 0).float().mean()),
     }
 
 
 @typechecked
-def r2_per_feature(target: Float[Tensor, "samples *rest"], pred: Float[Tensor, "samples *rest"]) -> Float[Tensor, "*rest"]:
+def r2_per_feature(
+    target: Float[Tensor, " samples *rest"], pred: Float[Tensor, " samples *rest"]
+) -> Float[Tensor, "*rest"]:
     """1 - SS_res / SS_tot per feature over the samples axis (NaN where the target does not vary)."""
     t, p = target.double(), pred.double()
     ss_res = ((t - p) ** 2).sum(dim=0)
@@ -91,13 +96,16 @@ def _like(act: Tensor, target: Tensor, hook: str) -> Tensor:
     if act.shape == target.shape:
         return act
     if act.numel() != target.numel():
-        raise ValueError(f"the activation at {hook!r} has shape {tuple(act.shape)}; a reconstruction must match the input {tuple(target.shape)}")
+        raise ValueError(
+            f"the activation at {hook!r} has shape {tuple(act.shape)}; a reconstruction must match the input {tuple(target.shape)}"
+        )
     return act.reshape(target.shape)
 
 
 # ---------------------------------------------------------------------- registered analysis
-@register_analysis("interference")
-def interference_at(model: Any, hook: str, data: Any, *, pre_hook: str = "hook_pre", out_hook: str = "hook_out") -> dict[str, Any]:
+def interference_at(
+    model: Any, hook: str, data: Any, *, pre_hook: str = "hook_pre", out_hook: str = "hook_out"
+) -> dict[str, Any]:
     """Constructive interference: pre-activation decomposition on the data, R² in context vs alone.
 
     Args:
@@ -121,7 +129,9 @@ def interference_at(model: Any, hook: str, data: Any, *, pre_hook: str = "hook_p
                 **interference_stats(w, bias, xi),
                 "r2_context_mean": float(r2_ctx[both].mean()) if both.any() else float("nan"),
                 "r2_alone_mean": float(r2_alone[both].mean()) if both.any() else float("nan"),
-                "share_better_in_context": float((r2_ctx[both] > r2_alone[both]).float().mean()) if both.any() else float("nan"),
+                "share_better_in_context": float((r2_ctx[both] > r2_alone[both]).float().mean())
+                if both.any()
+                else float("nan"),
             }
         )
     return {"hook": hook, "instances": results}

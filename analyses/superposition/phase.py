@@ -1,4 +1,4 @@
-"""The n = 2, m = 1 phase diagram of Toy Models of Superposition (SPECS E).
+"""The n = 2, m = 1 phase diagram of Toy Models of Superposition (``docs/methods/tms.md``).
 
 Two features share one hidden dimension: feature 0 with importance 1 and the "extra" feature 1
 with relative importance r; both have the same density 1 - S. A trained W = [w_0, w_1]
@@ -43,7 +43,9 @@ def classify(W: Float[Tensor, "*batch 1 2"], threshold: float = 0.5) -> Int[Tens
     return phase
 
 
-def phase_summary(phases: Tensor, densities: Tensor, importances: Tensor, W: Tensor | None = None) -> dict[str, Any]:
+def phase_summary(
+    phases: Tensor, densities: Tensor, importances: Tensor, W: Tensor | None = None
+) -> dict[str, Any]:
     """What a grid of phases (``[importance, density]``) shows.
 
     Returns the fraction of cells in each phase, the phases at the densest and the sparsest
@@ -51,13 +53,20 @@ def phase_summary(phases: Tensor, densities: Tensor, importances: Tensor, W: Ten
     given) and, per importance row, the densest density at which superposition appears.
     """
     if phases.shape != (len(importances), len(densities)):
-        raise ValueError(f"phase_summary: phases {tuple(phases.shape)} does not match [{len(importances)}, {len(densities)}]")
+        raise ValueError(
+            f"phase_summary: phases {tuple(phases.shape)} does not match [{len(importances)}, {len(densities)}]"
+        )
     order = torch.argsort(densities, descending=True)  # densest first
     dense_col, sparse_col = phases[:, order[0]], phases[:, order[-1]]
     onset = []
     for r, row in zip(importances.tolist(), phases[:, order]):
         sup = (row == SUPERPOSITION).nonzero().flatten()
-        onset.append({"relative_importance": r, "superposition_from_density": float(densities[order][sup[0]]) if len(sup) else None})
+        onset.append(
+            {
+                "relative_importance": r,
+                "superposition_from_density": float(densities[order][sup[0]]) if len(sup) else None,
+            }
+        )
     out: dict[str, Any] = {
         "fractions": {PHASE_NAMES[k]: float((phases == k).float().mean()) for k in PHASE_NAMES},
         "densest_column": {PHASE_NAMES[k]: int((dense_col == k).sum()) for k in PHASE_NAMES},

@@ -58,8 +58,23 @@ def dimensionality_figure(inv_density: Tensor, d_star: Tensor, D: Tensor, fracti
         ax.text(x.max() * 1.08, float(f), str(f), va="center", fontsize=8, color="0.4")
     rng = np.random.default_rng(0)
     jitter = np.exp(rng.uniform(-0.04, 0.04, size=D.shape))
-    ax.scatter((x[:, None] * jitter).ravel(), D.ravel(), s=3, alpha=0.35, color="tab:blue", label="$D_i$ (each feature)")
-    ax.plot(x, d_star.detach().cpu().numpy(), color="black", lw=1.8, marker="o", ms=3, label="$D^* = m/\\|W\\|_F^2$")
+    ax.scatter(
+        (x[:, None] * jitter).ravel(),
+        D.ravel(),
+        s=3,
+        alpha=0.35,
+        color="tab:blue",
+        label="$D_i$ (each feature)",
+    )
+    ax.plot(
+        x,
+        d_star.detach().cpu().numpy(),
+        color="black",
+        lw=1.8,
+        marker="o",
+        ms=3,
+        label="$D^* = m/\\|W\\|_F^2$",
+    )
     ax.set_xscale("log")
     ax.set_xlabel("1 / (1 - S)   (inverse feature density)")
     ax.set_ylabel("dimensions per feature")
@@ -86,7 +101,13 @@ def phase_figure(phases: Tensor, densities: Tensor, importances: Tensor, names: 
     ax.set_xlabel("feature density 1 - S")
     ax.set_ylabel("relative importance of the extra feature")
     present = sorted(set(phases.flatten().tolist()))
-    ax.legend(handles=[Patch(color=palette[k], label=names[k]) for k in present], fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2)
+    ax.legend(
+        handles=[Patch(color=palette[k], label=names[k]) for k in present],
+        fontsize=7,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        ncol=2,
+    )
     fig.tight_layout()
     return fig
 
@@ -101,7 +122,9 @@ def _edges(values: np.ndarray) -> np.ndarray:
     return np.exp(np.concatenate([[first], mid, [last]]))
 
 
-def gram_grid_figure(corr: Tensor, grams: dict, weight_decays: Sequence[float], latents: Sequence[int], title: str) -> Any:
+def gram_grid_figure(
+    corr: Tensor, grams: dict, weight_decays: Sequence[float], latents: Sequence[int], title: str
+) -> Any:
     """Rows: weight decays; columns: the data's correlation matrix, then WᵀW/||W||² per latent size."""
     plt = _plt()
     from matplotlib.colors import TwoSlopeNorm
@@ -130,7 +153,9 @@ def gram_grid_figure(corr: Tensor, grams: dict, weight_decays: Sequence[float], 
     return fig
 
 
-def synthetic_summary_figure(rows: Sequence[dict], kinds: Sequence[str], weight_decays: Sequence[float]) -> Any:
+def synthetic_summary_figure(
+    rows: Sequence[dict], kinds: Sequence[str], weight_decays: Sequence[float]
+) -> Any:
     """Gram-vs-correlation similarity and constructive share against latent size, per data kind and weight decay."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -138,7 +163,9 @@ def synthetic_summary_figure(rows: Sequence[dict], kinds: Sequence[str], weight_
     styles = ["-", "--", ":", "-."]
     for kind in kinds:
         for s, wd in enumerate(weight_decays):
-            sel = sorted((r for r in rows if r["kind"] == kind and r["weight_decay"] == wd), key=lambda r: r["latent"])
+            sel = sorted(
+                (r for r in rows if r["kind"] == kind and r["weight_decay"] == wd), key=lambda r: r["latent"]
+            )
             L = [r["latent"] for r in sel]
             kw = dict(color=colors[kind], ls=styles[s % len(styles)], marker="o", ms=2.5, lw=1.3)
             axes[0].plot(L, [r["gram_corr_similarity"] for r in sel], label=f"{kind}, wd={wd:g}", **kw)
@@ -185,7 +212,10 @@ def months_pca_figure(panels: Sequence[tuple[str, Tensor, dict]], labels: Sequen
         ax.set_aspect("equal", adjustable="datalim")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"{title}\n{cyc['adjacent_fraction']:.2f} of neighbours adjacent (p={cyc['p_value']:.2g})", fontsize=8)
+        ax.set_title(
+            f"{title}\n{cyc['adjacent_fraction']:.2f} of neighbours adjacent (p={cyc['p_value']:.2g})",
+            fontsize=8,
+        )
     fig.tight_layout()
     return fig
 

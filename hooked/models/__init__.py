@@ -1,6 +1,7 @@
 """Hooked models: each is a :class:`~hooked.HookedModule` with named hook points.
 
-* :class:`ToyReLU`: the toy ReLU model of superposition (many instances at once).
+* :class:`ToyReLU`: the toy ReLU model of superposition (many instances at once), its data
+  (:func:`sparse_uniform`) and batched training (:func:`train_instances`).
 * :class:`HookedGRU`, :class:`HookedLSTM`: drop-in ``nn.GRU`` / ``nn.LSTM`` with per-step hook points.
 * :class:`RepeatModel`: the onion paper's repeat-task model (one GRU/LSTM as encoder and decoder).
 * :class:`Autoencoder`: MLP autoencoders with a chosen activation (the spotlight resonance study).
@@ -14,7 +15,8 @@
 from hooked.models.autoencoder import Autoencoder, load_digits, train_autoencoder
 from hooked.models.repeat import RepeatModel, make_repeat_data, train_repeat
 from hooked.models.rnn import HookedGRU, HookedLSTM
-from hooked.models.toy_relu import ToyReLU, sparse_features, train_toy_relu, weighted_mse
+from hooked.models.toy_relu import ToyReLU, sparse_uniform, weighted_mse
+from hooked.models.toy_relu_training import train_instances
 from hooked.models.zoo import Zoo, ZooLSTM, build_zoo
 
 __all__ = [
@@ -28,9 +30,9 @@ __all__ = [
     "build_zoo",
     "load_digits",
     "make_repeat_data",
-    "sparse_features",
+    "sparse_uniform",
     "train_autoencoder",
     "train_repeat",
-    "train_toy_relu",
+    "train_instances",
     "weighted_mse",
 ]

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
-from hooked.registry import register_model
+from hooked.rotations import random_orthonormal
 from hooked.typecheck import Float, typechecked
 
 ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid", "isotanh", "linear")
@@ -54,13 +54,6 @@ _FUNCTIONS = {
     "isotanh": iso_tanh,
     "linear": lambda x: x,
 }
-
-
-def random_rotation(dim: int, seed: int) -> Tensor:
-    """A Haar-random orthogonal matrix (float32) from ``seed``; rows are the rotated basis."""
-    g = torch.Generator().manual_seed(seed)
-    q, r = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))
-    return (q * torch.sign(torch.diagonal(r))[None, :]).T.contiguous().float()
 
 
 class Autoencoder(HookedModule):
@@ -105,19 +98,32 @@ class Autoencoder(HookedModule):
             rots = [rotation_seed] * len(acts)
         self.activations, self.rotation_seeds = acts, rots
         self.config = dict(
-            d_in=d_in, d_hidden=d_hidden, d_bottleneck=d_bottleneck,
+            d_in=d_in,
+            d_hidden=d_hidden,
+            d_bottleneck=d_bottleneck,
             activation=activation if self.single else acts,
-            rotation_seed=rotation_seed if self.single or not isinstance(rotation_seed, (list, tuple)) else rots,
+            rotation_seed=rotation_seed
+            if self.single or not isinstance(rotation_seed, (list, tuple))
+            else rots,
             seed=seed,
         )
         m = len(acts)
         g = torch.Generator().manual_seed(seed)
         sizes = [(d_hidden, d_in), (d_bottleneck, d_hidden), (d_hidden, d_bottleneck), (d_in, d_hidden)]
-        self.weights = nn.ParameterList(nn.Parameter(torch.randn(m, o, i, generator=g) / i**0.5) for o, i in sizes)
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.randn(m, o, i, generator=g) / i**0.5) for o, i in sizes
+        )
         self.biases = nn.ParameterList(nn.Parameter(torch.zeros(m, o)) for o, _ in sizes)
         eye = torch.eye(d_bottleneck)
-        self.register_buffer("rotation", torch.stack([eye if s is None else random_rotation(d_bottleneck, s) for s in rots]))
-        self._groups = {a: torch.tensor([k for k, b in enumerate(acts) if b == a]) for a in dict.fromkeys(acts)}
+        self.register_buffer(
+            "rotation",
+            torch.stack(
+                [eye if s is None else random_orthonormal(d_bottleneck, s, dtype=torch.float32) for s in rots]
+            ),
+        )
+        self._groups = {
+            a: torch.tensor([k for k, b in enumerate(acts) if b == a]) for a in dict.fromkeys(acts)
+        }
         self._rotated = any(s is not None for s in rots)
         self.hook_enc = HookPoint()
         self.hook_pre = HookPoint()
@@ -149,13 +155,17 @@ class Autoencoder(HookedModule):
         return torch.einsum("moi,bmi->bmo", self.weights[k], x) + self.biases[k]
 
     @typechecked
-    def forward(self, x: Float[Tensor, "batch d_in"]) -> Float[Tensor, "batch d_in"] | Float[Tensor, "batch instances d_in"]:
+    def forward(
+        self, x: Float[Tensor, "batch d_in"]
+    ) -> Float[Tensor, "batch d_in"] | Float[Tensor, "batch instances d_in"]:
         """Reconstructions of x ([batch, d_in]): [batch, d_in], or [batch, instance, d_in] for a list."""
         h = x[:, None, :].expand(-1, self.n_instances, -1)
         h = self._hook(self.hook_enc, self._act(self._linear(0, h)))
         z = self._hook(self.hook_pre, self._linear(1, h))
         if self._rotated:
-            code = torch.einsum("mji,bmj->bmi", self.rotation, self._act(torch.einsum("mij,bmj->bmi", self.rotation, z)))
+            code = torch.einsum(
+                "mji,bmj->bmi", self.rotation, self._act(torch.einsum("mij,bmj->bmi", self.rotation, z))
+            )
         else:
             code = self._act(z)
         code = self._hook(self.hook_bottleneck, code)
@@ -167,9 +177,13 @@ class Autoencoder(HookedModule):
         if not 0 <= k < self.n_instances:
             raise IndexError(f"instance {k} out of range 0..{self.n_instances - 1}")
         c = self.config
-        one = Autoencoder(c["d_in"], c["d_hidden"], c["d_bottleneck"], self.activations[k], self.rotation_seeds[k])
+        one = Autoencoder(
+            c["d_in"], c["d_hidden"], c["d_bottleneck"], self.activations[k], self.rotation_seeds[k]
+        )
         with torch.no_grad():
-            for mine, theirs in zip(list(self.weights) + list(self.biases), list(one.weights) + list(one.biases)):
+            for mine, theirs in zip(
+                list(self.weights) + list(self.biases), list(one.weights) + list(one.biases)
+            ):
                 theirs.copy_(mine[k : k + 1])
             one.rotation.copy_(self.rotation[k : k + 1])
         return one.to(self.rotation.device)
@@ -210,7 +224,12 @@ def train_autoencoder(
         raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
     g = torch.Generator().manual_seed(seed)
     losses = torch.zeros(epochs, model.n_instances)
-    bar = tqdm(range(epochs), desc=progress if isinstance(progress, str) else "autoencoders", disable=not progress, leave=False)
+    bar = tqdm(
+        range(epochs),
+        desc=progress if isinstance(progress, str) else "autoencoders",
+        disable=not progress,
+        leave=False,
+    )
     model.train()
     for epoch in bar:
         order = torch.randperm(x.shape[0], generator=g)
@@ -231,9 +250,13 @@ def train_autoencoder(
     return losses
 
 
-@register_model("digits-ae")
 def digits_autoencoder(
-    *, activation: str = "relu", d_hidden: int = 128, d_bottleneck: int = 16, rotation_seed: int | None = None, seed: int = 0
+    *,
+    activation: str = "relu",
+    d_hidden: int = 128,
+    d_bottleneck: int = 16,
+    rotation_seed: int | None = None,
+    seed: int = 0,
 ) -> tuple[Autoencoder, Tensor]:
     """MLP autoencoder on the 8x8 digits (untrained unless --checkpoint; `hooked repro spotlight` trains them).
 

@@ -12,12 +12,9 @@ from typing import Any, Literal
 
 import torch
 
-from hooked.registry import register_model
-
 EXAMPLE_PROMPT = "The Eiffel Tower is in the city of"
 
 
-@register_model("smollm2-135m")
 def smollm2_135m(
     *, backend: Literal["bridge", "wrap"] = "bridge", prompt: str = EXAMPLE_PROMPT, dtype: str = "float32"
 ) -> tuple[Any, torch.Tensor]:
@@ -34,7 +31,6 @@ def smollm2_135m(
     return model, lm.to_tokens(model, prompt)
 
 
-@register_model("tiny-llama")
 def tiny_llama(
     *, layers: int = 2, d_model: int = 32, vocab: int = 64, seq: int = 6, batch: int = 2, seed: int = 0
 ) -> tuple[Any, torch.Tensor]:
@@ -57,7 +53,7 @@ def tiny_llama(
 
 def tiny_llama_hf(*, layers: int = 2, d_model: int = 32, vocab: int = 64, seed: int = 0) -> Any:
     """The transformers ``LlamaForCausalLM`` behind ``tiny-llama``, in eval mode."""
-    from hooked.lm import _import_transformers
+    from hooked.lm.loading import _import_transformers
 
     transformers = _import_transformers()
     config = transformers.LlamaConfig(

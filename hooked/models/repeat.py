@@ -1,4 +1,4 @@
-"""The repeat task of the onion-representation paper (SPECS A): data, model, training, accuracy.
+"""The repeat task of the onion-representation paper (``docs/methods/onion.md``): data, model, training, accuracy.
 
 One recurrent layer reads a token sequence x_1..x_L; the *same* layer and embedding then continue
 from the final state as a decoder that must output x_1..x_L again. Decoder inputs are
@@ -30,7 +30,6 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
 from hooked.models.rnn import HookedGRU, HookedLSTM
-from hooked.registry import register_model
 from hooked.typecheck import Bool, Float, Int, typechecked
 
 Cell = Literal["gru", "lstm"]
@@ -59,7 +58,10 @@ class RepeatSplit:
 
     def batches(self, batch_size: int) -> list[tuple[Tensor, Tensor]]:
         """The whole split in order, as batches."""
-        return [self.batch(torch.arange(i, min(i + batch_size, len(self)))) for i in range(0, len(self), batch_size)]
+        return [
+            self.batch(torch.arange(i, min(i + batch_size, len(self))))
+            for i in range(0, len(self), batch_size)
+        ]
 
     def keys(self, n_symbols: int) -> Tensor:
         return sequence_keys(self.tokens, self.lengths, n_symbols)
@@ -78,14 +80,18 @@ def sequence_keys(tokens: Tensor, lengths: Tensor, n_symbols: int) -> Tensor:
     return (digits * (n_symbols + 1) ** pos).sum(dim=1)
 
 
-def _candidates(n: int, n_symbols: int, min_len: int, max_len: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+def _candidates(
+    n: int, n_symbols: int, min_len: int, max_len: int, g: torch.Generator
+) -> tuple[Tensor, Tensor]:
     lengths = torch.randint(min_len, max_len + 1, (n,), generator=g)
     tokens = torch.randint(n_symbols, (n, max_len), generator=g)
     tokens = torch.where(torch.arange(max_len)[None, :] < lengths[:, None], tokens, 0)
     return tokens, lengths
 
 
-def _dedupe(tokens: Tensor, lengths: Tensor, keys: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+def _dedupe(
+    tokens: Tensor, lengths: Tensor, keys: Tensor, g: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
     """Unique sequences, in random order."""
     _, inverse = torch.unique(keys, return_inverse=True)
     first = torch.full((int(inverse.max()) + 1,), keys.numel(), dtype=torch.long)
@@ -111,10 +117,14 @@ def sample_unique(
     g = generator or torch.Generator().manual_seed(0)
     caps = None
     if max_fraction_per_length is not None:
-        caps = torch.tensor([0] * min_len + [int(n_symbols**k * max_fraction_per_length) for k in range(min_len, max_len + 1)])
+        caps = torch.tensor(
+            [0] * min_len + [int(n_symbols**k * max_fraction_per_length) for k in range(min_len, max_len + 1)]
+        )
     possible = sum(n_symbols**k for k in range(min_len, max_len + 1)) if caps is None else int(caps.sum())
     if possible - (0 if exclude is None else exclude.numel()) < n:
-        raise ValueError(f"sample_unique: only {possible} sequences of lengths {min_len}..{max_len} exist; asked for {n}")
+        raise ValueError(
+            f"sample_unique: only {possible} sequences of lengths {min_len}..{max_len} exist; asked for {n}"
+        )
     tokens = torch.zeros(0, max_len, dtype=torch.long)
     lengths = torch.zeros(0, dtype=torch.long)
     for _ in range(max_rounds):
@@ -160,7 +170,7 @@ def make_repeat_data(
     n_valid: int = 5000,
     seed: int = 0,
 ) -> RepeatData:
-    """The task's data (SPECS A): ``n_valid`` held-out sequences (at most 20% of any length's
+    """The task's data (``docs/methods/onion.md``): ``n_valid`` held-out sequences (at most 20% of any length's
     possible sequences), then ``n_train`` distinct training sequences none of which is held out."""
     if not 1 <= min_len <= max_len:
         raise ValueError(f"make_repeat_data: need 1 <= min_len <= max_len, got {min_len}, {max_len}")
@@ -195,7 +205,13 @@ class RepeatModel(HookedModule):
         super().__init__()
         if cell not in ("gru", "lstm"):
             raise ValueError(f"RepeatModel: cell must be 'gru' or 'lstm', got {cell!r}")
-        self.config = dict(cell=cell, hidden_size=hidden_size, n_symbols=n_symbols, embedding_size=embedding_size, no_input=no_input)
+        self.config = dict(
+            cell=cell,
+            hidden_size=hidden_size,
+            n_symbols=n_symbols,
+            embedding_size=embedding_size,
+            no_input=no_input,
+        )
         e = embedding_size or hidden_size
         self.cell, self.n_symbols, self.no_input = cell, n_symbols, no_input
         self.sos, self.noi = n_symbols, n_symbols + 1
@@ -257,7 +273,9 @@ def _valid(lengths: Tensor | None, batch: int, steps: int, device: torch.device)
 
 @typechecked
 def sequence_loss(
-    logits: Float[Tensor, "batch time symbols"], target: Int[Tensor, "batch time"], lengths: Int[Tensor, " batch"] | None = None
+    logits: Float[Tensor, "batch time symbols"],
+    target: Int[Tensor, "batch time"],
+    lengths: Int[Tensor, " batch"] | None = None,
 ) -> Float[Tensor, ""]:
     """Cross-entropy averaged over the positions inside each row's length."""
     valid = _valid(lengths, *target.shape, target.device)
@@ -266,7 +284,9 @@ def sequence_loss(
 
 @typechecked
 def exact_match(
-    logits: Float[Tensor, "batch time symbols"], target: Int[Tensor, "batch time"], lengths: Int[Tensor, " batch"] | None = None
+    logits: Float[Tensor, "batch time symbols"],
+    target: Int[Tensor, "batch time"],
+    lengths: Int[Tensor, " batch"] | None = None,
 ) -> Bool[Tensor, " batch"]:
     """Per row: every position inside its length predicted (argmax) correctly."""
     valid = _valid(lengths, *target.shape, target.device)
@@ -316,7 +336,12 @@ def train_repeat(
     every = max(1, steps // 100)
     history: dict[str, list] = {"step": [], "loss": [], "eval_step": [], "valid_accuracy": []}
     model.train()
-    bar = tqdm(range(steps), desc=progress if isinstance(progress, str) else "repeat task", disable=not progress, leave=False)
+    bar = tqdm(
+        range(steps),
+        desc=progress if isinstance(progress, str) else "repeat task",
+        disable=not progress,
+        leave=False,
+    )
     with disabled():  # shape checks cost more than these tiny steps on a CPU
         for step in bar:
             x, lengths = data.train.sample(batch_size, g)
@@ -341,7 +366,9 @@ def train_repeat(
 
 
 # ---------------------------------------------------------------------- registered models
-def _example(cell: Cell, hidden_size: int, no_input: bool, batch_size: int, seed: int) -> tuple[RepeatModel, tuple[Tensor, Tensor]]:
+def _example(
+    cell: Cell, hidden_size: int, no_input: bool, batch_size: int, seed: int
+) -> tuple[RepeatModel, tuple[Tensor, Tensor]]:
     torch.manual_seed(seed)
     model = RepeatModel(cell, hidden_size, no_input=no_input)
     g = torch.Generator().manual_seed(seed)
@@ -349,8 +376,9 @@ def _example(cell: Cell, hidden_size: int, no_input: bool, batch_size: int, seed
     return model, split.batch(torch.arange(batch_size))
 
 
-@register_model("repeat-gru")
-def repeat_gru(*, hidden_size: int = 64, no_input: bool = False, batch_size: int = 16, seed: int = 0) -> tuple[RepeatModel, tuple[Tensor, Tensor]]:
+def repeat_gru(
+    *, hidden_size: int = 64, no_input: bool = False, batch_size: int = 16, seed: int = 0
+) -> tuple[RepeatModel, tuple[Tensor, Tensor]]:
     """The onion paper's repeat-task GRU (untrained unless --checkpoint), on random sequences.
 
     Args:
@@ -362,8 +390,9 @@ def repeat_gru(*, hidden_size: int = 64, no_input: bool = False, batch_size: int
     return _example("gru", hidden_size, no_input, batch_size, seed)
 
 
-@register_model("repeat-lstm")
-def repeat_lstm(*, hidden_size: int = 64, no_input: bool = False, batch_size: int = 16, seed: int = 0) -> tuple[RepeatModel, tuple[Tensor, Tensor]]:
+def repeat_lstm(
+    *, hidden_size: int = 64, no_input: bool = False, batch_size: int = 16, seed: int = 0
+) -> tuple[RepeatModel, tuple[Tensor, Tensor]]:
     """The repeat-task model with an LSTM (memory = [h; c]), untrained unless --checkpoint.
 
     Args:
@@ -373,4 +402,3 @@ def repeat_lstm(*, hidden_size: int = 64, no_input: bool = False, batch_size: in
         seed: seed for weights and data.
     """
     return _example("lstm", hidden_size, no_input, batch_size, seed)
-

@@ -40,7 +40,7 @@ in one matmul).
 Reading and editing hooks combine: edits split the sequence into fused segments, reads are handed
 over segment by segment, in step order. Backward hooks count as editing (the gradient must flow
 through the hooked tensor). Outputs agree with the plain PyTorch module to float tolerance in every
-mode (tests/test_rnn.py); with dropout between layers, masks are drawn per layer (same
+mode (tests/models/test_rnn.py); with dropout between layers, masks are drawn per layer (same
 distribution as PyTorch, not the same random numbers).
 """
 
@@ -50,7 +50,7 @@ from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, _VF, nn
+from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from hooked.hook_point import HookPoint
@@ -139,7 +139,9 @@ class _HookedRNN(HookedModule):
                 x = x.transpose(0, 1)
             lengths = None
         if x.shape[-1] != self.input_size:
-            raise ValueError(f"{kind}: input has {x.shape[-1]} features, expected input_size={self.input_size}")
+            raise ValueError(
+                f"{kind}: input has {x.shape[-1]} features, expected input_size={self.input_size}"
+            )
         state0 = self._initial_state(hx, x, batched)
 
         layer_in = x
@@ -239,7 +241,9 @@ class _HookedRNN(HookedModule):
                 seg_out, seg_state = self._fused(layer, x[:, start:s], state, seg_len)
                 wanted = range(start, s) if read is None else sorted(t for t in read if start <= t < s)
                 if wanted:
-                    self._hand_over(layer, x[:, start:s], state, seg_out, seg_state, seg_len, start, wanted, offset)
+                    self._hand_over(
+                        layer, x[:, start:s], state, seg_out, seg_state, seg_len, start, wanted, offset
+                    )
                 outs.append(seg_out)
                 state = seg_state
             if s < steps:
@@ -331,10 +335,14 @@ class _HookedRNN(HookedModule):
     def _vf(self, x: Tensor, batch_sizes: Tensor | None, hx: tuple[Tensor, ...], w: list[Tensor]) -> tuple:
         raise NotImplementedError
 
-    def _cell(self, layer: int, xw: Tensor, state: tuple[Tensor, ...], valid: Tensor | None, step: int) -> tuple:
+    def _cell(
+        self, layer: int, xw: Tensor, state: tuple[Tensor, ...], valid: Tensor | None, step: int
+    ) -> tuple:
         raise NotImplementedError
 
-    def _fused_cell(self, layer: int, x: Tensor, state: tuple[Tensor, ...], valid: Tensor | None, step: int) -> tuple:
+    def _fused_cell(
+        self, layer: int, x: Tensor, state: tuple[Tensor, ...], valid: Tensor | None, step: int
+    ) -> tuple:
         raise NotImplementedError
 
     def _all_gates(self, layer: int, x: Tensor, h_prev: Tensor) -> dict[str, Tensor]:
@@ -374,11 +382,25 @@ class HookedGRU(_HookedRNN, nn.GRU):
         dtype: Any = None,
     ):
         nn.GRU.__init__(
-            self, input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
-            dropout=dropout, bidirectional=bidirectional, device=device, dtype=dtype,
+            self,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            device=device,
+            dtype=dtype,
         )
-        config = dict(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, bias=bias,
-                      batch_first=batch_first, dropout=dropout)
+        config = dict(
+            input_size=input_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+        )
         self._setup("HookedGRU", config)
 
     def _vf(self, x, batch_sizes, hx, w):
@@ -452,11 +474,26 @@ class HookedLSTM(_HookedRNN, nn.LSTM):
         dtype: Any = None,
     ):
         nn.LSTM.__init__(
-            self, input_size, hidden_size, num_layers, bias=bias, batch_first=batch_first,
-            dropout=dropout, bidirectional=bidirectional, proj_size=proj_size, device=device, dtype=dtype,
+            self,
+            input_size,
+            hidden_size,
+            num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+            bidirectional=bidirectional,
+            proj_size=proj_size,
+            device=device,
+            dtype=dtype,
         )
-        config = dict(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, bias=bias,
-                      batch_first=batch_first, dropout=dropout)
+        config = dict(
+            input_size=input_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            bias=bias,
+            batch_first=batch_first,
+            dropout=dropout,
+        )
         self._setup("HookedLSTM", config)
 
     def _vf(self, x, batch_sizes, hx, w):
@@ -490,7 +527,9 @@ class HookedLSTM(_HookedRNN, nn.LSTM):
     def _fused_cell(self, layer, x, state, valid, step):
         c, h = state
         w = self._weights(layer)
-        h_new, c_new = torch.lstm_cell(x, (h, c), w[0], w[1], w[2] if self.bias else None, w[3] if self.bias else None)
+        h_new, c_new = torch.lstm_cell(
+            x, (h, c), w[0], w[1], w[2] if self.bias else None, w[3] if self.bias else None
+        )
         if valid is not None:
             c_new = torch.where(valid, c_new, c)
             h_new = torch.where(valid, h_new, h)
@@ -499,7 +538,9 @@ class HookedLSTM(_HookedRNN, nn.LSTM):
 
     def _all_gates(self, layer, x, h_prev):
         w = self._weights(layer)
-        gates = F.linear(x, w[0], w[2] if self.bias else None) + F.linear(h_prev, w[1], w[3] if self.bias else None)
+        gates = F.linear(x, w[0], w[2] if self.bias else None) + F.linear(
+            h_prev, w[1], w[3] if self.bias else None
+        )
         i, f, g, o = gates.chunk(4, dim=-1)
         return {"i": torch.sigmoid(i), "f": torch.sigmoid(f), "g": torch.tanh(g), "o": torch.sigmoid(o)}
 

@@ -1,26 +1,25 @@
 """The toy ReLU model of superposition, hooked: x' = ReLU(Wᵀ W x + b).
 
 ``ToyReLU`` holds ``n_instances`` independent models in one set of stacked parameters, so a
-sweep over sparsity or importance trains as one batched computation (SPECS E). The same tied
-autoencoder with one instance and binary bag-of-words inputs is the BOWS model (SPECS C).
+sweep over sparsity or importance trains as one batched computation (``docs/methods/tms.md``).
+The same tied autoencoder with one instance and binary bag-of-words inputs is the BOWS model
+(``docs/methods/bows.md``).
 
 Hook points: ``hook_hidden`` (the code h = W x, [batch, instance, d_hidden]), ``hook_pre`` (the
 pre-activation output Wᵀ h + b) and ``hook_out`` (after the ReLU), both [batch, instance,
-n_features]. This module also has the synthetic sparse data and the importance-weighted training
-loop of the paper.
+n_features]. This module also has the paper's synthetic sparse data and its loss; the batched
+training loop is :mod:`hooked.models.toy_relu_training`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
-from hooked.registry import register_model
 from hooked.typecheck import Float, typechecked
 
 
@@ -48,7 +47,9 @@ class ToyReLU(HookedModule):
         for arg, v in (("n_features", n_features), ("d_hidden", d_hidden), ("n_instances", n_instances)):
             if not isinstance(v, int) or v < 1:
                 raise ValueError(f"ToyReLU: {arg} must be a positive int, got {v!r}")
-        self.config = dict(n_features=n_features, d_hidden=d_hidden, n_instances=n_instances, bias=bias, seed=seed)
+        self.config = dict(
+            n_features=n_features, d_hidden=d_hidden, n_instances=n_instances, bias=bias, seed=seed
+        )
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         std = math.sqrt(2.0 / (n_features + d_hidden))
         self.W = nn.Parameter(torch.randn(n_instances, d_hidden, n_features, generator=generator) * std)
@@ -89,85 +90,40 @@ class ToyReLU(HookedModule):
 
 
 @typechecked
-def sparse_features(
+def sparse_uniform(
     batch_size: int,
-    feature_probability: Float[Tensor, "instances features"] | Float[Tensor, "instances"],
-    n_features: int | None = None,
+    density: Float[Tensor, "instances features"] | Float[Tensor, " instances"],
+    n_features: int,
     generator: torch.Generator | None = None,
 ) -> Float[Tensor, "batch instances features"]:
-    """Synthetic features: each is 0 with probability 1 - p, else uniform on [0, 1].
+    """The paper's synthetic features: 0 with probability 1 - p (p = ``density``), else uniform on [0, 1].
 
-    ``feature_probability`` is p per instance ([instances], with ``n_features``) or per
-    instance and feature ([instances, features]).
+    ``density`` is p per instance ([instances]) or per instance and feature ([instances,
+    features]). One random number per entry: u ~ U[0, 1], x = u / p where u < p, else 0.
     """
-    p = feature_probability
-    if p.dim() == 1:
-        if n_features is None:
-            raise ValueError("sparse_features: pass n_features when feature_probability is per instance")
-        p = p[:, None].expand(-1, n_features)
-    shape = (batch_size, *p.shape)
-    device = p.device
-    values = torch.rand(shape, generator=generator, device=device)
-    active = torch.rand(shape, generator=generator, device=device) < p
-    return values * active
+    p = density if density.dim() == 2 else density[:, None].expand(-1, n_features)
+    if p.shape[-1] != n_features:
+        raise ValueError(f"sparse_uniform: density has {p.shape[-1]} features, n_features is {n_features}")
+    u = torch.rand((batch_size, *p.shape), generator=generator, device=p.device)
+    return torch.where(u < p, u / p, 0.0)
 
 
-def weighted_mse(out: Tensor, x: Tensor, importance: Tensor) -> Tensor:
-    """Σ_instances mean_{batch, features} I_f (x - x')²: the paper's loss, summed over instances."""
-    return (importance * (x - out) ** 2).mean(dim=(0, 2)).sum()
+def weighted_mse(out: Tensor, x: Tensor, importance: Tensor | float = 1.0) -> Tensor:
+    """The paper's loss per instance, ``mean_{batch, features} I_f (x - x')^2``: shape [instances].
 
-
-def train_toy_relu(
-    model: ToyReLU,
-    feature_probability: Tensor,
-    importance: Tensor,
-    *,
-    steps: int = 10_000,
-    batch_size: int = 1024,
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
-    seed: int = 0,
-    data: Callable[[int, torch.Generator], Tensor] | None = None,
-    progress: bool | str = True,
-) -> list[float]:
-    """Train every instance of ``model`` at once with AdamW on the importance-weighted MSE.
-
-    Args:
-        feature_probability: p = 1 - S, [instances] or [instances, features].
-        importance: I, broadcastable to [instances, features].
-        data: optional ``fn(batch_size, generator) -> x`` replacing the sparse-feature sampler.
-    Returns:
-        the loss (summed over instances) every 1% of training.
+    ``out`` and ``x`` are [batch, instances, features]; sum the result to train all instances at once.
     """
-    from tqdm.auto import tqdm
-
-    device = model.W.device
-    generator = torch.Generator(device=device).manual_seed(seed)
-    p = feature_probability.to(device)
-    importance = importance.to(device)
-    if data is None:
-        def data(n: int, g: torch.Generator) -> Tensor:
-            return sparse_features(n, p, model.n_features, g)
-
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    losses: list[float] = []
-    every = max(1, steps // 100)
-    bar = tqdm(range(steps), desc=progress if isinstance(progress, str) else "toy relu", disable=not progress, leave=False)
-    for step in bar:
-        x = data(batch_size, generator)
-        loss = weighted_mse(model(x), x, importance)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if step % every == 0 or step == steps - 1:
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.4g}")
-    return losses
+    return (importance * (x - out) ** 2).mean(dim=(0, 2))
 
 
-@register_model("toy-relu")
 def toy_relu_example(
-    *, n_features: int = 5, d_hidden: int = 2, n_instances: int = 4, feature_probability: float = 0.1, batch_size: int = 256, seed: int = 0
+    *,
+    n_features: int = 5,
+    d_hidden: int = 2,
+    n_instances: int = 4,
+    feature_probability: float = 0.1,
+    batch_size: int = 256,
+    seed: int = 0,
 ) -> tuple[ToyReLU, Tensor]:
     """The toy model of superposition (untrained unless --checkpoint), on sparse features.
 
@@ -181,5 +137,5 @@ def toy_relu_example(
     """
     model = ToyReLU(n_features, d_hidden, n_instances, seed=seed)
     p = torch.full((n_instances,), feature_probability)
-    x = sparse_features(batch_size, p, n_features, torch.Generator().manual_seed(seed))
+    x = sparse_uniform(batch_size, p, n_features, torch.Generator().manual_seed(seed))
     return model, x

@@ -1,4 +1,4 @@
-"""Encoders of RNN weights (Herrmann, Faccio & Schmidhuber 2024; SPECS B), each a hooked model.
+"""Encoders of RNN weights (Herrmann, Faccio & Schmidhuber 2024; ``docs/methods/weight-space.md``), each a hooked model.
 
 Mechanistic encoders read the weights: :class:`FlatEncoder`, :class:`StatsEncoder`,
 :class:`TransformerEncoder`, :class:`DWSEncoder` (permutation-equivariant layers for LSTMs).
@@ -18,23 +18,27 @@ import torch
 from hooked.models.weight_encoders.base import HookedMLP, WeightEncoder
 from hooked.models.weight_encoders.dws import DWSEncoder, DWSLayer, tensor_specs
 from hooked.models.weight_encoders.emulation import (
-    Emulator,
     EmulationRun,
+    Emulator,
     embed_zoo,
     emulation_error,
     total_variation,
     train_emulation,
 )
-from hooked.models.weight_encoders.mechanistic import FlatEncoder, StatsEncoder, TransformerEncoder, layer_statistics
+from hooked.models.weight_encoders.mechanistic import (
+    FlatEncoder,
+    StatsEncoder,
+    TransformerEncoder,
+    layer_statistics,
+)
 from hooked.models.weight_encoders.probing import ProbingEncoder
 from hooked.models.zoo.lstm import LSTMLayout, init_params
-from hooked.registry import register_model
 
 ENCODERS = ("flat", "stats", "transformer", "dws", "noninteractive", "interactive")
 MECHANISTIC = ("flat", "stats", "transformer", "dws")
 FUNCTIONALIST = ("noninteractive", "interactive")
 
-# Sizes per encoder: the paper's (SPECS B and the authors' configs) and the CPU defaults.
+# Sizes per encoder: the paper's (and its authors' configs; ``docs/methods/weight-space.md``) and the CPU defaults.
 SIZES = {
     "paper": {
         "flat": dict(hidden=(128, 128, 128)),
@@ -55,9 +59,17 @@ SIZES = {
 }
 
 
-def build_encoder(name: str, layout: LSTMLayout, *, size: str = "small", probe_steps: int = 22,
-                  probe_input: str = "softmax", probe_range: tuple[float, float] = (0.0, 1.0), embed_dim: int = 16,
-                  **overrides) -> WeightEncoder:
+def build_encoder(
+    name: str,
+    layout: LSTMLayout,
+    *,
+    size: str = "small",
+    probe_steps: int = 22,
+    probe_input: str = "softmax",
+    probe_range: tuple[float, float] = (0.0, 1.0),
+    embed_dim: int = 16,
+    **overrides,
+) -> WeightEncoder:
     """An encoder by name (one of :data:`ENCODERS`) at ``size`` "small" or "paper"."""
     if size not in SIZES:
         raise ValueError(f"build_encoder: size must be one of {list(SIZES)}, got {size!r}")
@@ -65,14 +77,23 @@ def build_encoder(name: str, layout: LSTMLayout, *, size: str = "small", probe_s
         raise ValueError(f"build_encoder: unknown encoder {name!r}; choose from {ENCODERS}")
     sizes = SIZES[size]
     if name in FUNCTIONALIST:
-        kw = dict(sizes["probing"], interactive=name == "interactive", probe_steps=probe_steps, probe_input=probe_input,
-                  probe_range=probe_range)
+        kw = dict(
+            sizes["probing"],
+            interactive=name == "interactive",
+            probe_steps=probe_steps,
+            probe_input=probe_input,
+            probe_range=probe_range,
+        )
         return ProbingEncoder(layout, embed_dim=embed_dim, **{**kw, **overrides})
-    cls = {"flat": FlatEncoder, "stats": StatsEncoder, "transformer": TransformerEncoder, "dws": DWSEncoder}[name]
+    cls = {"flat": FlatEncoder, "stats": StatsEncoder, "transformer": TransformerEncoder, "dws": DWSEncoder}[
+        name
+    ]
     return cls(layout, embed_dim=embed_dim, **{**sizes[name], **overrides})
 
 
-def _register(name: str) -> None:
+def _example(name: str):
+    """The registered model ``ws-NAME``: encoder ``name`` (untrained) and a batch of random members."""
+
     def example(*, size: str = "small", members: int = 4, seed: int = 0):
         layout = LSTMLayout(6, 6, 32, 2)
         enc = build_encoder(name, layout, size=size)
@@ -81,19 +102,37 @@ def _register(name: str) -> None:
     example.__doc__ = f"""The {name} encoder of RNN weights (untrained), on random formal-language zoo members.
 
     Args:
-        size: "small" (CPU defaults) or "paper" (SPECS B sizes).
+        size: "small" (CPU defaults) or "paper" (the paper's sizes, docs/methods/weight-space.md).
         members: zoo members in the example batch.
         seed: seed of the example parameters.
     """
     example.__name__ = example.__qualname__ = f"ws_{name}"
-    register_model(f"ws-{name}")(example)
+    return example
 
 
-for _name in ENCODERS:
-    _register(_name)
+# one registered model per encoder (entry points ``ws-flat`` ... in pyproject.toml)
+ws_flat, ws_stats, ws_transformer, ws_dws, ws_noninteractive, ws_interactive = (_example(n) for n in ENCODERS)
 
 __all__ = [
-    "DWSEncoder", "DWSLayer", "ENCODERS", "EmulationRun", "Emulator", "FUNCTIONALIST", "FlatEncoder", "HookedMLP",
-    "MECHANISTIC", "ProbingEncoder", "SIZES", "StatsEncoder", "TransformerEncoder", "WeightEncoder", "build_encoder",
-    "embed_zoo", "emulation_error", "layer_statistics", "tensor_specs", "total_variation", "train_emulation",
+    "DWSEncoder",
+    "DWSLayer",
+    "ENCODERS",
+    "EmulationRun",
+    "Emulator",
+    "FUNCTIONALIST",
+    "FlatEncoder",
+    "HookedMLP",
+    "MECHANISTIC",
+    "ProbingEncoder",
+    "SIZES",
+    "StatsEncoder",
+    "TransformerEncoder",
+    "WeightEncoder",
+    "build_encoder",
+    "embed_zoo",
+    "emulation_error",
+    "layer_statistics",
+    "tensor_specs",
+    "total_variation",
+    "train_emulation",
 ]

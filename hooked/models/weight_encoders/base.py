@@ -28,7 +28,7 @@ class WeightEncoder(HookedModule):
 
     Args:
         layout: the zoo member's sizes (an :class:`LSTMLayout` or its dict).
-        embed_dim: embedding size (SPECS B: 16).
+        embed_dim: embedding size (the paper: 16).
     """
 
     family = "?"  # "mechanistic" (reads weights) or "functionalist" (runs the network)

@@ -1,5 +1,5 @@
 """Deep-weight-space (DWS) layers adapted to LSTMs: linear maps of a network's weights that commute
-with every permutation of its hidden units (SPECS B).
+with every permutation of its hidden units (``docs/methods/weight-space.md``).
 
 The weights of an L-layer LSTM with a linear head are 4L + 2 tensors. Each is viewed with the
 four gates (i, f, g, o) as channels (the head's tensors are repeated over the four channels), so
@@ -18,7 +18,7 @@ For each tensor T, a layer adds up
 
 plus learned position embeddings on the input and output axes (which are not symmetric). Every
 term commutes with hidden-unit permutations, so the layer is equivariant; the encoder's mean over
-all axes of each tensor is invariant. ``tests/test_ws_encoders.py`` checks both numerically.
+all axes of each tensor is invariant. ``tests/models/test_ws_encoders.py`` checks both numerically.
 """
 
 from __future__ import annotations
@@ -65,13 +65,6 @@ def to_channels(params: Mapping[str, Tensor], layout: LSTMLayout) -> list[Tensor
     return out
 
 
-def _pool(t: Tensor, axis: int) -> Tensor:
-    """The features of tensor ``t`` ([M, C, rows(, cols)]) indexed by ``axis``: [M, C, n]."""
-    if t.dim() == 3:
-        return t
-    return t.mean(-1) if axis == 0 else t.mean(-2)
-
-
 def _broadcast(v: Tensor, axis: int, ndim: int) -> Tensor:
     """[M, C, n] placed along ``axis`` of a [M, C, rows(, cols)] tensor."""
     if ndim == 3:
@@ -96,7 +89,10 @@ class DWSLayer(nn.Module):
         k = len(self.specs)
         sizes = {"x": layout.d_in, "y": layout.d_out}
         groups = {g for _, gs in self.specs for g in gs}
-        self.sources = {g: [(i, a) for i, (_, gs) in enumerate(self.specs) for a, gg in enumerate(gs) if gg == g] for g in groups}
+        self.sources = {
+            g: [(i, a) for i, (_, gs) in enumerate(self.specs) for a, gg in enumerate(gs) if gg == g]
+            for g in groups
+        }
         self.w_self = nn.Parameter(torch.empty(k, c_out, c_in))
         self.b_self = nn.Parameter(torch.empty(k, c_out))
         self.w_glob = nn.Parameter(torch.empty(k, c_out, c_in * k))
@@ -108,7 +104,9 @@ class DWSLayer(nn.Module):
             bound = 1 / math.sqrt(fan)
             for g in gs:
                 idx.append(len(self.w_axis))
-                self.w_axis.append(nn.Parameter(torch.empty(c_out, c_in * len(self.sources[g])).uniform_(-bound, bound)))
+                self.w_axis.append(
+                    nn.Parameter(torch.empty(c_out, c_in * len(self.sources[g])).uniform_(-bound, bound))
+                )
             self.axis_index.append(idx)
             for w in (self.w_self[i], self.b_self[i], self.w_glob[i]):
                 nn.init.uniform_(w, -bound, bound)
@@ -152,7 +150,7 @@ class DWSEncoder(WeightEncoder):
 
     Args:
         layout: the zoo member's sizes.
-        channels: channels of each DWS layer (SPECS B: 4 x 48).
+        channels: channels of each DWS layer (the paper: 4 x 48).
         hidden: hidden sizes of the MLP after pooling.
         embed_dim: embedding size.
         io_embed: learned position embeddings on the input and output axes.
@@ -160,11 +158,27 @@ class DWSEncoder(WeightEncoder):
 
     family = "mechanistic"
 
-    def __init__(self, layout, *, channels: Sequence[int] = (48, 48, 48, 48), hidden: Sequence[int] = (128,), embed_dim: int = 16, io_embed: bool = True):
+    def __init__(
+        self,
+        layout,
+        *,
+        channels: Sequence[int] = (48, 48, 48, 48),
+        hidden: Sequence[int] = (128,),
+        embed_dim: int = 16,
+        io_embed: bool = True,
+    ):
         super().__init__(layout, embed_dim)
-        self.config = dict(layout=self.layout.to_json(), channels=list(channels), hidden=list(hidden), embed_dim=embed_dim, io_embed=io_embed)
+        self.config = dict(
+            layout=self.layout.to_json(),
+            channels=list(channels),
+            hidden=list(hidden),
+            embed_dim=embed_dim,
+            io_embed=io_embed,
+        )
         sizes = [4, *channels]
-        self.layers = nn.ModuleList(DWSLayer(self.layout, sizes[i], sizes[i + 1], io_embed) for i in range(len(channels)))
+        self.layers = nn.ModuleList(
+            DWSLayer(self.layout, sizes[i], sizes[i + 1], io_embed) for i in range(len(channels))
+        )
         self.hook_pooled = HookPoint()
         self.mlp = HookedMLP([len(tensor_specs(self.layout)) * sizes[-1], *hidden, embed_dim])
 

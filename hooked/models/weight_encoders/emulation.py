@@ -1,4 +1,4 @@
-"""The self-supervised objective that trains every encoder: emulation (SPECS B).
+"""The self-supervised objective that trains every encoder: emulation (``docs/methods/weight-space.md``).
 
 An emulator LSTM receives a member's embedding at its first step and must reproduce that
 member's output distribution along one of the member's stored sequences (self-sampled strings
@@ -35,8 +35,8 @@ class Emulator(HookedModule):
         embed_dim: size of the embeddings it is conditioned on.
         d_in: input size of the emulated member.
         d_out: output size of the emulated member.
-        hidden: LSTM width (SPECS B: 256).
-        layers: LSTM layers (SPECS B: 2).
+        hidden: LSTM width (the paper: 256).
+        layers: LSTM layers (the paper: 2).
     """
 
     def __init__(self, embed_dim: int, d_in: int, d_out: int, hidden: int = 256, layers: int = 2):
@@ -51,7 +51,9 @@ class Emulator(HookedModule):
         self.hook_logp = HookPoint()
 
     @typechecked
-    def forward(self, x: Float[Tensor, "n steps d_in"], z: Float[Tensor, "n embed"]) -> Float[Tensor, "n steps d_out"]:
+    def forward(
+        self, x: Float[Tensor, "n steps d_in"], z: Float[Tensor, "n embed"]
+    ) -> Float[Tensor, "n steps d_out"]:
         inp = self.input_proj(x)
         cond = self.hook_cond(self.embed_proj(z))
         inp = torch.cat([inp[:, :1] + cond[:, None], inp[:, 1:]], dim=1)
@@ -79,7 +81,9 @@ def _batch(zoo: Zoo, member: Tensor, seqs: int, generator: torch.Generator) -> t
     return params, zoo.inputs(rows, pick).flatten(0, 1), zoo.targets(rows, pick).flatten(0, 1)
 
 
-def emulation_loss(encoder: WeightEncoder, emulator: Emulator, params: dict, x: Tensor, target: Tensor) -> Tensor:
+def emulation_loss(
+    encoder: WeightEncoder, emulator: Emulator, params: dict, x: Tensor, target: Tensor
+) -> Tensor:
     """Mean total variation of the emulation of each member's sequences (x, target: [M*seqs, ...])."""
     z = encoder(params)
     z = z.repeat_interleave(x.shape[0] // z.shape[0], dim=0)
@@ -116,7 +120,9 @@ def train_emulation(
     from tqdm.auto import tqdm
 
     if emulator is None:
-        emulator = Emulator(encoder.embed_dim, zoo.layout.d_in, zoo.layout.d_out, emulator_hidden, emulator_layers)
+        emulator = Emulator(
+            encoder.embed_dim, zoo.layout.d_in, zoo.layout.d_out, emulator_hidden, emulator_layers
+        )
     gen = torch.Generator().manual_seed(seed)
     modules = nn.ModuleList([encoder, emulator])
     opt = torch.optim.AdamW(modules.parameters(), lr=lr, weight_decay=weight_decay)
@@ -125,7 +131,12 @@ def train_emulation(
     emulator.train()
     every = max(1, steps // 100)
     started = time.perf_counter()
-    bar = tqdm(range(steps), desc=progress if isinstance(progress, str) else type(encoder).__name__, disable=not progress, leave=False)
+    bar = tqdm(
+        range(steps),
+        desc=progress if isinstance(progress, str) else type(encoder).__name__,
+        disable=not progress,
+        leave=False,
+    )
     for step in bar:
         member = torch.randint(len(zoo), (min(members, len(zoo)),), generator=gen)
         params, x, target = _batch(zoo, member, seqs, gen)
@@ -145,7 +156,9 @@ def train_emulation(
 
 
 @torch.no_grad()
-def emulation_error(encoder: WeightEncoder, emulator: Emulator, zoo: Zoo, *, seqs: int = 4, batch: int = 64) -> float:
+def emulation_error(
+    encoder: WeightEncoder, emulator: Emulator, zoo: Zoo, *, seqs: int = 4, batch: int = 64
+) -> float:
     """Mean total variation of the emulation over all members of ``zoo`` and their first ``seqs`` sequences."""
     encoder.eval()
     emulator.eval()
@@ -156,7 +169,13 @@ def emulation_error(encoder: WeightEncoder, emulator: Emulator, zoo: Zoo, *, seq
         rows = member[:, None].expand(-1, seqs)
         pick = torch.arange(seqs).expand(len(member), -1)
         params = {k: v[member] for k, v in zoo.params.items()}
-        loss = emulation_loss(encoder, emulator, params, zoo.inputs(rows, pick).flatten(0, 1), zoo.targets(rows, pick).flatten(0, 1))
+        loss = emulation_loss(
+            encoder,
+            emulator,
+            params,
+            zoo.inputs(rows, pick).flatten(0, 1),
+            zoo.targets(rows, pick).flatten(0, 1),
+        )
         total += loss.item() * len(member)
         count += len(member)
     return total / max(count, 1)

@@ -1,4 +1,4 @@
-"""The three simple mechanistic encoders: they read the weights as numbers (SPECS B).
+"""The three simple mechanistic encoders: they read the weights as numbers (``docs/methods/weight-space.md``).
 
 * :class:`FlatEncoder`: an MLP on all parameters flattened, trained with hidden-neuron
   permutation augmentation (each batch sees every member under fresh random permutations of
@@ -36,16 +36,20 @@ class FlatEncoder(WeightEncoder):
 
     Args:
         layout: the zoo member's sizes.
-        hidden: hidden layer sizes (SPECS B: 3 x 128).
+        hidden: hidden layer sizes (the paper: 3 x 128).
         embed_dim: embedding size.
         augment: permute hidden units at random while training.
     """
 
     family = "mechanistic"
 
-    def __init__(self, layout, *, hidden: Sequence[int] = (128, 128, 128), embed_dim: int = 16, augment: bool = True):
+    def __init__(
+        self, layout, *, hidden: Sequence[int] = (128, 128, 128), embed_dim: int = 16, augment: bool = True
+    ):
         super().__init__(layout, embed_dim)
-        self.config = dict(layout=self.layout.to_json(), hidden=list(hidden), embed_dim=embed_dim, augment=augment)
+        self.config = dict(
+            layout=self.layout.to_json(), hidden=list(hidden), embed_dim=embed_dim, augment=augment
+        )
         self.augment = augment
         self.hook_flat = HookPoint()
         self.mlp = HookedMLP([self.layout.n_params, *hidden, embed_dim])
@@ -59,7 +63,9 @@ class FlatEncoder(WeightEncoder):
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def layer_statistics(params: Mapping[str, Tensor], keys: Sequence[str], quantiles: Sequence[float] = QUANTILES) -> Tensor:
+def layer_statistics(
+    params: Mapping[str, Tensor], keys: Sequence[str], quantiles: Sequence[float] = QUANTILES
+) -> Tensor:
     """[M, tensors x (2 + quantiles)]: mean, variance and quantiles of each tensor, per member."""
     q = torch.tensor(quantiles, dtype=params[keys[0]].dtype, device=params[keys[0]].device)
     feats = []
@@ -95,10 +101,17 @@ def row_tokens(params: Mapping[str, Tensor], layout: LSTMLayout) -> list[Tensor]
     """Per layer [M, 4H, d_l + H + 2] rows of [W_ih | W_hh | b_ih | b_hh]; the head [M, d_out, H + 1]."""
     out = []
     for l in range(layout.layers):
-        out.append(torch.cat([
-            params[f"lstm.weight_ih_l{l}"], params[f"lstm.weight_hh_l{l}"],
-            params[f"lstm.bias_ih_l{l}"][..., None], params[f"lstm.bias_hh_l{l}"][..., None],
-        ], dim=-1))
+        out.append(
+            torch.cat(
+                [
+                    params[f"lstm.weight_ih_l{l}"],
+                    params[f"lstm.weight_hh_l{l}"],
+                    params[f"lstm.bias_ih_l{l}"][..., None],
+                    params[f"lstm.bias_hh_l{l}"][..., None],
+                ],
+                dim=-1,
+            )
+        )
     out.append(torch.cat([params["head.weight"], params["head.bias"][..., None]], dim=-1))
     return out
 
@@ -133,18 +146,34 @@ class TransformerEncoder(WeightEncoder):
 
     Args:
         layout: the zoo member's sizes.
-        d_model: token width (SPECS B: 128).
-        n_layers: transformer blocks (SPECS B: 6).
-        heads: attention heads (SPECS B: 2).
+        d_model: token width (the paper: 128).
+        n_layers: transformer blocks (the paper: 6).
+        heads: attention heads (the paper: 2).
         embed_dim: embedding size.
         augment: permute hidden units at random while training.
     """
 
     family = "mechanistic"
 
-    def __init__(self, layout, *, d_model: int = 128, n_layers: int = 6, heads: int = 2, embed_dim: int = 16, augment: bool = True):
+    def __init__(
+        self,
+        layout,
+        *,
+        d_model: int = 128,
+        n_layers: int = 6,
+        heads: int = 2,
+        embed_dim: int = 16,
+        augment: bool = True,
+    ):
         super().__init__(layout, embed_dim)
-        self.config = dict(layout=self.layout.to_json(), d_model=d_model, n_layers=n_layers, heads=heads, embed_dim=embed_dim, augment=augment)
+        self.config = dict(
+            layout=self.layout.to_json(),
+            d_model=d_model,
+            n_layers=n_layers,
+            heads=heads,
+            embed_dim=embed_dim,
+            augment=augment,
+        )
         L, H = self.layout, self.layout.hidden
         self.augment = augment
         widths = [(L.d_in if l == 0 else H) + H + 2 for l in range(L.layers)] + [H + 1]

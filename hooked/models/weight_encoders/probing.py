@@ -1,4 +1,4 @@
-"""Functionalist encoders: they learn what to ask an RNN and embed its answers (SPECS B).
+"""Functionalist encoders: they learn what to ask an RNN and embed its answers (``docs/methods/weight-space.md``).
 
 A core (a residual stack of LSTM cells) reads a BOS vector, then the target RNN's outputs on
 ``probes`` parallel probe sequences, one step at a time, then an EOS vector; its final output
@@ -37,10 +37,10 @@ class ProbingEncoder(WeightEncoder):
     Args:
         layout: the zoo member's sizes.
         interactive: decode each probe from the core's current state (else static learned probes).
-        probe_steps: probe sequence length T (SPECS B: 22 for the formal languages).
+        probe_steps: probe sequence length T (the paper: 22 for the formal languages).
         probes: parallel probe sequences P.
-        core: width of the core LSTM (SPECS B: 256).
-        core_layers: layers of the residual core (SPECS B: 2).
+        core: width of the core LSTM (the paper: 256).
+        core_layers: layers of the residual core (the paper: 2).
         hidden: hidden size of the decoder / readout MLPs.
         embed_dim: embedding size.
         probe_input: "softmax" (a distribution over input symbols) or "sigmoid" (values in
@@ -66,11 +66,27 @@ class ProbingEncoder(WeightEncoder):
     ):
         super().__init__(layout, embed_dim)
         if probe_input not in ("softmax", "sigmoid"):
-            raise ValueError(f"ProbingEncoder: probe_input must be 'softmax' or 'sigmoid', got {probe_input!r}")
-        self.config = dict(layout=self.layout.to_json(), interactive=interactive, probe_steps=probe_steps, probes=probes,
-                           core=core, core_layers=core_layers, hidden=hidden, embed_dim=embed_dim, probe_input=probe_input,
-                           probe_range=[float(probe_range[0]), float(probe_range[1])])
-        self.interactive, self.steps, self.probes, self.probe_input = interactive, probe_steps, probes, probe_input
+            raise ValueError(
+                f"ProbingEncoder: probe_input must be 'softmax' or 'sigmoid', got {probe_input!r}"
+            )
+        self.config = dict(
+            layout=self.layout.to_json(),
+            interactive=interactive,
+            probe_steps=probe_steps,
+            probes=probes,
+            core=core,
+            core_layers=core_layers,
+            hidden=hidden,
+            embed_dim=embed_dim,
+            probe_input=probe_input,
+            probe_range=[float(probe_range[0]), float(probe_range[1])],
+        )
+        self.interactive, self.steps, self.probes, self.probe_input = (
+            interactive,
+            probe_steps,
+            probes,
+            probe_input,
+        )
         self.probe_low, self.probe_high = float(probe_range[0]), float(probe_range[1])
         d_in, d_out = self.layout.d_in, self.layout.d_out
         self.cells = nn.ModuleList(nn.LSTMCell(core, core) for _ in range(core_layers))
@@ -129,4 +145,3 @@ class ProbingEncoder(WeightEncoder):
                 out = self._core_step(self._read(answer), state, t + 1)
         out = self._core_step(self.eos.expand(m, -1), state, self.steps + 1)
         return self.readout(out)
-

@@ -1,4 +1,4 @@
-"""RNN model zoos (SPECS B): many small LSTMs trained at once, stored as safetensors + JSON.
+"""RNN model zoos (``docs/methods/weight-space.md``): many small LSTMs trained at once, stored as safetensors + JSON.
 
 * :mod:`~hooked.models.zoo.lstm`: :class:`ZooLSTM` (one member, hooked) and
   :func:`stacked_lstm` (M members as one computation), hidden-unit permutations.
@@ -27,11 +27,11 @@ from hooked.models.zoo.lstm import (
 from hooked.models.zoo.store import Zoo, ZooFormatError
 from hooked.models.zoo.tasks import DigitTasks, LanguageTasks, accepts, random_language_tasks, sample_strings
 from hooked.models.zoo.train import build_zoo, snapshot_steps, train_step, train_zoo
-from hooked.registry import register_model
 
 
-@register_model("zoo-lstm")
-def zoo_lstm(*, zoo: str = "", member: int = 0, kind: str = "formal-languages", batch_size: int = 8, seed: int = 0) -> tuple[ZooLSTM, Tensor]:
+def zoo_lstm(
+    *, zoo: str = "", member: int = 0, kind: str = "formal-languages", batch_size: int = 8, seed: int = 0
+) -> tuple[ZooLSTM, Tensor]:
     """A zoo member as a hooked LSTM 2 x 32, on sequences it was evaluated on.
 
     Args:
@@ -60,7 +60,23 @@ def zoo_lstm(*, zoo: str = "", member: int = 0, kind: str = "formal-languages", 
 
 
 __all__ = [
-    "DigitTasks", "LSTMLayout", "LanguageTasks", "Zoo", "ZooFormatError", "ZooLSTM", "accepts", "build_zoo",
-    "flatten_params", "init_params", "load_member", "permute_hidden", "random_language_tasks", "random_permutations",
-    "sample_strings", "snapshot_steps", "stacked_lstm", "train_step", "train_zoo",
+    "DigitTasks",
+    "LSTMLayout",
+    "LanguageTasks",
+    "Zoo",
+    "ZooFormatError",
+    "ZooLSTM",
+    "accepts",
+    "build_zoo",
+    "flatten_params",
+    "init_params",
+    "load_member",
+    "permute_hidden",
+    "random_language_tasks",
+    "random_permutations",
+    "sample_strings",
+    "snapshot_steps",
+    "stacked_lstm",
+    "train_step",
+    "train_zoo",
 ]

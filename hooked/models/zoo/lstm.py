@@ -104,7 +104,9 @@ class ZooLSTM(HookedModule):
     ) -> Float[Tensor, "batch time d_out"] | tuple[Float[Tensor, "batch time d_out"], State]:
         """Logits for every step; ``state`` is ``(h, c)``, each [layers, batch, hidden]."""
         if x.shape[-1] != self.layout.d_in:
-            raise ValueError(f"ZooLSTM: x has {x.shape[-1]} features per step, expected d_in={self.layout.d_in}")
+            raise ValueError(
+                f"ZooLSTM: x has {x.shape[-1]} features per step, expected d_in={self.layout.d_in}"
+            )
         out, new_state = self.lstm(self.hook_in(x), state)
         logits = self.hook_logits(self.head(self.hook_lstm_out(out)))
         return (logits, new_state) if return_state else logits
@@ -142,11 +144,6 @@ def init_params(members: int, layout: LSTMLayout, generator: torch.Generator | N
         bound = 1.0 / math.sqrt(fan)
         out[k] = (torch.rand((members, *shape), generator=generator) * 2 - 1) * bound
     return out
-
-
-def zeros_state(layout: LSTMLayout, members: int, batch: int, like: Tensor) -> State:
-    z = like.new_zeros(layout.layers, members, batch, layout.hidden)
-    return z, z.clone()
 
 
 @typechecked
@@ -217,17 +214,10 @@ def flatten_params(params: Mapping[str, Tensor], layout: LSTMLayout) -> Float[Te
     return torch.cat([params[k].flatten(1) for k in layout.shapes], dim=1)
 
 
-def unflatten_params(flat: Tensor, layout: LSTMLayout) -> Params:
-    out, i = {}, 0
-    for k, shape in layout.shapes.items():
-        n = math.prod(shape)
-        out[k] = flat[:, i : i + n].reshape(flat.shape[0], *shape)
-        i += n
-    return out
-
-
 # ---------------------------------------------------------------------- symmetry
-def random_permutations(members: int, layout: LSTMLayout, generator: torch.Generator | None = None, device=None) -> list[Tensor]:
+def random_permutations(
+    members: int, layout: LSTMLayout, generator: torch.Generator | None = None, device=None
+) -> list[Tensor]:
     """One random permutation of the hidden units per layer and member: ``layers`` x [M, hidden]."""
     return [
         torch.rand(members, layout.hidden, generator=generator).argsort(dim=1).to(device)
@@ -248,7 +238,9 @@ def permute_hidden(params: Mapping[str, Tensor], perms: Sequence[Tensor]) -> Par
     for l, p in enumerate(perms):
         p = p.expand(m, -1) if p.dim() == 1 else p
         hidden = p.shape[1]
-        rows = (torch.arange(4, device=p.device)[None, :, None] * hidden + p[:, None, :]).reshape(m, 4 * hidden)
+        rows = (torch.arange(4, device=p.device)[None, :, None] * hidden + p[:, None, :]).reshape(
+            m, 4 * hidden
+        )
         for key in (f"lstm.weight_ih_l{l}", f"lstm.weight_hh_l{l}"):
             w = out[key]
             out[key] = w.gather(1, rows[:, :, None].expand(-1, -1, w.shape[2]))

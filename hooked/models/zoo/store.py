@@ -59,8 +59,10 @@ class Zoo:
         return len(self.members)
 
     def __repr__(self) -> str:
-        return (f"Zoo({self.kind!r}, {len(self)} members = {len(set(self.runs.tolist()))} runs x "
-                f"{len(set(self.steps.tolist()))} snapshots, layout={self.layout})")
+        return (
+            f"Zoo({self.kind!r}, {len(self)} members = {len(set(self.runs.tolist()))} runs x "
+            f"{len(set(self.steps.tolist()))} snapshots, layout={self.layout})"
+        )
 
     @property
     def runs(self) -> Tensor:
@@ -89,10 +91,13 @@ class Zoo:
     def subset(self, index: Tensor | Sequence[int]) -> Zoo:
         idx = torch.as_tensor(index, dtype=torch.long)
         return Zoo(
-            kind=self.kind, layout=self.layout,
+            kind=self.kind,
+            layout=self.layout,
             params={k: v[idx] for k, v in self.params.items()},
-            sequences=self.sequences[idx], logits=self.logits[idx],
-            members=[self.members[i] for i in idx.tolist()], meta=dict(self.meta),
+            sequences=self.sequences[idx],
+            logits=self.logits[idx],
+            members=[self.members[i] for i in idx.tolist()],
+            meta=dict(self.meta),
         )
 
     def inputs(self, member: Tensor, seq: Tensor) -> Tensor:
@@ -113,10 +118,17 @@ class Zoo:
         tensors["sequences"] = self.sequences
         tensors["logits"] = self.logits
         write_tensors(directory / TENSORS, tensors)
-        write_json(directory / INDEX, {
-            "format": FORMAT, "kind": self.kind, "layout": self.layout.to_json(),
-            "n_members": len(self), "meta": self.meta, "members": self.members,
-        })
+        write_json(
+            directory / INDEX,
+            {
+                "format": FORMAT,
+                "kind": self.kind,
+                "layout": self.layout.to_json(),
+                "n_members": len(self),
+                "meta": self.meta,
+                "members": self.members,
+            },
+        )
         return directory
 
     @classmethod
@@ -138,7 +150,9 @@ class Zoo:
         except (KeyError, TypeError, ValueError) as e:
             raise ZooFormatError(f"{index_path}: bad 'layout' {info['layout']!r}: {e}") from None
         if info.get("n_members") is not None and info["n_members"] != len(info["members"]):
-            raise ZooFormatError(f"{index_path}: n_members={info['n_members']} but {len(info['members'])} member records")
+            raise ZooFormatError(
+                f"{index_path}: n_members={info['n_members']} but {len(info['members'])} member records"
+            )
         tensors = read_tensors(tensor_path)
         missing = [f"params.{k}" for k in layout.shapes if f"params.{k}" not in tensors]
         missing += [k for k in ("sequences", "logits") if k not in tensors]
@@ -146,8 +160,15 @@ class Zoo:
             raise ZooFormatError(f"{tensor_path}: missing tensors {missing} (layout {layout})")
         params = {k: tensors[f"params.{k}"] for k in layout.shapes}
         try:
-            return cls(kind=info["kind"], layout=layout, params=params, sequences=tensors["sequences"],
-                       logits=tensors["logits"], members=info["members"], meta=info.get("meta", {}))
+            return cls(
+                kind=info["kind"],
+                layout=layout,
+                params=params,
+                sequences=tensors["sequences"],
+                logits=tensors["logits"],
+                members=info["members"],
+                meta=info.get("meta", {}),
+            )
         except ZooFormatError as e:
             raise ZooFormatError(f"{directory}: {e}") from None
 
@@ -172,13 +193,24 @@ def validate(zoo: Zoo) -> None:
             raise ZooFormatError(f"member record {i} must have keys {MEMBER_KEYS}, got {m!r}")
     s, lg = zoo.sequences, zoo.logits
     lang = zoo.kind == "formal-languages"
-    want_seq = "[members, S, length] integer symbols" if lang else f"[members, S, steps, {zoo.layout.d_in}] floats"
-    if s.shape[:1] != (n,) or s.dim() != (3 if lang else 4) or (lang == s.is_floating_point()) or (not lang and s.shape[-1] != zoo.layout.d_in):
-        raise ZooFormatError(f"'sequences' has shape {tuple(s.shape)} and dtype {s.dtype}, expected {want_seq} with members={n}")
+    want_seq = (
+        "[members, S, length] integer symbols" if lang else f"[members, S, steps, {zoo.layout.d_in}] floats"
+    )
+    if (
+        s.shape[:1] != (n,)
+        or s.dim() != (3 if lang else 4)
+        or (lang == s.is_floating_point())
+        or (not lang and s.shape[-1] != zoo.layout.d_in)
+    ):
+        raise ZooFormatError(
+            f"'sequences' has shape {tuple(s.shape)} and dtype {s.dtype}, expected {want_seq} with members={n}"
+        )
     steps = s.shape[2] - 1 if lang else s.shape[2]
     want = (n, s.shape[1], steps, zoo.layout.d_out)
     if tuple(lg.shape) != want or not lg.is_floating_point():
-        raise ZooFormatError(f"'logits' has shape {tuple(lg.shape)} and dtype {lg.dtype}, expected float {list(want)} "
-                             "([members, S, steps, d_out], matching 'sequences')")
+        raise ZooFormatError(
+            f"'logits' has shape {tuple(lg.shape)} and dtype {lg.dtype}, expected float {list(want)} "
+            "([members, S, steps, d_out], matching 'sequences')"
+        )
     if lang and s.numel() and (int(s.min()) < 0 or int(s.max()) >= zoo.layout.d_in):
         raise ZooFormatError(f"'sequences' holds symbol ids outside [0, {zoo.layout.d_in})")

@@ -1,4 +1,4 @@
-"""The two task families of the RNN model zoos (SPECS B), each batched over training runs.
+"""The two task families of the RNN model zoos (``docs/methods/weight-space.md``), each batched over training runs.
 
 * :class:`LanguageTasks` (zoo 1): formal languages a^n b^(n+d2) c^(n+d3) d^(n+d4) with one task
   vector d = [0, d2, d3, d4] per run. Members are generators: trained with next-token
@@ -32,7 +32,9 @@ VOCAB = 6
 
 
 # ---------------------------------------------------------------------- zoo 1: formal languages
-def random_language_tasks(runs: int, generator: torch.Generator | None = None, low: int = -3, high: int = 2) -> Tensor:
+def random_language_tasks(
+    runs: int, generator: torch.Generator | None = None, low: int = -3, high: int = 2
+) -> Tensor:
     """[runs, 4] task vectors d = [0, d2, d3, d4], d_k uniform in {low..high}."""
     d = torch.randint(low, high + 1, (runs, N_SYMBOLS - 1), generator=generator)
     return torch.cat([torch.zeros(runs, 1, dtype=torch.long), d], dim=1)
@@ -43,7 +45,9 @@ def default_length(max_n: int, high: int = 2) -> int:
     return 2 + N_SYMBOLS * max_n + (N_SYMBOLS - 1) * high
 
 
-def sample_strings(tasks: Tensor, batch: int, length: int, max_n: int, generator: torch.Generator | None = None) -> Tensor:
+def sample_strings(
+    tasks: Tensor, batch: int, length: int, max_n: int, generator: torch.Generator | None = None
+) -> Tensor:
     """Strings of each run's language: [runs, batch, length] symbol ids (BOS, symbols, EOS padding).
 
     n is uniform on {max(0, -min d) .. max_n} per string.
@@ -51,12 +55,16 @@ def sample_strings(tasks: Tensor, batch: int, length: int, max_n: int, generator
     runs = tasks.shape[0]
     min_n = (-tasks.min(dim=1).values).clamp(min=0)  # [runs]
     if (min_n > max_n).any():
-        raise ValueError(f"sample_strings: max_n={max_n} is below the smallest n some task needs ({int(min_n.max())})")
+        raise ValueError(
+            f"sample_strings: max_n={max_n} is below the smallest n some task needs ({int(min_n.max())})"
+        )
     span = (max_n - min_n + 1).float()
     n = min_n[:, None] + (torch.rand(runs, batch, generator=generator) * span[:, None]).long()
     ends = (n[..., None] + tasks[:, None, :]).cumsum(-1)  # [runs, batch, 4]
     if int(ends[..., -1].max()) > length - 2:
-        raise ValueError(f"sample_strings: length={length} cannot hold BOS + the longest string + EOS; use >= {default_length(max_n)}")
+        raise ValueError(
+            f"sample_strings: length={length} cannot hold BOS + the longest string + EOS; use >= {default_length(max_n)}"
+        )
     pos = torch.arange(length - 1)
     symbol = (pos[None, None, :, None] >= ends[:, :, None, :]).sum(-1)  # 0..4; 4 = past the end
     symbol = torch.where(symbol == N_SYMBOLS, EOS, symbol)
@@ -83,14 +91,16 @@ def accepts(tasks: Tensor, strings: Tensor) -> Tensor:
 
 
 def language_entropy(tasks: Tensor) -> Tensor:
-    """The split criterion of SPECS B: entropy of (1 + d - min d) normalised to a distribution."""
+    """The split criterion of the paper: entropy of (1 + d - min d) normalised to a distribution."""
     t = (1 + tasks - tasks.min(dim=-1, keepdim=True).values).float()
     p = t / t.sum(-1, keepdim=True)
     return -(p * (p + 1e-6).log()).sum(-1)
 
 
 @torch.no_grad()
-def sample_from_members(params: Mapping[str, Tensor], n: int, length: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def sample_from_members(
+    params: Mapping[str, Tensor], n: int, length: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Let every member generate ``n`` strings from BOS: ([M, n, length] symbols, [M, n, length-1, 6] log-probs)."""
     m = params["head.weight"].shape[0]
     token = torch.full((m, n), BOS)
@@ -112,19 +122,29 @@ class LanguageTasks:
         tasks: [runs, 4] task vectors d (first entry 0).
         max_n: largest n of training strings.
         length: sequence length (BOS + string + EOS padding); default: the shortest that fits.
-        n_return: samples per member for the return (SPECS: 1000).
-        n_store: self-sampled sequences stored per snapshot (SPECS: 100).
+        n_return: samples per member for the return (the paper: 1000).
+        n_store: self-sampled sequences stored per snapshot (the paper: 100).
     """
 
     kind = "formal-languages"
 
-    def __init__(self, tasks: Tensor, *, max_n: int = 9, length: int | None = None, n_return: int = 1000, n_store: int = 100):
+    def __init__(
+        self,
+        tasks: Tensor,
+        *,
+        max_n: int = 9,
+        length: int | None = None,
+        n_return: int = 1000,
+        n_store: int = 100,
+    ):
         if tasks.dim() != 2 or tasks.shape[1] != N_SYMBOLS:
             raise ValueError(f"LanguageTasks: tasks must be [runs, {N_SYMBOLS}], got {tuple(tasks.shape)}")
         self.tasks = tasks.long()
         need = int((-self.tasks.min()).clamp(min=0))
         if max_n < need:
-            raise ValueError(f"LanguageTasks: max_n={max_n} is below {need}, the smallest n a task with offset -{need} needs")
+            raise ValueError(
+                f"LanguageTasks: max_n={max_n} is below {need}, the smallest n a task with offset -{need} needs"
+            )
         self.max_n = max_n
         self.length = length or default_length(max_n)
         self.n_return = n_return
@@ -155,7 +175,12 @@ class LanguageTasks:
         return self.tasks[r].tolist()
 
     def meta(self) -> dict:
-        return {"max_n": self.max_n, "length": self.length, "n_return": self.n_return, "n_store": self.n_store}
+        return {
+            "max_n": self.max_n,
+            "length": self.length,
+            "n_return": self.n_return,
+            "n_store": self.n_store,
+        }
 
 
 # ---------------------------------------------------------------------- zoo 2: rotated digits
@@ -175,7 +200,9 @@ def rotate_images(images: Tensor, angles: Tensor) -> Tensor:
     theta = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], -2)
     runs, (n, h, w) = angles.shape[0], images.shape
     grid = F.affine_grid(theta, [runs, n, h, w], align_corners=False)
-    return F.grid_sample(images[None].expand(runs, -1, -1, -1), grid, align_corners=False, padding_mode="zeros")
+    return F.grid_sample(
+        images[None].expand(runs, -1, -1, -1), grid, align_corners=False, padding_mode="zeros"
+    )
 
 
 def image_sequences(images: Tensor, read: str = "rows", tile: int = 2) -> Tensor:
@@ -186,7 +213,11 @@ def image_sequences(images: Tensor, read: str = "rows", tile: int = 2) -> Tensor
     elif read == "tiles":
         if h % tile or w % tile:
             raise ValueError(f"image_sequences: tile={tile} does not divide the {h}x{w} image")
-        seq = images.reshape(*lead, h // tile, tile, w // tile, tile).transpose(-3, -2).reshape(*lead, (h // tile) * (w // tile), tile * tile)
+        seq = (
+            images.reshape(*lead, h // tile, tile, w // tile, tile)
+            .transpose(-3, -2)
+            .reshape(*lead, (h // tile) * (w // tile), tile * tile)
+        )
     else:
         raise ValueError(f"image_sequences: read must be 'rows' or 'tiles', got {read!r}")
     bos = seq.new_zeros(*lead, 1, seq.shape[-1])
@@ -197,7 +228,7 @@ class DigitTasks:
     """Zoo 2: digit classifiers, one rotation angle per run.
 
     Args:
-        angles: [runs] rotation in degrees (SPECS: uniform on [0, 360)).
+        angles: [runs] rotation in degrees (the paper: uniform on [0, 360)).
         read: "rows" (8 steps of 8 pixels) or "tiles" (tile x tile patches).
         tile: tile size for read="tiles".
         test_fraction: images held out for the accuracy (the same split for every run).
@@ -207,7 +238,16 @@ class DigitTasks:
 
     kind = "digits"
 
-    def __init__(self, angles: Tensor, *, read: str = "rows", tile: int = 2, test_fraction: float = 0.2, n_store: int = 100, seed: int = 0):
+    def __init__(
+        self,
+        angles: Tensor,
+        *,
+        read: str = "rows",
+        tile: int = 2,
+        test_fraction: float = 0.2,
+        n_store: int = 100,
+        seed: int = 0,
+    ):
         images, labels = load_digits_tensor()
         self.angles = angles.float()
         self.read, self.tile, self.n_store = read, tile, n_store
@@ -227,7 +267,9 @@ class DigitTasks:
         return LSTMLayout(self.x.shape[-1], 10, hidden, layers)
 
     def batch(self, batch_size: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        pick = self.train_idx[torch.randint(len(self.train_idx), (self.runs, batch_size), generator=generator)]
+        pick = self.train_idx[
+            torch.randint(len(self.train_idx), (self.runs, batch_size), generator=generator)
+        ]
         x = self.x.gather(1, pick[..., None, None].expand(-1, -1, *self.x.shape[2:]))
         return x, self.y[pick]
 
@@ -235,7 +277,9 @@ class DigitTasks:
     def loss(logits: Tensor, y: Tensor) -> Tensor:
         """Cross-entropy at every step against the label: logits [M, B, T, 10], y [M, B] -> [M]."""
         target = y[:, :, None].expand(-1, -1, logits.shape[2])
-        return F.cross_entropy(logits.flatten(1, 2).transpose(1, 2), target.flatten(1), reduction="none").mean(1)
+        return F.cross_entropy(
+            logits.flatten(1, 2).transpose(1, 2), target.flatten(1), reduction="none"
+        ).mean(1)
 
     @torch.no_grad()
     def evaluate(self, params: Mapping[str, Tensor], generator: torch.Generator | None = None) -> dict:

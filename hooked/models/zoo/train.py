@@ -6,7 +6,7 @@ each run's mean loss, so every run gets exactly the gradient it would get alone,
 elementwise, so its update is each run's own update. Weight decay may differ per run (zoo 2); it
 is applied decoupled, as ``torch.optim.AdamW`` does, before the Adam step.
 
-Snapshots (SPECS B: steps 0, 100, 200, 500, 1k, 2k, 5k, 10k, 20k of 20k) are taken before the
+Snapshots (the paper: steps 0, 100, 200, 500, 1k, 2k, 5k, 10k, 20k of 20k) are taken before the
 update of their step, so step 0 is the initialisation; a run with fewer steps takes them at the
 same fractions of training. Each snapshot records the parameters, the return / accuracy, and
 sequences with the member's log-probabilities on them (what the emulation objective imitates).
@@ -109,7 +109,12 @@ def train_zoo(
         raise ValueError(f"train_zoo: snapshot step {snaps[-1]} is beyond steps={steps}")
     records: list[dict] = []
     started = time.perf_counter()
-    bar = tqdm(total=steps, desc=progress if isinstance(progress, str) else f"zoo {tasks.kind}", disable=not progress, leave=False)
+    bar = tqdm(
+        total=steps,
+        desc=progress if isinstance(progress, str) else f"zoo {tasks.kind}",
+        disable=not progress,
+        leave=False,
+    )
     losses = torch.full((runs,), float("nan"))
     for step in range(steps + 1):
         if step in snaps:
@@ -125,10 +130,22 @@ def train_zoo(
         bar.update(1)
     bar.close()
     seconds = time.perf_counter() - started
-    return _assemble(tasks, layout, records, wd, dict(
-        steps=steps, batch_size=batch_size, lr_values=list(lr_values), train_seed=seed, snapshots=snaps,
-        train_seconds=seconds, model_steps_per_second=runs * steps / seconds if seconds else None, **tasks.meta(),
-    ))
+    return _assemble(
+        tasks,
+        layout,
+        records,
+        wd,
+        dict(
+            steps=steps,
+            batch_size=batch_size,
+            lr_values=list(lr_values),
+            train_seed=seed,
+            snapshots=snaps,
+            train_seconds=seconds,
+            model_steps_per_second=runs * steps / seconds if seconds else None,
+            **tasks.meta(),
+        ),
+    )
 
 
 def _assemble(tasks, layout: LSTMLayout, records: list[dict], wd: Tensor, meta: dict) -> Zoo:
@@ -148,7 +165,12 @@ def _assemble(tasks, layout: LSTMLayout, records: list[dict], wd: Tensor, meta: 
     members = []
     for r, s in order:
         rec = records[s]
-        m = {"run": r, "step": rec["step"], "task": tasks.task_json(r), "return": float(rec["eval"]["return"][r])}
+        m = {
+            "run": r,
+            "step": rec["step"],
+            "task": tasks.task_json(r),
+            "return": float(rec["eval"]["return"][r]),
+        }
         for key in ("test_loss", "train_loss"):
             if key in rec["eval"]:
                 m[key] = float(rec["eval"][key][r])
@@ -157,7 +179,15 @@ def _assemble(tasks, layout: LSTMLayout, records: list[dict], wd: Tensor, meta: 
             m["batch_loss"] = loss
         m["weight_decay"] = float(wd[r])
         members.append(m)
-    return Zoo(kind=tasks.kind, layout=layout, params=params, sequences=sequences, logits=logits, members=members, meta=meta)
+    return Zoo(
+        kind=tasks.kind,
+        layout=layout,
+        params=params,
+        sequences=sequences,
+        logits=logits,
+        members=members,
+        meta=meta,
+    )
 
 
 def build_zoo(
@@ -186,15 +216,27 @@ def build_zoo(
 
     gen = torch.Generator().manual_seed(seed)
     if kind == "formal-languages":
-        tasks = LanguageTasks(random_language_tasks(runs, gen), max_n=max_n, n_return=n_return, n_store=n_store)
+        tasks = LanguageTasks(
+            random_language_tasks(runs, gen), max_n=max_n, n_return=n_return, n_store=n_store
+        )
         wd: Tensor | float = 1e-4
     elif kind == "digits":
         angles = torch.rand(runs, generator=gen) * 360.0
-        wd = torch.tensor([0.0, 0.001, 0.01, 0.1], dtype=torch.float64)[torch.randint(4, (runs,), generator=gen)]
+        wd = torch.tensor([0.0, 0.001, 0.01, 0.1], dtype=torch.float64)[
+            torch.randint(4, (runs,), generator=gen)
+        ]
         tasks = DigitTasks(angles, read=read, tile=tile, n_store=n_store, seed=seed)
     else:
         raise ValueError(f"build_zoo: kind must be 'formal-languages' or 'digits', got {kind!r}")
-    zoo = train_zoo(tasks, steps=steps, batch_size=batch_size, hidden=hidden, layers=layers, weight_decay=wd,
-                    seed=seed + 1, progress=progress)
+    zoo = train_zoo(
+        tasks,
+        steps=steps,
+        batch_size=batch_size,
+        hidden=hidden,
+        layers=layers,
+        weight_decay=wd,
+        seed=seed + 1,
+        progress=progress,
+    )
     zoo.meta["seed"] = seed
     return zoo

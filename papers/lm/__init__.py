@@ -1,0 +1,9 @@
+"""The project's methods on a real language model, offline: ``hooked repro lm``.
+
+SmolLM2-135M (or any causal LM ``hooked.lm.load`` reads) through TransformerLens's bridge or
+``hooked.wrap``; one module per stage (:mod:`.patching`, :mod:`.probes`, :mod:`.das`,
+:mod:`.spotlight`), each ``run(ctx) -> dict`` on the shared context of :mod:`.run`; their data
+(:mod:`.facts`: hand-written city -> country prompts; :mod:`.wiki_text`: Wikipedia summaries by
+topic) and the interchange-intervention experiment (:mod:`.subspace`). The method:
+``docs/methods/lm.md``.
+"""
