@@ -210,6 +210,8 @@ class HookedBridge(TransformerBridge):
         clone: bool = False,
         pos_slice: Any = None,
         return_cache_object: bool = True,
+        reset_hooks_end: bool = True,
+        clear_contexts: bool = False,
         **kwargs: Any,
     ) -> tuple[Any, Any]:
         """Run the forward and record activations; returns ``(output, cache)``.
@@ -226,6 +228,8 @@ class HookedBridge(TransformerBridge):
             pos_slice: keep these positions of every activation (TransformerLens's rule: an int
                 keeps a size-1 axis; the query axis of patterns, dim 1 of the others).
             return_cache_object: False gives a plain dict.
+            reset_hooks_end, clear_contexts: as for ``hooks()`` (the recording hooks stay attached
+                with ``reset_hooks_end=False``, as in TransformerLens).
             **kwargs: passed to the forward (``attention_mask``, ``return_type``, ``stop_at_layer``, ...).
         """
         if incl_bwd and not torch.is_grad_enabled():
@@ -238,7 +242,7 @@ class HookedBridge(TransformerBridge):
         if names_filter is None:
             names = [n for n, hp in hook_dict.items() if hp.name == n and self._gated_hook_reason(n) is None]
         else:
-            names = self._resolve(names_filter, hook_dict, dedupe=False)
+            names = list(dict.fromkeys(self._resolve(names_filter, hook_dict, dedupe=False)))
         start = kwargs.get("start_at_layer")
         if start is not None:  # the blocks below start run on a discarded input: not cached
             start = start % len(self.blocks)
@@ -265,7 +269,7 @@ class HookedBridge(TransformerBridge):
         fwd = [(n, recorder(n)) for n in names]
         bwd = [(n, recorder(n + "_grad")) for n in names] if incl_bwd else []
         with self._gates_open(names, hook_dict):
-            with TransformerBridge.hooks(self, fwd, bwd):
+            with TransformerBridge.hooks(self, fwd, bwd, reset_hooks_end, clear_contexts):
                 out = self(*args, **kwargs)
                 if hasattr(out, "logits"):
                     out = out.logits

@@ -65,10 +65,12 @@ def act_name(name: str, layer: int | str | None = None, layer_type: str | None =
 class LMNames:
     """The hook name of each part of a decoder on one backend (``bridge=True``: TransformerLens names).
 
-    Residual parts: ``resid_pre(l)``, ``resid_mid(l)`` (``None`` for a parallel block),
-    ``resid_post(l)``, ``attn_out(l)`` / ``mlp_out(l)`` (what attention / the MLP add to the
-    residual stream), ``z(l)``, ``pattern(l)``, ``embed``, ``pos_embed`` (``None`` without learned
-    positions), ``final_in`` (the final norm's input: the last residual stream).
+    Residual parts: ``resid_pre(l)``, ``resid_mid(l)`` (``None`` for a parallel block; it is the
+    second norm's input, on both backends: read it, but an edit there reaches only the MLP branch,
+    not the residual stream that skips the MLP), ``resid_post(l)``, ``attn_out(l)`` /
+    ``mlp_out(l)`` (what attention / the MLP add to the residual stream), ``z(l)``, ``pattern(l)``,
+    ``embed``, ``pos_embed`` (``None`` without learned positions), ``final_in`` (the final norm's
+    input: the last residual stream).
     """
 
     def __init__(self, dec: Decoder, bridge: bool):
