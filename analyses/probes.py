@@ -492,3 +492,8 @@ def ridge_probe_analysis(
         "chance": result.chance,
         "shuffled_labels_accuracy": float(control.accuracy[0]),
     }
+
+
+# the command line may hand this analysis padded batches (``--data texts.txt``): it pools over each
+# row's real tokens (see :mod:`hooked.lm.command_line`)
+ridge_probe_analysis.masks_padding = True  # type: ignore[attr-defined]
