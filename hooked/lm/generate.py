@@ -94,7 +94,7 @@ def _only(fn: Callable, when: Callable[[int | None], bool], label: str) -> Calla
         raise TypeError(f"{label} needs a hook function fn(activation, hook), got {type(fn).__name__}")
 
     def hook(act: Any, hook: Any) -> Any:
-        return fn(act, hook=hook) if when(_PASS.get()) else None
+        return fn(act, hook) if when(_PASS.get()) else None
 
     hook.__qualname__ = f"{label}({getattr(fn, '__qualname__', type(fn).__name__)})"
     return hook
