@@ -176,6 +176,7 @@ def test_the_hf_backend_takes_no_hooks(tiny):
         lm.generate(tiny["hf"], TEXTS, 2, fwd_hooks=[("x", lambda a, hook: None)])
 
 
+@pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning")  # TransformerLens's call
 def test_the_bridges_own_cached_generate_is_right(tiny):
     bridge, hf = tiny["bridge"], tiny["hf"]
     ids = lm.to_tokens(hf, TEXTS[2])
@@ -236,6 +237,7 @@ def test_smollm2_greedy_is_transformers_greedy(smol, backend):
 
 @needs_smollm2
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning")
 def test_smollm2_bridge_generate_with_its_cache_is_right(smol):
     bridge = smol["bridge"]
     cached = bridge.generate("The weather today is", max_new_tokens=12, do_sample=False, verbose=False)
