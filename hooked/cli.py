@@ -4,6 +4,8 @@
     hooked hooks MODEL [--checkpoint DIR] [k=v ..]  every hook point and its activation shape
     hooked analyses                                 registered analyses and their options
     hooked run ANALYSIS --model M --hook H [..]     run an analysis, results into a run folder
+                                                    (M: a registered model, a Hugging Face folder or a
+                                                    .gguf file; --data texts.txt: one text per line)
     hooked repro [NAME] [..]                        list, or run, a paper reproduction
 
 Options of a model, an analysis or a reproduction come from its registered signature (see
@@ -111,7 +113,7 @@ def _model_parser(prog: str, entry: registry.Entry | None, flag_prefix: str = ""
 def _cmd_hooks(args: argparse.Namespace, rest: list[str]) -> int:
     from hooked.protocol import hook_shapes
 
-    entry = registry.get("model", args.model) if args.model else None
+    entry = _model_entry(args.model) if args.model else None
     p = _model_parser(f"hooked hooks {args.model or 'MODEL'}", entry)
     if args.help or entry is None:
         p.print_help()
@@ -135,13 +137,14 @@ def _cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--model")
     known, _ = pre.parse_known_args(rest)
-    model_entry = registry.get("model", known.model) if known.model else None
+    model_entry = _model_entry(known.model) if known.model else None
     p = _model_parser(f"hooked run {args.analysis or 'ANALYSIS'}", model_entry, flag_prefix="model-")
     p.add_argument(
         "--model",
         required=entry is not None and not args.help,
-        help="registered model name (see `hooked models`)",
+        help="registered model name (see `hooked models`), or a Hugging Face folder or .gguf file",
     )
+    p.add_argument("--data", type=Path, help="a text file, one text per line: the data (language models)")
     p.add_argument(
         "--hook",
         required=entry is not None and not args.help,
@@ -157,6 +160,10 @@ def _cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
         return 0
     opts = p.parse_args(rest)
     model, data = _build_model(model_entry, opts)
+    if opts.data is not None:
+        from hooked.lm.command_line import text_data
+
+        data = text_data(model, opts.data, padded=getattr(entry.obj, "masks_padding", False))
     from hooked.protocol import check_hook
 
     check_hook(model, opts.hook)
@@ -255,6 +262,15 @@ def _build_model(entry: registry.Entry, opts: argparse.Namespace) -> tuple[Any, 
     model = model.to(opts.device)
     model.eval()
     return model, to_device(data, opts.device)
+
+
+def _model_entry(name: str) -> registry.Entry:
+    """A registered model, else a language model's folder or .gguf file (:mod:`hooked.lm.command_line`)."""
+    from hooked.lm.command_line import is_model_path, path_entry
+
+    if is_model_path(name) and name not in registry.entries("model"):
+        return path_entry(name)
+    return registry.get("model", name)
 
 
 def _model_options(entry: registry.Entry, opts: argparse.Namespace) -> dict[str, Any]:

@@ -15,6 +15,13 @@ input produced there, and measures how the output moves.
 
 Everything goes through ``run_with_cache`` / ``run_with_hooks``, so it runs on any
 :class:`hooked.Hookable`: toy models, RNNs, ``hooked.wrap`` and TransformerLens's bridge.
+
+**Padded batches.** A batch may be a dict of keyword arguments, e.g. a language model's padded
+batch ``{"input_ids", "attention_mask"}`` (``hooked.lm.tokenize``). A position is then an index
+into the padded rows: with *left* padding, negative positions count back from each row's last real
+token in base and source alike (``-1``: the last real token); a ``[rows]`` tensor of positions
+(``hooked.lm.last_positions(batch)``) names one index per row, for any padding, and
+``source_position`` the source rows' own when they differ from the base's.
 """
 
 from __future__ import annotations
@@ -35,6 +42,9 @@ def _is_recurrent(model: Hookable, name: str) -> bool:
     return bool(getattr(model.hook_dict[name], "recurrent", False))
 
 
+Position = int | slice | Tensor | None  # a [rows] tensor: one index per row
+
+
 def source_activations(model: Hookable, source: Batch, hooks: Sequence[str]) -> dict[str, Tensor]:
     """The source run's activations at ``hooks`` (per-step points stacked on their time axis)."""
     for h in hooks:
@@ -46,33 +56,56 @@ def source_activations(model: Hookable, source: Batch, hooks: Sequence[str]) -> 
 
 def patch_hook(
     source: Tensor,
-    position: int | slice | None = None,
+    position: Position = None,
     *,
     pos_dim: int = 1,
     step: int | None = None,
+    source_position: Position = None,
 ) -> Callable[[Tensor, Any], Tensor]:
     """A hook function that writes ``source`` into the activation.
 
     Args:
         source: the source activation, the same shape as the activation (for a per-step hook
-            point: the stacked [batch, time, ...] tensor; the hook takes step ``step``).
-        position: patch only this index (or slice) along ``pos_dim``; ``None`` patches all.
+            point: the stacked [batch, time, ...] tensor; the hook takes step ``step``). With a
+            ``position``, only the batch size must match.
+        position: patch only this index (or slice) along ``pos_dim``, or one index per row (a
+            ``[rows]`` tensor); ``None`` patches all.
         pos_dim: the position axis of the activation.
         step: for a per-step hook point, the step to patch (the hook runs only there).
+        source_position: where to read in ``source`` (default: ``position``).
     """
+    if source_position is None:
+        source_position = position
 
     def hook(act: Tensor, hook: Any) -> Tensor:
         src = source if step is None else source.select(1, step)
         src = src.to(act.dtype)
         if position is None:
             return src.expand_as(act).clone()
-        out = act.clone()
-        index = [slice(None)] * act.dim()
-        index[pos_dim] = position
-        out[tuple(index)] = src[tuple(index)]
-        return out
+        out = act.movedim(pos_dim, 1).clone()
+        src = src.movedim(pos_dim, 1)
+        if isinstance(position, Tensor) or isinstance(source_position, Tensor):
+            rows = torch.arange(out.shape[0], device=out.device)
+            out[rows, _row_index(position, rows)] = src[rows, _row_index(source_position, rows)]
+        else:
+            out[:, position] = src[:, source_position]
+        return out.movedim(1, pos_dim)
 
     return hook if step is None else at_step(step, hook)
+
+
+def _row_index(position: Any, rows: Tensor) -> Tensor:
+    if isinstance(position, Tensor):
+        if position.shape != rows.shape:
+            raise ValueError(
+                f"per-row positions must be [rows] = {tuple(rows.shape)}, got {tuple(position.shape)}"
+            )
+        return position.to(rows.device)
+    if isinstance(position, int):
+        return torch.full_like(rows, position)
+    raise TypeError(
+        f"with per-row positions, the other position must be an int or a tensor, got {position!r}"
+    )
 
 
 def patch(
@@ -80,22 +113,33 @@ def patch(
     base: Batch,
     source: Batch | dict[str, Tensor],
     hook: str,
-    position: int | slice | None = None,
+    position: Position = None,
     *,
     pos_dim: int = 1,
+    source_position: Position = None,
 ) -> Any:
     """Run ``base`` with the activation at ``hook`` (at ``position``) taken from ``source``.
 
-    ``source`` is a batch, or the source activations already cached ({hook: tensor}). For a
-    per-step hook point ``position`` is the step.
+    ``source`` is a batch, or the source activations already cached (a dict whose keys are hook
+    names: ``{hook: tensor}``). For a per-step hook point ``position`` is the step. A ``[rows]``
+    tensor ``position`` patches one index per row (e.g. each row's last real token of a padded
+    batch), read in the source at ``source_position`` (default: the same indices).
     """
     check_hook(model, hook)
-    acts = source if isinstance(source, dict) else source_activations(model, source, [hook])
+    acts = source if _are_activations(model, source) else source_activations(model, source, [hook])
     if _is_recurrent(model, hook):
         fn = _all_steps_hook(acts[hook]) if position is None else patch_hook(acts[hook], step=position)
     else:
-        fn = patch_hook(acts[hook], position, pos_dim=pos_dim)
+        fn = patch_hook(acts[hook], position, pos_dim=pos_dim, source_position=source_position)
     return run_with_hooks(model, base, [(hook, fn)])
+
+
+def _are_activations(model: Hookable, source: Any) -> bool:
+    """Whether ``source`` is cached activations (a dict keyed by hook names), not a dict batch."""
+    if not isinstance(source, dict) or not source:
+        return False
+    hooks = model.hook_dict
+    return all(isinstance(k, str) and k in hooks for k in source)
 
 
 def _all_steps_hook(stacked: Tensor) -> Callable[[Tensor, Any], Tensor]:
@@ -111,7 +155,7 @@ def patching_sweep(
     source: Batch,
     hooks: Sequence[str],
     metric: Metric,
-    positions: Sequence[int] | None = None,
+    positions: Sequence[int | Tensor] | None = None,
     *,
     pos_dim: int = 1,
     chunk: int | None = None,
@@ -124,7 +168,8 @@ def patching_sweep(
         hooks: the hook points to patch (e.g. every layer's residual stream).
         metric: output of a forward -> one value per batch row ([rows]).
         positions: indices along ``pos_dim`` to patch one at a time (for per-step hook points:
-            steps). ``None`` patches each hook's whole activation once.
+            steps), each an int or a ``[rows]`` tensor of one index per base row (the same
+            indices are read in the source). ``None`` patches each hook's whole activation once.
         chunk: at most this many patches per forward (default: all of them).
         batched: ``False`` runs one forward per patch (the reference loop).
     Returns:
@@ -173,12 +218,23 @@ def _grid_hooks(
         if items[0][1] is None:
             fwd.append((h, _rows_hook(src, rows, src_rows, recurrent=_is_recurrent(model, h))))
             continue
-        pos = torch.tensor([p for _, p in items], device=device).repeat_interleave(n_rows)
+        pos = torch.cat([_positions_of(p, n_rows, device) for _, p in items])
         if _is_recurrent(model, h):
             fwd.append((h, _step_rows_hook(src, rows, src_rows, pos)))
         else:
             fwd.append((h, _position_rows_hook(src, rows, src_rows, pos, pos_dim)))
     return fwd
+
+
+def _positions_of(p: int | Tensor, n_rows: int, device: torch.device) -> Tensor:
+    """One position per base row: an int repeated, or a [rows] tensor as is."""
+    if isinstance(p, Tensor):
+        if p.shape != (n_rows,):
+            raise ValueError(
+                f"a per-row position must be a [{n_rows}] tensor (one per base row), got {tuple(p.shape)}"
+            )
+        return p.to(device=device, dtype=torch.long)
+    return torch.full((n_rows,), int(p), dtype=torch.long, device=device)
 
 
 def _rows_hook(src: Tensor, rows: Tensor, src_rows: Tensor, recurrent: bool) -> Callable:
