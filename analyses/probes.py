@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hooked.protocol import Batch, Hookable, hook_names, iter_activations, split_batch
+from hooked.protocol import Batch, Hookable, batch_mask, hook_names, iter_activations, split_batch
 from hooked.typecheck import Float, Int, typechecked
 
 DEFAULT_ALPHAS = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)
@@ -242,14 +242,6 @@ def real_position(mask: Tensor, position: int) -> Tensor:
     return index
 
 
-def batch_mask(batch: Batch) -> Tensor | None:
-    """A padded batch's attention mask (a dict batch's ``attention_mask``), else None."""
-    if isinstance(batch, dict):
-        mask = batch.get("attention_mask")
-        return mask if isinstance(mask, Tensor) else None
-    return None
-
-
 def hook_features(
     model: Hookable,
     inputs: Tensor | dict[str, Tensor] | Iterable[Batch],
@@ -269,18 +261,10 @@ def hook_features(
     """
     hooks = hook_names(model, list(hooks))
     batches = _split_rows(inputs, batch_size) if isinstance(inputs, (Tensor, dict)) else inputs
-    masks: list[Tensor | None] = []
-
-    def feed() -> Iterable[Batch]:
-        for b in batches:
-            masks.append(batch_mask(b))
-            yield b
-
     parts: dict[str | int, list[Tensor]] = {p: [] for p in pools}
-    for acts in iter_activations(
-        model, feed(), hooks, device="cpu", progress="activations" if progress else False
+    for acts, mask in iter_activations(
+        model, batches, hooks, device="cpu", progress="activations" if progress else False, with_mask=True
     ):
-        mask = masks.pop(0)
         for p in pools:
             parts[p].append(torch.stack([pool_rows(acts[h].float(), p, mask) for h in hooks]))
     if not any(parts.values()):

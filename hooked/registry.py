@@ -15,6 +15,10 @@ Three decorators add to it; each works bare or with a name::
     @hooked.register_repro("tms")
     def tms(run_dir, *, quick: bool = False) -> dict: ...
 
+An analysis that reduces over tokens and leaves padding out declares ``masks_padding = True``
+(an attribute of the function): ``hooked run --data texts.txt`` then gives it padded batches
+(``{"input_ids", "attention_mask"}``); otherwise one text per batch.
+
 Keyword options with defaults become command-line flags (``--top 3``), typed from their
 annotations (int, float, str, bool, Literal choices, lists as ``1,2,3``); their help comes from
 the docstring's ``Args:`` section. A class registers the same way: its ``__init__`` options become
