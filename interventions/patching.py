@@ -160,6 +160,7 @@ def patching_sweep(
     pos_dim: int = 1,
     chunk: int | None = None,
     batched: bool = True,
+    reuse_prefix: bool | None = None,
     progress: bool = False,
 ) -> Tensor:
     """The metric after every (hook, position) patch from ``source`` into ``base``.
@@ -172,6 +173,12 @@ def patching_sweep(
             indices are read in the source). ``None`` patches each hook's whole activation once.
         chunk: at most this many patches per forward (default: all of them).
         batched: ``False`` runs one forward per patch (the reference loop).
+        reuse_prefix: on a causal language model (from :func:`hooked.lm.load`, bridge or wrap),
+            recompute only the positions from each patch's position on, reusing the base run's
+            keys and values before it (:mod:`interventions.prefix_reuse`; same results within
+            float noise, about 2x fewer positions computed). ``None`` (default): where it applies
+            (a causal LM, a token batch, positions on axis 1 of every hook's activation);
+            ``True``: required (an error where it does not apply); ``False``: never.
     Returns:
         [len(hooks), len(positions)] (or [len(hooks)] when ``positions`` is None): the metric
         averaged over the base batch's rows.
@@ -189,6 +196,16 @@ def patching_sweep(
 
     n_rows = _batch_rows(base)
     chunk = chunk or len(grid)
+    forward = _prefix_reuse_forward(model, base, acts, positions, pos_dim, reuse_prefix)
+    if forward is not None:
+        from interventions.prefix_reuse import prefix_reuse_sweep
+
+        length = next(iter(acts.values())).shape[1]
+        grid_rows = [(h, _positions_of(p, n_rows, acts[h].device) % length) for h, p in grid]
+        values = prefix_reuse_sweep(
+            model, forward, base, acts, grid_rows, metric, chunk=chunk, progress=progress
+        )
+        return values.reshape(shape)
     results = []
     with torch.no_grad():
         for start in _progress(range(0, len(grid), chunk), progress):
@@ -199,6 +216,41 @@ def patching_sweep(
             values = metric(out).float().reshape(len(part), n_rows).mean(dim=1)
             results.append(values)
     return torch.cat(results).reshape(shape)
+
+
+def _prefix_reuse_forward(
+    model: Hookable,
+    base: Batch,
+    acts: dict[str, Tensor],
+    positions: Sequence | None,
+    pos_dim: int,
+    reuse_prefix: bool | None,
+) -> Any:
+    """The causal-LM forward for a prefix-reusing sweep, ``None`` for the plain batched path."""
+    if reuse_prefix is False:
+        return None
+    from interventions.prefix_reuse import causal_lm_forward
+
+    forward = causal_lm_forward(model, base) if positions is not None and pos_dim == 1 else None
+    why = None
+    if forward is None:
+        why = "it needs a causal LM from hooked.lm.load, a token batch and positions on axis 1"
+    else:
+        length = _batch_ids_length(base)
+        bad = [h for h, a in acts.items() if a.dim() < 2 or a.shape[1] != length]
+        if bad:
+            why = f"the activations at {bad[:3]} have no position axis of length {length} on axis 1"
+    if why is None:
+        return forward
+    if reuse_prefix:
+        raise ValueError(f"patching_sweep(reuse_prefix=True): {why}")
+    return None
+
+
+def _batch_ids_length(base: Batch) -> int:
+    from hooked.lm.tokens import batch_ids_and_mask
+
+    return batch_ids_and_mask(base)[0].shape[1]
 
 
 def _grid_hooks(

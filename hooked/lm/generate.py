@@ -34,9 +34,7 @@ steering vector in the hook, ``act + vector.to(act.dtype)``.
 
 from __future__ import annotations
 
-import contextlib
-import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +42,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hooked.lm.forward import LMForward
 from hooked.lm.tokens import batch_ids_and_mask, pad_id, tokenize, warn_if_padded_without_mask
 
 _PASS: ContextVar[int | None] = ContextVar("hooked_lm_generation_pass", default=None)
@@ -157,7 +156,7 @@ def generate(
             f"lm.generate needs a model with a tokenizer (from lm.load); {type(model).__name__} has none"
         )
     ids, mask, single = _prompt_batch(model, prompts, bos)
-    forward = _Forward(model, fwd_hooks)
+    forward = LMForward(model, fwd_hooks)
     eos = _eos_ids(forward.hf, tokenizer, eos_token_id)
     pad = getattr(getattr(forward.hf, "generation_config", None), "pad_token_id", None)
     pad = pad_id(tokenizer) if pad is None else int(pad)
@@ -239,60 +238,6 @@ def _left_aligned(ids: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         return ids, mask
     order = torch.argsort(mask, dim=1, stable=True)  # pads (0) first, real tokens in their order
     return ids.gather(1, order), mask.gather(1, order)
-
-
-# ---------------------------------------------------------------------- one forward, any backend
-class _Forward:
-    """Calls the model on (ids, mask, positions, cache) and returns logits; attaches the hooks."""
-
-    def __init__(self, model: Any, fwd_hooks: Sequence):
-        from hooked.lm.loading import logits_of
-
-        self.model = model
-        self.fwd_hooks = list(fwd_hooks or ())
-        self.logits_of = logits_of
-        self.is_bridge = hasattr(model, "original_model") and hasattr(model, "adapter")
-        if self.is_bridge:
-            from hooked.lm.bridge_fixes import fix_kv_cache
-
-            self.hf = model.original_model
-            fix_kv_cache(model)  # idempotent: a bridge booted outside lm.load gets the fix too
-        else:
-            self.hf = getattr(model, "module", model) if hasattr(model, "hook_dict") else model
-        if self.fwd_hooks and not hasattr(model, "hook_dict"):
-            raise ValueError(
-                f"{type(model).__name__} has no hook points (backend 'hf'); load the model with "
-                "backend='bridge' or 'wrap' to generate with hooks"
-            )
-        params = inspect.signature(self.hf.forward).parameters
-        self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
-        self.pass_positions = "position_ids" in params
-
-    def new_cache(self) -> Any:
-        import transformers
-
-        return transformers.DynamicCache(config=self.hf.config)
-
-    @contextlib.contextmanager
-    def hooks(self) -> Iterator[None]:
-        if not self.fwd_hooks:
-            yield
-            return
-        with self.model.hooks(fwd_hooks=self.fwd_hooks):
-            yield
-
-    def __call__(self, ids: Tensor, mask: Tensor, positions: Tensor, cache: Any) -> Tensor:
-        kwargs: dict[str, Any] = {"attention_mask": mask}
-        if self.pass_positions:
-            kwargs["position_ids"] = positions
-        if cache is not None:
-            kwargs[self.cache_kwarg] = cache
-            kwargs["use_cache"] = True
-        else:
-            kwargs["use_cache"] = False
-        if self.is_bridge:
-            return self.model(ids, **kwargs)
-        return self.logits_of(self.model(input_ids=ids, **kwargs))
 
 
 # ---------------------------------------------------------------------- choosing tokens
