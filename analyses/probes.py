@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hooked.checks import require_finite
 from hooked.protocol import Batch, Hookable, batch_mask, hook_names, iter_activations, split_batch
 from hooked.typecheck import Float, Int, typechecked
 
@@ -154,9 +155,19 @@ def ridge_probes(
     """
     if features.shape[1] != labels.shape[0]:
         raise ValueError(f"features have {features.shape[1]} samples but labels have {labels.shape[0]}")
+    require_finite(features, "ridge_probes: the features")
+    if len(labels) and int(labels.min()) < 0:
+        raise ValueError(f"ridge_probes: labels must be class ids >= 0, got {int(labels.min())}")
     n_classes = int(labels.max()) + 1
     labels = labels.to(features.device)
     fold_of = stratified_folds(labels, folds, seed).to(features.device)
+    empty = (torch.bincount(fold_of, minlength=folds) == 0).nonzero().flatten().tolist()
+    if empty:
+        largest = int(torch.bincount(labels).max()) if len(labels) else 0
+        raise ValueError(
+            f"ridge_probes: folds={folds} leaves {len(empty)} fold(s) with no held-out sample ({len(labels)} "
+            f"samples, the largest class has {largest}); use at most {largest} folds"
+        )
     grid = torch.tensor(list(alphas), dtype=torch.float64, device=features.device)
     accs, chosen = [], []
     for f in range(folds):  # a handful of folds; probes and penalties are batched inside
@@ -164,6 +175,11 @@ def ridge_probes(
         scores, loo = _ridge(features[:, train], labels[train], features[:, test], grid, n_classes)
         best = loo.argmin(dim=-1)  # [probes]
         picked = scores[torch.arange(len(best), device=best.device), best]  # [probes, m, C]
+        if not bool(torch.isfinite(picked).all()):
+            raise ValueError(
+                "ridge_probes: the probe's scores overflowed (features too large for "
+                f"{features.dtype}?); pass float64 features"
+            )
         accs.append((picked.argmax(dim=-1) == labels[test]).float().mean(dim=-1))
         chosen.append(grid[best])
     counts = torch.bincount(labels, minlength=n_classes)
@@ -445,11 +461,18 @@ def ridge_probe_analysis(
         seed: fold assignment and shuffled-control seed.
     """
     from analyses.spotlight.stream import split_data
+    from hooked.checks import positive
+    from hooked.errors import OptionError
 
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise OptionError("folds", f"must be an integer >= 2, got {folds!r}")
+    if batch_size is not None:
+        positive(batch_size=batch_size)
     batches = split_data(data, batch_size)
     y = resolve_labels(labels, model, batches)
     pooled: str | int = int(pool) if pool.lstrip("-").isdigit() else pool
     x = hook_features(model, batches, [hook], pools=[pooled])[pooled]
+    require_finite(x, f"ridge-probe: the activations at {hook!r}")
     if x.shape[1] != y.shape[0]:
         raise ValueError(f"labels {labels!r} give {y.shape[0]} labels for {x.shape[1]} input rows")
     values, dense = torch.unique(y, return_inverse=True)

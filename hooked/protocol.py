@@ -162,6 +162,12 @@ def iter_activations(
     for batch in it:
         with torch.no_grad():
             _, cache = cache_batch(model, batch, selected)
+        not_run = [n for n in selected if n not in cache]
+        if not_run:
+            raise ValueError(
+                f"hook point(s) {', '.join(map(repr, not_run))} exist on {type(model).__name__} but did not "
+                "run on this batch, so they have no activation"
+            )
         acts = {n: cache[n] if device is None else cache[n].to(device) for n in selected}
         yield (acts, batch_mask(batch)) if with_mask else acts
 
