@@ -16,12 +16,13 @@ of a cached GGUF conversion.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import struct
 from pathlib import Path
 from typing import Any
+
+from hooked.io import current_umask, file_sha256
 
 MANIFEST = "hooked-manifest.json"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
@@ -124,7 +125,7 @@ def write_manifest(folder: str | os.PathLike, source: dict[str, Any] | None = No
 
     folder = Path(folder)
     files = {
-        p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+        p.name: {"size": p.stat().st_size, "sha256": file_sha256(p)}
         for p in sorted(folder.iterdir())
         if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
     }
@@ -149,7 +150,7 @@ def manifest_problem(folder: str | os.PathLike, *, full: bool = False) -> str | 
         size = path.stat().st_size
         if size != info["size"]:
             return f"{name} has {size:,} bytes, its manifest says {info['size']:,}"
-        if (full or size <= SMALL) and _sha256(path) != info["sha256"]:
+        if (full or size <= SMALL) and file_sha256(path) != info["sha256"]:
             return f"{name} does not match the SHA-256 in its manifest"
         if path.suffix == ".safetensors":
             problem = safetensors_problem(path)
@@ -158,19 +159,10 @@ def manifest_problem(folder: str | os.PathLike, *, full: bool = False) -> str | 
     return None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def usual_permissions(folder: str | os.PathLike) -> None:
     """Give ``folder`` and the files in it the modes of the user's umask (``mkdtemp`` and some
     writers make 0700 / 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = current_umask()
     folder = Path(folder)
     os.chmod(folder, 0o777 & ~umask)
     for p in folder.iterdir():
