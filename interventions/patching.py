@@ -34,6 +34,7 @@ from torch import Tensor
 
 from hooked.hook_point import at_step
 from hooked.protocol import Batch, Hookable, cache_batch, check_hook, run_with_hooks, split_batch
+from interventions._patch_rows import rows_by_hook
 
 Metric = Callable[[Any], Tensor]  # forward output -> one value per batch row
 
@@ -257,20 +258,13 @@ def _grid_hooks(
     model: Hookable, part: list[tuple[str, int | None]], acts: dict[str, Tensor], n_rows: int, pos_dim: int
 ) -> list[tuple[str, Callable]]:
     """One hook per hook point; it patches, in one indexing op, the rows of every patch aimed at it."""
-    by_hook: dict[str, list[tuple[int, int | None]]] = {}
-    for k, (h, p) in enumerate(part):
-        by_hook.setdefault(h, []).append((k, p))
     fwd = []
-    for h, items in by_hook.items():
+    for h, (rows, src_rows, positions) in rows_by_hook(part, acts, n_rows).items():
         src = acts[h]
-        device = src.device
-        ks = torch.tensor([k for k, _ in items], device=device)
-        rows = (ks[:, None] * n_rows + torch.arange(n_rows, device=device)).reshape(-1)  # [patches*rows]
-        src_rows = torch.arange(n_rows, device=device).repeat(len(items))
-        if items[0][1] is None:
+        if positions[0] is None:
             fwd.append((h, _rows_hook(src, rows, src_rows, recurrent=_is_recurrent(model, h))))
             continue
-        pos = torch.cat([_positions_of(p, n_rows, device) for _, p in items])
+        pos = torch.cat([_positions_of(p, n_rows, src.device) for p in positions])
         if _is_recurrent(model, h):
             fwd.append((h, _step_rows_hook(src, rows, src_rows, pos)))
         else:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from hooked.protocol import Batch
+from interventions._patch_rows import rows_by_hook
 
 Metric = Callable[[Any], Tensor]
 
@@ -119,18 +120,10 @@ def _suffix_hooks(
 ) -> list[tuple[str, Callable]]:
     """One hook per hook point: row r of patch i (batch row ``i * n_rows + r``) takes the source
     activation at position ``pos[r]``, which sits at ``pos[r] - start`` in the recomputed part."""
-    by_hook: dict[str, list[tuple[int, Tensor]]] = {}
-    for i, (h, pos) in enumerate(items):
-        by_hook.setdefault(h, []).append((i, pos))
     hooks = []
-    for h, patches in by_hook.items():
-        src = acts[h]
-        device = src.device
-        index = torch.tensor([i for i, _ in patches], device=device)
-        rows = (index[:, None] * n_rows + torch.arange(n_rows, device=device)).reshape(-1)
-        src_rows = torch.arange(n_rows, device=device).repeat(len(patches))
-        pos = torch.cat([p.to(device) for _, p in patches])
-        hooks.append((h, _suffix_hook(h, src, rows, src_rows, pos, start, length)))
+    for h, (rows, src_rows, positions) in rows_by_hook(items, acts, n_rows).items():
+        pos = torch.cat([p.to(rows.device) for p in positions])
+        hooks.append((h, _suffix_hook(h, acts[h], rows, src_rows, pos, start, length)))
     return hooks
 
 
