@@ -113,3 +113,36 @@ def test_prefix_reuse_sweep_on_alias_and_gated_names_equals_full_and_wrap(tiny):
     torch.testing.assert_close(reused, on_wrap, atol=1e-4, rtol=1e-4)
     assert reused[:, 1:].std() > 0.01  # the patches do something
     assert not bridge.cfg.use_attn_result
+
+
+def test_bfloat16_heads_toolkit_and_attribution_on_both_backends(tiny_folder):
+    """A bfloat16 model through ``lm.load`` on a padded batch: head edits change the logits, the lens
+    ends at the logits, the toolkit keeps the dtype, and attribution agrees between the backends."""
+    from interventions.attribution import attribution_patching
+
+    found = {}
+    for backend in ("wrap", "bridge"):
+        model = lm.load(tiny_folder, backend=backend, dtype="bfloat16")
+        batch = lm.tokenize(model, ["the cat sat on the mat", "a dog ran"])
+        other = lm.tokenize(model, ["the dog sat on the rug", "a cat ran"])
+        z, pattern = lm.act_name(model, "z", 1), lm.act_name(model, "pattern", 1)
+        with torch.no_grad():
+            logits, cache = model.run_with_cache(**batch, names_filter=lm.stream_hooks(model) + [pattern])
+            ablated = model.run_with_hooks(**batch, fwd_hooks=[(z, _zero_head_0)])
+        assert logits.dtype == cache[z].dtype == cache[pattern].dtype == torch.bfloat16
+        assert not torch.equal(ablated, logits)
+        lens = lm.logit_lens(model, cache, pos_slice=-1)
+        assert lens.dtype == torch.bfloat16 and torch.equal(lens[-1], logits[:, -1])
+        stack = lm.decompose_resid(model, cache, pos_slice=-1)
+        dla = lm.logit_attrs(model, cache, stack, 5, 6, pos_slice=-1)
+        want = (logits[:, -1, 5] - logits[:, -1, 6]).float()
+        torch.testing.assert_close(dla.float().sum(0), want, atol=0.1, rtol=0.05)
+        found[backend] = attribution_patching(
+            model, batch, other, lm.residual_hooks(model), _logit_5_minus_6, positions=range(6)
+        )
+    assert found["wrap"].abs().max() > 0
+    torch.testing.assert_close(found["bridge"], found["wrap"], atol=0.05, rtol=0.05)
+
+
+def _logit_5_minus_6(logits):
+    return logits[:, -1, 5] - logits[:, -1, 6]

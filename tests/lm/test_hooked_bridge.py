@@ -151,6 +151,33 @@ def test_hook_result_is_switched_on_when_a_hook_asks_for_it(bridge, tokens):
     assert not bridge.cfg.use_attn_result and seen[-1] == "blocks.1.attn.hook_result"
 
 
+@pytest.mark.parametrize(
+    "name, equals, heads",
+    [
+        ("blocks.1.hook_mlp_in", "blocks.1.hook_resid_mid", None),
+        ("blocks.1.hook_attn_in", "blocks.1.hook_resid_pre", 4),
+        ("blocks.1.attn.hook_q_input", "blocks.1.hook_resid_pre", 4),
+        ("blocks.1.hook_k_input", "blocks.1.hook_resid_pre", 2),  # one per key-value head
+        ("blocks.1.hook_v_input", "blocks.1.hook_resid_pre", 2),
+    ],
+)
+def test_every_gated_hook_is_switched_on_for_a_cache_with_transformerlens_meaning(
+    bridge, tokens, name, equals, heads
+):
+    """TransformerLens: ``hook_mlp_in`` is the residual stream entering the MLP branch; the split
+    inputs are the residual stream entering the layer, one copy per (key-value) head."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            _, cache = bridge.run_with_cache(tokens, names_filter=[name, equals])
+    assert list(cache) == [name, equals] or list(cache) == [equals, name]
+    want = cache[equals] if heads is None else cache[equals][:, :, None].expand(-1, -1, heads, -1)
+    torch.testing.assert_close(cache[name], want)
+    assert not any(
+        getattr(bridge.cfg, f, False) for f in ("use_hook_mlp_in", "use_attn_in", "use_split_qkv_input")
+    )
+
+
 def test_a_gate_already_on_stays_on(bridge, tokens):
     bridge.set_use_attn_result(True)
     _, cache = bridge.run_with_cache(tokens, names_filter="blocks.0.attn.hook_result")
