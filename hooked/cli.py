@@ -5,6 +5,7 @@
     hooked analyses                                 registered analyses and their options
     hooked run ANALYSIS --model M --hook H [..]     run an analysis, results into a run folder
     hooked repro [NAME] [..]                        list, or run, a paper reproduction
+    hooked harvest --model M --hooks H1,H2 --out DIR activations at hooks into a store (hooked.store)
 
 Options of a model, an analysis or a reproduction come from its registered signature (see
 :mod:`hooked.registry`); ``hooked run ANALYSIS --help`` lists them. ``--plugin MODULE_OR_FILE``
@@ -77,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-h", "--help", action="store_true")
     s.set_defaults(handler=_cmd_repro)
 
+    s = sub.add_parser("harvest", help="write activations at hooks to an on-disk store", add_help=False)
+    s.add_argument("-h", "--help", action="store_true")
+    s.set_defaults(handler=_cmd_harvest)
     return p
 
 
@@ -205,6 +209,12 @@ def _cmd_repro(args: argparse.Namespace, rest: list[str]) -> int:
     )
     print(f"\nresults written to {run_dir.path}/ ({seconds:.0f} s)")
     return 0
+
+
+def _cmd_harvest(args: argparse.Namespace, rest: list[str]) -> int:
+    from hooked.store.command import harvest_command
+
+    return harvest_command(rest, show_help=args.help, model_parser=_model_parser, build_model=_build_model)
 
 
 # ---------------------------------------------------------------------- helpers

@@ -48,6 +48,8 @@ def tiny_llama(
 
     model = lm.wrap_lm(tiny_llama_hf(layers=layers, d_model=d_model, vocab=vocab, seed=seed))
     tokens = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(seed))
+    # more batches like the example, uniform random token ids (`hooked harvest`)
+    model.input_sampler = lambda n, generator=None: torch.randint(0, vocab, (n, seq), generator=generator)
     return model, tokens
 
 
