@@ -441,7 +441,8 @@ def resolve_labels(spec: str, model: Hookable, batches: Sequence[Batch]) -> Tens
             raise ValueError(f'labels file {path}: expected a list of integers or {{"labels": [...]}}')
         return torch.tensor(data, dtype=torch.long)
     raise ValueError(
-        f"labels {spec!r}: expected input:POS, output, or an existing .safetensors / .json file of one label per row"
+        f"labels {spec!r}: expected input:POS, output, or an existing .safetensors / .json file "
+        "of one label per row"
     )
 
 
@@ -462,7 +463,8 @@ def ridge_probe_analysis(
     from a file.
 
     Args:
-        labels: input:POS (the input token at a position), output (the model's own prediction), or a .safetensors / .json file with one integer label per row.
+        labels: input:POS (the input token at a position), output (the model's own prediction), or a
+            .safetensors / .json file with one integer label per row.
         pool: for [batch, pos, d] activations: last, mean, or a position index.
         folds: stratified folds; each is held out once (every class needs at least this many rows).
         batch_size: split the model's data into batches of this many rows (streaming).
@@ -488,8 +490,9 @@ def ridge_probe_analysis(
     counts = torch.bincount(dense)
     if int(counts.min()) < folds or len(values) < 2:
         raise ValueError(
-            f"ridge-probe: {len(values)} classes with {counts.tolist()[:10]} rows each; every class needs at least "
-            f"folds={folds} rows and there must be 2 classes or more (give the model a bigger batch: see its --model-* options)"
+            f"ridge-probe: {len(values)} classes with {counts.tolist()[:10]} rows each; every class needs "
+            f"at least folds={folds} rows and there must be 2 classes or more (give the model a bigger "
+            "batch: see its --model-* options)"
         )
     result = ridge_probes(x, dense, folds=folds, seed=seed)
     shuffled = dense[torch.randperm(len(dense), generator=torch.Generator().manual_seed(seed + 1))]

@@ -15,10 +15,10 @@ Design notes
   All state a live call mutates sits in a small slotted object, off ``nn.Module.__setattr__``.
 * **Recurrence.** A hook point may run several times in one forward (once per step of an
   unrolled RNN). ``hook.step`` tells a hook function which call it is in; the counters restart when
-  a top-level forward of a :class:`~hooked.HookedModule` ends (also when it raises). A recurrent layer that runs fused
-  segments between hooked steps passes the step explicitly (``hook_point(h, step=t)``) and asks
-  :meth:`HookPoint.active_steps` which steps it must materialise. A hook function restricted with
-  :func:`at_step` runs only at those steps.
+  a top-level forward of a :class:`~hooked.HookedModule` ends (also when it raises). A recurrent
+  layer that runs fused segments between hooked steps passes the step explicitly
+  (``hook_point(h, step=t)``) and asks :meth:`HookPoint.active_steps` which steps it must
+  materialise. A hook function restricted with :func:`at_step` runs only at those steps.
 * **Backward hooks** are attached to the activation tensor during the forward pass, so they
   fire in the backward pass that follows even after ``run_with_hooks`` has removed them from the
   hook point; they only ever see the graph of the forward they were live for.

@@ -1,4 +1,5 @@
-"""The Spotlight Resonance Method (Bird 2025; ``docs/methods/spotlight.md``): axis alignment of activations at any hook.
+"""The Spotlight Resonance Method (Bird 2025; ``docs/methods/spotlight.md``): axis alignment of
+activations at any hook.
 
 Does a layer's representation line up with a privileged basis (the neurons, a rotation of them,
 or an overcomplete set of directions)? A cone ("spotlight") sweeps around each plane spanned by

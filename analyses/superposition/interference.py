@@ -97,7 +97,8 @@ def _like(act: Tensor, target: Tensor, hook: str) -> Tensor:
         return act
     if act.numel() != target.numel():
         raise ValueError(
-            f"the activation at {hook!r} has shape {tuple(act.shape)}; a reconstruction must match the input {tuple(target.shape)}"
+            f"the activation at {hook!r} has shape {tuple(act.shape)}; a reconstruction must match the input "
+            f"{tuple(target.shape)}"
         )
     return act.reshape(target.shape)
 

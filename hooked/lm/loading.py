@@ -248,7 +248,8 @@ def bridge(
     """
     if importlib.util.find_spec("transformer_lens") is None:
         raise LMLoadError(
-            "backend='bridge' needs TransformerLens 4: `pip install 'transformer-lens>=4'` (or use backend='wrap')"
+            "backend='bridge' needs TransformerLens 4: `pip install 'transformer-lens>=4'` "
+            "(or use backend='wrap')"
         )
     from transformer_lens.model_bridge import TransformerBridge
 

@@ -258,7 +258,7 @@ def digits_autoencoder(
     rotation_seed: int | None = None,
     seed: int = 0,
 ) -> tuple[Autoencoder, Tensor]:
-    """MLP autoencoder on the 8x8 digits (untrained unless --checkpoint; `hooked repro spotlight` trains them).
+    """MLP autoencoder on 8x8 digits (untrained unless --checkpoint; `hooked repro spotlight` trains them).
 
     Args:
         activation: relu, tanh, gelu, sigmoid, isotanh or linear.

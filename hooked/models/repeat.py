@@ -1,4 +1,5 @@
-"""The repeat task of the onion-representation paper (``docs/methods/onion.md``): data, model, training, accuracy.
+"""The repeat task of the onion-representation paper (``docs/methods/onion.md``): data, model,
+training, accuracy.
 
 One recurrent layer reads a token sequence x_1..x_L; the *same* layer and embedding then continue
 from the final state as a decoder that must output x_1..x_L again. Decoder inputs are
@@ -170,8 +171,9 @@ def make_repeat_data(
     n_valid: int = 5000,
     seed: int = 0,
 ) -> RepeatData:
-    """The task's data (``docs/methods/onion.md``): ``n_valid`` held-out sequences (at most 20% of any length's
-    possible sequences), then ``n_train`` distinct training sequences none of which is held out."""
+    """The task's data (``docs/methods/onion.md``): ``n_valid`` held-out sequences (at most 20% of any
+    length's possible sequences), then ``n_train`` distinct training sequences none of which is held
+    out."""
     if not 1 <= min_len <= max_len:
         raise ValueError(f"make_repeat_data: need 1 <= min_len <= max_len, got {min_len}, {max_len}")
     g = torch.Generator().manual_seed(seed)

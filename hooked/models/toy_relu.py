@@ -81,7 +81,8 @@ class ToyReLU(HookedModule):
             x = x.unsqueeze(1)
         if x.shape[1:] != self.W.shape[::2]:
             raise ValueError(
-                f"ToyReLU: x has shape {tuple(x.shape)}, expected [batch, {self.n_instances}, {self.n_features}]"
+                f"ToyReLU: x has shape {tuple(x.shape)}, "
+                f"expected [batch, {self.n_instances}, {self.n_features}]"
             )
         h = self.hook_hidden(torch.einsum("ihf,bif->bih", self.W, x))
         pre = self.hook_pre(torch.einsum("ihf,bih->bif", self.W, h) + self.b)

@@ -1,4 +1,5 @@
-"""Real text for Bag-of-Words Superposition (``docs/methods/bows.md``): corpus -> vocabulary -> binary BoW windows.
+"""Real text for Bag-of-Words Superposition (``docs/methods/bows.md``): corpus -> vocabulary -> binary
+BoW windows.
 
 The pipeline, one plain function per step, so that any corpus drops in:
 
@@ -217,7 +218,8 @@ def build_vocabulary(
         words.extend(present)
     if len(words) > vocab_size:
         raise ValueError(
-            f"build_vocabulary: the forced groups alone have {len(words)} words, more than vocab_size={vocab_size}"
+            f"build_vocabulary: the forced groups alone have {len(words)} words, "
+            f"more than vocab_size={vocab_size}"
         )
     taken = set(words)
     for w, c in counts.most_common():
@@ -293,7 +295,8 @@ def window_samples(
         n_win = (last - first - window + 1).clamp(min=1)
         starts = torch.repeat_interleave(first, n_win) + _ramp(n_win)
         ends = torch.minimum(starts + window, torch.repeat_interleave(last, n_win))
-    # window k covers sentences [starts[k], ends[k]); sentence j lies in windows k with starts[k] <= j < ends[k]
+    # window k covers sentences [starts[k], ends[k]); sentence j lies in windows k with
+    # starts[k] <= j < ends[k]
     k_lo = torch.searchsorted(ends, sent_of_word, right=True)
     k_hi = torch.searchsorted(starts, sent_of_word, right=True)
     reps = (k_hi - k_lo).clamp(min=0)

@@ -1,4 +1,5 @@
-"""``hooked repro onion``: onion representations in small GRUs (Csordás et al. 2024; ``docs/methods/onion.md``).
+"""``hooked repro onion``: onion representations in small GRUs (Csordás et al. 2024;
+``docs/methods/onion.md``).
 
 For each state size N (and seed): train the repeat-task model (``RepeatModel``: one GRU, or LSTM
 with ``--cell lstm``, as encoder and decoder), then, with the model frozen, train and evaluate at
@@ -107,7 +108,8 @@ def onion(
 
     table = size_table(rows, sizes, probes)
     print(
-        f"\nrepeat task, {cell.upper()}, {'no-input' if no_input else 'autoregressive'} decoder, {seeds} seed(s) per size"
+        f"\nrepeat task, {cell.upper()}, {'no-input' if no_input else 'autoregressive'} decoder, "
+        f"{seeds} seed(s) per size"
     )
     print(table["text"])
     plot_table(run_dir, table, cell)

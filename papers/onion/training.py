@@ -83,7 +83,8 @@ def run_one(
         row["model_valid9_accuracy"] = evaluate(model, valid9)
         run_dir.json(f"{tag}.json", row)
     print(
-        f"{tag}: model exact match {row['model_valid_accuracy']:.3f} (length 9: {row['model_valid9_accuracy']:.3f})"
+        f"{tag}: model exact match {row['model_valid_accuracy']:.3f} "
+        f"(length 9: {row['model_valid9_accuracy']:.3f})"
     )
 
     row.setdefault("interventions", {})

@@ -189,7 +189,7 @@ def test_analyses_take_the_lm_through_the_protocol(bridge, wrapped, prompts):
         assert found["n"] == 6 and found["d"] == 576 and found["accuracy"] == 1.0
 
 
-# ---------------------------------------------------------------------- subspace patching, spotlight (phase 2)
+# --------------------------------------------------------------------- subspace patching, spotlight (phase 2)
 @pytest.fixture(scope="session")
 def facts(raw):
     from papers.lm.facts import city_facts

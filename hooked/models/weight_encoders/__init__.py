@@ -1,4 +1,5 @@
-"""Encoders of RNN weights (Herrmann, Faccio & Schmidhuber 2024; ``docs/methods/weight-space.md``), each a hooked model.
+"""Encoders of RNN weights (Herrmann, Faccio & Schmidhuber 2024; ``docs/methods/weight-space.md``),
+each a hooked model.
 
 Mechanistic encoders read the weights: :class:`FlatEncoder`, :class:`StatsEncoder`,
 :class:`TransformerEncoder`, :class:`DWSEncoder` (permutation-equivariant layers for LSTMs).
@@ -38,7 +39,8 @@ ENCODERS = ("flat", "stats", "transformer", "dws", "noninteractive", "interactiv
 MECHANISTIC = ("flat", "stats", "transformer", "dws")
 FUNCTIONALIST = ("noninteractive", "interactive")
 
-# Sizes per encoder: the paper's (and its authors' configs; ``docs/methods/weight-space.md``) and the CPU defaults.
+# Sizes per encoder: the paper's (and its authors' configs; ``docs/methods/weight-space.md``) and the CPU
+# defaults.
 SIZES = {
     "paper": {
         "flat": dict(hidden=(128, 128, 128)),
@@ -99,7 +101,8 @@ def _example(name: str):
         enc = build_encoder(name, layout, size=size)
         return enc, (init_params(members, layout, torch.Generator().manual_seed(seed)),)
 
-    example.__doc__ = f"""The {name} encoder of RNN weights (untrained), on random formal-language zoo members.
+    summary = f"The {name} encoder of RNN weights (untrained), on random formal-language zoo members."
+    example.__doc__ = f"""{summary}
 
     Args:
         size: "small" (CPU defaults) or "paper" (the paper's sizes, docs/methods/weight-space.md).

@@ -113,7 +113,7 @@ class DWSLayer(nn.Module):
         # learned embeddings of the input / output positions (those axes are not symmetric)
         self.io = nn.ParameterList()
         self.io_index: list[list[tuple[int, int]]] = []
-        for i, (_, gs) in enumerate(self.specs):
+        for _, gs in self.specs:
             slots = []
             for a, g in enumerate(gs):
                 if io_embed and g in sizes:

@@ -159,7 +159,8 @@ def train_emulation(
 def emulation_error(
     encoder: WeightEncoder, emulator: Emulator, zoo: Zoo, *, seqs: int = 4, batch: int = 64
 ) -> float:
-    """Mean total variation of the emulation over all members of ``zoo`` and their first ``seqs`` sequences."""
+    """Mean total variation of the emulation over all members of ``zoo`` and their first ``seqs``
+    sequences."""
     encoder.eval()
     emulator.eval()
     seqs = min(seqs, zoo.sequences.shape[1])

@@ -1,4 +1,5 @@
-"""Functionalist encoders: they learn what to ask an RNN and embed its answers (``docs/methods/weight-space.md``).
+"""Functionalist encoders: they learn what to ask an RNN and embed its answers
+(``docs/methods/weight-space.md``).
 
 A core (a residual stack of LSTM cells) reads a BOS vector, then the target RNN's outputs on
 ``probes`` parallel probe sequences, one step at a time, then an EOS vector; its final output

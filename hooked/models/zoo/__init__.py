@@ -1,4 +1,5 @@
-"""RNN model zoos (``docs/methods/weight-space.md``): many small LSTMs trained at once, stored as safetensors + JSON.
+"""RNN model zoos (``docs/methods/weight-space.md``): many small LSTMs trained at once, stored as
+safetensors + JSON.
 
 * :mod:`~hooked.models.zoo.lstm`: :class:`ZooLSTM` (one member, hooked) and
   :func:`stacked_lstm` (M members as one computation), hidden-unit permutations.
