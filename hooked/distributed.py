@@ -12,7 +12,8 @@ with and without a launcher.
   sizes) shared round-robin over the ranks, every result gathered to rank 0 in the items' order.
   An item's result depends only on the item (with ``seed=`` the global torch RNG is re-seeded
   per item), so a sweep over N processes equals the same sweep in one.
-* :func:`shared_run_dir`: every rank writes into rank 0's run folder.
+* :func:`shared_run_dir`: every rank writes into rank 0's run folder; :func:`local_device`: a bare
+  ``"cuda"`` becomes each rank's own GPU.
 """
 
 from __future__ import annotations
@@ -161,6 +162,14 @@ def sweep(
     for part in parts:
         merged.update(part)
     return [merged[i] for i in range(len(items))]
+
+
+def local_device(device: str | torch.device) -> str | torch.device:
+    """``device`` for this rank: a bare ``"cuda"`` becomes this rank's GPU (``cuda:LOCAL_RANK``)
+    under a launcher; anything else is returned as is."""
+    if str(device) == "cuda" and launched():
+        return f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
+    return device
 
 
 def shared_run_dir(run_dir: Any) -> Any:

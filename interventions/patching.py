@@ -6,6 +6,8 @@ input produced there, and measures how the output moves.
 
 * :func:`patch_hook` builds the hook function for one patch.
 * :func:`patch` runs one patched forward.
+* :func:`patching_pairs` runs that grid for many (base, source) pairs, shared over the ranks
+  under ``torchrun``.
 * :func:`patching_sweep` measures a grid of patches (hooks x positions): the base batch is
   repeated once per patch and every patch of the grid rides in the same forward, each row
   patched only at its own (hook, position). Hook points that run once per step (an RNN's state)
@@ -154,6 +156,36 @@ def patching_sweep(
             values = metric(out).float().reshape(len(part), n_rows).mean(dim=1)
             results.append(values)
     return torch.cat(results).reshape(shape)
+
+
+def patching_pairs(
+    model: Hookable,
+    pairs: Sequence[tuple[Batch, Batch]],
+    hooks: Sequence[str],
+    metric: Metric | Sequence[Metric],
+    positions: Sequence[int] | None = None,
+    *,
+    pos_dim: int = 1,
+    chunk: int | None = None,
+) -> Tensor:
+    """:func:`patching_sweep` for every ``(base, source)`` pair: ``[pairs, hooks(, positions)]``.
+
+    ``metric`` is one function for every pair or one per pair (e.g. each pair's own answer). Under
+    ``torchrun`` the pairs are shared over the ranks (:func:`hooked.distributed.sweep`) and every
+    rank gets the whole result, the same as in one process.
+    """
+    from hooked import distributed
+
+    pairs = list(pairs)
+    metrics = list(metric) if isinstance(metric, (list, tuple)) else [metric] * len(pairs)
+    if len(metrics) != len(pairs):
+        raise ValueError(f"patching_pairs: {len(metrics)} metrics for {len(pairs)} pairs")
+
+    def one(i: int) -> Tensor:
+        base, source = pairs[i]
+        return patching_sweep(model, base, source, hooks, metrics[i], positions, pos_dim=pos_dim, chunk=chunk)
+
+    return torch.stack(distributed.sweep(one, range(len(pairs)), gather="all"))
 
 
 def _grid_hooks(

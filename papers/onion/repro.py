@@ -25,6 +25,9 @@ linear code, see the README); ``--sizes 48,64,128,256,512,1024 --steps 40000
 JSON and checkpoint into the run folder and is skipped when present, so a sweep can be resumed,
 or split over processes that share ``--out`` and collected by a last run over all sizes; a model
 checkpoint with fewer than ``--steps`` steps is trained on (with a fresh AdamW state).
+``torchrun --nproc_per_node=N -m hooked repro onion --out DIR`` shares the (size, seed) runs over N
+ranks (:func:`hooked.distributed.sweep`; each run's global RNG is seeded from its index, so the
+table is the same as in one process).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
+from hooked import distributed
 from papers.onion.report import plot_table, size_table, verdict_text
 from papers.onion.training import METHODS, run_one
 
@@ -97,31 +101,35 @@ def onion(
         n_train=n_train,
         probes=probes,
     )
-    rows = []
-    for size in sizes:
-        for seed in range(seeds):
-            rows.append(
-                run_one(
-                    run_dir, size, seed, data, valid9, pool9, device=device, progress=progress, **settings
-                )
-            )
+    run_dir = distributed.shared_run_dir(run_dir)
+    device = distributed.local_device(device)
+    progress = progress and distributed.is_main()
+
+    def one(item: tuple[int, int]) -> dict:
+        size, seed = item
+        return run_one(run_dir, size, seed, data, valid9, pool9, device=device, progress=progress, **settings)
+
+    # every (size, seed) is independent: under torchrun each rank trains its share
+    items = [(size, seed) for size in sizes for seed in range(seeds)]
+    rows = distributed.sweep(one, items, seed=0, gather="all")
 
     table = size_table(rows, sizes, probes)
+    out = {
+        "settings": settings,
+        "sizes": list(sizes),
+        "rows": rows,
+        "table": table["cells"],
+        "verdict": verdict_text(table),
+        "seconds": time.perf_counter() - started,
+    }
+    if not distributed.is_main():
+        return out
     print(
         f"\nrepeat task, {cell.upper()}, {'no-input' if no_input else 'autoregressive'} decoder, "
         f"{seeds} seed(s) per size"
     )
     print(table["text"])
     plot_table(run_dir, table, cell)
-    verdict = verdict_text(table)
-    print("\n" + verdict)
-    out = {
-        "settings": settings,
-        "sizes": list(sizes),
-        "rows": rows,
-        "table": table["cells"],
-        "verdict": verdict,
-        "seconds": time.perf_counter() - started,
-    }
+    print("\n" + out["verdict"])
     run_dir.json("onion.json", out)
     return out
