@@ -16,6 +16,7 @@ during the harvest. Stores are written under ``--dir`` (default: a temporary fol
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -30,43 +31,37 @@ from pathlib import Path
 import torch
 
 MODELS = ("toy", "llama", "smollm")
+TOY_FEATURES = 4096
 
 
-def build(model: str, gib: float, batch_size: int):
-    """(model, batches, hooks, bytes of activations per batch)."""
+def build(model: str, gib: float, batch_size: int, lazy: bool = False):
+    """``(model, batches, hooks)``: batches enough for ``gib`` GiB of activations at the hooks
+    (a generator with ``lazy``: one input batch in memory at a time)."""
+    g = torch.Generator().manual_seed(0)
     if model == "toy":
         from hooked.models.toy_relu import ToyReLU, sparse_uniform
 
-        m = ToyReLU(2048, 256, 1, seed=0)
-        hooks = ["hook_hidden", "hook_out"]
-        row = 4 * (256 + 2048)
-        n = int(gib * 2**30 / row / batch_size) + 1
-        g = torch.Generator().manual_seed(0)
-        batches = [sparse_uniform(batch_size, torch.full((1,), 0.1), 2048, g) for _ in range(n)]
-    elif model == "llama":
-        from hooked.lm import wrap_lm
+        # cheap forwards, wide activations: the write-bound case
+        m = ToyReLU(TOY_FEATURES, 16, 1, seed=0)
+        hooks = ["hook_pre", "hook_out"]
+        n = int(gib * 2**30 / (4 * 2 * TOY_FEATURES) / batch_size) + 1
+        density = torch.full((1,), 0.1)
+        batches = (sparse_uniform(batch_size, density, TOY_FEATURES, g) for _ in range(n))
+    elif model in ("llama", "smollm"):
+        from hooked import lm
         from hooked.models.lm import tiny_llama_hf
 
-        m = wrap_lm(tiny_llama_hf(layers=2, d_model=512, vocab=1024))
-        hooks = ["model.layers.0.hook_out", "model.layers.1.hook_out"]
-        seq = 128
-        row = 4 * 512 * 2
-        n = int(gib * 2**30 / (row * seq * batch_size)) + 1
-        g = torch.Generator().manual_seed(0)
-        batches = [torch.randint(0, 1024, (batch_size, seq), generator=g) for _ in range(n)]
-    elif model == "smollm":
-        from hooked import lm
-
-        m = lm.load("smollm2-135m", backend="wrap")
-        hooks = ["model.layers.10.hook_out", "model.layers.20.hook_out"]
-        seq = 128
-        row = 4 * 576 * 2
-        n = int(gib * 2**30 / (row * seq * batch_size)) + 1
-        g = torch.Generator().manual_seed(0)
-        batches = [torch.randint(0, 49152, (batch_size, seq), generator=g) for _ in range(n)]
+        if model == "llama":  # a random Llama, 2 layers, d_model 512: compute-bound forwards
+            m, d, vocab = lm.wrap_lm(tiny_llama_hf(layers=2, d_model=512, vocab=1024)), 512, 1024
+            hooks = ["model.layers.0.hook_out", "model.layers.1.hook_out"]
+        else:
+            m, d, vocab = lm.load("smollm2-135m", backend="wrap"), 576, 49152
+            hooks = ["model.layers.10.hook_out", "model.layers.20.hook_out"]
+        n = int(gib * 2**30 / (4 * d * 2 * 128 * batch_size)) + 1
+        batches = (torch.randint(0, vocab, (batch_size, 128), generator=g) for _ in range(n))
     else:
         raise ValueError(f"model must be one of {MODELS}")
-    return m.eval(), batches, hooks
+    return m.eval(), batches if lazy else list(batches), hooks
 
 
 def in_memory(model, batches, hooks) -> tuple[float, int]:
@@ -164,22 +159,13 @@ class PeakSampler:
 def one_memory_run(gib: float, model: str, batch_size: int, folder: str) -> dict:
     from hooked.store import harvest, read_manifest
 
-    m, batches, hooks = build(model, gib, batch_size)
-    n_batches = len(batches)
-    del batches  # generate lazily: only one input batch in memory at a time
-    if model == "toy":
-        from hooked.models.toy_relu import sparse_uniform
-
-        g = torch.Generator().manual_seed(0)
-        gen = (sparse_uniform(batch_size, torch.full((1,), 0.1), 2048, g) for _ in range(n_batches))
-    else:
-        g = torch.Generator().manual_seed(0)
-        vocab = 1024 if model == "llama" else 49152
-        gen = (torch.randint(0, vocab, (batch_size, 128), generator=g) for _ in range(n_batches))
+    m, gen, hooks = build(model, gib, batch_size, lazy=True)
+    first = next(gen)
+    gen = itertools.chain([first], gen)
     import pyarrow  # noqa: F401  (imported before the baseline, as the harvest needs it)
 
     with torch.no_grad():  # one forward before the baseline: allocator and hook machinery warm
-        m.run_with_cache(_one(model, batch_size), names_filter=hooks)
+        m.run_with_cache(first, names_filter=hooks)
     before = _rss()
     out = Path(folder) / f"store-{gib}"
     started = time.perf_counter()
@@ -199,15 +185,6 @@ def one_memory_run(gib: float, model: str, batch_size: int, folder: str) -> dict
         "VmHWM_MiB": _rss()["VmHWM"] / 2**20,
         "shards": len(shards),
     }
-
-
-def _one(model: str, batch_size: int):
-    if model == "toy":
-        from hooked.models.toy_relu import sparse_uniform
-
-        return sparse_uniform(batch_size, torch.full((1,), 0.1), 2048, torch.Generator().manual_seed(1))
-    vocab = 1024 if model == "llama" else 49152
-    return torch.randint(0, vocab, (batch_size, 128), generator=torch.Generator().manual_seed(1))
 
 
 def memory(args: argparse.Namespace) -> list[dict]:

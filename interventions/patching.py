@@ -16,7 +16,9 @@ input produced there, and measures how the output moves.
   ``generic_activation_patch`` pattern), kept as a reference for tests and benchmarks.
 
 Everything goes through ``run_with_cache`` / ``run_with_hooks``, so it runs on any
-:class:`hooked.Hookable`: toy models, RNNs, ``hooked.wrap`` and TransformerLens's bridge.
+:class:`hooked.Hookable`: toy models, RNNs, ``hooked.wrap`` and TransformerLens's bridge. Source
+activations are moved to the device of the activation they replace, so a model split over devices
+(``hooked.lm.load(..., device_map=...)``) is patched like any other.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def patch_hook(
 
     def hook(act: Tensor, hook: Any) -> Tensor:
         src = source if step is None else source.select(1, step)
-        src = src.to(act.dtype)
+        src = src.to(act.device, act.dtype)  # the source may have run on another device
         if position is None:
             return src.expand_as(act).clone()
         out = act.clone()
@@ -102,7 +104,7 @@ def patch(
 
 def _all_steps_hook(stacked: Tensor) -> Callable[[Tensor, Any], Tensor]:
     def hook(act: Tensor, hook: Any) -> Tensor:
-        return stacked.select(1, hook.step).to(act.dtype).clone()
+        return stacked.select(1, hook.step).to(act.device, act.dtype).clone()
 
     return hook
 
@@ -217,7 +219,7 @@ def _rows_hook(src: Tensor, rows: Tensor, src_rows: Tensor, recurrent: bool) -> 
     def hook(act: Tensor, hook: Any) -> Tensor:
         s = src.select(1, hook.step) if recurrent else src
         out = act.clone()
-        out[rows] = s[src_rows].to(act.dtype)
+        out[rows.to(act.device)] = s[src_rows].to(act.device, act.dtype)
         return out
 
     return hook
@@ -226,7 +228,9 @@ def _rows_hook(src: Tensor, rows: Tensor, src_rows: Tensor, recurrent: bool) -> 
 def _position_rows_hook(src: Tensor, rows: Tensor, src_rows: Tensor, pos: Tensor, pos_dim: int) -> Callable:
     def hook(act: Tensor, hook: Any) -> Tensor:
         out = act.movedim(pos_dim, 1).clone()
-        out[rows, pos] = src.movedim(pos_dim, 1)[src_rows, pos].to(act.dtype)
+        out[rows.to(act.device), pos.to(act.device)] = src.movedim(pos_dim, 1)[src_rows, pos].to(
+            act.device, act.dtype
+        )
         return out.movedim(1, pos_dim)
 
     return hook
@@ -238,7 +242,7 @@ def _step_rows_hook(src: Tensor, rows: Tensor, src_rows: Tensor, steps: Tensor) 
     def hook(act: Tensor, hook: Any) -> Tensor:
         at = steps == hook.step
         out = act.clone()
-        out[rows[at]] = src.select(1, hook.step)[src_rows[at]].to(act.dtype)
+        out[rows[at].to(act.device)] = src.select(1, hook.step)[src_rows[at]].to(act.device, act.dtype)
         return out
 
     return at_step(wanted, hook)

@@ -197,6 +197,9 @@ def load(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str = torch.float32,
     backend: Backend = "bridge",
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
 ) -> Any:
     """A hooked causal language model: ``model(tokens [batch, pos]) -> logits [batch, pos, vocab]``.
 
@@ -208,9 +211,22 @@ def load(
         backend: ``"bridge"`` (TransformerLens 4 ``TransformerBridge``), ``"wrap"``
             (``hooked.wrap`` with input and output hook points on every module) or ``"hf"``
             (the transformers model itself, no hook points).
+        device_map, max_memory, offload_folder: split the model over devices, the CPU and disk
+            with accelerate (``device`` is then not used); see :mod:`hooked.lm.placement`.
     Returns:
         the model, in eval mode, with its tokenizer as ``model.tokenizer``.
     """
+    if device_map is not None or max_memory is not None:
+        from hooked.lm.placement import load_placed
+
+        return load_placed(
+            name_or_path,
+            device_map=device_map,
+            max_memory=max_memory,
+            offload_folder=offload_folder,
+            dtype=dtype,
+            backend=backend,
+        )
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     hf, tokenizer = load_hf(name_or_path, device=device, dtype=dtype)

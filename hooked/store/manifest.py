@@ -49,6 +49,19 @@ class StoreError(HookedError, ValueError):
     """An activation store that cannot be written, resumed or read as asked; the message says why."""
 
 
+def require(module: str) -> Any:
+    """Import ``module`` (pyarrow, datasets), or say how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(
+            f"activation stores need {module}: `pip install pyarrow datasets` "
+            "(or `pip install 'hooked[scale]'`)"
+        ) from None
+
+
 def model_fingerprint(model: Any) -> dict[str, Any]:
     """The model's class, parameter count and a sha256 over its parameters' and buffers' names,
     shapes, dtypes and an evenly spaced sample of up to 4096 values each (offloaded ``meta``

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hooked.store.manifest import StoreError, read_manifest
+from hooked.store.manifest import StoreError, read_manifest, require
 
 
 def open(store: str | os.PathLike, *, verify: bool = False) -> Any:
@@ -30,7 +30,7 @@ def open(store: str | os.PathLike, *, verify: bool = False) -> Any:
         store: the store's folder (written by :func:`hooked.store.harvest`).
         verify: also check every shard's sha256 against the manifest (reads every byte once).
     """
-    import datasets
+    datasets = require("datasets")
 
     store = Path(store)
     manifest = read_manifest(store, verify=verify)
@@ -68,7 +68,7 @@ class _Column:
     """One column of every shard as zero-copy numpy views of the memory-mapped record batches."""
 
     def __init__(self, tables: list[Any], name: str, shape: tuple[int, ...]):
-        import pyarrow as pa
+        pa = require("pyarrow")
 
         self.views: list[np.ndarray] = []
         for table in tables:
@@ -126,7 +126,7 @@ def iter_batches(
         drop_last: leave out a last batch with fewer than ``batch_size`` rows.
         verify: check the shards' sha256 first.
     """
-    import pyarrow as pa
+    pa = require("pyarrow")
 
     if batch_size < 1:
         raise ValueError(f"iter_batches: batch_size must be positive, got {batch_size}")

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from hooked.protocol import Batch, split_batch
+from hooked.store.manifest import require
 
 ID_COLUMNS = ("row", "sequence", "position")
 STORE_DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
@@ -177,7 +178,7 @@ def batch_columns(
 
 def record_batch(columns: Mapping[str, np.ndarray], layout: Layout) -> Any:
     """One Arrow record batch from numpy columns; a hook's row is a (nested) fixed-size list."""
-    import pyarrow as pa
+    pa = require("pyarrow")
 
     arrays, names = [], []
     for name in layout.columns:
@@ -193,15 +194,23 @@ def record_batch(columns: Mapping[str, np.ndarray], layout: Layout) -> Any:
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
+HASHED_ELEMENTS = 1 << 16
+
+
 def hash_batch(h: Any, batch: Batch) -> None:
-    """Feed a batch's inputs (every tensor's dtype, shape and bytes, and other values' repr) to ``h``."""
+    """Feed a batch's inputs to ``h``: every tensor's dtype and shape and its values (all of them up
+    to 65536, else 65536 evenly spaced ones, so that wide float inputs cost little next to their
+    activations), and other values' repr."""
     args, kwargs = split_batch(batch)
     for key, v in [*enumerate(args), *sorted(kwargs.items())]:
         h.update(str(key).encode())
         if isinstance(v, Tensor):
-            t = v.detach().cpu().contiguous()
-            h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy() if t.numel() else b"")
+            t = v.detach().reshape(-1)
+            h.update(f"{t.dtype}{tuple(v.shape)}".encode())
+            if t.numel() > HASHED_ELEMENTS:
+                t = t[:: t.numel() // HASHED_ELEMENTS][:HASHED_ELEMENTS]
+            t = t.cpu().contiguous()
+            h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
         else:
             h.update(repr(v).encode())
 

@@ -52,6 +52,7 @@ from hooked.store.manifest import (
     different_settings,
     model_fingerprint,
     read_manifest,
+    require,
 )
 from hooked.store.rows import (
     STORE_DTYPES,
@@ -82,7 +83,7 @@ def harvest(
     dtype: str | torch.dtype | None = None,
     sequence: bool | None = None,
     shard_mb: float = 256.0,
-    record_mb: float = 16.0,
+    record_mb: float = 4.0,
     model_name: str | None = None,
     progress: bool = True,
 ) -> Path:
@@ -102,7 +103,8 @@ def harvest(
         sequence: one row per token (activations ``[batch, pos, ...]``) or per sample (``[batch,
             ...]``); default: per token when the main input is integer ``[batch, pos]`` token ids.
         shard_mb: about how many MiB of rows go into one shard file (whole batches per shard).
-        record_mb: rows are written in Arrow record batches of about this many MiB.
+        record_mb: rows are written in Arrow record batches of at least this many MiB (smaller
+            batches are joined; larger ones written as they are).
         model_name: the model's name in the manifest (default: its class name).
         progress: a progress bar (on rank 0).
     Returns:
@@ -247,7 +249,7 @@ class _ShardWriter:
     def __init__(
         self, folder: Path, shard: int, layout: Layout, first_row: int, first_sequence: int, record_mb: float
     ):
-        import pyarrow as pa
+        pa = require("pyarrow")
 
         self.folder, self.shard, self.layout = folder, shard, layout
         self.first_row, self.first_sequence = first_row, first_sequence
