@@ -46,19 +46,19 @@ JOBS = {
         "--shard-mb",
         "8",
         "--no-progress",
-    ],  # fmt: skip
+    ],
     # the TMS reproduction with fewer steps (its four sweeps are the work items)
     "tms": [
         "repro",
         "tms",
         "--steps",
-        "1000",
+        "300",
         "--big-steps",
-        "1000",
+        "300",
         "--phase-steps",
-        "1000",
+        "300",
         "--no-progress",
-    ],  # fmt: skip
+    ],
 }
 
 
