@@ -66,26 +66,26 @@ def build(model: str, gib: float, batch_size: int, lazy: bool = False):
 
 def in_memory(model, batches, hooks) -> tuple[float, int]:
     kept = []
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with torch.no_grad():
         for b in batches:
             _, cache = model.run_with_cache(b, names_filter=hooks)
             kept.append([cache[h] for h in hooks])
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     size = sum(t.numel() * t.element_size() for ts in kept for t in ts)
-    return seconds, size
+    return seconds, cpu, size
 
 
 def to_store(model, batches, hooks, folder: Path) -> tuple[float, int]:
     from hooked.store import harvest, read_manifest
 
     out = folder / "store"
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     harvest(model, batches, hooks, out, progress=False)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     size = sum(s["bytes"] for s in read_manifest(out)["shards"])
     shutil.rmtree(out)
-    return seconds, size
+    return seconds, cpu, size
 
 
 def rate(args: argparse.Namespace) -> dict:
@@ -93,16 +93,18 @@ def rate(args: argparse.Namespace) -> dict:
     model, batches, hooks = build(args.model, args.gib, args.batch_size)
     folder = Path(tempfile.mkdtemp(prefix="store-bench-", dir=args.dir))
     times: dict[str, list[float]] = {"memory": [], "store": []}
+    cpus: dict[str, list[float]] = {"memory": [], "store": []}
     sizes = {}
     try:
         in_memory(model, batches[:2], hooks)  # warm up (first hook attach, allocator)
         for _ in range(args.repeats):
             for name, fn in (("memory", in_memory), ("store", to_store)):
                 args_ = (model, batches, hooks) + ((folder,) if name == "store" else ())
-                s, size = fn(*args_)
+                s, cpu, size = fn(*args_)
                 times[name].append(s)
+                cpus[name].append(cpu)
                 sizes[name] = size
-                print(f"{name}: {s:.2f} s, {size / 2**30:.3f} GiB", file=sys.stderr)
+                print(f"{name}: {s:.2f} s (cpu {cpu:.2f} s), {size / 2**30:.3f} GiB", file=sys.stderr)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -117,6 +119,9 @@ def rate(args: argparse.Namespace) -> dict:
         "memory_gib_per_s": sizes["memory"] / 2**30 / med["memory"],
         "store_gib_per_s": sizes["memory"] / 2**30 / med["store"],
         "store_rate_over_memory_rate": med["memory"] / med["store"],
+        "cpu_seconds": cpus,
+        "store_cpu_rate_over_memory_cpu_rate": statistics.median(cpus["memory"])
+        / statistics.median(cpus["store"]),
     }
     print(json.dumps(out, indent=2))
     return out

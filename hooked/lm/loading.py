@@ -216,20 +216,16 @@ def load(
     Returns:
         the model, in eval mode, with its tokenizer as ``model.tokenizer``.
     """
-    if device_map is not None or max_memory is not None:
-        from hooked.lm.placement import load_placed
-
-        return load_placed(
-            name_or_path,
-            device_map=device_map,
-            max_memory=max_memory,
-            offload_folder=offload_folder,
-            dtype=dtype,
-            backend=backend,
-        )
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    hf, tokenizer = load_hf(name_or_path, device=device, dtype=dtype)
+    if device_map is not None or max_memory is not None:  # split over devices: hooked.lm.placement
+        from hooked.lm.placement import execution_device, load_placed
+
+        placement = dict(device_map=device_map, max_memory=max_memory, offload_folder=offload_folder)
+        hf, tokenizer = load_placed(*resolve(name_or_path), **placement, dtype=_dtype(dtype))
+        device = execution_device(hf)
+    else:
+        hf, tokenizer = load_hf(name_or_path, device=device, dtype=dtype)
     if backend == "hf":
         hf.tokenizer = tokenizer
         return hf

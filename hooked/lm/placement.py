@@ -1,10 +1,10 @@
 """Language models larger than one device: split over devices, offloaded to the CPU or to disk.
 
-``hooked.lm.load(name, device_map=..., max_memory=..., offload_folder=...)`` comes here: the
-transformers model is loaded through accelerate (``from_pretrained(device_map=...)``), which puts
-each layer on a GPU, the CPU, or on disk (weights read into memory just for the layer's forward),
-and moves activations between them. The hooked backends wrap that model as usual, so hooks,
-caches, patching and DAS run unchanged (``interventions`` move replacements to the device of the
+``hooked.lm.load(name, device_map=..., max_memory=..., offload_folder=...)`` loads the model with
+:func:`load_placed`: through accelerate (``from_pretrained(device_map=...)``), which puts each
+layer on a GPU, the CPU, or on disk (weights read into memory just for the layer's forward), and
+moves activations between them. The hooked backends wrap that model as usual, so hooks, caches,
+patching and DAS run unchanged (``interventions`` move replacements to the device of the
 activation they replace).
 
 A layer offloaded to disk or CPU has ``meta`` tensors as parameters between forwards. Code that
@@ -44,28 +44,31 @@ class OffloadedWeightsError(HookedError, RuntimeError):
     """Weights were read that are offloaded (``meta`` tensors) outside :func:`materialized`."""
 
 
+class PlacementError(HookedError, OSError):
+    """A model could not be split as asked; the message says what to install or pass instead."""
+
+
 def load_placed(
-    name_or_path: str | os.PathLike,
+    source: str,
+    local: bool,
     *,
     device_map: DeviceMap | None,
     max_memory: Mapping[Any, Any] | None = None,
     offload_folder: str | os.PathLike | None = None,
-    dtype: torch.dtype | str = torch.float32,
-    backend: str = "bridge",
-) -> Any:
-    """What :func:`hooked.lm.load` returns for a ``device_map`` / ``max_memory``: the model split
-    by accelerate, wrapped by ``backend`` (see :mod:`hooked.lm`)."""
-    from hooked.lm import loading
+    dtype: torch.dtype = torch.float32,
+) -> tuple[nn.Module, Any]:
+    """``(transformers causal LM split by accelerate, its tokenizer)`` from a folder or hub name
+    (``source``, as :func:`hooked.lm.loading.resolve` gives it); :func:`hooked.lm.load` wraps it.
 
-    if importlib.util.find_spec("accelerate") is None:
-        raise loading.LMLoadError(
-            "device_map needs accelerate: `pip install accelerate` (or `pip install 'hooked[scale]'`)"
+    The tokenizer is None for a folder that has none (e.g. a bare model saved for tests).
+    """
+    if importlib.util.find_spec("accelerate") is None or importlib.util.find_spec("transformers") is None:
+        raise PlacementError(
+            "device_map needs transformers and accelerate: `pip install transformers accelerate` "
+            "(or `pip install 'hooked[lm,scale]'`)"
         )
-    if backend not in loading.BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(loading.BACKENDS)}, got {backend!r}")
-    transformers = loading._import_transformers()
-    dtype = loading._dtype(dtype)
-    source, local = loading.resolve(name_or_path)
+    import transformers
+
     device_map = "auto" if device_map is None else device_map
     folder = Path(offload_folder) if offload_folder else _offload_folder(source, device_map, max_memory)
     kwargs: dict[str, Any] = dict(
@@ -75,20 +78,22 @@ def load_placed(
         kwargs["max_memory"] = dict(max_memory)
     try:
         hf = transformers.AutoModelForCausalLM.from_pretrained(source, **kwargs).eval()
+        tokenizer = _tokenizer(transformers, source, local)
     except (OSError, ValueError, KeyError) as e:
-        raise loading.LMLoadError(
-            f"could not load {source} with device_map={device_map!r}, max_memory={max_memory!r}: "
-            f"{loading._first_line(e)}"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PlacementError(
+            f"could not load {source} with device_map={device_map!r}, max_memory={max_memory!r}: {first}"
         ) from None
-    tokenizer = _tokenizer(transformers, source, local)
     hf.tokenizer = tokenizer
-    if backend == "hf":
-        return hf
-    if backend == "wrap":
-        return loading.wrap_lm(hf, tokenizer)
-    first = next(iter(device_map_of(hf).values()), "cpu")
-    device = "cpu" if first in ("disk", "meta") else first
-    return loading.bridge(hf, tokenizer, loading.official_name(name_or_path), device=device, dtype=dtype)
+    return hf, tokenizer
+
+
+def execution_device(model: Any) -> str:
+    """The first device of a split model's map that is not disk (where its inputs go)."""
+    for device in device_map_of(model).values():
+        if device not in ("disk", "meta"):
+            return device
+    return "cpu"
 
 
 def _tokenizer(transformers: Any, source: str, local: bool) -> Any:
