@@ -205,14 +205,27 @@ def hash_batch(h: Any, batch: Batch) -> None:
     for key, v in [*enumerate(args), *sorted(kwargs.items())]:
         h.update(str(key).encode())
         if isinstance(v, Tensor):
-            t = v.detach().reshape(-1)
-            h.update(f"{t.dtype}{tuple(v.shape)}".encode())
-            if t.numel() > HASHED_ELEMENTS:
-                t = t[:: t.numel() // HASHED_ELEMENTS][:HASHED_ELEMENTS]
-            t = t.cpu().contiguous()
-            h.update(t.view(torch.uint8).numpy() if t.numel() else b"")
+            h.update(f"{v.dtype}{tuple(v.shape)}".encode())
+            h.update(_sampled_bytes(v.detach().reshape(-1)))
         else:
             h.update(repr(v).encode())
+
+
+_SAME_SIZE_INTS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _sampled_bytes(t: Tensor) -> np.ndarray:
+    """A 1-d tensor's values (at most HASHED_ELEMENTS evenly spaced ones) as contiguous raw bytes.
+
+    The strided pick is done by numpy on the CPU: torch's strided copy of a small sample costs
+    about as much as hashing the whole tensor."""
+    ints = _SAME_SIZE_INTS.get(t.element_size())
+    if ints is None:  # complex128 and the like: all of it
+        return t.cpu().contiguous().view(torch.uint8).numpy()
+    t = t.view(ints)
+    if t.numel() > HASHED_ELEMENTS:
+        t = t[:: t.numel() // HASHED_ELEMENTS][:HASHED_ELEMENTS]
+    return np.ascontiguousarray(t.cpu().numpy()).view(np.uint8)
 
 
 def batch_digest(batch: Batch) -> str:
