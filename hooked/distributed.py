@@ -191,4 +191,6 @@ def shared_run_dir(run_dir: Any) -> Any:
         mine.rmdir()
     except OSError:
         pass
-    return RunDir(main) if isinstance(run_dir, RunDir) else main
+    if isinstance(run_dir, RunDir):
+        return RunDir(main, overwrite=getattr(run_dir, "overwrite", False))
+    return main

@@ -349,13 +349,23 @@ def spotlight_model(
         hook=hook,
     )
     label_iter = iter(labels) if labels is not None else None
-    for acts in iter_activations(model, batches, [hook], device=device, progress=progress):
+    stream = iter_activations(model, batches, [hook], device=device, progress=progress, with_mask=True)
+    for acts, mask in stream:
         a = acts[hook]
         if not isinstance(a, Tensor):
             raise TypeError(f"hook {hook!r} produced {type(a).__name__}, not a tensor")
         if step is not None:
             a = _select_step(hp, hook, a, step)
-        acc.add(a, next(label_iter) if label_iter is not None else None)
+        lab = next(label_iter) if label_iter is not None else None
+        if mask is not None and a.dim() >= 3 and tuple(a.shape[:2]) == tuple(mask.shape):
+            real = mask.to(device=a.device, dtype=torch.bool)  # a padded batch: count real tokens only
+            a = a[real]
+            lab = (
+                lab[real.to(lab.device)]
+                if lab is not None and tuple(lab.shape[:2]) == tuple(mask.shape)
+                else lab
+            )
+        acc.add(a, lab)
     if not acc.n_batches:
         raise ValueError("spotlight_model: no batches were given")
     return acc.result()
@@ -482,3 +492,7 @@ def spotlight_analysis(
             run_dir.figure("spotlight.png", spotlight_figure(res, title))
         run_dir.tensors("srm.safetensors", res.tensors() | {"basis": found.basis.double()})
     return found
+
+
+# a padded text batch (``hooked run --data``) is counted over its real tokens only
+spotlight_analysis.masks_padding = True  # type: ignore[attr-defined]

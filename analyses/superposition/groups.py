@@ -180,7 +180,13 @@ def group_geometry_at(
         cyclic: test whether the group goes around the origin in that order.
         scale: size of the basis inputs used to read each feature's direction.
     """
+    from hooked.errors import OptionError
+
     features = list(features)
+    if len(features) < 2 or len(set(features)) != len(features):
+        raise OptionError("features", f"must be two or more distinct feature indices, got {features}")
     W = feature_directions(model, hook, data, scale=scale)
     W = W.reshape(-1, *W.shape[-2:])
+    if not all(0 <= f < W.shape[-1] for f in features):
+        raise OptionError("features", f"must be feature indices in 0..{W.shape[-1] - 1}, got {features}")
     return {"hook": hook, "features": features, "instances": [group_geometry(w, features, cyclic) for w in W]}

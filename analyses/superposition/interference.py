@@ -113,6 +113,14 @@ def interference_at(
         pre_hook: hook whose zero-input activation is the output bias b (the pre-ReLU output).
         out_hook: hook holding the reconstruction, for the per-feature R².
     """
+    from hooked.errors import OptionError, UnknownHookError
+    from hooked.protocol import check_hook
+
+    for option, name in (("pre_hook", pre_hook), ("out_hook", out_hook)):
+        try:
+            check_hook(model, name)
+        except UnknownHookError as e:
+            raise OptionError(option, f"names no hook point: {e}") from None
     W = feature_directions(model, hook, data)
     b = hook_bias(model, pre_hook, data)
     x = data[0] if isinstance(data, list | tuple) else data

@@ -1,7 +1,7 @@
 """Language models larger than one device: split over devices, offloaded to the CPU or to disk.
 
-``hooked.lm.load(name, device_map=..., max_memory=..., offload_folder=...)`` loads the model with
-:func:`load_placed`: through accelerate (``from_pretrained(device_map=...)``), which puts each
+``hooked.lm.load(name, device_map=..., max_memory=..., offload_folder=...)`` loads the model
+through accelerate (``from_pretrained(device_map=...)``, :func:`from_pretrained_kwargs`), which puts each
 layer on a GPU, the CPU, or on disk (weights read into memory just for the layer's forward), and
 moves activations between them. The hooked backends wrap that model as usual, so hooks, caches,
 patching and DAS run unchanged (``interventions`` move replacements to the device of the
@@ -32,7 +32,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
 from hooked.errors import HookedError
@@ -45,47 +44,33 @@ class OffloadedWeightsError(HookedError, RuntimeError):
 
 
 class PlacementError(HookedError, OSError):
-    """A model could not be split as asked; the message says what to install or pass instead."""
+    """A model cannot be split as asked; the message says what to install or pass instead."""
 
 
-def load_placed(
-    source: str,
-    local: bool,
-    *,
+def from_pretrained_kwargs(
+    name_or_path: str | os.PathLike,
     device_map: DeviceMap | None,
     max_memory: Mapping[Any, Any] | None = None,
     offload_folder: str | os.PathLike | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> tuple[nn.Module, Any]:
-    """``(transformers causal LM split by accelerate, its tokenizer)`` from a folder or hub name
-    (``source``, as :func:`hooked.lm.loading.resolve` gives it); :func:`hooked.lm.load` wraps it.
-
-    The tokenizer is None for a folder that has none (e.g. a bare model saved for tests).
-    """
-    if importlib.util.find_spec("accelerate") is None or importlib.util.find_spec("transformers") is None:
+) -> dict[str, Any]:
+    """The ``from_pretrained`` arguments that split a model (what :func:`hooked.lm.load` passes
+    on for ``device_map`` / ``max_memory``): the map (default ``"auto"``), the memory budget and
+    the folder for offloaded weights (default: one under the hooked cache per model and map;
+    weights read from safetensors files are not copied there)."""
+    if importlib.util.find_spec("accelerate") is None:
         raise PlacementError(
-            "device_map needs transformers and accelerate: `pip install transformers accelerate` "
-            "(or `pip install 'hooked[lm,scale]'`)"
+            "device_map needs accelerate: `pip install accelerate` (or `pip install 'hooked[scale]'`)"
         )
-    import transformers
-
     device_map = "auto" if device_map is None else device_map
-    folder = Path(offload_folder) if offload_folder else _offload_folder(source, device_map, max_memory)
-    kwargs: dict[str, Any] = dict(
-        dtype=dtype, device_map=device_map, offload_folder=str(folder), local_files_only=local
-    )
+    if not isinstance(device_map, (str, Mapping)):
+        raise PlacementError(
+            f"device_map must be 'auto', 'balanced', 'sequential', a device or a dict, got {device_map!r}"
+        )
+    folder = offload_folder or _offload_folder(str(name_or_path), device_map, max_memory)
+    kwargs: dict[str, Any] = {"device_map": device_map, "offload_folder": str(folder)}
     if max_memory is not None:
         kwargs["max_memory"] = dict(max_memory)
-    try:
-        hf = transformers.AutoModelForCausalLM.from_pretrained(source, **kwargs).eval()
-        tokenizer = _tokenizer(transformers, source, local)
-    except (OSError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PlacementError(
-            f"could not load {source} with device_map={device_map!r}, max_memory={max_memory!r}: {first}"
-        ) from None
-    hf.tokenizer = tokenizer
-    return hf, tokenizer
+    return kwargs
 
 
 def execution_device(model: Any) -> str:
@@ -94,18 +79,6 @@ def execution_device(model: Any) -> str:
         if device not in ("disk", "meta"):
             return device
     return "cpu"
-
-
-def _tokenizer(transformers: Any, source: str, local: bool) -> Any:
-    """The folder's tokenizer; None for a folder that has none (e.g. a bare model saved for tests)."""
-    path = Path(source)
-    if (
-        local
-        and path.is_dir()
-        and not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json"))
-    ):
-        return None
-    return transformers.AutoTokenizer.from_pretrained(source, local_files_only=local)
 
 
 def _offload_folder(source: str, device_map: DeviceMap, max_memory: Any) -> Path:

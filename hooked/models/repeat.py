@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from hooked.checkpoint import loadable
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
 from hooked.models.rnn import HookedGRU, HookedLSTM
@@ -184,6 +185,7 @@ def make_repeat_data(
 
 
 # ---------------------------------------------------------------------- model
+@loadable
 class RepeatModel(HookedModule):
     """``Embedding(n_symbols + 2, E) -> GRU or LSTM (E -> N) -> Linear(N, n_symbols)``, one
     recurrent layer used as encoder and, from the encoder's final state, as decoder.
@@ -371,6 +373,9 @@ def train_repeat(
 def _example(
     cell: Cell, hidden_size: int, no_input: bool, batch_size: int, seed: int
 ) -> tuple[RepeatModel, tuple[Tensor, Tensor]]:
+    from hooked.checks import positive
+
+    positive(hidden_size=hidden_size, batch_size=batch_size)
     torch.manual_seed(seed)
     model = RepeatModel(cell, hidden_size, no_input=no_input)
     g = torch.Generator().manual_seed(seed)

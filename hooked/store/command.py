@@ -7,8 +7,8 @@ Inputs, in this order of preference:
 
 * ``--data FILE.safetensors``: a tensor ``input_ids`` (and optionally ``attention_mask``; rows
   where it is 0 are not stored), or a single tensor of model inputs; cut into ``--batch-size`` rows;
-* ``--data FILE.txt``: one text per line, tokenized with the model's tokenizer to ``--length``
-  tokens each (``hooked.lm.to_tokens``);
+* ``--data FILE.txt``: one text per line, tokenized with the model's tokenizer into padded batches
+  (``hooked.lm.tokenize``), each text cut to at most ``--length`` tokens; padding gets no rows;
 * no ``--data``: the model's own input sampler, if the registered model has one
   (``model.input_sampler(batch_size, generator) -> batch``, e.g. ``toy-relu``, ``tiny-llama``;
   ``--rows`` says how many rows), else its example batch.
@@ -36,17 +36,23 @@ def harvest_command(
     rest: list[str],
     *,
     show_help: bool,
-    model_parser: Callable[..., argparse.ArgumentParser],
+    model_parser: Callable[..., tuple[argparse.ArgumentParser, Any]],
     build_model: Callable[[registry.Entry, argparse.Namespace], tuple[Any, Any]],
+    find_model: Callable[[str], registry.Entry] | None = None,
 ) -> int:
-    """Parse ``hooked harvest`` options from ``rest``, build the model, harvest; returns the exit code."""
+    """Parse ``hooked harvest`` options from ``rest``, build the model, harvest; returns the exit code.
+
+    ``model_parser``, ``build_model`` and ``find_model`` (a registered name, or a model folder, to
+    its entry) are the command line's own, so that models are named and built as everywhere else.
+    """
     from hooked.store.writer import harvest
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--model")
     known, _ = pre.parse_known_args(rest)
-    entry = registry.get("model", known.model) if known.model else None
-    p = model_parser("hooked harvest", entry, flag_prefix="model-")
+    find = find_model or (lambda name: registry.get("model", name))
+    entry = find(known.model) if known.model else None
+    p, _ = model_parser("hooked harvest", entry, flag_prefix="model-")
     required = not show_help
     p.add_argument("--model", required=required, help="registered model name (see `hooked models`)")
     p.add_argument(
@@ -58,7 +64,12 @@ def harvest_command(
     p.add_argument("--data", type=Path, help="inputs: a .safetensors file of tensors or a .txt file of texts")
     p.add_argument("--rows", type=int, help="stop after this many store rows (tokens, or samples)")
     p.add_argument("--batch-size", type=int, default=64, help="input rows per forward (default: 64)")
-    p.add_argument("--length", type=int, default=64, help="tokens per text of a .txt file (default: 64)")
+    p.add_argument(
+        "--length",
+        type=int,
+        default=64,
+        help="at most this many tokens per text of a .txt file (default: 64)",
+    )
     p.add_argument(
         "--dtype", choices=["float16", "float32", "float64"], help="storage dtype (default: the activations')"
     )
@@ -152,8 +163,9 @@ def tensor_file_batches(path: Path, batch_size: int) -> list[Batch]:
 
 
 def text_batches(model: Any, path: Path, batch_size: int, length: int) -> Iterator[Batch]:
-    """Token ids of the texts in a file (one per line, empty lines skipped), ``length`` tokens each."""
-    from hooked.lm import to_tokens
+    """Padded batches (``hooked.lm.tokenize``, right padding) of the texts in a file, one per line
+    (empty lines skipped), each cut to its first ``length`` tokens; padding gets no rows."""
+    from hooked.lm import tokenize
 
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
@@ -163,10 +175,10 @@ def text_batches(model: Any, path: Path, batch_size: int, length: int) -> Iterat
             if line.strip():
                 chunk.append(line.rstrip("\n"))
             if len(chunk) == batch_size:
-                yield to_tokens(model, chunk, length=length)
+                yield tokenize(model, chunk, padding_side="right", max_length=length)
                 chunk = []
     if chunk:
-        yield to_tokens(model, chunk, length=length)
+        yield tokenize(model, chunk, padding_side="right", max_length=length)
 
 
 def _split(batch: Batch, batch_size: int) -> list[Batch]:

@@ -52,6 +52,13 @@ def test_padded_sequences_pool_over_their_real_tokens_only(tmp_path):
     torch.testing.assert_close(got["last"][0], last)
     torch.testing.assert_close(got["mean"][0], mean)
     torch.testing.assert_close(got[0][0], first)
+    # and as hook_features pools the padded batch itself (real tokens only; -2: the last but one)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    pools = ["last", "mean", 1, -2]
+    want = hook_features(model, batch, [hook], pools=pools)
+    from_store = store_features(out, [hook], pools=pools, chunk_rows=5)
+    for p in pools:
+        torch.testing.assert_close(from_store[p], want[p])
 
 
 def test_sample_store_probes_equal_the_model_probes(tmp_path):

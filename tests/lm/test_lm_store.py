@@ -39,7 +39,7 @@ def test_bridge_store_equals_its_cache(tmp_path):
 def test_harvest_command_reads_a_text_file(tmp_path):
     from hooked.cli import main
 
-    (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n\n")
+    (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n\nshort\n")  # a text shorter than --length
     argv = [
         "harvest",
         "--model",
@@ -54,7 +54,12 @@ def test_harvest_command_reads_a_text_file(tmp_path):
     ds = store.open(tmp_path / "s")
     model = lm.load("smollm2-135m", backend="wrap")
     hook = "model.layers.5.hook_out"
-    tokens = lm.to_tokens(model, TEXTS, length=6)
-    want = torch.cat([model.run_with_cache(t, names_filter=[hook])[1][hook] for t in tokens.split(2)])
-    assert ds.num_rows == 18 and torch.equal(ds["sequence"][:].unique(), torch.arange(3))
-    torch.testing.assert_close(ds[hook][:], want.reshape(18, -1))  # the same batches of 2 texts
+    texts = [*TEXTS, "short"]
+    batches = [lm.tokenize(model, texts[i : i + 2], padding_side="right", max_length=6) for i in (0, 2)]
+    want = torch.cat(
+        [model.run_with_cache(**b, names_filter=[hook])[1][hook][b["attention_mask"].bool()] for b in batches]
+    )  # the same padded batches of 2 texts, real tokens only
+    n_short = len(lm.to_tokens(model, "short")[0])
+    assert ds.num_rows == 18 + n_short and torch.equal(ds["sequence"][:].unique(), torch.arange(4))
+    assert ds["position"][18:].tolist() == list(range(n_short))
+    torch.testing.assert_close(ds[hook][:], want)

@@ -97,6 +97,12 @@ def _example(name: str):
     """The registered model ``ws-NAME``: encoder ``name`` (untrained) and a batch of random members."""
 
     def example(*, size: str = "small", members: int = 4, seed: int = 0):
+        from hooked.checks import positive
+        from hooked.errors import OptionError
+
+        positive(members=members)
+        if size not in SIZES:
+            raise OptionError("size", f"must be one of {', '.join(SIZES)}, got {size!r}")
         layout = LSTMLayout(6, 6, 32, 2)
         enc = build_encoder(name, layout, size=size)
         return enc, (init_params(members, layout, torch.Generator().manual_seed(seed)),)

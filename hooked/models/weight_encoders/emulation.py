@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from hooked.checkpoint import loadable
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
 from hooked.models.weight_encoders.base import WeightEncoder
@@ -25,6 +26,7 @@ from hooked.models.zoo.store import Zoo
 from hooked.typecheck import Float, typechecked
 
 
+@loadable
 class Emulator(HookedModule):
     """An LSTM that imitates the member an embedding stands for.
 

@@ -27,11 +27,13 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from hooked.checkpoint import loadable
 from hooked.hook_point import HookPoint
 from hooked.models.weight_encoders.base import HookedMLP, WeightEncoder
 from hooked.models.zoo.lstm import stacked_lstm
 
 
+@loadable
 class ProbingEncoder(WeightEncoder):
     """Probing encoder (interactive or not) of RNN weights.
 
