@@ -5,6 +5,11 @@
 ``fn(*args)`` in every one and returns each rank's result (``fn`` must be a module-level function
 and its results picklable; they come back through a pipe, never a file). A process that fails or
 hangs fails the test with its traceback.
+
+The processes are forked by one forkserver per test session that has imported torch, its hook
+machinery (``torch._dynamo``) and pyarrow once (:data:`PRELOAD`): a spawned process pays those
+imports again, several seconds each on the CI's two cores, for every rank of every test. The
+forkserver never runs a torch op, so its children start with no thread pools to inherit.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+
+PRELOAD = ["torch", "torch._dynamo", "torch.distributed", "pyarrow", "hooked", "hooked.store", "tests.toys"]
+"""What the forkserver imports once for every rank of every test (an import that fails is skipped)."""
 
 
 def free_port() -> int:
@@ -50,7 +58,8 @@ def _entry(rank: int, world: int, port: int, fn: Callable, args: tuple, results:
 
 def run_world(fn: Callable, world: int, *args: Any, timeout: float = 120.0) -> list[Any]:
     """``fn(*args)`` on ``world`` gloo processes; the results in rank order."""
-    ctx = torch.multiprocessing.get_context("spawn")
+    ctx = torch.multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([*PRELOAD, fn.__module__])  # used when the session's forkserver starts
     results = ctx.SimpleQueue()
     port = free_port()
     procs = [ctx.Process(target=_entry, args=(r, world, port, fn, args, results)) for r in range(world)]

@@ -85,6 +85,7 @@ def harvest_command(
     opts = p.parse_args(rest)
     if opts.batch_size < 1:
         raise ValueError(f"--batch-size must be positive, got {opts.batch_size}")
+    distributed.init()  # first: under torchrun with GPUs, "cuda" is then each rank's own device
     model, example = build_model(entry, opts)
     hooks = [h.strip() for h in opts.hooks.split(",") if h.strip()]
     batches = command_batches(model, example, opts.data, opts.rows, opts.batch_size, opts.length, opts.seed)

@@ -81,13 +81,12 @@ def test_caches_hooks_and_patching_on_offloaded_layers(split, whole, tokens):
     def metric(out):
         return out[:, -1, 5] - out[:, -1, 7]
 
-    grid = patching_sweep(
-        split, corrupt, tokens, ["model.layers.0.hook_out", "model.layers.1.hook_out"], metric, [0, 6]
-    )
-    ref = patching_sweep(
-        whole, corrupt, tokens, ["model.layers.0.hook_out", "model.layers.1.hook_out"], metric, [0, 6]
-    )
-    torch.testing.assert_close(grid, ref, rtol=0, atol=1e-6)
+    grid_hooks = ["model.layers.0.hook_out", "model.layers.1.hook_out"]
+    ref = patching_sweep(whole, corrupt, tokens, grid_hooks, metric, [0, 6], reuse_prefix=False)
+    assert ref.max() - ref.min() > 0.05  # patches that move the metric by different amounts
+    for reuse in (True, False):  # the base run's key-value cache reused before each patch, or not
+        grid = patching_sweep(split, corrupt, tokens, grid_hooks, metric, [0, 6], reuse_prefix=reuse)
+        torch.testing.assert_close(grid, ref, rtol=0, atol=1e-5)
 
 
 def test_das_trains_through_offloaded_layers_like_on_the_whole_model(split, whole, tokens):

@@ -1,6 +1,7 @@
 """The sweeps spread over ranks by ``hooked.distributed.sweep`` give, on 2 gloo processes, what they
 give in one process: TMS (its four sweeps), onion (sizes x seeds), weight space (the zoos) and
-patching over prompt pairs. Tiny settings; both sides run with one torch thread per process."""
+patching over prompt pairs. Tiny settings; both sides run with one torch thread per process.
+Patching over prompt pairs runs by default; the training sweeps (seconds each) are slow-marked."""
 
 from __future__ import annotations
 
@@ -73,6 +74,7 @@ def _patching_pairs() -> list:
     return out
 
 
+@pytest.mark.slow  # ~11 s on two cores: four training sweeps in each world
 def test_world2_tms_equals_world1(tmp_path):
     with one_thread():
         one = _tms(str(tmp_path / "w1"))
