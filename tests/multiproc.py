@@ -56,10 +56,17 @@ def _entry(rank: int, world: int, port: int, fn: Callable, args: tuple, results:
             dist.destroy_process_group()
 
 
-def run_world(fn: Callable, world: int, *args: Any, timeout: float = 120.0) -> list[Any]:
-    """``fn(*args)`` on ``world`` gloo processes; the results in rank order."""
+def context(fn: Callable) -> Any:
+    """The multiprocessing context whose ``Process(target=fn)`` forks from the session's forkserver
+    (started on first use, with :data:`PRELOAD` and ``fn``'s module imported)."""
     ctx = torch.multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([*PRELOAD, fn.__module__])  # used when the session's forkserver starts
+    return ctx
+
+
+def run_world(fn: Callable, world: int, *args: Any, timeout: float = 120.0) -> list[Any]:
+    """``fn(*args)`` on ``world`` gloo processes; the results in rank order."""
+    ctx = context(fn)
     results = ctx.SimpleQueue()
     port = free_port()
     procs = [ctx.Process(target=_entry, args=(r, world, port, fn, args, results)) for r in range(world)]

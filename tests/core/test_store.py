@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -17,9 +14,8 @@ from torch import nn
 import hooked
 from hooked import store
 from hooked.store import StoreError
+from tests.multiproc import context
 from tests.toys import MLPStack
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class SlowNet(hooked.HookedModule):
@@ -174,30 +170,28 @@ def test_a_finished_store_is_kept_and_other_settings_are_refused(tmp_path):
         store.harvest(model, batches, ["hook_hidden"], tmp_path / "file", progress=False)
 
 
-_KILLED_RUN = """
-import sys, torch
-sys.path.insert(0, {root!r})
-from hooked import store
-from tests.core.test_store import SlowNet, slow_batches
-hooks = ["hook_hidden", "hook_out"]
-store.harvest(SlowNet(delay=0.25), slow_batches(), hooks, {out!r}, shard_mb=1e-6, progress=False)
-"""
+def _killed_run(out: str) -> None:
+    """The harvest that the test kills (in a process forked from the tests' forkserver)."""
+    hooks = ["hook_hidden", "hook_out"]
+    store.harvest(SlowNet(delay=0.25), slow_batches(), hooks, out, shard_mb=1e-6, progress=False)
 
 
 def test_a_run_killed_by_sigkill_resumes_and_redoes_only_the_unfinished_shard(tmp_path):
     out = tmp_path / "s"
     partial = tmp_path / "s.partial"
-    proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN.format(root=str(ROOT), out=str(out))])
+    proc = context(_killed_run).Process(target=_killed_run, args=(str(out),))
+    proc.start()
     try:
         deadline = time.monotonic() + 60
         while len(list((partial / "progress").glob("*.json"))) < 3:
-            assert proc.poll() is None, "the harvest ended before it could be killed"
+            assert proc.is_alive(), "the harvest ended before it could be killed"
             assert time.monotonic() < deadline, "the harvest wrote no shard in time"
             time.sleep(0.02)
         time.sleep(0.1)  # somewhere inside the next shard
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.kill()  # SIGKILL
+        proc.join()
+    assert proc.exitcode == -signal.SIGKILL
     assert not out.exists() and partial.is_dir()  # never visible half-written
     finished = {p.name: p.stat().st_mtime_ns for p in partial.glob("shard-*.arrow")}
     n_done = len(list((partial / "progress").glob("*.json")))
