@@ -30,10 +30,12 @@ class ActivationCache(Mapping[str, Tensor]):
         data: Mapping[str, Tensor],
         time_dims: Mapping[str, int] | None = None,
         ragged: Mapping[str, Sequence[Tensor]] | None = None,
+        aliases: Mapping[str, str] | None = None,
     ):
         self._data = dict(data)
         self._time_dims = dict(time_dims or {})
         self._ragged = {k: list(v) for k, v in (ragged or {}).items()}
+        self._aliases = dict(aliases or {})  # other names of stored keys (see with_aliases)
 
     @classmethod
     def from_calls(
@@ -61,11 +63,16 @@ class ActivationCache(Mapping[str, Tensor]):
         return cls(data, stacked, ragged)
 
     # ------------------------------------------------------------------ mapping protocol
-    def __getitem__(self, name: str) -> Tensor:
+    def __getitem__(self, name: str | tuple) -> Tensor:
+        if isinstance(name, tuple):  # TransformerLens's shorthand: cache["resid_pre", 3]
+            name = self.act_name(*name)
         try:
             return self._data[name]
         except KeyError:
             pass
+        other = self._aliases.get(name) or self._aliases.get(self.act_name(name))
+        if other is not None and other != name and other in self:
+            return self[other]
         if name in self._ragged:
             shapes = [tuple(t.shape) for t in self._ragged[name]]
             raise KeyError(
@@ -83,6 +90,27 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._data or name in self._ragged
+
+    # ------------------------------------------------------------------ names
+    def act_name(self, name: str, layer: int | None = None, layer_type: str | None = None) -> str:
+        """TransformerLens's ``get_act_name``: ``("resid_pre", 3)`` -> ``blocks.3.hook_resid_pre``.
+
+        ``cache[name, layer]`` and ``cache[name, layer, layer_type]`` look that name up, also through
+        the aliases the model gave its caches (a wrapped LM: ``model.layers.3.hook_in``). Negative
+        layers need the model: ``hooked.lm.act_name(model, "resid_pre", -1)``.
+        """
+        from hooked.lm.names import act_name
+
+        if isinstance(layer, int) and layer < 0:
+            raise KeyError(
+                f"cache[{name!r}, {layer}]: a cache does not know the number of layers; use "
+                f"cache[hooked.lm.act_name(model, {name!r}, {layer})]"
+            )
+        return act_name(name, layer, layer_type)
+
+    def with_aliases(self, aliases: Mapping[str, str]) -> ActivationCache:
+        """The same activations, also found under other names (``{other name: stored name}``)."""
+        return ActivationCache(self._data, self._time_dims, self._ragged, {**self._aliases, **aliases})
 
     # ------------------------------------------------------------------ steps
     def is_stacked(self, name: str) -> bool:
@@ -117,6 +145,7 @@ class ActivationCache(Mapping[str, Tensor]):
             {k: fn(v) for k, v in self._data.items()},
             self._time_dims,
             {k: [fn(t) for t in v] for k, v in self._ragged.items()},
+            self._aliases,
         )
 
     def remove_batch_dim(self) -> ActivationCache:
