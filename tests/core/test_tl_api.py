@@ -419,12 +419,14 @@ def torch_hook_observations(kind):
     return out, y, z
 
 
-@pytest.mark.parametrize("kind", ["hooked"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_register_forward_hook_on_a_hook_point_fires_as_on_transformer_lens(kind):
     got, y, z = torch_hook_observations(kind)
     want, ty, tz = torch_hook_observations("tl")
     assert got == want == [1, 0, 2, 2]
-    assert torch.allclose(y, ty) and torch.allclose(z, tz) and not torch.allclose(y, z)
+    assert not torch.allclose(y, z)  # the hook's replacement took effect
+    if kind == "hooked":  # the same hook point in the same network as TL's twin
+        assert torch.allclose(y, ty) and torch.allclose(z, tz)
 
 
 def test_pytorch_hooks_on_a_hook_point_and_recurrent_layers():
@@ -526,14 +528,23 @@ def test_backward_one_tuple_and_list_hooks_agree_with_the_bridge(bridge_and_twin
         model.run_with_hooks(tokens, bwd_hooks=[(last, lambda grad, hook: (grad * 3,))]).sum().backward()
         grads[name] = emb.grad.clone()
         emb.grad = None
+        first = lm_residual(model)[0]
         model.add_perma_hook(last, f2)
-        model.add_hook(lm_residual(model)[0], f1)
+        model.add_hook(first, f1)
         model.add_hook(last, g, dir="bwd")
         listing = model.list_hooks(name_filter=lm_residual(model))
         grads[name + " hooks"] = describe(listing, [lm_residual(model)[0], "", last])
         grads[name + " no perm"] = describe(
             model.list_hooks(lm_residual(model), including_permanent=False), [lm_residual(model)[0], "", last]
         )
+        model.remove_all_hook_fns(direction="fwd")  # the permanent and the backward hook stay
+        grads[name + " after fwd removal"] = describe(model.list_hooks(lm_residual(model)), [first, "", last])
+        layers = []
+        model.run_with_hooks(
+            tokens,
+            fwd_hooks=[(lm_residual(model)[1], lambda a, hook, seen=layers: seen.append(hook.layer()))],
+        )
+        grads[name + " layer"] = layers
         model.reset_hooks(including_permanent=True)
         assert model.list_hooks() == {}
     assert torch.allclose(grads["bridge"], grads["wrap"], atol=1e-5)
@@ -546,6 +557,12 @@ def test_backward_one_tuple_and_list_hooks_agree_with_the_bridge(bridge_and_twin
         }
     )
     assert grads["bridge no perm"] == grads["wrap no perm"]
+    assert (
+        grads["bridge after fwd removal"]
+        == grads["wrap after fwd removal"]
+        == {"c": [(True, None, "f2"), (False, None, "g")]}
+    )
+    assert grads["bridge layer"] == grads["wrap layer"] == [1]
 
 
 def lm_residual(model):
