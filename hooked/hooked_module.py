@@ -80,8 +80,10 @@ class HookedModule(nn.Module):
     # ------------------------------------------------------------------ fast hook point lookup
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
-        if isinstance(value, nn.Module):
-            fast_lookup.bind(self) if isinstance(value, HookPoint) else fast_lookup.install(value)
+        if isinstance(value, HookPoint):
+            fast_lookup.bind(self)
+        elif isinstance(value, nn.Module):
+            fast_lookup.install(value)
 
     def add_module(self, name: str, module: nn.Module | None) -> None:
         super().add_module(name, module)

@@ -86,12 +86,12 @@ class ModuleHookPoint(HookPoint):
         if owner is not None:
             owner._point_live(self, self._live)
 
-    # PyTorch hook callbacks ------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state["_owner"] = None  # a weak reference: the Wrapped that is copied with it links it again
         return state
 
+    # PyTorch hook callbacks ------------------------------------------------------------
     def _on_output(self, module: nn.Module, args: Any, output: Any) -> Any:
         slot = _tensor_slot(output)
         if slot is None:
