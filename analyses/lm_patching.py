@@ -141,8 +141,8 @@ def prompt_pair_patching(model: Hookable, pair: PromptPair = EIFFEL, **kwargs: A
     clean, corrupt = to_tokens(model, pair.clean), to_tokens(model, pair.corrupt)
     if clean.shape != corrupt.shape:
         raise ValueError(
-            f"the prompts {pair.clean!r} ({clean.shape[1]} tokens) and {pair.corrupt!r} ({corrupt.shape[1]} tokens) "
-            "must have the same number of tokens"
+            f"the prompts {pair.clean!r} ({clean.shape[1]} tokens) and {pair.corrupt!r} "
+            f"({corrupt.shape[1]} tokens) must have the same number of tokens"
         )
     result = residual_patching(
         model, clean, corrupt, token_id(model, pair.answer), token_id(model, pair.wrong), **kwargs
@@ -173,7 +173,8 @@ def plot_patching(result: PatchingResult, title: str = "") -> Any:
     fig.colorbar(im, ax=ax, label="logit difference restored\n(patched - corrupt) / (clean - corrupt)")
     ax.set_title(
         title
-        or f"activation patching, clean -> corrupt\nclean LD {result.clean:.2f}, corrupt LD {result.corrupt:.2f}",
+        or f"activation patching, clean -> corrupt\n"
+        f"clean LD {result.clean:.2f}, corrupt LD {result.corrupt:.2f}",
         fontsize=9,
     )
     return fig

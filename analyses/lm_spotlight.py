@@ -68,9 +68,9 @@ def mlp_hidden_hooks(model: Any) -> list[str]:
     found = {key: v for key, v in found.items() if set(v) == set(range(len(v)))}
     if not found:
         raise ValueError(
-            f"cannot find the MLP hidden activations of {type(model).__name__}: expected TransformerLens names "
-            "(blocks.N.mlp.hook_post) or layers wrapped with inputs (hooked.wrap(m, inputs=True)) whose MLP has a "
-            f"down projection named one of {', '.join(DOWN_PROJECTIONS)}"
+            f"cannot find the MLP hidden activations of {type(model).__name__}: expected TransformerLens "
+            "names (blocks.N.mlp.hook_post) or layers wrapped with inputs (hooked.wrap(m, inputs=True)) "
+            f"whose MLP has a down projection named one of {', '.join(DOWN_PROJECTIONS)}"
         )
     layers = max(found.values(), key=len)
     return [layers[i] for i in range(len(layers))]
@@ -186,12 +186,14 @@ def _row(
         "h4": a.get("h4"),
         "null_mean": a.get("null_mean"),
         "null_std": a.get("null_std"),
-        # no random rotation of the basis put a single sample in a cone: z is +-inf or 0, the verdict rests on the raw counts
+        # no random rotation of the basis put a single sample in a cone: z is +-inf or 0, the verdict
+        # rests on the raw counts
         "null_empty": bool(found.null) and all(int(n.counts.abs().sum()) == 0 for n in found.null),
         "srm_mean_max": float(r.mean.max()) if r.n else None,
         "isotropic_reference": r.reference,
         "planes_with_counts": int((r.counts.abs().sum(1) > 0).sum()),
-        "axis_cone_hits": in_cone,  # summed over the 2d cones: a sample can be in several when epsilon < 0.707
+        # summed over the 2d cones: a sample can be in several when epsilon < 0.707
+        "axis_cone_hits": in_cone,
         "nonempty_directions": int((g.counts > 0).sum()),
     }
     order = torch.argsort(g.counts, descending=True)[:top]

@@ -37,7 +37,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hooked.protocol import Batch, Hookable, hook_names, iter_activations, split_batch
+from hooked.checks import require_finite
+from hooked.protocol import Batch, Hookable, batch_mask, hook_names, iter_activations, split_batch
 from hooked.typecheck import Float, Int, typechecked
 
 DEFAULT_ALPHAS = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)
@@ -154,9 +155,19 @@ def ridge_probes(
     """
     if features.shape[1] != labels.shape[0]:
         raise ValueError(f"features have {features.shape[1]} samples but labels have {labels.shape[0]}")
+    require_finite(features, "ridge_probes: the features")
+    if len(labels) and int(labels.min()) < 0:
+        raise ValueError(f"ridge_probes: labels must be class ids >= 0, got {int(labels.min())}")
     n_classes = int(labels.max()) + 1
     labels = labels.to(features.device)
     fold_of = stratified_folds(labels, folds, seed).to(features.device)
+    empty = (torch.bincount(fold_of, minlength=folds) == 0).nonzero().flatten().tolist()
+    if empty:
+        largest = int(torch.bincount(labels).max()) if len(labels) else 0
+        raise ValueError(
+            f"ridge_probes: folds={folds} leaves {len(empty)} fold(s) with no held-out sample ({len(labels)} "
+            f"samples, the largest class has {largest}); use at most {largest} folds"
+        )
     grid = torch.tensor(list(alphas), dtype=torch.float64, device=features.device)
     accs, chosen = [], []
     for f in range(folds):  # a handful of folds; probes and penalties are batched inside
@@ -164,6 +175,11 @@ def ridge_probes(
         scores, loo = _ridge(features[:, train], labels[train], features[:, test], grid, n_classes)
         best = loo.argmin(dim=-1)  # [probes]
         picked = scores[torch.arange(len(best), device=best.device), best]  # [probes, m, C]
+        if not bool(torch.isfinite(picked).all()):
+            raise ValueError(
+                "ridge_probes: the probe's scores overflowed (features too large for "
+                f"{features.dtype}?); pass float64 features"
+            )
         accs.append((picked.argmax(dim=-1) == labels[test]).float().mean(dim=-1))
         chosen.append(grid[best])
     counts = torch.bincount(labels, minlength=n_classes)
@@ -180,33 +196,71 @@ def ridge_probes(
 POOLS = ("last", "mean")
 
 
-def pool_rows(act: Tensor, pool: str | int) -> Tensor:
+def pool_rows(act: Tensor, pool: str | int, mask: Tensor | None = None) -> Tensor:
     """One vector per input row: ``[batch, d]`` as is; ``[batch, pos, ..., d]`` along axis 1 at the
-    last position (``"last"``), averaged (``"mean"``) or at position ``pool`` (an int)."""
+    last position (``"last"``), averaged (``"mean"``) or at position ``pool`` (an int).
+
+    With ``mask`` (``[batch, pos]``, 1 at real tokens: a padded batch's attention mask) only real
+    tokens count: ``"last"`` is each row's last real token, ``"mean"`` the mean over its real
+    tokens, and an int counts real tokens (0: each row's first, -1: its last), so a padded batch
+    gives each row what it gives alone.
+    """
     if act.dim() == 2:
         return act
     if act.dim() < 2:
         raise ValueError(
             f"probes need activations of shape [batch, d] or [batch, pos, d], got {tuple(act.shape)}"
         )
-    if pool == "last":
-        out = act[:, -1]
-    elif pool == "mean":
-        out = act.mean(dim=1)
-    elif isinstance(pool, int):
-        if not -act.shape[1] <= pool < act.shape[1]:
-            raise ValueError(
-                f"position {pool} is out of range for an activation with {act.shape[1]} positions"
-            )
-        out = act[:, pool]
-    else:
+    if mask is not None and tuple(mask.shape) != tuple(act.shape[:2]):
+        raise ValueError(
+            f"the attention mask has shape {tuple(mask.shape)} but the activation {tuple(act.shape)}: "
+            "only [batch, pos, ...] activations of a padded batch can be pooled over its real tokens"
+        )
+    if pool not in ("last", "mean") and not isinstance(pool, int):
         raise ValueError(f"pool must be 'last', 'mean' or a position index, got {pool!r}")
+    if mask is None:
+        if pool == "last":
+            out = act[:, -1]
+        elif pool == "mean":
+            out = act.mean(dim=1)
+        else:
+            if not -act.shape[1] <= pool < act.shape[1]:
+                raise ValueError(
+                    f"position {pool} is out of range for an activation with {act.shape[1]} positions"
+                )
+            out = act[:, pool]
+        return out.reshape(out.shape[0], -1)
+    mask = mask.to(act.device)
+    rows = torch.arange(act.shape[0], device=act.device)
+    if pool == "mean":
+        weights = mask.to(act.dtype).reshape(*mask.shape, *([1] * (act.dim() - 2)))
+        out = (act * weights).sum(dim=1) / weights.sum(dim=1)
+    else:
+        out = act[rows, real_position(mask, -1 if pool == "last" else pool)]
     return out.reshape(out.shape[0], -1)
+
+
+def real_position(mask: Tensor, position: int) -> Tensor:
+    """``[batch]``: the index of each row's ``position``-th real token (0 its first, -1 its last)
+    in a padded batch with attention ``mask``; an error if some row is too short."""
+    from hooked.lm.tokens import first_positions, last_positions
+
+    batch = {"input_ids": mask, "attention_mask": mask}
+    first, last = first_positions(batch), last_positions(batch)
+    index = first + position if position >= 0 else last + 1 + position
+    short = (index < first) | (index > last)
+    if bool(short.any()):
+        rows = short.nonzero().flatten().tolist()
+        raise ValueError(
+            f"position {position} is past the real tokens of rows {rows[:10]} "
+            f"(they have {(last - first + 1)[short].tolist()[:10]} tokens)"
+        )
+    return index
 
 
 def hook_features(
     model: Hookable,
-    inputs: Tensor | Iterable[Batch],
+    inputs: Tensor | dict[str, Tensor] | Iterable[Batch],
     hooks: Sequence[str],
     *,
     pools: Sequence[str | int] = POOLS,
@@ -214,22 +268,32 @@ def hook_features(
     progress: bool = False,
 ) -> dict[str | int, Tensor]:
     """``{pool: [hooks, n, d]}``: each hook's activation, one vector per input row, for every pooling
-    in ``pools`` (see :func:`pool_rows`), streamed batch by batch.
+    in ``pools`` (see :func:`pool_rows`), streamed batch by batch. A padded batch (a dict with an
+    ``attention_mask``) is pooled over its real tokens only.
 
     Args:
-        inputs: a tensor of input rows (split into ``batch_size`` rows), or an iterable of batches.
+        inputs: a tensor of input rows or a dict batch of them (split into ``batch_size`` rows),
+            or an iterable of batches.
     """
     hooks = hook_names(model, list(hooks))
-    batches = inputs.split(batch_size) if isinstance(inputs, Tensor) else inputs
+    batches = _split_rows(inputs, batch_size) if isinstance(inputs, (Tensor, dict)) else inputs
     parts: dict[str | int, list[Tensor]] = {p: [] for p in pools}
-    for acts in iter_activations(
-        model, batches, hooks, device="cpu", progress="activations" if progress else False
+    for acts, mask in iter_activations(
+        model, batches, hooks, device="cpu", progress="activations" if progress else False, with_mask=True
     ):
         for p in pools:
-            parts[p].append(torch.stack([pool_rows(acts[h].float(), p) for h in hooks]))
+            parts[p].append(torch.stack([pool_rows(acts[h].float(), p, mask) for h in hooks]))
     if not any(parts.values()):
         raise ValueError("hook_features: no batches were given")
     return {p: torch.cat(v, dim=1) for p, v in parts.items()}
+
+
+def _split_rows(inputs: Tensor | dict[str, Tensor], size: int) -> list[Batch]:
+    if isinstance(inputs, Tensor):
+        return list(inputs.split(size))
+    parts = {k: v.split(size) if isinstance(v, Tensor) else None for k, v in inputs.items()}
+    n = len(next(p for p in parts.values() if p is not None))
+    return [{k: (p[i] if p is not None else inputs[k]) for k, p in parts.items()} for i in range(n)]
 
 
 # ---------------------------------------------------------------------- probes at many hooks
@@ -251,7 +315,7 @@ class LayerProbes:
 
 def layer_probes(
     model: Hookable,
-    tokens: Tensor,
+    tokens: Tensor | dict[str, Tensor],
     labels: Tensor,
     hooks: Sequence[str],
     hook_labels: Sequence[str] | None = None,
@@ -262,7 +326,8 @@ def layer_probes(
     progress: bool = False,
 ) -> LayerProbes:
     """Ridge probes for ``labels`` at every hook, at the last position and mean-pooled (``[batch, d]``
-    activations: as is); the same probes on shuffled labels are the control (they sit at chance)."""
+    activations: as is); the same probes on shuffled labels are the control (they sit at chance).
+    ``tokens`` may be a padded batch (``hooked.lm.tokenize``): pooled over each row's real tokens."""
     feats = hook_features(model, tokens, hooks, batch_size=batch_size, progress=progress)
     shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed + 1))]
     results = {}
@@ -270,7 +335,10 @@ def layer_probes(
         name = {"last": "last token", "mean": "mean over tokens"}[pooling]
         results[name] = ridge_probes(x, labels, folds=folds, seed=seed)
         results[f"{name}, shuffled labels"] = ridge_probes(x, shuffled, folds=folds, seed=seed)
-    info = {"n_texts": int(tokens.shape[0]), "tokens_per_text": int(tokens.shape[1]), "folds": folds}
+    ids = tokens["input_ids"] if isinstance(tokens, dict) else tokens
+    mask = batch_mask(tokens)
+    per_text = int(ids.shape[1]) if mask is None else round(float(mask.sum(dim=1).float().mean()), 2)
+    info = {"n_texts": int(ids.shape[0]), "tokens_per_text": per_text, "folds": folds}
     return LayerProbes(list(hook_labels or hooks), results, info)
 
 
@@ -302,9 +370,9 @@ def resolve_labels(spec: str, model: Hookable, batches: Sequence[Batch]) -> Tens
     """The label of every input row (over ``batches``, in order), from a spec:
 
     * ``input:POS``: the integer input (e.g. the token id) at position POS of each row (the first
-      tensor of each batch);
+      tensor of each batch; in a padded batch, the POS-th real token: 0 the first, -1 the last);
     * ``output``: the model's own top prediction (argmax over the last axis of its output, at the
-      last position when the output has one);
+      last (real) position when the output has one);
     * a path to a ``.safetensors`` file (a tensor ``labels``) or a ``.json`` file (a list of ints,
       or ``{"labels": [...]}``), one label per row.
     """
@@ -321,7 +389,11 @@ def resolve_labels(spec: str, model: Hookable, batches: Sequence[Batch]) -> Tens
                 raise ValueError(
                     f"labels {spec!r}: the model's input must be an integer tensor [batch, pos, ...]"
                 )
-            out.append(first[:, pos].reshape(first.shape[0], -1)[:, 0].cpu())
+            mask = batch_mask(b)
+            index = pos if mask is None else real_position(mask, pos).to(first.device)
+            rows = torch.arange(first.shape[0], device=first.device)
+            picked = first[:, index] if mask is None else first[rows, index]
+            out.append(picked.reshape(first.shape[0], -1)[:, 0].cpu())
         return torch.cat(out)
     if spec == "output":
         from hooked.protocol import run_with_hooks
@@ -336,7 +408,10 @@ def resolve_labels(spec: str, model: Hookable, batches: Sequence[Batch]) -> Tens
                     raise ValueError(
                         "labels 'output': the model's output must be a tensor [batch, ..., classes]"
                     )
-                y = y[:, -1] if y.dim() > 2 else y
+                mask = batch_mask(b)
+                if y.dim() > 2:
+                    last = -1 if mask is None else real_position(mask, -1).to(y.device)
+                    y = y[:, -1] if mask is None else y[torch.arange(y.shape[0], device=y.device), last]
                 out.append(y.reshape(y.shape[0], -1).argmax(-1).cpu())
         return torch.cat(out)
     path = Path(spec)
@@ -358,7 +433,8 @@ def resolve_labels(spec: str, model: Hookable, batches: Sequence[Batch]) -> Tens
             raise ValueError(f'labels file {path}: expected a list of integers or {{"labels": [...]}}')
         return torch.tensor(data, dtype=torch.long)
     raise ValueError(
-        f"labels {spec!r}: expected input:POS, output, or an existing .safetensors / .json file of one label per row"
+        f"labels {spec!r}: expected input:POS, output, or an existing .safetensors / .json file "
+        "of one label per row"
     )
 
 
@@ -376,26 +452,36 @@ def ridge_probe_analysis(
     """Ridge probe: how well a class label is linearly decodable at a hook (held-out k-fold accuracy).
 
     Args:
-        labels: input:POS (the input token at a position), output (the model's own prediction), or a .safetensors / .json file with one integer label per row.
-        pool: for [batch, pos, d] activations: last, mean, or a position index.
+        labels: input:POS (the input token at a position), output (the model's own prediction), or a
+            .safetensors / .json file with one integer label per row.
+        pool: for [batch, pos, d] activations: last, mean, or a position index (padded batches: of
+            each row's real tokens).
         folds: stratified folds; each is held out once (every class needs at least this many rows).
         batch_size: split the model's data into batches of this many rows (streaming).
         seed: fold assignment and shuffled-control seed.
     """
     from analyses.spotlight.stream import split_data
+    from hooked.checks import positive
+    from hooked.errors import OptionError
 
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise OptionError("folds", f"must be an integer >= 2, got {folds!r}")
+    if batch_size is not None:
+        positive(batch_size=batch_size)
     batches = split_data(data, batch_size)
     y = resolve_labels(labels, model, batches)
     pooled: str | int = int(pool) if pool.lstrip("-").isdigit() else pool
     x = hook_features(model, batches, [hook], pools=[pooled])[pooled]
+    require_finite(x, f"ridge-probe: the activations at {hook!r}")
     if x.shape[1] != y.shape[0]:
         raise ValueError(f"labels {labels!r} give {y.shape[0]} labels for {x.shape[1]} input rows")
     values, dense = torch.unique(y, return_inverse=True)
     counts = torch.bincount(dense)
     if int(counts.min()) < folds or len(values) < 2:
         raise ValueError(
-            f"ridge-probe: {len(values)} classes with {counts.tolist()[:10]} rows each; every class needs at least "
-            f"folds={folds} rows and there must be 2 classes or more (give the model a bigger batch: see its --model-* options)"
+            f"ridge-probe: {len(values)} classes with {counts.tolist()[:10]} rows each; every class needs "
+            f"at least folds={folds} rows and there must be 2 classes or more (give the model a bigger "
+            "batch: see its --model-* options)"
         )
     result = ridge_probes(x, dense, folds=folds, seed=seed)
     shuffled = dense[torch.randperm(len(dense), generator=torch.Generator().manual_seed(seed + 1))]
@@ -413,3 +499,8 @@ def ridge_probe_analysis(
         "chance": result.chance,
         "shuffled_labels_accuracy": float(control.accuracy[0]),
     }
+
+
+# the command line may hand this analysis padded batches (``--data texts.txt``): it pools over each
+# row's real tokens (see :mod:`hooked.lm.command_line`)
+ridge_probe_analysis.masks_padding = True  # type: ignore[attr-defined]

@@ -36,7 +36,8 @@ def format_rows(rows: list[dict]) -> str:
         if base and r.get("baseline_seconds"):
             base += f" ({_fmt_time(r['baseline_seconds'], r.get('unit', 's/call'))})"
         lines.append(
-            f"| {r['group']} | {r['name']} | {_fmt_time(r['seconds'], r.get('unit', 's/call'))} | {base} | {ratio} |"
+            f"| {r['group']} | {r['name']} | {_fmt_time(r['seconds'], r.get('unit', 's/call'))} "
+            f"| {base} | {ratio} |"
         )
     return "\n".join(lines)
 
@@ -45,7 +46,10 @@ def render_readme() -> None:
     sections = []
     for path in sorted(RESULTS.glob("*.json")):
         rec = json.loads(path.read_text())
-        head = f"### `{path.name}`: {rec['device_name']}, torch {rec['torch']}, {'quick' if rec['quick'] else 'full'} sizes, {rec['created']}"
+        head = (
+            f"### `{path.name}`: {rec['device_name']}, torch {rec['torch']}, "
+            f"{'quick' if rec['quick'] else 'full'} sizes, {rec['created']}"
+        )
         sections.append(head + "\n\n" + format_rows(rec["rows"]))
     body = "\n\n".join(sections) or "(no results yet: run `python -m benchmarks`)"
     text = README.read_text() if README.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"

@@ -132,15 +132,28 @@ class ActivationCache(Mapping[str, Tensor]):
         )
 
     def remove_batch_dim(self) -> ActivationCache:
-        """Drop a leading batch axis of size 1 from every tensor."""
+        """Drop the batch axis (of size 1) from every tensor: each step's axis 0, which a stack
+        along time axis 0 moves to axis 1. Any entry with another batch size, or without a batch
+        axis, is refused (naming it) before anything is dropped."""
+        batch_axis = {k: 1 if d == 0 else 0 for k, d in self._time_dims.items()}
         for name, t in self._data.items():
-            if t.dim() == 0 or t.shape[0] != 1:
+            axis = batch_axis.get(name, 0)
+            if t.dim() <= axis or t.shape[axis] != 1:
+                stacked = f" (steps stacked on axis {self._time_dims[name]})" if name in batch_axis else ""
                 raise ValueError(
-                    f"remove_batch_dim needs batch size 1, but {name!r} has shape {tuple(t.shape)}"
+                    f"remove_batch_dim needs batch size 1, but {name!r} has shape {tuple(t.shape)}{stacked}"
                 )
-        out = self.apply(lambda t: t[0])
-        out._time_dims = {k: d - 1 for k, d in self._time_dims.items()}
-        return out
+        for name, steps in self._ragged.items():
+            shapes = [tuple(t.shape) for t in steps]
+            if any(len(s) == 0 or s[0] != 1 for s in shapes):
+                raise ValueError(
+                    f"remove_batch_dim needs batch size 1, but the steps of {name!r} have shapes {shapes}"
+                )
+        return ActivationCache(
+            {k: v.select(batch_axis.get(k, 0), 0) for k, v in self._data.items()},
+            {k: d if d < batch_axis[k] else d - 1 for k, d in self._time_dims.items()},
+            {k: [t[0] for t in v] for k, v in self._ragged.items()},
+        )
 
     @property
     def nbytes(self) -> int:

@@ -3,26 +3,48 @@
 A checkpoint folder holds the parameters and buffers as safetensors and a JSON file naming the
 model class, the keyword arguments that rebuild it, and free-form metadata (training settings,
 metrics). Models opt in by exposing ``config``: a JSON-able dict of their constructor's keyword
-arguments. Loading checks every tensor's name and shape and says which ones do not fit.
+arguments. Loading checks the weights file against the SHA-256 the config records, and every
+tensor's name, shape and dtype, and says which ones do not fit; nothing is cast silently (a
+float64 checkpoint rebuilt by :func:`load` gives a float64 model).
+
+Only registered classes are rebuilt from a config: a class registers with the
+:func:`loadable` decorator (the project's models do), and ``config.json`` names it as
+``module:QualName``, looked up in that table. Loading never imports the module a config names and
+never walks attributes, so a config cannot make the loading process run code; any other class is
+loaded by passing it (``load(path, cls=MyModel)``).
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-from hooked.io import read_json, read_tensors, write_json, write_tensors
+from hooked.io import file_sha256, read_json, read_tensors, write_json, write_tensors
 
 FORMAT = "hooked-checkpoint/1"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
-TRUSTED_PACKAGES = ("hooked", "analyses", "interventions")
+
+M = TypeVar("M", bound=type)
+_CLASSES: dict[str, type[nn.Module]] = {}
+
+
+def loadable(cls: M) -> M:
+    """Class decorator: :func:`load` may rebuild ``cls`` from a checkpoint's config."""
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"checkpoint.loadable needs an nn.Module class, got {cls!r}")
+    _CLASSES[class_name(cls)] = cls
+    return cls
+
+
+def class_name(cls: type) -> str:
+    """How a checkpoint's config names ``cls``: ``module:QualName``."""
+    return f"{cls.__module__}:{cls.__qualname__}"
 
 
 def save(
@@ -40,15 +62,15 @@ def save(
             "config={...} with the keyword arguments that rebuild the model"
         )
     directory = Path(directory)
-    cls = type(model)
-    write_tensors(directory / WEIGHTS, model.state_dict())
+    weights = write_tensors(directory / WEIGHTS, model.state_dict())
     write_json(
         directory / CONFIG,
         {
             "format": FORMAT,
-            "class": f"{cls.__module__}:{cls.__qualname__}",
+            "class": class_name(type(model)),
             "config": dict(config),
             "meta": dict(meta or {}),
+            "weights_sha256": file_sha256(weights),
         },
     )
     return directory
@@ -62,6 +84,8 @@ def read_config(directory: str | os.PathLike) -> dict[str, Any]:
     for key in ("class", "config"):
         if key not in info:
             raise ValueError(f"{path} has no {key!r} entry")
+    if not isinstance(info["class"], str) or not isinstance(info["config"], dict):
+        raise ValueError(f"{path}: 'class' must be a string and 'config' an object of keyword arguments")
     return info
 
 
@@ -72,20 +96,56 @@ def load(
 ) -> nn.Module:
     """Rebuild the model saved in ``directory`` and load its weights.
 
-    The class is taken from the config (only from this project's packages) unless ``cls`` is given.
+    The class is the registered one (:func:`loadable`) that the config names, unless ``cls`` is
+    given. A model whose floating-point tensors were all saved in one dtype other than the one
+    it is built in (a float64 model) is converted to that dtype before loading, so the weights
+    load exactly.
     """
+    from hooked.checks import torch_device
+
+    device = torch_device(device)
     info = read_config(directory)
     if cls is None:
-        cls = _import_class(info["class"], Path(directory) / CONFIG)
-    model = cls(**info["config"])
-    load_weights(model, directory)
+        cls = _registered_class(info["class"], Path(directory) / CONFIG)
+    try:
+        model = cls(**info["config"])
+    except Exception as e:  # a config a constructor refuses (an unknown keyword, a bad value)
+        raise ValueError(
+            f"{Path(directory) / CONFIG}: its config does not rebuild {cls.__name__}: {e}"
+        ) from None
+    tensors = _read_weights(directory)
+    saved = {t.dtype for t in tensors.values() if t.is_floating_point()}
+    own = {t.dtype for t in model.state_dict().values() if t.is_floating_point()}
+    if len(saved) == 1 and len(own) == 1 and saved != own:
+        model = model.to(next(iter(saved)))
+    _load_checked(model, tensors, _weights_path(directory))
     return model.to(device)
 
 
 def load_weights(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
-    """Load ``directory``'s weights into ``model``, checking names and shapes."""
-    path = Path(directory) / WEIGHTS if Path(directory).is_dir() else Path(directory)
-    tensors = read_tensors(path)
+    """Load ``directory``'s weights into ``model``, checking names, shapes and dtypes (no casts)."""
+    _load_checked(model, _read_weights(directory), _weights_path(directory))
+    return model
+
+
+def _weights_path(directory: str | os.PathLike) -> Path:
+    return Path(directory) / WEIGHTS if Path(directory).is_dir() else Path(directory)
+
+
+def _read_weights(directory: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The weights, checked against the hash the folder's config records (when it records one)."""
+    path = _weights_path(directory)
+    config = Path(directory) / CONFIG
+    if Path(directory).is_dir() and config.is_file() and path.is_file():
+        recorded = read_config(directory).get("weights_sha256")
+        if recorded is not None and recorded != file_sha256(path):
+            raise ValueError(
+                f"{path} does not match the hash {config} records: the weights were damaged or replaced"
+            )
+    return read_tensors(path)
+
+
+def _load_checked(model: nn.Module, tensors: Mapping[str, torch.Tensor], path: Path) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(tensors))
     unexpected = sorted(set(tensors) - set(own))
@@ -94,7 +154,12 @@ def load_weights(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
         for k in own
         if k in tensors and tensors[k].shape != own[k].shape
     ]
-    if missing or unexpected or wrong:
+    dtypes = [
+        f"{k}: file {_short(tensors[k].dtype)} vs model {_short(own[k].dtype)}"
+        for k in own
+        if k in tensors and tensors[k].dtype != own[k].dtype
+    ]
+    if missing or unexpected or wrong or dtypes:
         parts = []
         if missing:
             parts.append(f"missing {missing}")
@@ -102,21 +167,30 @@ def load_weights(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
             parts.append(f"unexpected {unexpected}")
         if wrong:
             parts.append("wrong shapes: " + "; ".join(wrong))
+        if dtypes:
+            parts.append(
+                "other dtypes (not cast: convert the model, e.g. model.to(torch.float64), or the file): "
+                + "; ".join(dtypes)
+            )
         raise ValueError(f"{path} does not fit {type(model).__name__}: " + ", ".join(parts))
     model.load_state_dict(tensors)
-    return model
 
 
-def _import_class(spec: str, where: Path) -> type[nn.Module]:
-    module_name, _, qualname = spec.partition(":")
-    if module_name.split(".")[0] not in TRUSTED_PACKAGES:
+def _short(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _registered_class(spec: str, where: Path) -> type[nn.Module]:
+    """The registered class ``spec`` names; never imports a module or walks attributes."""
+    if spec not in _CLASSES:
+        from hooked import registry
+
+        registry.load_entry_points()  # the built-in and installed models register their classes
+    if spec not in _CLASSES:
+        known = ", ".join(sorted(_CLASSES)) or "none"
         raise ValueError(
-            f"{where} names class {spec!r}, outside this project's packages {TRUSTED_PACKAGES}; "
-            "pass cls=YourModel to checkpoint.load to load it"
+            f"{where} names class {spec!r}, which is not a registered checkpoint class (registered: "
+            f"{known}); decorate the class with loadable (from hooked.checkpoint import loadable), or pass "
+            "cls=YourModel to checkpoint.load"
         )
-    obj: Any = importlib.import_module(module_name)
-    for part in qualname.split("."):
-        obj = getattr(obj, part)
-    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-        raise ValueError(f"{where} names {spec!r}, which is not an nn.Module class")
-    return obj
+    return _CLASSES[spec]

@@ -23,10 +23,9 @@ Design notes
   on the thread's stack, ``module(x)`` or ``module.forward(x)`` (a bare HookPoint in a plain
   module; a hook point called outside any module is a pass of its own). Each pass counts its
   calls in an object of its own, so a pass that raised leaves nothing behind and two threads
-  never share a count. A
-  recurrent layer that runs fused segments between hooked steps passes the step explicitly
-  (``hook_point(h, step=t)``) and asks :meth:`HookPoint.active_steps` which steps it must
-  materialise. A hook function restricted with :func:`at_step` runs only at those steps.
+  never share a count. A recurrent layer that runs fused segments between hooked steps passes the
+  step explicitly (``hook_point(h, step=t)``) and asks :meth:`HookPoint.active_steps` which steps
+  it must materialise. A hook function restricted with :func:`at_step` runs only at those steps.
 * **Backward hooks** are attached to the activation tensor during the forward pass, so they
   fire in the backward pass that follows even after ``run_with_hooks`` has removed them from the
   hook point; they only ever see the graph of the forward they were live for.

@@ -267,6 +267,11 @@ class HookedModule(nn.Module):
         names = resolve_names(hook_dict, names_filter, owner)
         if stop_at is not None and stop_at not in hook_dict:
             raise UnknownHookError(stop_at, hook_dict, owner)
+        if incl_bwd and stop_at is not None:
+            raise ValueError(
+                f"run_with_cache: incl_bwd=True calls backward() on the whole forward's output, so it cannot "
+                f"be combined with stop_at={stop_at!r}, which ends the forward early; drop one of them"
+            )
         if incl_bwd and not torch.is_grad_enabled():
             raise ValueError("run_with_cache(incl_bwd=True) needs gradients enabled (not under no_grad)")
         index = pos_index(pos_slice)

@@ -1,8 +1,12 @@
 """Writing results: atomic files, JSON that understands tensors, safetensors, run folders.
 
 Every writer here writes to a temporary file beside the target and renames it into place, so an
-interrupted run never leaves a half-written file. Models and results are safetensors + JSON,
-never pickle.
+interrupted run never leaves a half-written file; the file gets the mode the user's umask gives
+new files (the temporary file is created with ``0o666`` and the kernel applies the umask; the
+process umask is never changed). Models and results are safetensors + JSON, never pickle.
+
+:meth:`RunDir.prepare` checks an output folder before a command starts its work: not an empty
+path, not a file, writable, and not holding a finished run unless ``overwrite`` (or ``resume``).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Mapping
@@ -20,24 +25,65 @@ import numpy as np
 import torch
 from torch import Tensor
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+
+def current_umask() -> int:
+    """The process umask, read without changing it (``os.umask`` can only be read by setting it,
+    which would change it for a moment for every thread of the process).
+
+    Linux reports it in ``/proc/self/status``; elsewhere, the mode a new file gets tells it.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    fd, path = _create_temp(Path(tempfile.gettempdir()), ".hooked-umask-", 0o777)
+    try:
+        return 0o777 & ~os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+        os.unlink(path)
+
+
+def _create_temp(folder: Path, prefix: str, mode: int = 0o666) -> tuple[int, Path]:
+    """A new file in ``folder`` opened for writing, created with ``mode`` (the umask applies)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        path = folder / f"{prefix}{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(path, flags, mode), path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"could not create a temporary file in {folder}")
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temp(path.parent, f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in blocks: what files written here record of
+    each other, so that a damaged or swapped file is found when it is read back."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -75,7 +121,7 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise FileNotFoundError(f"no such file: {path}") from None
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
 
 
@@ -124,12 +170,22 @@ class RunDir:
     """A folder that one command writes its results into (JSON, PNG, safetensors).
 
     ``RunDir.create("runs", "tms")`` makes ``runs/tms-YYYYmmdd-HHMMSS`` (a fresh name, never
-    an existing folder).
+    an existing folder); ``RunDir.prepare(path, finished="result.json")`` checks a folder the
+    user named before the work starts. ``overwrite`` tells the command that the user allowed
+    replacing earlier results there (``--overwrite``).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, overwrite: bool = False):
+        if isinstance(path, str) and not path.strip():
+            raise ValueError("the run folder's path is empty; name a folder")
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.overwrite = overwrite
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"the run folder {self.path} is an existing file, not a folder")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ValueError(f"cannot create the run folder {self.path}: {e.strerror or e}") from None
 
     @classmethod
     def create(cls, root: str | os.PathLike, name: str) -> RunDir:
@@ -138,7 +194,45 @@ class RunDir:
         path, i = base, 1
         while path.exists():
             path, i = Path(f"{base}-{i}"), i + 1
-        return cls(path)
+        run_dir = cls(path)
+        run_dir.check_writable()
+        return run_dir
+
+    @classmethod
+    def prepare(
+        cls, path: str | os.PathLike, *, finished: str, overwrite: bool = False, resume: bool = False
+    ) -> RunDir:
+        """The run folder ``path``, checked before a command starts its work.
+
+        Refused, with a message naming the folder: an empty path (which would mean the current
+        folder), an existing file, a folder that cannot be created or written to, and a folder
+        holding a finished run (its ``finished`` file, e.g. ``result.json``) unless ``overwrite``
+        (then that file is removed first, so the folder never claims a finished run it does not
+        hold) or ``resume`` (a command that reuses the work done there with the same settings).
+        """
+        if isinstance(path, str) and not path.strip():
+            raise ValueError("the run folder's path is empty; name a folder (use . for the current one)")
+        marker = Path(path) / finished
+        if marker.is_file() and not (overwrite or resume):
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(marker.stat().st_mtime))
+            raise ValueError(
+                f"{Path(path)} holds a finished run ({finished}, written {when}); pass --overwrite to "
+                "replace it, or choose another folder"
+            )
+        run_dir = cls(path, overwrite=overwrite)
+        run_dir.check_writable()
+        if overwrite and not resume:
+            marker.unlink(missing_ok=True)
+        return run_dir
+
+    def check_writable(self) -> None:
+        """Raise a ValueError naming the folder if a file cannot be created in it."""
+        try:
+            fd, probe = _create_temp(self.path, ".hooked-write-check-")
+            os.close(fd)
+            probe.unlink()
+        except OSError as e:
+            raise ValueError(f"cannot write into the run folder {self.path}: {e.strerror or e}") from None
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name

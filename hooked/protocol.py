@@ -130,6 +130,14 @@ def to_device(batch: Batch, device: torch.device | str) -> Batch:
     return batch
 
 
+def batch_mask(batch: Batch) -> Tensor | None:
+    """A padded batch's attention mask (a dict batch's ``attention_mask``), else ``None``."""
+    if isinstance(batch, dict):
+        mask = batch.get("attention_mask")
+        return mask if isinstance(mask, Tensor) else None
+    return None
+
+
 def iter_activations(
     model: Hookable,
     batches: Iterable[Batch],
@@ -137,8 +145,14 @@ def iter_activations(
     *,
     device: torch.device | str | None = None,
     progress: bool | str = False,
-) -> Iterator[dict[str, Tensor]]:
-    """Yield ``{name: activation}`` for each batch in turn (streaming, no gradients)."""
+    with_mask: bool = False,
+) -> Iterator[dict[str, Tensor]] | Iterator[tuple[dict[str, Tensor], Tensor | None]]:
+    """Yield ``{name: activation}`` for each batch in turn (streaming, no gradients).
+
+    With ``with_mask=True`` yield ``(activations, mask)`` pairs instead, ``mask`` being the batch's
+    attention mask (:func:`batch_mask`; ``None`` for a batch without one), so that a reduction over
+    tokens can leave a padded batch's padding out.
+    """
     selected = hook_names(model, names)
     it: Iterable[Batch] = batches
     if progress:
@@ -148,7 +162,14 @@ def iter_activations(
     for batch in it:
         with torch.no_grad():
             _, cache = cache_batch(model, batch, selected)
-        yield {n: cache[n] if device is None else cache[n].to(device) for n in selected}
+        not_run = [n for n in selected if n not in cache]
+        if not_run:
+            raise ValueError(
+                f"hook point(s) {', '.join(map(repr, not_run))} exist on {type(model).__name__} but did not "
+                "run on this batch, so they have no activation"
+            )
+        acts = {n: cache[n] if device is None else cache[n].to(device) for n in selected}
+        yield (acts, batch_mask(batch)) if with_mask else acts
 
 
 def collect_activations(

@@ -15,6 +15,10 @@ Three decorators add to it; each works bare or with a name::
     @hooked.register_repro("tms")
     def tms(run_dir, *, quick: bool = False) -> dict: ...
 
+An analysis that reduces over tokens and leaves padding out declares ``masks_padding = True``
+(an attribute of the function): ``hooked run --data texts.txt`` then gives it padded batches
+(``{"input_ids", "attention_mask"}``); otherwise one text per batch.
+
 Keyword options with defaults become command-line flags (``--top 3``), typed from their
 annotations (int, float, str, bool, Literal choices, lists as ``1,2,3``); their help comes from
 the docstring's ``Args:`` section. A class registers the same way: its ``__init__`` options become
@@ -25,10 +29,16 @@ Where entries come from: the entry-point groups ``hooked.models``, ``hooked.anal
 reproductions come in that way too, from its ``pyproject.toml``; the registry names no package),
 loaded on first use, not at ``import hooked``; and any module or ``.py`` file named with
 ``--plugin`` or in the ``HOOKED_PLUGINS`` environment variable.
+
+A plugin or entry point that fails to import is reported (a :class:`PluginWarning`) and skipped:
+it never breaks the command line for the other entries. Names are unique per kind: a plugin or a
+script cannot take a name that an installed entry point provides (``spotlight``), whatever the
+order things load in; the registration raises, naming both.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -63,6 +73,10 @@ class Option:
         return "--" + self.name.replace("_", "-")
 
 
+class PluginWarning(UserWarning):
+    """A plugin or an installed entry point could not be loaded, or clashed with a name; it is skipped."""
+
+
 @dataclass
 class Entry:
     kind: str
@@ -81,6 +95,12 @@ class Entry:
         return self.obj(*args, **options, **call_kwargs)
 
     @property
+    def resumes(self) -> bool:
+        """Whether the entry resumes an earlier run in its run folder (reusing only the work done
+        with the same settings) instead of needing a fresh folder; set by ``obj.resumes = True``."""
+        return bool(getattr(self.obj, "resumes", False))
+
+    @property
     def takes_run_dir(self) -> bool:
         """Whether the call accepts a ``run_dir`` keyword (for plots and files)."""
         target = self.obj.__call__ if inspect.isclass(self.obj) else self.obj
@@ -90,20 +110,28 @@ class Entry:
 _REGISTRY: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
 _loaded_entry_points = False
 _loaded_plugins: set[str] = set()
+_entry_point_values: dict[str, dict[str, str]] = {}  # kind -> entry point name -> "module:attr"
 
 
 # ---------------------------------------------------------------------- registering
-def _register(kind: str, name_or_obj: Any, help: str | None) -> Any:
+def _register(kind: str, name_or_obj: Any, help: str | None, entry_point: str | None = None) -> Any:
     def add(obj: T, name: str | None = None) -> T:
         if not callable(obj):
             raise TypeError(f"register_{kind} needs a function or class, got {type(obj).__name__}")
         entry_name = name or _default_name(obj)
         table = _REGISTRY[kind]
         old = table.get(entry_name)
+        article = "an" if kind[0] in "aeiou" else "a"
         if old is not None and _qualified(old.obj) != _qualified(obj):
             raise ValueError(
-                f"a {kind} named {entry_name!r} is already registered (by {_qualified(old.obj)}); "
+                f"{article} {kind} named {entry_name!r} is already registered (by {_qualified(old.obj)}); "
                 f"choose another name for {_qualified(obj)}"
+            )
+        provided = None if entry_point is not None else _entry_point_values_of(kind).get(entry_name)
+        if provided is not None and provided.partition(":")[0] != getattr(obj, "__module__", None):
+            raise ValueError(
+                f"{article} {kind} named {entry_name!r} is provided by the installed entry point "
+                f"{provided}; choose another name for {_qualified(obj)}"
             )
         table[entry_name] = Entry(
             kind=kind,
@@ -180,35 +208,75 @@ def load_entry_points() -> None:
         for ep in entry_points(group=group):
             try:
                 obj = ep.load()
+                if inspect.ismodule(obj):
+                    continue  # importing it ran its decorators
+                if not any(e.obj is obj for e in _REGISTRY[kind].values()):
+                    _register(kind, ep.name, None, entry_point=ep.value)(obj)
             except Exception as e:  # a broken plugin must not break the command line
-                warnings.warn(
-                    f"hooked: entry point {ep.name!r} ({ep.value}) failed to load: {e}", stacklevel=2
-                )
-                continue
-            if inspect.ismodule(obj):
-                continue  # importing it ran its decorators
-            if not any(e.obj is obj for e in _REGISTRY[kind].values()):
-                _register(kind, ep.name, None)(obj)
+                _skip(f"entry point {ep.name!r} ({ep.value}) of group {group}", e)
 
 
-def load_plugins(specs: Iterable[str]) -> None:
-    """Import plugin modules (``pkg.module``) or files (``path/to/file.py``) once each."""
+def _entry_point_values_of(kind: str) -> dict[str, str]:
+    """Names of the installed entry points of ``kind`` -> their ``module:attr`` (read from package
+    metadata, nothing imported), so that a plugin cannot take a name one of them provides."""
+    if kind not in _entry_point_values:
+        from importlib.metadata import entry_points
+
+        try:
+            _entry_point_values[kind] = {
+                ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUPS[kind])
+            }
+        except Exception:  # unreadable metadata: nothing to protect
+            _entry_point_values[kind] = {}
+    return _entry_point_values[kind]
+
+
+def load_plugins(specs: Iterable[str], *, strict: bool = False) -> None:
+    """Import plugin modules (``pkg.module``) or files (``path/to/file.py``) once each.
+
+    A plugin that is missing or fails to import (an exception at import, a name that clashes with
+    a registered one) is reported as a :class:`PluginWarning` and skipped, so that one broken
+    plugin does not take the rest of the command line with it; ``strict=True`` raises instead.
+    """
     for spec in specs:
         spec = spec.strip()
         if not spec or spec in _loaded_plugins:
             continue
         _loaded_plugins.add(spec)
-        if spec.endswith(".py") or os.sep in spec:
-            path = Path(spec)
-            if not path.is_file():
-                raise FileNotFoundError(f"plugin file not found: {path}")
-            module_name = f"hooked_plugin_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}"
-            module_spec = importlib.util.spec_from_file_location(module_name, path)
-            module = importlib.util.module_from_spec(module_spec)
-            sys.modules[module_name] = module
-            module_spec.loader.exec_module(module)
-        else:
-            importlib.import_module(spec)
+        before = {kind: set(table) for kind, table in _REGISTRY.items()}
+        try:
+            _import_plugin(spec)
+        except Exception as e:
+            for kind, table in _REGISTRY.items():  # nothing half-registered
+                for name in set(table) - before[kind]:
+                    del table[name]
+            if strict:
+                raise
+            _skip(f"plugin {spec!r}", e)
+
+
+def _import_plugin(spec: str) -> None:
+    if not (spec.endswith(".py") or os.sep in spec or (os.altsep and os.altsep in spec)):
+        importlib.import_module(spec)
+        return
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"plugin file not found: {path}")
+    # one module per file: two plugin files with the same name in different folders stay apart
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
+    module_name = f"hooked_plugin_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}_{digest}"
+    module_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+
+
+def _skip(what: str, error: BaseException) -> None:
+    warnings.warn(f"{what} skipped: {type(error).__name__}: {error}", PluginWarning, stacklevel=3)
 
 
 # ---------------------------------------------------------------------- options from signatures
@@ -280,11 +348,29 @@ def _converter(tp: Any) -> Callable[[str], Any]:
         return lambda text: [item(t) for t in text.split(",") if t.strip()]
     if tp is bool:
         return _parse_bool
-    if tp in (int, float, str):
-        return tp
+    if tp is float:
+        return _parse_float
+    if tp is int:
+        return _parse_int
+    if tp is str:
+        return str
     if tp is Path:
         return Path
     return str
+
+
+def _parse_int(text: str) -> int:
+    value = int(text)
+    if not -(2**63) <= value < 2**63:  # what torch can hold; a bigger size or count means a typo
+        raise ValueError(f"{text} is out of range (a 64-bit integer)")
+    return value
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if value != value:
+        raise ValueError(f"expected a number, got {text!r}")
+    return value
 
 
 def _parse_bool(text: str) -> bool:

@@ -8,6 +8,11 @@ The checks cost tens of microseconds a call, which matters only for tiny models 
 turn them off with ``hooked.typecheck.enable(False)``, for a block with ``with
 hooked.typecheck.disabled():``, or for a whole process with the environment variable
 ``HOOKED_TYPECHECK=0``.
+
+An int is accepted where a float is annotated (PEP 484's numeric tower: ``epsilon=1``). A failed
+check raises ``jaxtyping.TypeCheckError`` (a TypeError) with a short message: the function, the
+argument, what was expected and what came, and the shape axes bound so far; not the dump of every
+argument jaxtyping writes.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from beartype import beartype
-from jaxtyping import Bool, Float, Int, Integer, Num, Shaped, jaxtyped
+from beartype import BeartypeConf, beartype
+from jaxtyping import Bool, Float, Int, Integer, Num, Shaped, TypeCheckError, jaxtyped
 
 __all__ = ["Bool", "Float", "Int", "Integer", "Num", "Shaped", "typechecked", "enable", "disabled", "enabled"]
 
@@ -58,12 +63,28 @@ def disabled() -> Iterator[None]:
 
 def typechecked(fn: F) -> F:
     """Check ``fn``'s annotated arguments and return value at every call while checks are on."""
-    checked = jaxtyped(typechecker=beartype)(fn)
+    checked = jaxtyped(typechecker=_BEARTYPE)(fn)
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         if _SWITCH.on:
-            return checked(*args, **kwargs)
+            try:
+                return checked(*args, **kwargs)
+            except TypeCheckError as e:
+                raise TypeCheckError(_short(str(e))) from None
         return fn(*args, **kwargs)
 
     return call  # type: ignore[return-value]
+
+
+_BEARTYPE = beartype(conf=BeartypeConf(is_pep484_tower=True))
+
+
+def _short(message: str) -> str:
+    """jaxtyping's message without the dump of every argument and annotation."""
+    head, sep, tail = message.partition("\n----------------------\n")
+    if not sep:
+        return message
+    axes = tail.partition("The current values for each jaxtyping axis annotation are as follows.\n")[2]
+    bound = ", ".join(line.strip() for line in axes.splitlines() if line.strip())
+    return head.strip() + (f"\nShape axes bound so far: {bound}." if bound else "")

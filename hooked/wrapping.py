@@ -142,20 +142,45 @@ def _tensor_slot(obj: Any) -> Any:
 
 
 def _put_back(obj: Any, slot: Any, new: Tensor) -> Any:
+    """A copy of ``obj`` (same type) with ``new`` in ``slot``; ``obj`` itself is never edited (a
+    module may return a container it keeps, e.g. an ``OrderedDict`` attribute, or an input the
+    caller still holds)."""
     if slot is _WHOLE:
         return new
-    if isinstance(obj, list):
-        out = list(obj)
-        out[slot] = new
-        return out
-    if isinstance(obj, tuple):
+    if isinstance(obj, (list, tuple)):
         items = list(obj)
         items[slot] = new
-        return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)  # namedtuples too
+        if type(obj) in (list, tuple):
+            return type(obj)(items)
+        if hasattr(obj, "_fields"):  # a namedtuple
+            return type(obj)(*items)
+        return _rebuilt(obj, lambda: type(obj)(items))  # torch.return_types (structseq), list subclasses
     if type(obj) is dict:
         return {**obj, slot: new}
-    obj[slot] = new  # ModelOutput and other mappings: built by this forward, set in place
-    return obj
+    return _rebuilt(obj, lambda: _copy_with(obj, slot, new))
+
+
+def _copy_with(obj: Any, slot: Any, new: Tensor) -> Any:
+    import copy
+
+    out = copy.copy(obj)  # OrderedDict, ModelOutput, ...: a new container holding the same values
+    if out is obj:
+        raise TypeError("copy.copy returned the object itself")
+    out[slot] = new
+    return out
+
+
+def _rebuilt(obj: Any, build: Callable[[], Any]) -> Any:
+    try:
+        return build()
+    except Exception as e:
+        from hooked.errors import HookReturnError
+
+        raise HookReturnError(
+            f"hooked.wrap: cannot put a hook's replacement back into a {type(obj).__module__}."
+            f"{type(obj).__qualname__} output without editing it in place ({type(e).__name__}: {e}); "
+            "return the module's output as a tensor, tuple, list or dict, or pass output= to wrap"
+        ) from None
 
 
 class Wrapped(HookedModule):

@@ -85,19 +85,27 @@ class Intervention(nn.Module):
         source: Tensor | None,
         *,
         source_index: Tensor | None = None,
-        position: int | None = None,
+        position: int | Tensor | None = None,
         pos_dim: int = 1,
         args: dict[str, Tensor] | None = None,
+        source_position: int | Tensor | None = None,
     ) -> Callable[[Tensor, Any], Tensor]:
         """The hook function that applies this intervention (``position``: only that index along
-        ``pos_dim``, e.g. one token of a residual stream)."""
+        ``pos_dim``, e.g. one token of a residual stream; a ``[rows]`` tensor: one index per base
+        row, e.g. each row's last real token of a padded batch, ``hooked.lm.last_positions``).
+
+        ``source_position``: where to read the separate ``source`` activation (default: the
+        same as ``position``; a ``[source rows]`` tensor for a source batch padded differently).
+        """
         args = args or {}
+        if source_position is None:
+            source_position = position
 
         def hook(act: Tensor, hook: Any) -> Tensor:
-            base = act if position is None else act.select(pos_dim, position)
+            base = act if position is None else _at(act, position, pos_dim)
             src = source
             if src is not None and position is not None and src.dim() == act.dim():
-                src = src.select(pos_dim, position)
+                src = _at(src, source_position, pos_dim)
             if self.uses_source and src is None:  # source rows from this very run
                 src = base.detach()
             if src is not None and source_index is not None:
@@ -105,11 +113,12 @@ class Intervention(nn.Module):
             edited = self(base, src, **args).to(act.dtype)
             if position is None:
                 return edited
-            index = [slice(None)] * act.dim()
-            index[pos_dim] = position
-            out = act.clone()
-            out[tuple(index)] = edited
-            return out
+            out = act.movedim(pos_dim, 1).clone()
+            if isinstance(position, Tensor):
+                out[torch.arange(out.shape[0], device=out.device), position.to(out.device)] = edited
+            else:
+                out[:, position] = edited
+            return out.movedim(1, pos_dim)
 
         return hook
 
@@ -119,15 +128,22 @@ class Intervention(nn.Module):
         hook: str,
         batch: InterventionBatch,
         *,
-        position: int | None = None,
+        position: int | Tensor | None = None,
         pos_dim: int = 1,
+        source_position: int | Tensor | None = None,
     ) -> Any:
-        """The model's output on ``batch.base`` with this intervention applied at ``hook``."""
+        """The model's output on ``batch.base`` with this intervention applied at ``hook``
+        (``batch.base`` and ``batch.source`` may be padded batches, dicts of keyword arguments)."""
         source = None
         if self.uses_source and batch.source is not None:
             source = read_activation(model, batch.source, hook)
         fn = self.hook_fn(
-            source, source_index=batch.source_index, position=position, pos_dim=pos_dim, args=batch.args
+            source,
+            source_index=batch.source_index,
+            position=position,
+            pos_dim=pos_dim,
+            args=batch.args,
+            source_position=source_position,
         )
         return run_with_hooks(model, batch.base, [(hook, fn)])
 
@@ -212,6 +228,14 @@ class Intervention(nn.Module):
             total += float(values.sum())
             n += values.numel()
         return total / max(n, 1)
+
+
+def _at(act: Tensor, position: int | Tensor, pos_dim: int) -> Tensor:
+    """``act`` at one index along ``pos_dim`` (an int), or at one index per row (a [rows] tensor)."""
+    if isinstance(position, Tensor):
+        moved = act.movedim(pos_dim, 1)
+        return moved[torch.arange(moved.shape[0], device=moved.device), position.to(moved.device)]
+    return act.select(pos_dim, position)
 
 
 def _freeze(model: Any) -> list[tuple[Tensor, bool, bool]]:

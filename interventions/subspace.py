@@ -85,7 +85,8 @@ class FixedSubspace(SubspaceIntervention):
         gram = basis.T @ basis
         if not torch.allclose(gram, torch.eye(k, dtype=basis.dtype, device=basis.device), atol=1e-4):
             raise ValueError(
-                "FixedSubspace: basis columns must be orthonormal (basis.T @ basis == I); orthonormalise with torch.linalg.qr"
+                "FixedSubspace: basis columns must be orthonormal (basis.T @ basis == I); "
+                "orthonormalise with torch.linalg.qr"
             )
         var_sizes = var_sizes or [k]
         if sum(var_sizes) != k:

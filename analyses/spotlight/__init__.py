@@ -1,4 +1,6 @@
-"""The Spotlight Resonance Method (Bird 2025; ``docs/methods/spotlight.md``): axis alignment of activations at any hook.
+"""The Spotlight Resonance Method (Bird 2025): axis alignment of activations at any hook.
+
+The method: ``docs/methods/spotlight.md``.
 
 Does a layer's representation line up with a privileged basis (the neurons, a rotation of them,
 or an overcomplete set of directions)? A cone ("spotlight") sweeps around each plane spanned by
@@ -14,8 +16,9 @@ Modules:
   isotropic verdict against randomly rotated bases.
 * :mod:`~analyses.spotlight.grandmother` - the inputs in each basis direction's cone.
 * :mod:`~analyses.spotlight.plots` - ensemble and mean +- std plots.
-* :mod:`~analyses.spotlight.stream` - :func:`spotlight_model` over a hooked model's batches, and
-  the ``spotlight`` analysis of the command line.
+* :mod:`~analyses.spotlight.stream` - :class:`SpotlightAccumulator` (SRM, cones and verdict of a
+  stream of activations, batch by batch), :func:`spotlight_model` (the loop over a hooked
+  model's batches that feeds one) and the ``spotlight`` analysis of the command line.
 """
 
 from analyses.spotlight.alignment import axis_harmonic, verdict
@@ -36,12 +39,13 @@ from analyses.spotlight.core import (
     spotlight,
 )
 from analyses.spotlight.grandmother import ConeCounter, GrandmotherResult, grandmother
-from analyses.spotlight.stream import ModelSpotlight, spotlight_model
+from analyses.spotlight.stream import ModelSpotlight, SpotlightAccumulator, spotlight_model
 
 __all__ = [
     "ConeCounter",
     "GrandmotherResult",
     "ModelSpotlight",
+    "SpotlightAccumulator",
     "SpotlightCounter",
     "SpotlightResult",
     "axis_harmonic",

@@ -111,7 +111,7 @@ def resolve_basis(
     name, _, rest = spec.partition(":")
     try:
         if name == "random":
-            return random_orthonormal(dim, int(rest or 0), dtype, device)
+            return random_orthonormal(dim, int(rest or 0), dtype=dtype, device=device)
         if name == "thomson":
             parts = rest.split(":")
             n = int(parts[0])

@@ -188,7 +188,8 @@ _KERNELS = {"arcs": arc_counts, "dense": dense_counts}
 def _check_dim(dim: int) -> None:
     if dim < 2:
         raise ValueError(
-            f"spotlight resonance needs activations of dimension d >= 2 (planes need two directions), got d={dim}"
+            "spotlight resonance needs activations of dimension d >= 2 (planes need two directions), "
+            f"got d={dim}"
         )
 
 
@@ -296,7 +297,8 @@ class SpotlightResult:
         for name in ("epsilon", "signed", "dim", "n_basis", "plane_kind"):
             if getattr(self, name) != getattr(other, name):
                 raise ValueError(
-                    f"cannot merge SRM results with different {name}: {getattr(self, name)} vs {getattr(other, name)}"
+                    f"cannot merge SRM results with different {name}: {getattr(self, name)} "
+                    f"vs {getattr(other, name)}"
                 )
         if self.counts.shape != other.counts.shape or not torch.equal(self.planes.cpu(), other.planes.cpu()):
             raise ValueError("cannot merge SRM results over different planes or angle grids")
@@ -427,7 +429,8 @@ class SpotlightCounter:
         self.dropped_planes = int((~ok).sum())
         if self.dropped_planes:
             warnings.warn(
-                f"spotlight: {self.dropped_planes} planes join parallel or antiparallel basis vectors and span no plane; left out",
+                f"spotlight: {self.dropped_planes} planes join parallel or antiparallel basis vectors "
+                "and span no plane; left out",
                 stacklevel=2,
             )
             idx, cos = idx[ok], cos[:, ok]

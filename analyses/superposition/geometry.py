@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from analyses.superposition.weights import feature_directions
+from hooked.checks import require_finite
 from hooked.typecheck import Float, typechecked
 
 REFERENCE_FRACTIONS: tuple[Fraction, ...] = (
@@ -145,6 +146,7 @@ def regular_polygon(
 def describe(W: Tensor, norm_threshold: float = 0.5, orth_tol: float = 0.1) -> dict[str, Any]:
     """A summary of one instance's geometry ([d, n]): represented features, pairs, polygon, label."""
     _single(W, "describe")
+    require_finite(W, "describe: the feature directions W")
     norms = feature_norms(W)
     represented = [int(i) for i in (norms > norm_threshold).nonzero().flatten()]
     cos = cosine_matrix(W)
@@ -203,6 +205,10 @@ def feature_dimensionality_at(
         scale: size of the basis inputs used to read each feature's direction.
         tol: distance within which a D_i counts as one of the fractions 1, 3/4, 2/3, 1/2, 2/5, 3/8.
     """
+    if not 0 <= tol < float("inf"):
+        from hooked.errors import OptionError
+
+        raise OptionError("tol", f"must be a finite distance >= 0, got {tol!r}")
     W = _instances(feature_directions(model, hook, data, scale=scale))
     D = feature_dimensionality(W)
     return {

@@ -1,4 +1,5 @@
-"""Structure of a group of features (BOWS, ``docs/methods/bows.md``): co-occurrence, cycles, Gram matrices, clusters.
+"""Structure of a group of features (BOWS, ``docs/methods/bows.md``): co-occurrence, cycles, Gram
+matrices, clusters.
 
 A *group* is a list of feature indices in a meaningful order (the twelve months in calendar
 order). ``W`` is ``[d, n]`` (one instance: columns are the n features' directions).
@@ -168,17 +169,24 @@ def group_geometry_at(
     hook: str,
     data: Any,
     *,
-    features: list[int] = [0, 1, 2, 3, 4],
+    features: tuple[int, ...] = (0, 1, 2, 3, 4),
     cyclic: bool = True,
     scale: float = 1.0,
 ) -> dict[str, Any]:
-    """A feature group's geometry at a hook: 2D PCA of its unit directions, cyclic-order test, ||G - diag G||_F.
+    """A feature group's geometry at a hook: 2D PCA of unit directions, cyclic-order test, ||G - diag G||_F.
 
     Args:
         features: the group's feature indices, in their reference order (e.g. months).
         cyclic: test whether the group goes around the origin in that order.
         scale: size of the basis inputs used to read each feature's direction.
     """
+    from hooked.errors import OptionError
+
+    features = list(features)
+    if len(features) < 2 or len(set(features)) != len(features):
+        raise OptionError("features", f"must be two or more distinct feature indices, got {features}")
     W = feature_directions(model, hook, data, scale=scale)
     W = W.reshape(-1, *W.shape[-2:])
+    if not all(0 <= f < W.shape[-1] for f in features):
+        raise OptionError("features", f"must be feature indices in 0..{W.shape[-1] - 1}, got {features}")
     return {"hook": hook, "features": features, "instances": [group_geometry(w, features, cyclic) for w in W]}

@@ -97,7 +97,8 @@ def _like(act: Tensor, target: Tensor, hook: str) -> Tensor:
         return act
     if act.numel() != target.numel():
         raise ValueError(
-            f"the activation at {hook!r} has shape {tuple(act.shape)}; a reconstruction must match the input {tuple(target.shape)}"
+            f"the activation at {hook!r} has shape {tuple(act.shape)}; a reconstruction must match the input "
+            f"{tuple(target.shape)}"
         )
     return act.reshape(target.shape)
 
@@ -112,6 +113,14 @@ def interference_at(
         pre_hook: hook whose zero-input activation is the output bias b (the pre-ReLU output).
         out_hook: hook holding the reconstruction, for the per-feature R².
     """
+    from hooked.errors import OptionError, UnknownHookError
+    from hooked.protocol import check_hook
+
+    for option, name in (("pre_hook", pre_hook), ("out_hook", out_hook)):
+        try:
+            check_hook(model, name)
+        except UnknownHookError as e:
+            raise OptionError(option, f"names no hook point: {e}") from None
     W = feature_directions(model, hook, data)
     b = hook_bias(model, pre_hook, data)
     x = data[0] if isinstance(data, list | tuple) else data

@@ -54,7 +54,8 @@ def phase_summary(
     """
     if phases.shape != (len(importances), len(densities)):
         raise ValueError(
-            f"phase_summary: phases {tuple(phases.shape)} does not match [{len(importances)}, {len(densities)}]"
+            f"phase_summary: phases {tuple(phases.shape)} does not match "
+            f"[{len(importances)}, {len(densities)}]"
         )
     order = torch.argsort(densities, descending=True)  # densest first
     dense_col, sparse_col = phases[:, order[0]], phases[:, order[-1]]

@@ -156,7 +156,8 @@ def gram_grid_figure(
 def synthetic_summary_figure(
     rows: Sequence[dict], kinds: Sequence[str], weight_decays: Sequence[float]
 ) -> Any:
-    """Gram-vs-correlation similarity and constructive share against latent size, per data kind and weight decay."""
+    """Gram-vs-correlation similarity and constructive share against latent size, per data kind and
+    weight decay."""
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     colors = dict(zip(kinds, plt.get_cmap("tab10").colors))

@@ -16,9 +16,12 @@ features are its last axis and every other non-batch axis (ToyReLU's instances) 
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
+from hooked.checks import require_finite
 from hooked.protocol import Hookable, check_hook, read_activation
 
 
@@ -43,6 +46,12 @@ def _example(data: object) -> Tensor:
 
 def basis_inputs(data: Tensor, scale: float = 1.0) -> Tensor:
     """``n_features + 1`` inputs laid out like ``data``: ``scale * e_i`` for each feature, then zero."""
+    if not (math.isfinite(scale) and scale != 0):
+        from hooked.errors import OptionError
+
+        raise OptionError(
+            "scale", f"must be a finite non-zero number (the basis inputs' size), got {scale!r}"
+        )
     example = _example(data)
     n = example.shape[-1]
     eye = torch.eye(n, dtype=example.dtype, device=example.device) * scale
@@ -64,12 +73,15 @@ def feature_directions(model: Hookable, hook: str, data: object, *, scale: float
             f"feature_directions: the activation at {hook!r} has shape {tuple(act.shape)}; expected "
             f"its first axis to be the batch ({inputs.shape[0]} basis inputs)"
         )
+    require_finite(act, f"the activations at {hook!r} on the basis inputs")
     directions = (act[:-1] - act[-1:]) / scale
-    return directions.movedim(0, -1).float()
+    return require_finite(directions.movedim(0, -1).float(), f"the feature directions at {hook!r}")
 
 
 def hook_bias(model: Hookable, hook: str, data: object) -> Tensor:
     """The activation at ``hook`` on the zero input: ``[*instance_axes, *hook_axes]``."""
     check_hook(model, hook)
     zero = basis_inputs(_example(data))[-1:]
-    return read_activation(model, zero, hook)[0].float()
+    return require_finite(
+        read_activation(model, zero, hook)[0].float(), f"the activation at {hook!r} on zero"
+    )

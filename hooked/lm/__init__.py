@@ -16,16 +16,23 @@ as ``blocks.3.hook_resid_pre``), ``"wrap"`` (:func:`hooked.wrap` of the transfor
 points named by module path, ``model.layers.3.hook_in``; no TransformerLens needed) and ``"hf"``
 (the plain transformers model, no hooks). Each carries its tokenizer as ``model.tokenizer``.
 
+Padded batches: ``lm.tokenize(model, texts)`` gives ``{"input_ids", "attention_mask"}``, which
+every backend takes as keywords (``model(**batch)``, ``run_with_cache(**batch)``) and
+``lm.last_positions(batch)`` each row's last real token. Generation with hooks:
+``lm.generate(model, prompts, max_new_tokens, fwd_hooks=...)`` (:mod:`hooked.lm.generate`).
+
 The cache folder is ``$HOOKED_CACHE``, else ``$XDG_CACHE_HOME/hooked``, else ``~/.cache/hooked``.
 transformers and transformer_lens are imported only when a model is loaded.
 """
 
+from hooked.lm.generate import Generation, generate, generation_pass, on_new_tokens, on_prompt
 from hooked.lm.loading import (
     BACKENDS,
     EMBEDDED,
     Backend,
     EmbeddedLM,
     LMLoadError,
+    WrappedLM,
     bridge,
     convert_gguf,
     converted_folder,
@@ -38,26 +45,45 @@ from hooked.lm.loading import (
     wrap_lm,
 )
 from hooked.lm.residual import residual_hooks, residual_labels
-from hooked.lm.tokens import to_tokens, token_id
+from hooked.lm.tokens import (
+    UnmaskedPaddingWarning,
+    first_positions,
+    last_positions,
+    pad_id,
+    to_tokens,
+    token_id,
+    tokenize,
+)
 
 __all__ = [
     "BACKENDS",
     "EMBEDDED",
     "Backend",
     "EmbeddedLM",
+    "Generation",
     "LMLoadError",
+    "UnmaskedPaddingWarning",
+    "WrappedLM",
     "bridge",
     "convert_gguf",
     "converted_folder",
     "embedded_gguf",
+    "first_positions",
+    "generate",
+    "generation_pass",
+    "last_positions",
     "load",
     "load_hf",
     "logits_of",
     "official_name",
+    "on_new_tokens",
+    "on_prompt",
+    "pad_id",
     "residual_hooks",
     "residual_labels",
     "resolve",
     "to_tokens",
     "token_id",
+    "tokenize",
     "wrap_lm",
 ]

@@ -9,9 +9,9 @@ import hashlib
 import importlib.util
 import os
 import re
+import secrets
 import shutil
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,7 +20,11 @@ import torch
 from torch import Tensor
 
 from hooked.errors import HookedError
+from hooked.lm import folders
+from hooked.lm.bridge_fixes import fix_bridge
+from hooked.lm.tokens import warn_if_padded_without_mask
 from hooked.offline import MissingPackageData, cache_dir, package_file
+from hooked.wrapping import Wrapped
 
 Backend = Literal["bridge", "wrap", "hf"]
 BACKENDS = ("bridge", "wrap", "hf")
@@ -68,31 +72,71 @@ def converted_folder(gguf: str | os.PathLike, *, label: str | None = None) -> Pa
 
     The folder's name carries the file's size and a hash of its first and last MiB, so a changed
     file gets a fresh conversion; conversion writes to a temporary folder and renames it into
-    place, so an interrupted run leaves no half-written model.
+    place, so an interrupted run leaves no half-written model. The folder holds a manifest (size
+    and SHA-256 of every file, :mod:`hooked.lm.folders`), checked on every load: a damaged cache (a
+    truncated ``model.safetensors``, a deleted ``config.json``) is converted again, not failed on.
+    Files get the modes of the user's umask.
     """
     gguf = Path(gguf)
     if not gguf.is_file():
-        raise LMLoadError(f"no GGUF file at {gguf}")
+        raise LMLoadError(f"no GGUF file at {gguf}; pass the path of an existing .gguf file")
     target = cache_dir() / "models" / f"{label or _slug(gguf.stem)}-{_fingerprint(gguf)}"
-    if (target / "config.json").is_file():
-        return target
+    if target.exists():
+        problem = _cache_problem(target)
+        if problem is None:
+            return target
+        print(
+            f"hooked.lm: the cached conversion {target} is damaged ({problem}); converting again",
+            file=sys.stderr,
+        )
+        _discard(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = target.parent / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}"
+    tmp.mkdir()  # mode from the umask (mkdtemp would make it 0700)
     try:
         print(
             f"hooked.lm: converting {gguf.name} once into {target} (de-quantising takes ~20 s)",
             file=sys.stderr,
         )
         convert_gguf(gguf, tmp)
+        folders.write_manifest(tmp, {"gguf": str(gguf), "size": gguf.stat().st_size, "format": CACHE_FORMAT})
+        folders.usual_permissions(tmp)
         try:
             os.rename(tmp, target)
         except OSError:
-            if not (target / "config.json").is_file():  # not a concurrent conversion that won
+            if _cache_problem(target) is not None:  # not a concurrent conversion that won
                 raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _cache_problem(folder: Path) -> str | None:
+    """Why a cached conversion cannot be used, or None. A folder from before manifests were
+    written is checked by its layout and, if sound, given a manifest."""
+    if (folder / folders.MANIFEST).is_file():
+        return folders.manifest_problem(folder)
+    try:
+        folders.check_folder(folder)
+    except folders.FolderError as e:
+        return str(e).split(";")[0]
+    try:
+        folders.write_manifest(folder, {"adopted": True, "format": CACHE_FORMAT})
+        folders.usual_permissions(folder)
+    except OSError:  # a read-only cache is still usable
+        pass
+    return None
+
+
+def _discard(folder: Path) -> None:
+    """Move a damaged folder out of the way (atomically), then delete it."""
+    aside = folder.parent / f".{folder.name}.damaged.{os.getpid()}.{secrets.token_hex(4)}"
+    try:
+        os.rename(folder, aside)
+    except FileNotFoundError:  # another process got there first
+        return
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def convert_gguf(gguf: str | os.PathLike, out: str | os.PathLike) -> Path:
@@ -122,38 +166,58 @@ def load_hf(
     *,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str = torch.float32,
+    tokenizer: Any = None,
 ) -> tuple[Any, Any]:
-    """``(transformers causal LM in eval mode, its tokenizer)`` for a name, GGUF, folder or hub name."""
+    """``(transformers causal LM in eval mode, its tokenizer)`` for a name, GGUF, folder or hub name.
+
+    ``tokenizer``: where the tokenizer comes from when not from the model's own folder (a folder
+    or hub name), or a tokenizer object. A local folder is checked file by file first
+    (:func:`hooked.lm.folders.check_folder`), so a missing or damaged file is named in the error.
+    """
     transformers = _import_transformers()
     dtype = _dtype(dtype)
     source, local = resolve(name_or_path)
+    if local:
+        try:
+            folders.check_folder(source, tokenizer=tokenizer is None)
+        except folders.FolderError as e:
+            raise LMLoadError(str(e)) from None
 
     def from_pretrained(local_only: bool) -> tuple[Any, Any]:
         kwargs = {"local_files_only": local_only}
-        tokenizer = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
-        return transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs), tokenizer
+        if tokenizer is None or isinstance(tokenizer, (str, os.PathLike)):
+            tok_source = source if tokenizer is None else str(tokenizer)
+            try:
+                tok = transformers.AutoTokenizer.from_pretrained(tok_source, **kwargs)
+            except (OSError, ValueError) as e:
+                if tokenizer is None:
+                    raise
+                raise LMLoadError(
+                    f"could not load a tokenizer from tokenizer={str(tokenizer)!r}: {_message(e)}"
+                ) from None
+        else:
+            tok = tokenizer
+        return transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs), tok
 
     try:
         try:
-            model, tokenizer = from_pretrained(local_only=True)  # a folder, or the hub's local cache
-        except (OSError, ValueError):
-            if local:
+            model, tok = from_pretrained(local_only=True)  # a folder, or the hub's local cache
+        except (OSError, ValueError) as e:
+            if local or isinstance(e, LMLoadError):
                 raise
             if not _hub_reachable():
                 raise LMLoadError(
                     f"{source!r} is not in the local Hugging Face cache and huggingface.co cannot be reached "
                     "(no network?); pass 'smollm2-135m', a .gguf file or a local model folder instead"
                 ) from None
-            model, tokenizer = from_pretrained(local_only=False)
+            model, tok = from_pretrained(local_only=False)
     except (OSError, ValueError) as e:
         if isinstance(e, LMLoadError):
             raise
         where = f"the folder {source}" if local else f"the Hugging Face hub name {source!r}"
-        raise LMLoadError(
-            f"could not load a causal LM and tokenizer from {where}: {_first_line(e)}"
-        ) from None
+        raise LMLoadError(f"could not load a causal LM and tokenizer from {where}: {_message(e)}") from None
     model = model.to(device).eval()
-    return model, tokenizer
+    return model, tok
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -181,7 +245,10 @@ def resolve(name_or_path: str | os.PathLike) -> tuple[str, bool]:
         return str(converted_folder(path)), True
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise LMLoadError(f"{path} is not a Hugging Face model folder (it has no config.json)")
+            raise LMLoadError(
+                f"{path} is not a Hugging Face model folder (it has no config.json); pass the folder that "
+                "model.save_pretrained() wrote, a .gguf file, or an embedded model name"
+            )
         return str(path), True
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise LMLoadError(
@@ -197,6 +264,7 @@ def load(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str = torch.float32,
     backend: Backend = "bridge",
+    tokenizer: Any = None,
 ) -> Any:
     """A hooked causal language model: ``model(tokens [batch, pos]) -> logits [batch, pos, vocab]``.
 
@@ -208,27 +276,63 @@ def load(
         backend: ``"bridge"`` (TransformerLens 4 ``TransformerBridge``), ``"wrap"``
             (``hooked.wrap`` with input and output hook points on every module) or ``"hf"``
             (the transformers model itself, no hook points).
+        tokenizer: the tokenizer's folder or hub name (or the tokenizer itself) when the model's
+            folder has none.
     Returns:
-        the model, in eval mode, with its tokenizer as ``model.tokenizer``.
+        the model, in eval mode, with its tokenizer as ``model.tokenizer``. Every backend also
+        takes a padded batch as keywords: ``model(**lm.tokenize(model, texts))``.
+    Raises:
+        LMLoadError: naming the file that is missing or damaged and what to do.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    hf, tokenizer = load_hf(name_or_path, device=device, dtype=dtype)
+    hf, tok = load_hf(name_or_path, device=device, dtype=dtype, tokenizer=tokenizer)
     if backend == "hf":
-        hf.tokenizer = tokenizer
+        hf.tokenizer = tok
         return hf
     if backend == "wrap":
-        return wrap_lm(hf, tokenizer)
-    return bridge(hf, tokenizer, official_name(name_or_path), device=device, dtype=_dtype(dtype))
+        return wrap_lm(hf, tok)
+    return bridge(hf, tok, official_name(name_or_path), device=device, dtype=_dtype(dtype))
 
 
-def wrap_lm(hf_model: Any, tokenizer: Any = None) -> Any:
+class WrappedLM(Wrapped):
+    """:func:`hooked.wrap` of a causal LM that returns logits and takes padded batches.
+
+    With an ``attention_mask`` that pads rows on the left and no ``position_ids``, it passes each
+    row's positions counted from its first real token (as TransformerLens's bridge does, and
+    transformers' own ``generate``; the model's forward alone would count from the padding, which
+    is wrong for absolute position embeddings such as GPT-2's). Ids that look padded but come
+    without a mask warn (:func:`hooked.lm.tokens.warn_if_padded_without_mask`).
+    """
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        ids = args[0] if args else kwargs.get("input_ids")
+        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        warn_if_padded_without_mask(self, ids, mask, stacklevel=4)
+        if (
+            isinstance(mask, Tensor)
+            and isinstance(ids, Tensor)
+            and mask.dim() == 2
+            and mask.shape == ids.shape
+            and len(args) < 3
+            and kwargs.get("position_ids") is None
+            and bool((mask[:, 0] == 0).any())
+            and self._takes_position_ids()
+        ):
+            kwargs["position_ids"] = (mask.long().cumsum(dim=1) - 1).clamp_min(0)
+        return super().forward(*args, **kwargs)
+
+    def _takes_position_ids(self) -> bool:
+        import inspect
+
+        return "position_ids" in inspect.signature(self.module.forward).parameters
+
+
+def wrap_lm(hf_model: Any, tokenizer: Any = None) -> WrappedLM:
     """``hooked.wrap`` of a transformers causal LM that returns logits (hook points on inputs too)."""
-    from hooked.wrapping import wrap
-
     if tokenizer is not None:
         hf_model.tokenizer = tokenizer
-    return wrap(hf_model, inputs=True, output=logits_of)
+    return WrappedLM(hf_model, inputs=True, output=logits_of)
 
 
 def bridge(
@@ -244,11 +348,13 @@ def bridge(
     ``name`` is the model's hub name (the bridge picks its architecture adapter from the config;
     with ``hf_model`` given it reads nothing from the hub). Note that booting switches the
     transformers model's attention to the eager implementation, in place, so that attention
-    patterns are hookable.
+    patterns are hookable. The bridge is fixed for the installed packages and given keyword
+    token batches (:mod:`hooked.lm.bridge_fixes`).
     """
     if importlib.util.find_spec("transformer_lens") is None:
         raise LMLoadError(
-            "backend='bridge' needs TransformerLens 4: `pip install 'transformer-lens>=4'` (or use backend='wrap')"
+            "backend='bridge' needs TransformerLens 4: `pip install 'transformer-lens>=4'` "
+            "(or use backend='wrap')"
         )
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -258,10 +364,10 @@ def bridge(
         )
     except Exception as e:
         raise LMLoadError(
-            f"TransformerLens could not wrap {name!r} ({type(hf_model).__name__}): {_first_line(e)}; "
+            f"TransformerLens could not wrap {name!r} ({type(hf_model).__name__}): {_message(e)}; "
             "backend='wrap' works for any architecture"
         ) from e
-    return model.eval()
+    return fix_bridge(model).eval()
 
 
 def official_name(name_or_path: str | os.PathLike) -> str:
@@ -316,6 +422,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^0-9A-Za-z._-]+", "-", text).strip("-").lower() or "model"
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {text[0] if text else ''}"
+def _message(e: BaseException) -> str:
+    """The whole message of an exception on one line (transformers' span several)."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())}"

@@ -31,6 +31,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from hooked.checkpoint import loadable
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
 from hooked.rotations import random_orthonormal
@@ -56,6 +57,7 @@ _FUNCTIONS = {
 }
 
 
+@loadable
 class Autoencoder(HookedModule):
     """MLP autoencoder(s) ``d_in -> d_hidden -> d_bottleneck -> d_hidden -> d_in``.
 
@@ -258,7 +260,7 @@ def digits_autoencoder(
     rotation_seed: int | None = None,
     seed: int = 0,
 ) -> tuple[Autoencoder, Tensor]:
-    """MLP autoencoder on the 8x8 digits (untrained unless --checkpoint; `hooked repro spotlight` trains them).
+    """MLP autoencoder on 8x8 digits (untrained unless --checkpoint; `hooked repro spotlight` trains them).
 
     Args:
         activation: relu, tanh, gelu, sigmoid, isotanh or linear.
@@ -267,5 +269,8 @@ def digits_autoencoder(
         rotation_seed: the bottleneck activation acts in a random rotated basis from this seed.
         seed: seed of the initial weights.
     """
+    from hooked.checks import positive
+
+    positive(d_hidden=d_hidden, d_bottleneck=d_bottleneck)
     x, _ = load_digits()
     return Autoencoder(64, d_hidden, d_bottleneck, activation, rotation_seed, seed), x

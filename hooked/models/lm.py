@@ -45,7 +45,12 @@ def tiny_llama(
         seed: weight and example seed.
     """
     from hooked import lm
+    from hooked.checks import positive
+    from hooked.errors import OptionError
 
+    positive(layers=layers, d_model=d_model, vocab=vocab, seq=seq, batch=batch)
+    if d_model % 8:
+        raise OptionError("d_model", f"must be a multiple of 8 (4 heads of an even size), got {d_model}")
     model = lm.wrap_lm(tiny_llama_hf(layers=layers, d_model=d_model, vocab=vocab, seed=seed))
     tokens = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(seed))
     return model, tokens

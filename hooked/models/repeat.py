@@ -1,4 +1,5 @@
-"""The repeat task of the onion-representation paper (``docs/methods/onion.md``): data, model, training, accuracy.
+"""The repeat task of the onion-representation paper (``docs/methods/onion.md``): data, model,
+training, accuracy.
 
 One recurrent layer reads a token sequence x_1..x_L; the *same* layer and embedding then continue
 from the final state as a decoder that must output x_1..x_L again. Decoder inputs are
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from hooked.checkpoint import loadable
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
 from hooked.models.rnn import HookedGRU, HookedLSTM
@@ -170,8 +172,9 @@ def make_repeat_data(
     n_valid: int = 5000,
     seed: int = 0,
 ) -> RepeatData:
-    """The task's data (``docs/methods/onion.md``): ``n_valid`` held-out sequences (at most 20% of any length's
-    possible sequences), then ``n_train`` distinct training sequences none of which is held out."""
+    """The task's data (``docs/methods/onion.md``): ``n_valid`` held-out sequences (at most 20% of any
+    length's possible sequences), then ``n_train`` distinct training sequences none of which is held
+    out."""
     if not 1 <= min_len <= max_len:
         raise ValueError(f"make_repeat_data: need 1 <= min_len <= max_len, got {min_len}, {max_len}")
     g = torch.Generator().manual_seed(seed)
@@ -182,6 +185,7 @@ def make_repeat_data(
 
 
 # ---------------------------------------------------------------------- model
+@loadable
 class RepeatModel(HookedModule):
     """``Embedding(n_symbols + 2, E) -> GRU or LSTM (E -> N) -> Linear(N, n_symbols)``, one
     recurrent layer used as encoder and, from the encoder's final state, as decoder.
@@ -369,6 +373,9 @@ def train_repeat(
 def _example(
     cell: Cell, hidden_size: int, no_input: bool, batch_size: int, seed: int
 ) -> tuple[RepeatModel, tuple[Tensor, Tensor]]:
+    from hooked.checks import positive
+
+    positive(hidden_size=hidden_size, batch_size=batch_size)
     torch.manual_seed(seed)
     model = RepeatModel(cell, hidden_size, no_input=no_input)
     g = torch.Generator().manual_seed(seed)

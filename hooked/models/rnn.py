@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from torch import _VF, Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from hooked.checkpoint import loadable
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
 
@@ -97,6 +98,13 @@ class _HookedRNN(HookedModule):
         """Like ``nn.GRU`` / ``nn.LSTM``; ``step_offset`` is added to the step the hooks see (a
         decoder that continues an encoder's sequence with the same layer passes the encoder's
         length, so that both halves share one time axis)."""
+        if isinstance(input, Tensor) and input.dim() in (2, 3):
+            time_axis = 1 if input.dim() == 3 and self.batch_first else 0
+            if input.shape[time_axis] == 0:  # PyTorch refuses it too; say so in the layer's words
+                raise ValueError(
+                    f"{type(self).__name__}: the input {tuple(input.shape)} has no time steps (axis "
+                    f"{time_axis}); a recurrent layer needs a sequence of length >= 1"
+                )
         plans = [self._plan(layer) for layer in range(self.num_layers)]
         if all(p is None for p in plans):
             return self._torch_cls.forward(self, input, hx)
@@ -352,6 +360,7 @@ class _HookedRNN(HookedModule):
         raise NotImplementedError
 
 
+@loadable
 class HookedGRU(_HookedRNN, nn.GRU):
     """``nn.GRU`` with hook points ``hook_r_l{k}``, ``hook_z_l{k}``, ``hook_n_l{k}`` and
     ``hook_h_l{k}`` at every step (see the module docstring for the execution modes).
@@ -443,6 +452,7 @@ class HookedGRU(_HookedRNN, nn.GRU):
         return {"r": r, "z": torch.sigmoid(i_z + h_z), "n": torch.tanh(i_n + r * h_n)}
 
 
+@loadable
 class HookedLSTM(_HookedRNN, nn.LSTM):
     """``nn.LSTM`` with hook points ``hook_i_l{k}``, ``hook_f_l{k}``, ``hook_g_l{k}``,
     ``hook_o_l{k}``, ``hook_c_l{k}`` and ``hook_h_l{k}`` at every step (see the module docstring).

@@ -18,11 +18,13 @@ import math
 import torch
 from torch import Tensor, nn
 
+from hooked.checkpoint import loadable
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
 from hooked.typecheck import Float, typechecked
 
 
+@loadable
 class ToyReLU(HookedModule):
     """``n_instances`` tied ReLU autoencoders ``x' = ReLU(Wᵀ W x + b)``, W: [d_hidden, n_features].
 
@@ -81,7 +83,8 @@ class ToyReLU(HookedModule):
             x = x.unsqueeze(1)
         if x.shape[1:] != self.W.shape[::2]:
             raise ValueError(
-                f"ToyReLU: x has shape {tuple(x.shape)}, expected [batch, {self.n_instances}, {self.n_features}]"
+                f"ToyReLU: x has shape {tuple(x.shape)}, "
+                f"expected [batch, {self.n_instances}, {self.n_features}]"
             )
         h = self.hook_hidden(torch.einsum("ihf,bif->bih", self.W, x))
         pre = self.hook_pre(torch.einsum("ihf,bih->bif", self.W, h) + self.b)
@@ -135,6 +138,12 @@ def toy_relu_example(
         batch_size: samples in the example batch.
         seed: seed for weights and data.
     """
+    from hooked.checks import positive
+    from hooked.errors import OptionError
+
+    positive(n_features=n_features, d_hidden=d_hidden, n_instances=n_instances, batch_size=batch_size)
+    if not 0.0 <= feature_probability <= 1.0:
+        raise OptionError("feature_probability", f"must be in [0, 1], got {feature_probability!r}")
     model = ToyReLU(n_features, d_hidden, n_instances, seed=seed)
     p = torch.full((n_instances,), feature_probability)
     x = sparse_uniform(batch_size, p, n_features, torch.Generator().manual_seed(seed))

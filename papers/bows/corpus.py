@@ -1,4 +1,5 @@
-"""Real text for Bag-of-Words Superposition (``docs/methods/bows.md``): corpus -> vocabulary -> binary BoW windows.
+"""Real text for Bag-of-Words Superposition (``docs/methods/bows.md``): corpus -> vocabulary -> binary
+BoW windows.
 
 The pipeline, one plain function per step, so that any corpus drops in:
 
@@ -19,6 +20,13 @@ The pipeline, one plain function per step, so that any corpus drops in:
 ``$XDG_CACHE_HOME/hooked``, else ``~/.cache/hooked``), keyed by the corpus's fingerprint and the
 options, so a second run reads a few files instead of rebuilding. A :class:`BowDataset` holds the
 samples packed (offsets + word ids) and densifies any batch of them in one scatter.
+
+The cache is not trusted (:func:`check_cached`): ``vocab.json`` (written last) records the entry's
+key and the SHA-256 of the samples file and of the vocabulary, the samples file records the key and
+the vocabulary's hash, and the packed samples are checked (offsets from 0, non-decreasing, ending
+at the number of ids; ids within the vocabulary and increasing within a sample). An entry that
+fails any check (a samples file from another entry, a permuted vocabulary, a truncated file, a
+missing key, ...) is reported with the reason and rebuilt.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +44,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from hooked.io import read_json, read_tensors, write_json, write_tensors
+from hooked.io import file_sha256, read_json, read_tensors, write_json, write_tensors
 from hooked.offline import MissingPackageData, cache_dir, wiki_summaries_file
 
 WIKI_OFFLINE = "wiki-offline"
@@ -217,7 +226,8 @@ def build_vocabulary(
         words.extend(present)
     if len(words) > vocab_size:
         raise ValueError(
-            f"build_vocabulary: the forced groups alone have {len(words)} words, more than vocab_size={vocab_size}"
+            f"build_vocabulary: the forced groups alone have {len(words)} words, "
+            f"more than vocab_size={vocab_size}"
         )
     taken = set(words)
     for w, c in counts.most_common():
@@ -293,7 +303,8 @@ def window_samples(
         n_win = (last - first - window + 1).clamp(min=1)
         starts = torch.repeat_interleave(first, n_win) + _ramp(n_win)
         ends = torch.minimum(starts + window, torch.repeat_interleave(last, n_win))
-    # window k covers sentences [starts[k], ends[k]); sentence j lies in windows k with starts[k] <= j < ends[k]
+    # window k covers sentences [starts[k], ends[k]); sentence j lies in windows k with
+    # starts[k] <= j < ends[k]
     k_lo = torch.searchsorted(ends, sent_of_word, right=True)
     k_hi = torch.searchsorted(starts, sent_of_word, right=True)
     reps = (k_hi - k_lo).clamp(min=0)
@@ -343,19 +354,15 @@ def bow_dataset(
         "cross_documents": cross_documents,
         "groups": {k: list(v) for k, v in groups.items()},
         "min_count": min_count,
-        "format": 1,
+        "format": CACHE_FORMAT,
     }
     key = hashlib.sha1(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
     folder = cache_dir() / "bows" / key
-    if cache and (folder / "vocab.json").is_file() and (folder / "samples.safetensors").is_file():
-        info = read_json(folder / "vocab.json")
-        packed = read_tensors(folder / "samples.safetensors")
-        return BowDataset(
-            packed["offsets"],
-            packed["ids"],
-            Vocabulary.from_json(info["vocab"]),
-            {**info["meta"], "cached": True, "cache": str(folder)},
-        )
+    if cache and ((folder / VOCAB_FILE).exists() or (folder / SAMPLES_FILE).exists()):
+        try:
+            return check_cached(folder, key, options)
+        except (ValueError, KeyError, TypeError, IndexError, OSError) as e:
+            warnings.warn(f"bag-of-words cache {folder} is not usable ({e}); rebuilding it", stacklevel=2)
     documents = load_documents(source)
     keep = frozenset(w for members in groups.values() for w in members)
     sentences, doc_of = [], []
@@ -376,10 +383,98 @@ def bow_dataset(
         "source": str(source) if isinstance(source, (str, os.PathLike)) else "list",
     }
     if cache:
-        write_tensors(folder / "samples.safetensors", {"offsets": offsets, "ids": word_ids})
-        write_json(
-            folder / "vocab.json", {"vocab": vocab.to_json(), "meta": meta}
-        )  # written last: marks the entry complete
+        vocab_hash = _vocab_hash(vocab.to_json())
+        samples = write_tensors(
+            folder / SAMPLES_FILE,
+            {"offsets": offsets, "ids": word_ids},
+            metadata={"key": key, "vocab_sha256": vocab_hash},
+        )
+        record = {
+            "key": key,
+            "samples_sha256": file_sha256(samples),
+            "vocab_sha256": vocab_hash,
+            "vocab": vocab.to_json(),
+            "meta": meta,
+        }
+        write_json(folder / VOCAB_FILE, record)  # written last: marks the entry complete
     return BowDataset(
         offsets, word_ids, vocab, {**meta, "cached": False, "cache": str(folder) if cache else None}
     )
+
+
+# ---------------------------------------------------------------------- the cache, checked
+CACHE_FORMAT = 2
+VOCAB_FILE = "vocab.json"
+SAMPLES_FILE = "samples.safetensors"
+
+
+def _vocab_hash(vocab_json: Mapping) -> str:
+    return hashlib.sha256(json.dumps(vocab_json, sort_keys=True).encode()).hexdigest()
+
+
+def check_cached(folder: Path, key: str, options: Mapping) -> BowDataset:
+    """The dataset cached in ``folder`` for ``key``, after checking that it is whole and its own;
+    a ValueError (naming the file and what is wrong) otherwise."""
+    from safetensors import safe_open
+
+    vocab_path, samples_path = folder / VOCAB_FILE, folder / SAMPLES_FILE
+    if not vocab_path.is_file() or not samples_path.is_file():
+        raise ValueError(f"{VOCAB_FILE if not vocab_path.is_file() else SAMPLES_FILE} is missing")
+    info = read_json(vocab_path)
+    if not isinstance(info, dict):
+        raise ValueError(f"{vocab_path} is not a JSON object")
+    for name in ("key", "samples_sha256", "vocab_sha256", "vocab", "meta"):
+        if name not in info:
+            raise ValueError(f"{vocab_path} has no {name!r} entry (an older or damaged cache)")
+    if info["key"] != key or not isinstance(info["meta"], dict):
+        raise ValueError(f"{vocab_path} belongs to another cache entry ({info['key']!r}, not {key!r})")
+    if any(info["meta"].get(k) != v for k, v in options.items()):
+        raise ValueError(f"{vocab_path} was built with other options")
+    if _vocab_hash(info["vocab"]) != info["vocab_sha256"]:
+        raise ValueError(
+            f"{vocab_path}: the vocabulary does not match its recorded hash (edited or permuted)"
+        )
+    if file_sha256(samples_path) != info["samples_sha256"]:
+        raise ValueError(
+            f"{samples_path} does not match the hash {vocab_path} records (another entry's, or damaged)"
+        )
+    with safe_open(samples_path, "pt") as f:
+        file_meta = f.metadata() or {}
+    if file_meta.get("key") != key or file_meta.get("vocab_sha256") != info["vocab_sha256"]:
+        raise ValueError(f"{samples_path} records another entry or vocabulary")
+    vocab = Vocabulary.from_json(info["vocab"])
+    if len(set(vocab.words)) != len(vocab.words) or len(vocab.counts) != len(vocab.words):
+        raise ValueError(f"{vocab_path}: the vocabulary has repeated words or a count per word missing")
+    packed = read_tensors(samples_path)
+    if set(packed) != {"offsets", "ids"}:
+        raise ValueError(f"{samples_path} holds {sorted(packed)}, expected offsets and ids")
+    check_packed(packed["offsets"], packed["ids"], len(vocab), str(samples_path))
+    if len(packed["offsets"]) - 1 != info["meta"].get("samples"):
+        raise ValueError(
+            f"{samples_path} has {len(packed['offsets']) - 1} samples, {vocab_path} records "
+            f"{info['meta'].get('samples')}"
+        )
+    return BowDataset(
+        packed["offsets"], packed["ids"], vocab, {**info["meta"], "cached": True, "cache": str(folder)}
+    )
+
+
+def check_packed(offsets: Tensor, ids: Tensor, n_words: int, where: str = "the samples") -> None:
+    """Raise a ValueError unless ``(offsets, ids)`` are packed binary bag-of-words samples over
+    ``n_words`` words: int64 vectors, offsets from 0 and non-decreasing up to ``len(ids)``, ids
+    in ``[0, n_words)`` and strictly increasing within each sample."""
+    for name, t in (("offsets", offsets), ("ids", ids)):
+        if t.dtype != torch.long or t.dim() != 1:
+            raise ValueError(f"{where}: {name} must be a 1-d int64 tensor, got {t.dtype} {tuple(t.shape)}")
+    if len(offsets) == 0 or int(offsets[0]) != 0 or int(offsets[-1]) != len(ids):
+        raise ValueError(f"{where}: offsets must run from 0 to the number of ids ({len(ids)})")
+    if bool((torch.diff(offsets) < 0).any()):
+        raise ValueError(f"{where}: offsets are not sorted")
+    if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= n_words):
+        raise ValueError(
+            f"{where}: word ids must lie in [0, {n_words}), got {int(ids.min())}..{int(ids.max())}"
+        )
+    starts = torch.zeros(len(ids), dtype=torch.bool)
+    starts[offsets[:-1][offsets[:-1] < len(ids)]] = True
+    if len(ids) > 1 and bool(((ids[1:] <= ids[:-1]) & ~starts[1:]).any()):
+        raise ValueError(f"{where}: the word ids of a sample are not strictly increasing")

@@ -10,27 +10,33 @@ from papers.claims import claim
 def print_synthetic(summary: dict, wds: list[float]) -> None:
     print("\nSynthetic BOWS (means over latent sizes L < n):")
     print(
-        f"  {'data / weight decay':<20} {'Gram~corr':>9} {'constructive':>12} {'ctx gap':>8} {'false pos':>9} {'val loss':>8} {'cycle adj':>9}"
+        f"  {'data / weight decay':<20} {'Gram~corr':>9} {'constructive':>12} {'ctx gap':>8} "
+        f"{'false pos':>9} {'val loss':>8} {'cycle adj':>9}"
     )
     for key, e in summary.items():
         cyc = f"{e['cyclic_adjacent_fraction']:.2f}" if "cyclic_adjacent_fraction" in e else ""
         print(
-            f"  {key:<20} {e['gram_corr_similarity']:>9.2f} {e['constructive_share']:>12.2f} {e['context_gap']:>8.3f} {e['false_positive_share']:>9.3f} {e['val_loss']:>8.4f} {cyc:>9}"
+            f"  {key:<20} {e['gram_corr_similarity']:>9.2f} {e['constructive_share']:>12.2f} "
+            f"{e['context_gap']:>8.3f} {e['false_positive_share']:>9.3f} {e['val_loss']:>8.4f} {cyc:>9}"
         )
     print(
-        "  Gram~corr: corr(off-diagonal WᵀW, held-out data correlations); constructive: share of active features whose"
+        "  Gram~corr: corr(off-diagonal WᵀW, held-out data correlations); constructive: share of active "
+        "features whose"
     )
     print(
         "  co-active features push them up; ctx gap: mean interference on active minus on inactive features;"
     )
     print(
-        "  false pos: inactive features with pre-activation > 0; cycle adj: circular features' angular neighbours in order."
+        "  false pos: inactive features with pre-activation > 0; cycle adj: circular features' angular "
+        "neighbours in order."
     )
     print(
-        "  paper: correlated features are arranged by co-activation (the Gram matrix follows the correlations), interference"
+        "  paper: correlated features are arranged by co-activation (the Gram matrix follows the "
+        "correlations), interference"
     )
     print(
-        "         between co-active features is constructive, more so with weight decay; i.i.d. data shows no such structure."
+        "         between co-active features is constructive, more so with weight decay; i.i.d. data shows "
+        "no such structure."
     )
 
 
@@ -65,7 +71,8 @@ def text_claims(out: dict, wds: list[float]) -> list[dict]:
             claim(
                 "months co-occur by calendar (data)",
                 "adjacent months co-occur more",
-                f"mean corr adjacent {md['mean_corr_adjacent']:+.3f} vs others {md['mean_corr_other']:+.3f}; data PCA cycle {md['data_pca_cycle']['adjacent_fraction']:.2f} adjacent",
+                f"mean corr adjacent {md['mean_corr_adjacent']:+.3f} vs others {md['mean_corr_other']:+.3f}; "
+                f"data PCA cycle {md['data_pca_cycle']['adjacent_fraction']:.2f} adjacent",
                 md["mean_corr_adjacent"] > md["mean_corr_other"],
             )
         )
@@ -77,7 +84,10 @@ def text_claims(out: dict, wds: list[float]) -> list[dict]:
                 claim(
                     f"months 12-cycle in W (wd={wd:g})",
                     "months form a calendar-order cycle",
-                    f"{cyc['adjacent_fraction']:.2f} of neighbours adjacent (p={cyc['p_value']:.3f}), {'a full cycle' if cyc['is_cyclic'] else 'not a full cycle'}; cos(neighbours) {m['months']['mean_cos_neighbours']:+.2f} vs all {m['months']['mean_cos_all']:+.2f}",
+                    f"{cyc['adjacent_fraction']:.2f} of neighbours adjacent (p={cyc['p_value']:.3f}), "
+                    f"{'a full cycle' if cyc['is_cyclic'] else 'not a full cycle'}; "
+                    f"cos(neighbours) {m['months']['mean_cos_neighbours']:+.2f} "
+                    f"vs all {m['months']['mean_cos_all']:+.2f}",
                     cyc["is_cyclic"],
                 )
             )
@@ -92,7 +102,9 @@ def text_claims(out: dict, wds: list[float]) -> list[dict]:
     )
     inter = [(m["weight_decay"], m["interference"], m["r2"]) for m in out["models"]]
     found = "; ".join(
-        f"wd={wd:g}: {s['constructive_share']:.2f} constructive, {s['rescued_by_context_share']:.3f} rescued, R² better in context for {r['share_better_in_context']:.2f} of words"
+        f"wd={wd:g}: {s['constructive_share']:.2f} constructive, "
+        f"{s['rescued_by_context_share']:.3f} rescued, "
+        f"R² better in context for {r['share_better_in_context']:.2f} of words"
         for wd, s, r in inter
     )
     rows.append(

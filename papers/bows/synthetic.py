@@ -1,4 +1,5 @@
-"""Synthetic Bag-of-Words Superposition data (``docs/methods/bows.md``): binary features with a known co-activation structure.
+"""Synthetic Bag-of-Words Superposition data (``docs/methods/bows.md``): binary features with a known
+co-activation structure.
 
 Each sample i has a latent position; feature j has a fixed direction; feature j is active with
 probability sigmoid(sharpness * <latent_i, direction_j> + base_log_odds):

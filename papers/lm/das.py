@@ -23,7 +23,8 @@ def parse_sites(text: str, positions: dict[str, int], n_layers: int) -> list[tup
         if name not in positions or not layer.strip().isdigit() or not 0 <= int(layer) <= n_layers:
             raise ValueError(
                 f"--das-sites: {item!r} is not POSITION:LAYER with POSITION one of {', '.join(positions)} "
-                f"and LAYER in 0..{n_layers} (the residual stream entering that layer; {n_layers} = after the last)"
+                f"and LAYER in 0..{n_layers} (the residual stream entering that layer; "
+                f"{n_layers} = after the last)"
             )
         sites.append((name, int(layer)))
     if not sites:
@@ -50,7 +51,8 @@ def run(ctx: LMRun) -> dict:
         sites, ranks, steps, partners = sites[:1], ranks[:1], min(steps, 5), 1
     ctx.log(
         f"das: {len(facts)} facts the model knows ({len(train)} train, {len(test)} held-out cities, "
-        f"{len(facts.countries)} countries); {facts.dropped and {k: len(v) for k, v in facts.dropped.items()}} dropped"
+        f"{len(facts.countries)} countries); "
+        f"{facts.dropped and {k: len(v) for k, v in facts.dropped.items()}} dropped"
     )
 
     curve = full_patching_curve(
@@ -65,8 +67,8 @@ def run(ctx: LMRun) -> dict:
         for i, name in enumerate(positions)
     }
     ctx.log(
-        f"das: full patching moves >= half of the held-out pairs to the source's country at the city's token up to "
-        f"{handover['subject']}, at the last token from {handover['last']} on"
+        "das: full patching moves >= half of the held-out pairs to the source's country at the city's "
+        f"token up to {handover['subject']}, at the last token from {handover['last']} on"
     )
 
     results = []
@@ -115,7 +117,8 @@ def run(ctx: LMRun) -> dict:
             results,
             curve_json,
             title=(
-                f"interchange interventions, {facts.template!r}: {len(train)} training / {len(test)} held-out cities"
+                f"interchange interventions, {facts.template!r}: "
+                f"{len(train)} training / {len(test)} held-out cities"
             ),
         ),
     )

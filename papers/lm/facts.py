@@ -327,7 +327,8 @@ def city_facts(
             rows.append((city, country, tokens, answer[0]))
     if not rows:
         raise ValueError(
-            f"city_facts: no city of the {len(cities)} countries gives a prompt with a one-token city and answer"
+            f"city_facts: no city of the {len(cities)} countries gives a prompt with a one-token city "
+            "and answer"
         )
     tokens = torch.tensor([r[2] for r in rows], dtype=torch.long)
     answers = torch.tensor([r[3] for r in rows], dtype=torch.long)
@@ -359,7 +360,8 @@ def split_by_city(facts: Facts, test_fraction: float = 0.3, seed: int = 0) -> tu
         test[rows[torch.randperm(len(rows), generator=g)[:k]]] = True
     if not test.any() or test.all():
         raise ValueError(
-            f"split_by_city: {len(facts)} facts give an empty train or test set at test_fraction={test_fraction}"
+            f"split_by_city: {len(facts)} facts give an empty train or test set "
+            f"at test_fraction={test_fraction}"
         )
     return facts.subset(torch.nonzero(~test).flatten()), facts.subset(torch.nonzero(test).flatten())
 

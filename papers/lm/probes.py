@@ -45,6 +45,7 @@ def run(ctx: LMRun) -> dict:
         }
         ctx.log(
             f"probes [{name}]: {acc[0]:.2f} at {result.labels[0]}, best {acc.max():.2f} at "
-            f"{result.labels[int(acc.argmax())]}, {acc[-1]:.2f} at {result.labels[-1]} (chance {r.chance:.2f})"
+            f"{result.labels[int(acc.argmax())]}, {acc[-1]:.2f} at {result.labels[-1]} "
+            f"(chance {r.chance:.2f})"
         )
     return summary

@@ -44,7 +44,8 @@ class LMRepro:
         chunk: activation patches per forward pass.
         per_topic: Wikipedia summaries per topic for the probes (4 topics).
         probe_tokens: tokens of each summary fed to the model.
-        das_sites: interchange-intervention sites POSITION:LAYER (position subject or last; the residual stream entering LAYER), comma-separated.
+        das_sites: interchange-intervention sites POSITION:LAYER (position subject or last; the residual
+            stream entering LAYER), comma-separated.
         das_ranks: subspace ranks k for DAS and the fixed bases, comma-separated.
         das_steps: DAS training steps per site and rank.
         das_lr: DAS learning rate (AdamW, no weight decay).
@@ -97,7 +98,8 @@ class LMRepro:
         load_s = time.perf_counter() - started
         ctx = LMRun(net, run_dir, self, quick=self.quick)
         ctx.log(
-            f"loaded {self.model} ({self.backend}, {self.device}, {self.dtype}) in {load_s:.1f} s: {len(net.hook_dict)} hook points"
+            f"loaded {self.model} ({self.backend}, {self.device}, {self.dtype}) in {load_s:.1f} s: "
+            f"{len(net.hook_dict)} hook points"
         )
         results: dict[str, Any] = {"model": self.model, "backend": self.backend, "load_seconds": load_s}
         for name in names:

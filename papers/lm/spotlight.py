@@ -56,7 +56,8 @@ def run(ctx: LMRun) -> dict:
         z = row["z"]
         ctx.log(
             f"spotlight: {key:<24} d={row['d']:<5} eps={row['epsilon']:.3f} verdict {row['verdict']} "
-            f"(z={z if z is None else round(z, 1)}{', null empty' if row['null_empty'] else ''}), {row['axis_cone_hits']} hits of {row['n']} samples in the "
-            f"{2 * row['d']} axis cones; fullest {[(c['direction'], c['count']) for c in row['fullest_cones']]}"
+            f"(z={z if z is None else round(z, 1)}{', null empty' if row['null_empty'] else ''}), "
+            f"{row['axis_cone_hits']} hits of {row['n']} samples in the {2 * row['d']} axis cones; "
+            f"fullest {[(c['direction'], c['count']) for c in row['fullest_cones']]}"
         )
     return {"layers": layers, "samples": int(tokens.numel()), "rows": summary}

@@ -157,7 +157,8 @@ def pca_basis(acts: Float[Tensor, "n d"], k: int) -> Float[Tensor, "d k"]:
     _, _, vh = torch.linalg.svd(x, full_matrices=False)
     if k > vh.shape[0]:
         raise ValueError(
-            f"pca_basis: {acts.shape[0]} samples give at most {vh.shape[0]} principal directions, asked for k={k}"
+            f"pca_basis: {acts.shape[0]} samples give at most {vh.shape[0]} principal directions, "
+            f"asked for k={k}"
         )
     return vh[:k].T.to(acts.dtype).contiguous()
 

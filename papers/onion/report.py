@@ -62,8 +62,8 @@ def size_table(rows: list[dict], sizes: Any, probes: bool) -> dict:
         lines.append(f"{size:>6} | " + " | ".join(vals) + f" | {paper_claim(size)}")
     lines.append(
         "model = exact match of the trained model on held-out sequences (lengths 2-9); unigram, bigram = "
-        "autosegment, das = DAS with fixed blocks (unigram regime), onion = magnitude: intervention accuracy; "
-        "probes: read-out accuracy; (k) = training steps"
+        "autosegment, das = DAS with fixed blocks (unigram regime), onion = magnitude: intervention "
+        "accuracy; probes: read-out accuracy; (k) = training steps"
     )
     return {"columns": columns, "cells": cells, "text": "\n".join(lines)}
 
@@ -81,7 +81,8 @@ def verdict_text(table: dict) -> str:
         if n <= 64:
             ok = lin < 0.5 and on >= 0.8
             lines.append(
-                f"  N={n}: claim 'linear fail, onion succeeds' -> {got}: {'agrees' if ok else 'does not agree'}"
+                f"  N={n}: claim 'linear fail, onion succeeds' -> {got}: "
+                f"{'agrees' if ok else 'does not agree'}"
             )
         elif n >= 512:
             ok = lin >= 0.8

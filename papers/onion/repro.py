@@ -1,4 +1,5 @@
-"""``hooked repro onion``: onion representations in small GRUs (Csordás et al. 2024; ``docs/methods/onion.md``).
+"""``hooked repro onion``: onion representations in small GRUs (Csordás et al. 2024;
+``docs/methods/onion.md``).
 
 For each state size N (and seed): train the repeat-task model (``RepeatModel``: one GRU, or LSTM
 with ``--cell lstm``, as encoder and decoder), then, with the model frozen, train and evaluate at
@@ -24,6 +25,12 @@ linear code, see the README); ``--sizes 48,64,128,256,512,1024 --steps 40000
 JSON and checkpoint into the run folder and is skipped when present, so a sweep can be resumed,
 or split over processes that share ``--out`` and collected by a last run over all sizes; a model
 checkpoint with fewer than ``--steps`` steps is trained on (with a fresh AdamW state).
+
+Only work done with the same settings is reused (:func:`papers.onion.training.plan_resume`): a
+model with the same cell, size, seed, decoder (``no_input``), batch size and ``n_train``; an
+intervention or probe with the same step count on that model. Before any work starts, a run
+folder holding pieces made with other settings is refused, naming each difference, unless
+``--overwrite`` (then those pieces are redone); what is reused is printed.
 """
 
 from __future__ import annotations
@@ -32,7 +39,7 @@ import time
 from typing import Any, Literal
 
 from papers.onion.report import plot_table, size_table, verdict_text
-from papers.onion.training import METHODS, run_one
+from papers.onion.training import METHODS, prepare_resume, run_one
 
 
 def onion(
@@ -73,18 +80,28 @@ def onion(
     """
     import torch
 
+    from hooked.checks import non_negative, positive, torch_device
+    from hooked.errors import OptionError
     from hooked.models.repeat import make_repeat_data, sample_unique
 
     started = time.perf_counter()
-    torch.manual_seed(0)
-    data = make_repeat_data(n_train=n_train, seed=0)
-    valid9 = sample_unique(5000, min_len=9, max_len=9, generator=torch.Generator().manual_seed(1234))
-    pool9 = sample_unique(
-        200_000, min_len=9, max_len=9, exclude=valid9.keys(30), generator=torch.Generator().manual_seed(99)
-    )
     unknown = set(methods) - set(METHODS)
     if unknown:
-        raise ValueError(f"repro onion: unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
+        raise OptionError(
+            "methods", f"has unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}"
+        )
+    if not sizes or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in sizes):
+        raise OptionError("sizes", f"must be one or more positive integers, got {list(sizes)}")
+    positive(seeds=seeds, intervention_steps=intervention_steps, probe_steps=probe_steps, n_train=n_train)
+    positive(batch_size=batch_size)
+    non_negative(steps=steps)
+    if batch_size % 2 and {"unigram", "das"} & set(methods):
+        raise OptionError(
+            "batch_size", f"must be even for the unigram and das interventions, got {batch_size}"
+        )
+    if "das" in methods and min(sizes) < 9:
+        raise OptionError("sizes", f"must be >= 9 for das (9 variables, one per position), got {min(sizes)}")
+    torch_device(device)
     settings = dict(
         cell=cell,
         methods=tuple(methods),
@@ -96,18 +113,30 @@ def onion(
         n_train=n_train,
         probes=probes,
     )
+    prepare_resume(run_dir, sizes, seeds, settings)  # before any work: refuse or redo other settings' work
+
+    torch.manual_seed(0)
+    data = make_repeat_data(n_train=n_train, seed=0)
+    valid9 = sample_unique(5000, min_len=9, max_len=9, generator=torch.Generator().manual_seed(1234))
+    pool9 = sample_unique(
+        200_000, min_len=9, max_len=9, exclude=valid9.keys(30), generator=torch.Generator().manual_seed(99)
+    )
     rows = []
     for size in sizes:
         for seed in range(seeds):
-            rows.append(
-                run_one(
-                    run_dir, size, seed, data, valid9, pool9, device=device, progress=progress, **settings
-                )
+            row = run_one(
+                run_dir, size, seed, data, valid9, pool9, device=device, progress=progress, **settings
             )
+            for key in ("interventions", "intervention_details"):  # only what this run asked for
+                row[key] = {m: v for m, v in row.get(key, {}).items() if m in methods}
+            if not probes:
+                row.pop("probes", None)
+            rows.append(row)
 
     table = size_table(rows, sizes, probes)
     print(
-        f"\nrepeat task, {cell.upper()}, {'no-input' if no_input else 'autoregressive'} decoder, {seeds} seed(s) per size"
+        f"\nrepeat task, {cell.upper()}, {'no-input' if no_input else 'autoregressive'} decoder, "
+        f"{seeds} seed(s) per size"
     )
     print(table["text"])
     plot_table(run_dir, table, cell)
@@ -123,3 +152,6 @@ def onion(
     }
     run_dir.json("onion.json", out)
     return out
+
+
+onion.resumes = True  # `hooked repro onion --out DIR` resumes DIR (see prepare_resume)

@@ -187,7 +187,8 @@ def claims(out: dict) -> list[dict[str, str]]:
         claim(
             "n=200,m=20 D*",
             "falls with sparsity; sticky plateaus (e.g. at 1/2)",
-            f"{ds[0]:.2f} -> {ds[-1]:.2f}, {'monotone' if monotone else 'not monotone'}; {half}/{len(ds)} sparsities with D* within 0.05 of 1/2",
+            f"{ds[0]:.2f} -> {ds[-1]:.2f}, {'monotone' if monotone else 'not monotone'}; "
+            f"{half}/{len(ds)} sparsities with D* within 0.05 of 1/2",
             ds[-1] < ds[0] and monotone,
         )
     )
@@ -212,7 +213,8 @@ def claims(out: dict) -> list[dict[str, str]]:
         claim(
             "phase n=2,m=1",
             "dense: no superposition; sparse: superposition (phase change, boundary moves with importance)",
-            f"densest column {dense_col['superposition']}/{sum(dense_col.values())} superposition; sparsest {sparse_col['superposition']}/{sum(sparse_col.values())}",
+            f"densest column {dense_col['superposition']}/{sum(dense_col.values())} superposition; "
+            f"sparsest {sparse_col['superposition']}/{sum(sparse_col.values())}",
             dense_col["superposition"] == 0 and sparse_col["superposition"] > 0,
         )
     )

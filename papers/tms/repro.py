@@ -56,7 +56,8 @@ def tms(
         sparsities: sparsity levels in the n=5 and n=20 sweeps.
         big_sparsities: sparsity levels in the n=200 sweep.
         min_density: the sparsest feature density 1-S (densities are min_density^linspace(0,1,k)).
-        restarts: seeds per sparsity for n=5, m=2 (the lowest-loss one is shown); also used per phase-grid cell (at most 2).
+        restarts: seeds per sparsity for n=5, m=2 (the lowest-loss one is shown); also used per phase-grid
+            cell (at most 2).
         phase_grid: cells per axis of the n=2, m=1 phase diagram.
         phase_steps: training steps for the phase diagram.
         phase_batch_size: batch size for the phase diagram.

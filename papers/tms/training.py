@@ -1,5 +1,6 @@
 """Training for the TMS sweeps: every density (and restart, and grid cell) is one instance of
-one batched :class:`~hooked.models.ToyReLU`, trained by :func:`hooked.models.toy_relu_training.train_instances`."""
+one batched :class:`~hooked.models.ToyReLU`, trained by
+:func:`hooked.models.toy_relu_training.train_instances`."""
 
 from __future__ import annotations
 

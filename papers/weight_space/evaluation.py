@@ -1,4 +1,5 @@
-"""Downstream evaluation of RNN-weight embeddings (``docs/methods/weight-space.md``): task splits, targets, probes.
+"""Downstream evaluation of RNN-weight embeddings (``docs/methods/weight-space.md``): task splits,
+targets, probes.
 
 Frozen embeddings of zoo members (read at an encoder's ``hook_embed`` through the hook
 protocol by :func:`hooked.models.weight_encoders.embed_zoo`) are used to predict, with small

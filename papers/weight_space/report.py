@@ -43,11 +43,12 @@ def format_table(zoo_name: str, block: dict) -> str:
     lines = [
         "",
         f"== {zoo_name}: {block['zoo']}",
-        f"   splits (members): encoder training {block['splits']['train']}, downstream train {n['step']['train']}, "
-        f"ID {n['step']['id']}, OOD {n['step']['ood']}; exact task uses members with return >= min_return "
+        f"   splits (members): encoder training {block['splits']['train']}, "
+        f"downstream train {n['step']['train']}, ID {n['step']['id']}, OOD {n['step']['ood']}; "
+        "exact task uses members with return >= min_return "
         f"({n['task']['train']} / {n['task']['id']} / {n['task']['ood']})",
-        f"{'encoder':<26} {'family':<13} {'emul TV':>8} | {'task ID':>7} {'task OOD':>8} | {'step ID':>7} {'step OOD':>8} | "
-        f"{'ret R2 ID':>9} {'ret R2 OOD':>10}",
+        f"{'encoder':<26} {'family':<13} {'emul TV':>8} | {'task ID':>7} {'task OOD':>8} | "
+        f"{'step ID':>7} {'step OOD':>8} | {'ret R2 ID':>9} {'ret R2 OOD':>10}",
     ]
 
     def num(v, w):

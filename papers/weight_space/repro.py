@@ -165,8 +165,8 @@ def weight_space(
             }
             tv = per_encoder[name]["emulation_tv"]
             print(
-                f"[{zoo_name}] {name:<15} trained in {run.seconds:5.0f} s; emulation TV train {tv['train']:.3f} "
-                f"val {tv['val']:.3f} ood {tv['ood']:.3f}"
+                f"[{zoo_name}] {name:<15} trained in {run.seconds:5.0f} s; "
+                f"emulation TV train {tv['train']:.3f} val {tv['val']:.3f} ood {tv['ood']:.3f}"
             )
         down = downstream_splits(zoo, splits, ood_train_fraction=ood_train_fraction, seed=seed)
         scores = evaluate(embeddings, zoo, down, min_return=min_return)

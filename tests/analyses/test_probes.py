@@ -1,4 +1,5 @@
-"""Ridge probes: sklearn's answers, known-answer accuracies, folds, any hook of any model, the CLI analysis, wiki data."""
+"""Ridge probes: sklearn's answers, known-answer accuracies, folds, any hook of any model, the CLI
+analysis, wiki data."""
 
 from __future__ import annotations
 

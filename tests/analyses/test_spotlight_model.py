@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import hooked
 from analyses.spotlight import spotlight, spotlight_model
 from hooked import checkpoint, cli
 from hooked.io import read_json, read_tensors
@@ -204,3 +205,32 @@ def test_repro_runs_end_to_end_small(tmp_path):
     for name in ("srm_eps0.9.png", "srm_eps0.5.png", "verdicts.png", "ensemble_relu.png"):
         assert (tmp_path / name).exists()
     assert checkpoint.load(tmp_path / "models" / "rotated-tanh").rotation_seeds == [1]
+
+
+class _TokenCode(hooked.HookedModule):
+    """Each token's code depends on that token alone, so padding can change nothing but the count."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(11, 6)
+        self.hook_code = hooked.HookPoint()
+
+    def forward(self, input_ids, attention_mask=None):
+        return self.hook_code(torch.tanh(self.embed(input_ids)))
+
+
+def test_spotlight_on_a_padded_batch_counts_only_the_real_tokens():
+    torch.manual_seed(0)
+    model = _TokenCode()
+    rows = [torch.tensor([3, 4, 5, 6]), torch.tensor([7, 8]), torch.tensor([1, 2, 9])]
+    ids = torch.zeros(3, 4, dtype=torch.long)  # left-padded with token 0
+    mask = torch.zeros(3, 4, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, 4 - len(r) :], mask[i, 4 - len(r) :] = r, 1
+    kw = dict(epsilon=0.3, n_angles=16, null_bases=3)
+    padded = spotlight_model(model, "hook_code", [{"input_ids": ids, "attention_mask": mask}], **kw)
+    alone = spotlight_model(model, "hook_code", [r[None] for r in rows], **kw)
+    assert padded.result.n == alone.result.n == 9
+    assert torch.equal(padded.result.counts, alone.result.counts)
+    unmasked = spotlight_model(model, "hook_code", [{"input_ids": ids}], **kw)
+    assert unmasked.result.n == 12  # without its mask, the padding is counted too

@@ -131,9 +131,9 @@ def test_the_checker_sees_an_upward_import(tmp_path):
 
 
 def test_import_hooked_runs_only_core_modules():
-    code = "import sys, hooked; print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in {!r})))".format(
-        (*PACKAGES, "benchmarks"),
-    )
+    code = (
+        "import sys, hooked; print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in {!r})))"
+    ).format((*PACKAGES, "benchmarks"))
     out = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True, check=True
     )

@@ -81,7 +81,8 @@ def test_full_rank_subspace_patching_equals_activation_patching(tiny):
     for hook in lm.residual_hooks(tiny):
         for position in (1, 2, 5):
             want = patch(tiny, facts.tokens[base], facts.tokens[source], hook, position)
-            # the same patch through the generic intervention: full-rank basis, sources as rows of the same batch
+            # the same patch through the generic intervention: full-rank basis, sources as rows of the
+            # same batch
             prompts = torch.cat([torch.arange(len(facts)), base])
             index = torch.cat([torch.arange(len(facts)), source])
             batch = interchange_batch(facts, prompts, index)

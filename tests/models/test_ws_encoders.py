@@ -156,8 +156,10 @@ def test_probing_embedding_depends_on_the_target_and_probe_edits_change_answers(
     q = {k: v.clone() for k, v in p.items()}
     q["head.bias"][:, 0] += 3.0  # a different target network
     assert (enc(p) - enc(q)).abs().max() > 1e-4
+
     def uniform(x, hook):
         return torch.full_like(x, 1.0 / x.shape[-1])
+
     from hooked import at_step
 
     _, clean = enc.run_with_cache(p, names_filter="hook_probe_out")

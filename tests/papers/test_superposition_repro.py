@@ -128,7 +128,7 @@ def test_repro_bows_on_a_custom_corpus(tmp_path, monkeypatch, capsys):
     for name in ("bows_months_pca.png", "bows_months_corr.png", "bows_r2.png", "bows_gram_vs_latent.png"):
         assert (out / name).is_file(), name
     # a second run reads the windows from the cache
-    assert main(args + ["--epochs", "1"]) == 0
+    assert main(args + ["--epochs", "1", "--overwrite"]) == 0  # the folder holds a finished run
     assert "from cache" in capsys.readouterr().out
 
 

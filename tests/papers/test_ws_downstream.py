@@ -49,8 +49,10 @@ def test_task_splits_partition_members_by_task_with_ood_on_top():
     )
     n_tasks = sum(len(t) for t in tasks.values())
     assert len(tasks["train"]) == int(n_tasks * 0.7)
+
     def crit(idx):
         return task_criterion(zoo.kind, zoo.tasks[idx])
+
     assert crit(splits["ood"]).min() >= max(crit(splits["train"]).max(), crit(splits["val"]).max())
     # members of one run stay together
     for v in splits.values():

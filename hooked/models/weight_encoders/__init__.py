@@ -1,4 +1,5 @@
-"""Encoders of RNN weights (Herrmann, Faccio & Schmidhuber 2024; ``docs/methods/weight-space.md``), each a hooked model.
+"""Encoders of RNN weights (Herrmann, Faccio & Schmidhuber 2024; ``docs/methods/weight-space.md``),
+each a hooked model.
 
 Mechanistic encoders read the weights: :class:`FlatEncoder`, :class:`StatsEncoder`,
 :class:`TransformerEncoder`, :class:`DWSEncoder` (permutation-equivariant layers for LSTMs).
@@ -38,7 +39,8 @@ ENCODERS = ("flat", "stats", "transformer", "dws", "noninteractive", "interactiv
 MECHANISTIC = ("flat", "stats", "transformer", "dws")
 FUNCTIONALIST = ("noninteractive", "interactive")
 
-# Sizes per encoder: the paper's (and its authors' configs; ``docs/methods/weight-space.md``) and the CPU defaults.
+# Sizes per encoder: the paper's (and its authors' configs; ``docs/methods/weight-space.md``) and the CPU
+# defaults.
 SIZES = {
     "paper": {
         "flat": dict(hidden=(128, 128, 128)),
@@ -95,11 +97,18 @@ def _example(name: str):
     """The registered model ``ws-NAME``: encoder ``name`` (untrained) and a batch of random members."""
 
     def example(*, size: str = "small", members: int = 4, seed: int = 0):
+        from hooked.checks import positive
+        from hooked.errors import OptionError
+
+        positive(members=members)
+        if size not in SIZES:
+            raise OptionError("size", f"must be one of {', '.join(SIZES)}, got {size!r}")
         layout = LSTMLayout(6, 6, 32, 2)
         enc = build_encoder(name, layout, size=size)
         return enc, (init_params(members, layout, torch.Generator().manual_seed(seed)),)
 
-    example.__doc__ = f"""The {name} encoder of RNN weights (untrained), on random formal-language zoo members.
+    summary = f"The {name} encoder of RNN weights (untrained), on random formal-language zoo members."
+    example.__doc__ = f"""{summary}
 
     Args:
         size: "small" (CPU defaults) or "paper" (the paper's sizes, docs/methods/weight-space.md).

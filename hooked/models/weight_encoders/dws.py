@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hooked.checkpoint import loadable
 from hooked.hook_point import HookPoint
 from hooked.models.weight_encoders.base import HookedMLP, WeightEncoder
 from hooked.models.zoo.lstm import LSTMLayout
@@ -113,7 +114,7 @@ class DWSLayer(nn.Module):
         # learned embeddings of the input / output positions (those axes are not symmetric)
         self.io = nn.ParameterList()
         self.io_index: list[list[tuple[int, int]]] = []
-        for i, (_, gs) in enumerate(self.specs):
+        for _, gs in self.specs:
             slots = []
             for a, g in enumerate(gs):
                 if io_embed and g in sizes:
@@ -145,6 +146,7 @@ class DWSLayer(nn.Module):
         return out
 
 
+@loadable
 class DWSEncoder(WeightEncoder):
     """DWS layers with ReLUs, invariant pooling (mean of each tensor), MLP -> embedding.
 

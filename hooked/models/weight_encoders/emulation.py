@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from hooked.checkpoint import loadable
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
 from hooked.models.weight_encoders.base import WeightEncoder
@@ -25,6 +26,7 @@ from hooked.models.zoo.store import Zoo
 from hooked.typecheck import Float, typechecked
 
 
+@loadable
 class Emulator(HookedModule):
     """An LSTM that imitates the member an embedding stands for.
 
@@ -159,7 +161,8 @@ def train_emulation(
 def emulation_error(
     encoder: WeightEncoder, emulator: Emulator, zoo: Zoo, *, seqs: int = 4, batch: int = 64
 ) -> float:
-    """Mean total variation of the emulation over all members of ``zoo`` and their first ``seqs`` sequences."""
+    """Mean total variation of the emulation over all members of ``zoo`` and their first ``seqs``
+    sequences."""
     encoder.eval()
     emulator.eval()
     seqs = min(seqs, zoo.sequences.shape[1])

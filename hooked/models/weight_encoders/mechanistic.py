@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hooked.checkpoint import loadable
 from hooked.hook_point import HookPoint
 from hooked.models.weight_encoders.base import HookedMLP, WeightEncoder
 from hooked.models.zoo.lstm import LSTMLayout, flatten_params, permute_hidden, random_permutations
@@ -31,6 +32,7 @@ def augment(params: Mapping[str, Tensor], layout: LSTMLayout) -> dict[str, Tenso
     return permute_hidden(params, random_permutations(m, layout, device=params["head.weight"].device))
 
 
+@loadable
 class FlatEncoder(WeightEncoder):
     """MLP on the flattened parameters.
 
@@ -75,6 +77,7 @@ def layer_statistics(
     return torch.cat(feats, dim=1)
 
 
+@loadable
 class StatsEncoder(WeightEncoder):
     """Layerwise statistics -> MLP.
 
@@ -141,6 +144,7 @@ class Block(nn.Module):
         return self.hook_resid_post(x)
 
 
+@loadable
 class TransformerEncoder(WeightEncoder):
     """Parameter transformer: a token per weight row, a CLS token, learned positions.
 

@@ -1,4 +1,5 @@
-"""Functionalist encoders: they learn what to ask an RNN and embed its answers (``docs/methods/weight-space.md``).
+"""Functionalist encoders: they learn what to ask an RNN and embed its answers
+(``docs/methods/weight-space.md``).
 
 A core (a residual stack of LSTM cells) reads a BOS vector, then the target RNN's outputs on
 ``probes`` parallel probe sequences, one step at a time, then an EOS vector; its final output
@@ -26,11 +27,13 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
+from hooked.checkpoint import loadable
 from hooked.hook_point import HookPoint
 from hooked.models.weight_encoders.base import HookedMLP, WeightEncoder
 from hooked.models.zoo.lstm import stacked_lstm
 
 
+@loadable
 class ProbingEncoder(WeightEncoder):
     """Probing encoder (interactive or not) of RNN weights.
 

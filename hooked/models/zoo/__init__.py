@@ -1,4 +1,5 @@
-"""RNN model zoos (``docs/methods/weight-space.md``): many small LSTMs trained at once, stored as safetensors + JSON.
+"""RNN model zoos (``docs/methods/weight-space.md``): many small LSTMs trained at once, stored as
+safetensors + JSON.
 
 * :mod:`~hooked.models.zoo.lstm`: :class:`ZooLSTM` (one member, hooked) and
   :func:`stacked_lstm` (M members as one computation), hidden-unit permutations.
@@ -41,8 +42,19 @@ def zoo_lstm(
         batch_size: sequences in the example batch.
         seed: seed of the untrained member and its example strings.
     """
+    from hooked.checks import non_negative, positive
+    from hooked.errors import OptionError
+
+    positive(batch_size=batch_size)
+    non_negative(member=member)
+    if member and not zoo:
+        raise OptionError(
+            "member", f"picks a member of --zoo; without a zoo there is one untrained member, got {member}"
+        )
     if zoo:
         z = Zoo.load(zoo)
+        if member >= len(z):
+            raise OptionError("member", f"must be below the zoo's {len(z)} members, got {member}")
         model = z.model(member)
         seqs = torch.arange(min(batch_size, z.sequences.shape[1]))
         return model, z.inputs(torch.full_like(seqs, member), seqs)
@@ -52,7 +64,7 @@ def zoo_lstm(
     elif kind == "digits":
         tasks = DigitTasks(torch.zeros(1))
     else:
-        raise ValueError(f"zoo-lstm: kind must be 'formal-languages' or 'digits', got {kind!r}")
+        raise OptionError("kind", f"must be 'formal-languages' or 'digits', got {kind!r}")
     torch.manual_seed(seed)
     model = ZooLSTM(**tasks.layout().to_json())
     x, _ = tasks.batch(batch_size, gen)

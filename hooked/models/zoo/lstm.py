@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor, nn
 
+from hooked.checkpoint import loadable
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
 from hooked.models.rnn import HookedLSTM
@@ -73,6 +74,7 @@ class LSTMLayout:
         return cls(**{k: int(config[k]) for k in ("d_in", "d_out", "hidden", "layers")})
 
 
+@loadable
 class ZooLSTM(HookedModule):
     """One zoo member: ``HookedLSTM(d_in, hidden, layers)`` + ``Linear(hidden, d_out)``.
 

@@ -203,7 +203,8 @@ def validate(zoo: Zoo) -> None:
         or (not lang and s.shape[-1] != zoo.layout.d_in)
     ):
         raise ZooFormatError(
-            f"'sequences' has shape {tuple(s.shape)} and dtype {s.dtype}, expected {want_seq} with members={n}"
+            f"'sequences' has shape {tuple(s.shape)} and dtype {s.dtype}, "
+            f"expected {want_seq} with members={n}"
         )
     steps = s.shape[2] - 1 if lang else s.shape[2]
     want = (n, s.shape[1], steps, zoo.layout.d_out)

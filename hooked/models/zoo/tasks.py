@@ -1,4 +1,5 @@
-"""The two task families of the RNN model zoos (``docs/methods/weight-space.md``), each batched over training runs.
+"""The two task families of the RNN model zoos (``docs/methods/weight-space.md``), each batched over
+training runs.
 
 * :class:`LanguageTasks` (zoo 1): formal languages a^n b^(n+d2) c^(n+d3) d^(n+d4) with one task
   vector d = [0, d2, d3, d4] per run. Members are generators: trained with next-token
@@ -63,7 +64,8 @@ def sample_strings(
     ends = (n[..., None] + tasks[:, None, :]).cumsum(-1)  # [runs, batch, 4]
     if int(ends[..., -1].max()) > length - 2:
         raise ValueError(
-            f"sample_strings: length={length} cannot hold BOS + the longest string + EOS; use >= {default_length(max_n)}"
+            f"sample_strings: length={length} cannot hold BOS + the longest string + EOS; "
+            f"use >= {default_length(max_n)}"
         )
     pos = torch.arange(length - 1)
     symbol = (pos[None, None, :, None] >= ends[:, :, None, :]).sum(-1)  # 0..4; 4 = past the end
@@ -101,7 +103,8 @@ def language_entropy(tasks: Tensor) -> Tensor:
 def sample_from_members(
     params: Mapping[str, Tensor], n: int, length: int, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Let every member generate ``n`` strings from BOS: ([M, n, length] symbols, [M, n, length-1, 6] log-probs)."""
+    """Let every member generate ``n`` strings from BOS: ([M, n, length] symbols,
+    [M, n, length-1, 6] log-probs)."""
     m = params["head.weight"].shape[0]
     token = torch.full((m, n), BOS)
     tokens, logps, state = [token], [], None
@@ -143,7 +146,8 @@ class LanguageTasks:
         need = int((-self.tasks.min()).clamp(min=0))
         if max_n < need:
             raise ValueError(
-                f"LanguageTasks: max_n={max_n} is below {need}, the smallest n a task with offset -{need} needs"
+                f"LanguageTasks: max_n={max_n} is below {need}, "
+                f"the smallest n a task with offset -{need} needs"
             )
         self.max_n = max_n
         self.length = length or default_length(max_n)
