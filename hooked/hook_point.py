@@ -39,6 +39,7 @@ from __future__ import annotations
 import operator
 import sys
 import threading
+import warnings
 import weakref
 from collections.abc import Callable, Iterable
 from types import FrameType
@@ -82,6 +83,9 @@ _STATE = _ThreadState()
 # id -> weak reference of every hook point with something attached. Read as ``if _LIVE`` on the
 # hot path: while it is empty, no forward does any step bookkeeping.
 _LIVE: dict[int, weakref.ref] = {}
+# The same for the hook points among them with an ``at_step`` hook: when a pass ends, each is
+# checked for steps it never reached (read as ``if _STEPPED``; empty, nothing is checked).
+_STEPPED: dict[int, weakref.ref] = {}
 
 _CALL_IMPL = nn.Module._call_impl.__code__
 _MODULE_CALLS = frozenset(
@@ -164,11 +168,14 @@ def _enter_forward() -> tuple[_Pass | None, bool]:
     return prev, opened
 
 
-def _leave_forward(token: tuple[_Pass | None, bool]) -> None:
+def _leave_forward(token: tuple[_Pass | None, bool], finished: bool = False) -> None:
+    """A HookedModule forward ends (``finished``: it returned, it did not raise)."""
     prev, opened = token
     st = _STATE
     st.depth -= 1
     if opened:
+        if finished and _STEPPED and st.pass_ is not None:
+            _report_unreached(st.pass_)
         st.depth = 0  # the outermost forward ended: nothing it started can still run
         st.pass_ = None if prev is None or not _running(prev.frame) else prev
 
@@ -188,6 +195,28 @@ def _close_at_module_return(module: nn.Module, args: Any, output: Any) -> None:
     p = st.pass_
     if not st.depth and p is not None and p.frame is not None and p.frame is _nearest_module_call():
         st.pass_ = None
+        if _STEPPED and sys.exc_info()[1] is None:  # not when the call raised
+            _report_unreached(p)
+
+
+def _report_unreached(p: _Pass) -> None:
+    """Warn about each ``at_step`` hook of a hook point that ran in pass ``p`` but fewer times
+    than the hook's last step needs (the hook never fired at those steps)."""
+    for ref in tuple(_STEPPED.values()):
+        hp = ref()
+        ran = None if hp is None else p.calls.get(hp)
+        if ran is None:
+            continue  # the hook point did not run in this pass (another branch of the model)
+        for h in (*hp._fwd, *hp._bwd):
+            missed = sorted(s for s in h.steps or () if s >= ran)
+            if missed:
+                warnings.warn(
+                    f"at_step: hook function {_describe(h.fn)} at {hp._label()} is restricted to "
+                    f"step(s) {missed}, but that hook point ran only {ran} step(s) in this forward "
+                    f"(steps 0..{ran - 1}); it never fired there",
+                    UserWarning,
+                    stacklevel=4,
+                )
 
 
 _frame_pass_outside_graphs: Callable[[], _Pass] = _frame_pass
@@ -463,6 +492,17 @@ class HookPoint(nn.Module):
             steps |= h.steps
         return frozenset(steps)
 
+    def ran_steps(self, n: int) -> None:
+        """Tell the running pass that this recurrent hook point's sequence has ``n`` steps, for a
+        layer that skips calling it at steps no hook needs (fused kernels): an ``at_step`` hook
+        beyond the sequence is then reported when the forward ends, as if every step had run."""
+        if not self._live:
+            return
+        st = _STATE
+        p = st.pass_ if st.depth else _frame_pass()
+        if p is not None and p.calls.get(self, 0) < n:
+            p.calls[self] = n
+
     @property
     def read_only(self) -> bool:
         """True when every attached hook only reads (so a layer may compute the activation in
@@ -492,6 +532,12 @@ class HookPoint(nn.Module):
                 _LIVE[key] = weakref.ref(self, lambda _, key=key: _LIVE.pop(key, None))
         else:
             _LIVE.pop(key, None)
+        if live and any(h.steps is not None for h in (*self._fwd, *self._bwd)):
+            if key not in _STEPPED:
+                _STEPPED[key] = weakref.ref(self, lambda _, key=key: _STEPPED.pop(key, None))
+        else:
+            _STEPPED.pop(key, None)
+        if not live:
             st = _STATE
             if not _LIVE and not st.depth:
                 st.pass_ = None  # let go of the frame a bare hook point's pass refers to
@@ -639,18 +685,36 @@ def at_step(steps: int | Iterable[int], fn: HookFn) -> HookFn:
 
     >>> model.run_with_hooks(x, fwd_hooks=[("rnn.hook_h", at_step(3, zero_ablate))])
 
-    ``steps`` is a non-negative int or an iterable of them (not a string, not a bool). Recurrent
-    layers read the steps off the hook and run fused kernels everywhere else.
+    ``steps`` is a non-negative int (Python, numpy or a 0-d tensor) or a non-empty iterable of
+    them; a string, a bool, a float or None is a TypeError, a negative step or no step at all a
+    ValueError. Recurrent layers read the steps off the hook and run fused kernels everywhere
+    else. A step the hook point never reaches in a forward (past the end of the sequence) is
+    reported by a UserWarning when the forward ends.
     """
     if not callable(fn):
         raise TypeError(f"at_step needs a callable hook function, got {type(fn).__name__}")
-    if isinstance(steps, (str, bytes)):
-        raise TypeError(f"at_step: steps must be an int or a list of ints, got the string {steps!r}")
+    if isinstance(steps, (str, bytes, bytearray)):
+        raise TypeError(
+            f"at_step: steps must be an int or an iterable of ints, got the {type(steps).__name__} {steps!r}"
+        )
     if isinstance(steps, Iterable) and not (isinstance(steps, Tensor) and steps.dim() == 0):
-        chosen = frozenset(_step_arg(s) for s in steps)  # empty: the hook never runs
+        items = list(steps)
+        try:
+            chosen = frozenset(_step_arg(s) for s in items)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{e} (in the {type(steps).__name__} {_short(steps)})") from None
+        if not chosen:
+            raise ValueError(
+                f"at_step: no steps given (an empty {type(steps).__name__}); the hook would never run"
+            )
     else:
         chosen = frozenset([_step_arg(steps)])
     return _StepHook(fn, chosen)
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def read_only(fn: HookFn) -> HookFn:

@@ -59,10 +59,13 @@ def _in_a_pass(forward: Callable[..., Any]) -> Callable[..., Any]:
         if not _LIVE:  # no hook attached anywhere: nothing to count
             return forward(self, *args, **kwargs)
         token = _enter_forward()
+        finished = False
         try:
-            return forward(self, *args, **kwargs)
+            out = forward(self, *args, **kwargs)
+            finished = True
+            return out
         finally:
-            _leave_forward(token)
+            _leave_forward(token, finished)
 
     forward_in_a_pass._hooked_pass = True  # type: ignore[attr-defined]
     return forward_in_a_pass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import warnings
 from collections import defaultdict
 
 import pytest
@@ -316,4 +317,40 @@ def test_at_step_takes_ints_of_any_kind():
 
     assert at_step(np.int64(3), zero).steps == {3}
     assert at_step(torch.tensor(2), zero).steps == {2}
-    assert at_step(range(3), zero).steps == {0, 1, 2} and at_step([], zero).steps == frozenset()
+    assert at_step(range(3), zero).steps == {0, 1, 2}
+    with pytest.raises(ValueError, match="at_step: no steps"):
+        at_step([], zero)
+
+
+# ---------------------------------------------------------------------------- steps never reached
+@pytest.mark.parametrize("how", ["HookedModule", "wrap", "wrapped module called directly"])
+def test_a_step_never_reached_is_reported_when_the_forward_ends(how):
+    """``Shared`` runs ``lin`` twice per forward: a hook at step 1 fires, one at step 3 is reported
+    (naming the hook point and the step), and the output is the unedited one."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3)
+    if how == "HookedModule":
+        model, name = TinyRNN(), "hook_h"
+        x, ran = torch.randn(1, 2, 3), model
+    else:
+        model, name = hooked.wrap(Shared()), "lin.hook_out"
+        ran = model if how == "wrap" else model.module
+    plain = ran(x)
+    with model.hooks(fwd_hooks=[(name, at_step([1, 3], zero))]):
+        with pytest.warns(UserWarning, match=rf"at_step: .*{name}.*step\(s\) \[3\].*ran only 2 step"):
+            out = ran(x)
+    assert not torch.equal(out, plain)  # step 1 was edited
+    with model.hooks(fwd_hooks=[(name, at_step(3, zero))]):
+        with pytest.warns(UserWarning, match=name):
+            assert torch.equal(ran(x), plain)
+    with model.hooks(fwd_hooks=[(name, at_step(1, zero))]), warnings.catch_warnings():
+        warnings.simplefilter("error")  # reached: nothing to report
+        ran(x)
+
+
+def test_a_forward_that_raises_reports_no_unreached_step():
+    rnn = TinyRNN()
+    with rnn.hooks(fwd_hooks=[("hook_h", at_step(5, zero))]), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(RuntimeError):
+            rnn(torch.randn(1, 2, 4))  # wrong feature size: raises after no step
