@@ -565,6 +565,28 @@ def test_backward_one_tuple_and_list_hooks_agree_with_the_bridge(bridge_and_twin
     assert grads["bridge layer"] == grads["wrap layer"] == [1]
 
 
+@needs_bridge
+def test_handles_name_the_users_function_on_the_bridge_in_every_way_of_attaching(bridge_and_twin):
+    """The bridge's hook functions are wrapped (replacements are checked): its handles must still
+    show the user's function, as TL's ``LensHandle.user_hook`` does, and the check must still run."""
+    bridge, wrapped, tokens = bridge_and_twin
+    for model in (bridge, wrapped):
+        first, last = lm_residual(model)[0], lm_residual(model)[-1]
+        hp = model.hook_dict[first]
+        with model.hooks(fwd_hooks=[(first, f1)], bwd_hooks=[(first, g)]):
+            assert [LABELS[id(h.user_hook)] for h in hp.fwd_hooks + hp.bwd_hooks] == ["f1", "g"]
+        model.add_hook(lambda n, first=first: n == first, f2)  # a name filter
+        model.add_perma_hook(first, f1)
+        assert [(h.is_permanent, LABELS[id(h.user_hook)]) for h in hp.fwd_hooks] == [
+            (False, "f2"),
+            (True, "f1"),
+        ]
+        model.reset_hooks(including_permanent=True)
+        with pytest.raises(hooked.HookReturnError, match="returned a tensor of shape"):
+            model.run_with_hooks(tokens, fwd_hooks=[(last, lambda a, hook: a[:, :1])])
+        assert model.list_hooks() == {}
+
+
 def lm_residual(model):
     from hooked import lm
 
