@@ -496,8 +496,8 @@ class HookPoint(nn.Module):
         """Tell the running pass that this recurrent hook point's sequence has ``n`` steps, for a
         layer that skips calling it at steps no hook needs (fused kernels): an ``at_step`` hook
         beyond the sequence is then reported when the forward ends, as if every step had run."""
-        if not self._live:
-            return
+        if id(self) not in _STEPPED:
+            return  # no at_step hook here: nothing to report
         st = _STATE
         p = st.pass_ if st.depth else _frame_pass()
         if p is not None and p.calls.get(self, 0) < n:
