@@ -689,7 +689,8 @@ def at_step(steps: int | Iterable[int], fn: HookFn) -> HookFn:
     them; a string, a bool, a float or None is a TypeError, a negative step or no step at all a
     ValueError. Recurrent layers read the steps off the hook and run fused kernels everywhere
     else. A step the hook point never reaches in a forward (past the end of the sequence) is
-    reported by a UserWarning when the forward ends.
+    reported by a UserWarning when the forward ends (a HookedModule forward or a call of a
+    ``hooked.wrap`` model; a bare hook point in a plain module has no end of forward to check at).
     """
     if not callable(fn):
         raise TypeError(f"at_step needs a callable hook function, got {type(fn).__name__}")
