@@ -151,6 +151,17 @@ def prompt_pair_patching(model: Hookable, pair: PromptPair = EIFFEL, **kwargs: A
     return result
 
 
+def prompt_pairs_patching(
+    model: Hookable, pairs: Sequence[PromptPair], **kwargs: Any
+) -> list[PatchingResult]:
+    """:func:`prompt_pair_patching` on every pair; under ``torchrun`` the pairs are shared over the
+    ranks (:func:`hooked.distributed.sweep`) and every rank gets every result, in order."""
+    from hooked import distributed
+
+    pairs = list(pairs)
+    return distributed.sweep(lambda pair: prompt_pair_patching(model, pair, **kwargs), pairs, gather="all")
+
+
 def plot_patching(result: PatchingResult, title: str = "") -> Any:
     """Heatmap of the restored fraction, layers (rows) x positions (columns)."""
     import matplotlib

@@ -8,7 +8,10 @@
   loop over layers.
 * :func:`hook_features`: the activations of a hooked model at any hooks, one vector per input row
   (``[batch, d]`` as is; ``[batch, pos, d]`` at the last position, averaged over positions, or at
-  one position), streamed batch by batch (never the whole cache).
+  one position), streamed batch by batch (never the whole cache); :func:`store_features` reads the
+  same vectors from an activation store written by :func:`hooked.store.harvest` (no model run),
+  and :func:`hook_features`, :func:`layer_probes` and the ``ridge-probe`` analysis take a store
+  in place of inputs.
 * :func:`layer_probes`: probes at many hooks at once (e.g. every layer's residual stream) with a
   shuffled-label control; :func:`plot_layer_probes`.
 * the ``ridge-probe`` analysis of the command line: ``python -m hooked run ridge-probe --model M
@@ -259,8 +262,8 @@ def real_position(mask: Tensor, position: int) -> Tensor:
 
 
 def hook_features(
-    model: Hookable,
-    inputs: Tensor | dict[str, Tensor] | Iterable[Batch],
+    model: Hookable | None,
+    inputs: Tensor | dict[str, Tensor] | Iterable[Batch] | Any,
     hooks: Sequence[str],
     *,
     pools: Sequence[str | int] = POOLS,
@@ -273,8 +276,11 @@ def hook_features(
 
     Args:
         inputs: a tensor of input rows or a dict batch of them (split into ``batch_size`` rows),
-            or an iterable of batches.
+            an iterable of batches, or an activation store (its folder or ``hooked.store.open``'s
+            Dataset: then ``model`` is not run and may be None; see :func:`store_features`).
     """
+    if is_store(inputs):
+        return store_features(inputs, hooks, pools=pools)
     hooks = hook_names(model, list(hooks))
     batches = _split_rows(inputs, batch_size) if isinstance(inputs, (Tensor, dict)) else inputs
     parts: dict[str | int, list[Tensor]] = {p: [] for p in pools}
@@ -286,6 +292,76 @@ def hook_features(
     if not any(parts.values()):
         raise ValueError("hook_features: no batches were given")
     return {p: torch.cat(v, dim=1) for p, v in parts.items()}
+
+
+def is_store(data: Any) -> bool:
+    """Whether ``data`` is an activation store: a folder with a manifest, or a ``datasets.Dataset``."""
+    if isinstance(data, (str, Path)):
+        return (Path(data) / "manifest.json").is_file()
+    return type(data).__name__ == "Dataset" and type(data).__module__.startswith("datasets")
+
+
+def store_features(
+    store: Any, hooks: Sequence[str], *, pools: Sequence[str | int] = POOLS, chunk_rows: int = 65536
+) -> dict[str | int, Tensor]:
+    """``{pool: [hooks, n, d]}`` read from an activation store (:mod:`hooked.store`), one vector per
+    input row, as :func:`hook_features` gives on the inputs the store was harvested from.
+
+    A store of token rows is pooled per sequence over its stored (real) tokens: ``"last"``, ``"mean"``,
+    or an int: its ``p``-th real token (negative: counted from its last), as :func:`hook_features`
+    pools a padded batch; read ``chunk_rows`` rows at a time, twice (the lengths first). A store
+    of sample rows is pooled with :func:`pool_rows`.
+
+    Args:
+        store: the store's folder, or the ``datasets.Dataset`` that ``hooked.store.open`` gave.
+        hooks: hook names (columns of the store).
+    """
+    from hooked.store import iter_batches, manifest_of
+
+    manifest = manifest_of(store)
+    hooks = list(hooks)
+    missing = [h for h in hooks if h not in manifest["hooks"]]
+    if missing:
+        raise ValueError(f"the store holds no hook {missing[0]!r}; it has {', '.join(manifest['hooks'])}")
+    for p in pools:
+        if p not in POOLS and not isinstance(p, int):
+            raise ValueError(f"pool must be 'last', 'mean' or a position index, got {p!r}")
+    if not manifest["sequence"]:
+        parts: dict[str | int, list[Tensor]] = {p: [] for p in pools}
+        for b in iter_batches(store, chunk_rows, shuffle=False, columns=hooks):
+            for p in pools:
+                parts[p].append(torch.stack([pool_rows(b[h].float(), p) for h in hooks]))
+        return {p: torch.cat(v, dim=1) for p, v in parts.items()}
+    n = manifest["sequences"]
+    counts = torch.zeros(n, dtype=torch.long)  # stored tokens per sequence
+    for b in iter_batches(store, chunk_rows, shuffle=False, columns=["sequence"]):
+        counts.index_add_(0, b["sequence"], torch.ones_like(b["sequence"]))
+    d = {h: int(torch.tensor(manifest["hooks"][h]["shape"]).prod()) for h in hooks}
+    out = {p: {h: torch.zeros(n, d[h]) for h in hooks} for p in pools}
+    seen = {p: torch.zeros(n, dtype=torch.bool) for p in pools}
+    for b in iter_batches(store, chunk_rows, shuffle=False, columns=["sequence", "position", *hooks]):
+        seq, pos = b["sequence"], b["position"]
+        acts = {h: b[h].reshape(len(seq), -1).float() for h in hooks}
+        for p in pools:
+            if p == "mean":
+                rows = None
+            else:  # "last" is position -1; negative positions count from each sequence's end
+                want = counts[seq] - 1 if p == "last" else (p if p >= 0 else counts[seq] + p)
+                rows = (pos == want).nonzero().squeeze(1)
+            for h in hooks:
+                if rows is None:
+                    out[p][h].index_add_(0, seq, acts[h])
+                else:
+                    out[p][h][seq[rows]] = acts[h][rows]
+            seen[p][seq if rows is None else seq[rows]] = True
+    for p in pools:
+        if not bool(seen[p].all()):
+            first = int((~seen[p]).nonzero()[0])
+            raise ValueError(f"store_features: sequence {first} has no stored token for pool {p!r}")
+    if "mean" in pools:
+        for h in hooks:
+            out["mean"][h] /= counts[:, None].clamp_min(1)
+    return {p: torch.stack([out[p][h] for h in hooks]) for p in pools}
 
 
 def _split_rows(inputs: Tensor | dict[str, Tensor], size: int) -> list[Batch]:
@@ -314,8 +390,8 @@ class LayerProbes:
 
 
 def layer_probes(
-    model: Hookable,
-    tokens: Tensor | dict[str, Tensor],
+    model: Hookable | None,
+    tokens: Tensor | dict[str, Tensor] | Any,
     labels: Tensor,
     hooks: Sequence[str],
     hook_labels: Sequence[str] | None = None,
@@ -327,7 +403,8 @@ def layer_probes(
 ) -> LayerProbes:
     """Ridge probes for ``labels`` at every hook, at the last position and mean-pooled (``[batch, d]``
     activations: as is); the same probes on shuffled labels are the control (they sit at chance).
-    ``tokens`` may be a padded batch (``hooked.lm.tokenize``): pooled over each row's real tokens."""
+    ``tokens`` may be a padded batch (``hooked.lm.tokenize``): pooled over each row's real tokens;
+    or an activation store of those hooks (then ``model`` is not run)."""
     feats = hook_features(model, tokens, hooks, batch_size=batch_size, progress=progress)
     shuffled = labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed + 1))]
     results = {}
@@ -335,10 +412,13 @@ def layer_probes(
         name = {"last": "last token", "mean": "mean over tokens"}[pooling]
         results[name] = ridge_probes(x, labels, folds=folds, seed=seed)
         results[f"{name}, shuffled labels"] = ridge_probes(x, shuffled, folds=folds, seed=seed)
-    ids = tokens["input_ids"] if isinstance(tokens, dict) else tokens
-    mask = batch_mask(tokens)
-    per_text = int(ids.shape[1]) if mask is None else round(float(mask.sum(dim=1).float().mean()), 2)
-    info = {"n_texts": int(ids.shape[0]), "tokens_per_text": per_text, "folds": folds}
+    if is_store(tokens):
+        info = {"n_texts": next(iter(feats.values())).shape[1], "tokens_per_text": None, "folds": folds}
+    else:
+        ids = tokens["input_ids"] if isinstance(tokens, dict) else tokens
+        mask = batch_mask(tokens)
+        per_text = int(ids.shape[1]) if mask is None else round(float(mask.sum(dim=1).float().mean()), 2)
+        info = {"n_texts": int(ids.shape[0]), "tokens_per_text": per_text, "folds": folds}
     return LayerProbes(list(hook_labels or hooks), results, info)
 
 
@@ -451,6 +531,9 @@ def ridge_probe_analysis(
 ) -> dict[str, Any]:
     """Ridge probe: how well a class label is linearly decodable at a hook (held-out k-fold accuracy).
 
+    ``data`` may also be an activation store of ``hook`` (``hooked.store``); its labels then come
+    from a file.
+
     Args:
         labels: input:POS (the input token at a position), output (the model's own prediction), or a
             .safetensors / .json file with one integer label per row.
@@ -468,10 +551,18 @@ def ridge_probe_analysis(
         raise OptionError("folds", f"must be an integer >= 2, got {folds!r}")
     if batch_size is not None:
         positive(batch_size=batch_size)
-    batches = split_data(data, batch_size)
-    y = resolve_labels(labels, model, batches)
     pooled: str | int = int(pool) if pool.lstrip("-").isdigit() else pool
-    x = hook_features(model, batches, [hook], pools=[pooled])[pooled]
+    if is_store(data):
+        if labels.startswith("input:") or labels == "output":
+            raise ValueError(
+                f"labels {labels!r} need the model's inputs, which a store does not hold; pass a label file"
+            )
+        y = resolve_labels(labels, model, [])
+        x = store_features(data, [hook], pools=[pooled])[pooled]
+    else:
+        batches = split_data(data, batch_size)
+        y = resolve_labels(labels, model, batches)
+        x = hook_features(model, batches, [hook], pools=[pooled])[pooled]
     require_finite(x, f"ridge-probe: the activations at {hook!r}")
     if x.shape[1] != y.shape[0]:
         raise ValueError(f"labels {labels!r} give {y.shape[0]} labels for {x.shape[1]} input rows")

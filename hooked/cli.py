@@ -7,6 +7,7 @@
                                                     (M: a registered model, a Hugging Face folder or a
                                                     .gguf file; --data texts.txt: one text per line)
     hooked repro [NAME] [..]                        list, or run, a paper reproduction
+    hooked harvest --model M --hooks H1,H2 --out DIR activations at hooks into a store (hooked.store)
 
 Options of a model, an analysis or a reproduction come from its registered signature (see
 :mod:`hooked.registry`); ``hooked run ANALYSIS --help`` lists them. ``--plugin MODULE_OR_FILE``
@@ -111,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("-h", "--help", action="store_true")
     s.set_defaults(handler=_cmd_repro)
 
+    s = sub.add_parser("harvest", help="write activations at hooks to an on-disk store", add_help=False)
+    s.add_argument("-h", "--help", action="store_true")
+    s.set_defaults(handler=_cmd_harvest)
     return p
 
 
@@ -273,6 +277,13 @@ def _repro_parser(entry: registry.Entry) -> tuple[argparse.ArgumentParser, dict[
     )
     _add_out_options(p, "runs/NAME-TIME")
     return p, _add_options(p.add_argument_group("options"), entry)
+
+
+def _cmd_harvest(args: argparse.Namespace, rest: list[str]) -> int:
+    from hooked.store.command import harvest_command
+
+    helpers = dict(model_parser=_model_parser, build_model=_build_model, find_model=_model_entry)
+    return harvest_command(rest, show_help=args.help, **helpers)
 
 
 # ---------------------------------------------------------------------- helpers

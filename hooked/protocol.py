@@ -110,11 +110,13 @@ def read_activation(model: Hookable, batch: Batch, name: str) -> Tensor:
 
 
 def model_device(model: Any) -> torch.device:
-    """Where ``model``'s first parameter lives (the CPU for a model without parameters)."""
+    """Where ``model``'s first parameter lives (the CPU for a model without parameters); parameters
+    offloaded by accelerate (``meta`` tensors until their layer runs) are skipped."""
     try:
-        return next(model.parameters()).device
-    except (StopIteration, AttributeError):
+        params = model.parameters()
+    except AttributeError:
         return torch.device("cpu")
+    return next((p.device for p in params if p.device.type != "meta"), torch.device("cpu"))
 
 
 def to_device(batch: Batch, device: torch.device | str) -> Batch:

@@ -110,7 +110,12 @@ class Intervention(nn.Module):
                 src = base.detach()
             if src is not None and source_index is not None:
                 src = src[source_index]
-            edited = self(base, src, **args).to(act.dtype)
+            # the intervention runs where its parameters are; the edit goes back to the activation's
+            # device (a model split over devices runs hook points on several)
+            device = next((p.device for p in self.parameters()), act.device)
+            moved = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in args.items()}
+            src = src.to(device) if src is not None else None
+            edited = self(base.to(device), src, **moved).to(act.device, act.dtype)
             if position is None:
                 return edited
             out = act.movedim(pos_dim, 1).clone()

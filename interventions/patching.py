@@ -6,6 +6,8 @@ input produced there, and measures how the output moves.
 
 * :func:`patch_hook` builds the hook function for one patch.
 * :func:`patch` runs one patched forward.
+* :func:`patching_pairs` runs that grid for many (base, source) pairs, shared over the ranks
+  under ``torchrun``.
 * :func:`patching_sweep` measures a grid of patches (hooks x positions): the base batch is
   repeated once per patch and every patch of the grid rides in the same forward, each row
   patched only at its own (hook, position). Hook points that run once per step (an RNN's state)
@@ -22,6 +24,9 @@ into the padded rows: with *left* padding, negative positions count back from ea
 token in base and source alike (``-1``: the last real token); a ``[rows]`` tensor of positions
 (``hooked.lm.last_positions(batch)``) names one index per row, for any padding, and
 ``source_position`` the source rows' own when they differ from the base's.
+
+**Devices.** Source activations are moved to the device of the activation they replace, so a model
+split over devices (``hooked.lm.load(..., device_map=...)``) is patched like any other.
 """
 
 from __future__ import annotations
@@ -80,7 +85,7 @@ def patch_hook(
 
     def hook(act: Tensor, hook: Any) -> Tensor:
         src = source if step is None else source.select(1, step)
-        src = src.to(act.dtype)
+        src = src.to(act.device, act.dtype)  # the source may have run on another device
         if position is None:
             return src.expand_as(act).clone()
         out = act.movedim(pos_dim, 1).clone()
@@ -145,7 +150,7 @@ def _are_activations(model: Hookable, source: Any) -> bool:
 
 def _all_steps_hook(stacked: Tensor) -> Callable[[Tensor, Any], Tensor]:
     def hook(act: Tensor, hook: Any) -> Tensor:
-        return stacked.select(1, hook.step).to(act.dtype).clone()
+        return stacked.select(1, hook.step).to(act.device, act.dtype).clone()
 
     return hook
 
@@ -219,6 +224,36 @@ def patching_sweep(
     return torch.cat(results).reshape(shape)
 
 
+def patching_pairs(
+    model: Hookable,
+    pairs: Sequence[tuple[Batch, Batch]],
+    hooks: Sequence[str],
+    metric: Metric | Sequence[Metric],
+    positions: Sequence[int] | None = None,
+    *,
+    pos_dim: int = 1,
+    chunk: int | None = None,
+) -> Tensor:
+    """:func:`patching_sweep` for every ``(base, source)`` pair: ``[pairs, hooks(, positions)]``.
+
+    ``metric`` is one function for every pair or one per pair (e.g. each pair's own answer). Under
+    ``torchrun`` the pairs are shared over the ranks (:func:`hooked.distributed.sweep`) and every
+    rank gets the whole result, the same as in one process.
+    """
+    from hooked import distributed
+
+    pairs = list(pairs)
+    metrics = list(metric) if isinstance(metric, (list, tuple)) else [metric] * len(pairs)
+    if len(metrics) != len(pairs):
+        raise ValueError(f"patching_pairs: {len(metrics)} metrics for {len(pairs)} pairs")
+
+    def one(i: int) -> Tensor:
+        base, source = pairs[i]
+        return patching_sweep(model, base, source, hooks, metrics[i], positions, pos_dim=pos_dim, chunk=chunk)
+
+    return torch.stack(distributed.sweep(one, range(len(pairs)), gather="all"))
+
+
 def _prefix_reuse_forward(
     model: Hookable,
     base: Batch,
@@ -287,7 +322,7 @@ def _rows_hook(src: Tensor, rows: Tensor, src_rows: Tensor, recurrent: bool) -> 
     def hook(act: Tensor, hook: Any) -> Tensor:
         s = src.select(1, hook.step) if recurrent else src
         out = act.clone()
-        out[rows] = s[src_rows].to(act.dtype)
+        out[rows.to(act.device)] = s[src_rows].to(act.device, act.dtype)
         return out
 
     return hook
@@ -296,7 +331,9 @@ def _rows_hook(src: Tensor, rows: Tensor, src_rows: Tensor, recurrent: bool) -> 
 def _position_rows_hook(src: Tensor, rows: Tensor, src_rows: Tensor, pos: Tensor, pos_dim: int) -> Callable:
     def hook(act: Tensor, hook: Any) -> Tensor:
         out = act.movedim(pos_dim, 1).clone()
-        out[rows, pos] = src.movedim(pos_dim, 1)[src_rows, pos].to(act.dtype)
+        out[rows.to(act.device), pos.to(act.device)] = src.movedim(pos_dim, 1)[src_rows, pos].to(
+            act.device, act.dtype
+        )
         return out.movedim(1, pos_dim)
 
     return hook
@@ -308,7 +345,7 @@ def _step_rows_hook(src: Tensor, rows: Tensor, src_rows: Tensor, steps: Tensor) 
     def hook(act: Tensor, hook: Any) -> Tensor:
         at = steps == hook.step
         out = act.clone()
-        out[rows[at]] = src.select(1, hook.step)[src_rows[at]].to(act.dtype)
+        out[rows[at].to(act.device)] = src.select(1, hook.step)[src_rows[at]].to(act.device, act.dtype)
         return out
 
     return at_step(wanted, hook)

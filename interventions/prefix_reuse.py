@@ -137,7 +137,8 @@ def _suffix_hook(
                 "(positions on axis 1, one per recomputed token); patch it with reuse_prefix=False"
             )
         out = act.clone()
-        out[rows, pos - start] = src[src_rows, pos].to(act.dtype)
+        d = act.device  # a model split over devices: the source may sit on another one
+        out[rows.to(d), (pos - start).to(d)] = src[src_rows, pos].to(d, act.dtype)
         return out
 
     return hook

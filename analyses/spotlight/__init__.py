@@ -19,6 +19,8 @@ Modules:
 * :mod:`~analyses.spotlight.stream` - :class:`SpotlightAccumulator` (SRM, cones and verdict of a
   stream of activations, batch by batch), :func:`spotlight_model` (the loop over a hooked
   model's batches that feeds one) and the ``spotlight`` analysis of the command line.
+* :mod:`~analyses.spotlight.store` - :func:`spotlight_store`: the same, read from an activation
+  store (``hooked.store``) instead of running the model.
 """
 
 from analyses.spotlight.alignment import axis_harmonic, verdict
@@ -39,6 +41,7 @@ from analyses.spotlight.core import (
     spotlight,
 )
 from analyses.spotlight.grandmother import ConeCounter, GrandmotherResult, grandmother
+from analyses.spotlight.store import spotlight_store
 from analyses.spotlight.stream import ModelSpotlight, SpotlightAccumulator, spotlight_model
 
 __all__ = [
@@ -58,6 +61,7 @@ __all__ = [
     "resolve_basis",
     "spotlight",
     "spotlight_model",
+    "spotlight_store",
     "standard_basis",
     "thomson",
     "thomson_energy",

@@ -167,8 +167,12 @@ def load_hf(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | str = torch.float32,
     tokenizer: Any = None,
+    placement: dict[str, Any] | None = None,
 ) -> tuple[Any, Any]:
     """``(transformers causal LM in eval mode, its tokenizer)`` for a name, GGUF, folder or hub name.
+
+    ``placement``: ``from_pretrained`` arguments that split the model over devices (see
+    :func:`hooked.lm.placement.from_pretrained_kwargs`); ``device`` is then not used.
 
     ``tokenizer``: where the tokenizer comes from when not from the model's own folder (a folder
     or hub name), or a tokenizer object. A local folder is checked file by file first
@@ -197,7 +201,10 @@ def load_hf(
                 ) from None
         else:
             tok = tokenizer
-        return transformers.AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **kwargs), tok
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, **kwargs, **(placement or {})
+        )
+        return model, tok
 
     try:
         try:
@@ -216,7 +223,7 @@ def load_hf(
             raise
         where = f"the folder {source}" if local else f"the Hugging Face hub name {source!r}"
         raise LMLoadError(f"could not load a causal LM and tokenizer from {where}: {_message(e)}") from None
-    model = model.to(device).eval()
+    model = (model if placement else model.to(device)).eval()  # a split model stays where accelerate put it
     return model, tok
 
 
@@ -265,6 +272,9 @@ def load(
     dtype: torch.dtype | str = torch.float32,
     backend: Backend = "bridge",
     tokenizer: Any = None,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | os.PathLike | None = None,
 ) -> Any:
     """A hooked causal language model: ``model(tokens [batch, pos]) -> logits [batch, pos, vocab]``.
 
@@ -278,6 +288,8 @@ def load(
             (the transformers model itself, no hook points).
         tokenizer: the tokenizer's folder or hub name (or the tokenizer itself) when the model's
             folder has none.
+        device_map, max_memory, offload_folder: split the model over devices, the CPU and disk
+            with accelerate (``device`` is then not used); see :mod:`hooked.lm.placement`.
     Returns:
         the model, in eval mode, with its tokenizer as ``model.tokenizer``. Every backend also
         takes a padded batch as keywords: ``model(**lm.tokenize(model, texts))``.
@@ -286,7 +298,14 @@ def load(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
-    hf, tok = load_hf(name_or_path, device=device, dtype=dtype, tokenizer=tokenizer)
+    placement = None
+    if device_map is not None or max_memory is not None:  # split over devices: hooked.lm.placement
+        from hooked.lm.placement import execution_device, from_pretrained_kwargs
+
+        placement = from_pretrained_kwargs(name_or_path, device_map, max_memory, offload_folder)
+    hf, tok = load_hf(name_or_path, device=device, dtype=dtype, tokenizer=tokenizer, placement=placement)
+    if placement is not None:
+        device = execution_device(hf)
     if backend == "hf":
         hf.tokenizer = tok
         return hf

@@ -53,6 +53,8 @@ def tiny_llama(
         raise OptionError("d_model", f"must be a multiple of 8 (4 heads of an even size), got {d_model}")
     model = lm.wrap_lm(tiny_llama_hf(layers=layers, d_model=d_model, vocab=vocab, seed=seed))
     tokens = torch.randint(0, vocab, (batch, seq), generator=torch.Generator().manual_seed(seed))
+    # more batches like the example, uniform random token ids (`hooked harvest`)
+    model.input_sampler = lambda n, generator=None: torch.randint(0, vocab, (n, seq), generator=generator)
     return model, tokens
 
 

@@ -147,4 +147,12 @@ def toy_relu_example(
     model = ToyReLU(n_features, d_hidden, n_instances, seed=seed)
     p = torch.full((n_instances,), feature_probability)
     x = sparse_uniform(batch_size, p, n_features, torch.Generator().manual_seed(seed))
+    model.input_sampler = _sampler(p, n_features)  # more batches like x (`hooked harvest`)
     return model, x
+
+
+def _sampler(density: Tensor, n_features: int):
+    def sample(batch_size: int, generator: torch.Generator | None = None) -> Tensor:
+        return sparse_uniform(batch_size, density, n_features, generator)
+
+    return sample

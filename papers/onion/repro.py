@@ -31,6 +31,10 @@ model with the same cell, size, seed, decoder (``no_input``), batch size and ``n
 intervention or probe with the same step count on that model. Before any work starts, a run
 folder holding pieces made with other settings is refused, naming each difference, unless
 ``--overwrite`` (then those pieces are redone); what is reused is printed.
+
+``torchrun --nproc_per_node=N -m hooked repro onion --out DIR`` shares the (size, seed) runs over N
+ranks (:func:`hooked.distributed.sweep`; each run's global RNG is seeded from its index, so the
+table is the same as in one process).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
+from hooked import distributed
 from papers.onion.report import plot_table, size_table, verdict_text
 from papers.onion.training import METHODS, prepare_resume, run_one
 
@@ -113,7 +118,12 @@ def onion(
         n_train=n_train,
         probes=probes,
     )
-    prepare_resume(run_dir, sizes, seeds, settings)  # before any work: refuse or redo other settings' work
+    run_dir = distributed.shared_run_dir(run_dir)
+    device = distributed.local_device(device)
+    progress = progress and distributed.is_main()
+    if distributed.is_main():  # before any work: refuse, or redo, other settings' work
+        prepare_resume(run_dir, sizes, seeds, settings)
+    distributed.barrier()
 
     torch.manual_seed(0)
     data = make_repeat_data(n_train=n_train, seed=0)
@@ -121,35 +131,38 @@ def onion(
     pool9 = sample_unique(
         200_000, min_len=9, max_len=9, exclude=valid9.keys(30), generator=torch.Generator().manual_seed(99)
     )
-    rows = []
-    for size in sizes:
-        for seed in range(seeds):
-            row = run_one(
-                run_dir, size, seed, data, valid9, pool9, device=device, progress=progress, **settings
-            )
-            for key in ("interventions", "intervention_details"):  # only what this run asked for
-                row[key] = {m: v for m, v in row.get(key, {}).items() if m in methods}
-            if not probes:
-                row.pop("probes", None)
-            rows.append(row)
+
+    def one(item: tuple[int, int]) -> dict:
+        size, seed = item
+        row = run_one(run_dir, size, seed, data, valid9, pool9, device=device, progress=progress, **settings)
+        for key in ("interventions", "intervention_details"):  # only what this run asked for
+            row[key] = {m: v for m, v in row.get(key, {}).items() if m in methods}
+        if not probes:
+            row.pop("probes", None)
+        return row
+
+    # every (size, seed) is independent: under torchrun each rank trains its share
+    items = [(size, seed) for size in sizes for seed in range(seeds)]
+    rows = distributed.sweep(one, items, seed=0, gather="all")
 
     table = size_table(rows, sizes, probes)
+    out = {
+        "settings": settings,
+        "sizes": list(sizes),
+        "rows": rows,
+        "table": table["cells"],
+        "verdict": verdict_text(table),
+        "seconds": time.perf_counter() - started,
+    }
+    if not distributed.is_main():
+        return out
     print(
         f"\nrepeat task, {cell.upper()}, {'no-input' if no_input else 'autoregressive'} decoder, "
         f"{seeds} seed(s) per size"
     )
     print(table["text"])
     plot_table(run_dir, table, cell)
-    verdict = verdict_text(table)
-    print("\n" + verdict)
-    out = {
-        "settings": settings,
-        "sizes": list(sizes),
-        "rows": rows,
-        "table": table["cells"],
-        "verdict": verdict,
-        "seconds": time.perf_counter() - started,
-    }
+    print("\n" + out["verdict"])
     run_dir.json("onion.json", out)
     return out
 

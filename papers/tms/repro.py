@@ -15,6 +15,8 @@ The default is sized for a 2-core CPU in a few minutes (fewer steps, a smaller b
 n = 200 sweep, a 10 x 10 phase grid); ``--full`` uses the paper's 10,000 steps and batch 1024
 everywhere, 20 sparsities for n = 200 and a 16 x 16 phase grid. Weight decay is off by default
 (``--weight-decay``); every model is also saved (safetensors + JSON) for ``hooked run``.
+``torchrun --nproc_per_node=N -m hooked repro tms --out DIR`` trains the four sweeps on N ranks
+(:func:`hooked.distributed.sweep`), with the same results.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from hooked import distributed
 from papers.claims import print_claims
 from papers.tms.analysis import claims, dimensionality_sweep, geometry_sweep, phase_diagram
 
@@ -72,6 +75,8 @@ def tms(
         batch_size, big_batch_size, phase_batch_size = 1024, 1024, 1024
         big_sparsities, phase_grid = 20, 16
     started = time.perf_counter()
+    run_dir = distributed.shared_run_dir(run_dir)
+    progress = progress and distributed.is_main()
     out: dict[str, Any] = {}
     parts = {
         "n5_m2": lambda: geometry_sweep(
@@ -127,12 +132,18 @@ def tms(
             progress,
         ),
     }
-    for name, part in parts.items():
+
+    def run_part(name: str) -> dict:
         t0 = time.perf_counter()
-        out[name] = part()
-        out[name]["seconds"] = time.perf_counter() - t0
+        result = parts[name]()
+        result["seconds"] = time.perf_counter() - t0
+        return result
+
+    # the four sweeps are independent: under torchrun each rank trains its share of them
+    out.update(zip(parts, distributed.sweep(run_part, list(parts), seed=seed, gather="all")))
     out["claims"] = claims(out)
     out["seconds"] = time.perf_counter() - started
-    print_claims("Toy Models of Superposition", out["claims"])
-    run_dir.json("tms.json", out)
+    if distributed.is_main():
+        print_claims("Toy Models of Superposition", out["claims"])
+        run_dir.json("tms.json", out)
     return out

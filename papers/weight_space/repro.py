@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from hooked import distributed
 from papers.weight_space.report import CLAIM, format_table, plot, verdict
 
 KINDS = {"languages": "formal-languages", "digits": "digits"}
@@ -82,8 +83,11 @@ def weight_space(
             f"weight-space: unknown zoo/encoder {unknown}; zoos: {list(KINDS)}, "
             f"encoders: {[*MECHANISTIC, *FUNCTIONALIST]}"
         )
-    results: dict = {"claim": CLAIM, "zoos": {}}
-    for zoo_name in zoos:
+    run_dir = distributed.shared_run_dir(run_dir)
+    progress = progress and distributed.is_main()
+
+    def one_zoo(zoo_name: str) -> dict:
+        """Build (or load) one zoo, train and score every encoder on it."""
         kind = KINDS[zoo_name]
         started = time.perf_counter()
         folder = Path(run_dir) / f"zoo-{zoo_name}"
@@ -181,10 +185,16 @@ def weight_space(
             "verdict": verdict(scores, kind, encoders),
             "seconds": time.perf_counter() - started,
         }
-        results["zoos"][zoo_name] = block
-        print(format_table(zoo_name, block))
+        return block
+
+    # the zoos are independent: under torchrun each rank builds its share (hooked.distributed.sweep)
+    blocks = distributed.sweep(one_zoo, zoos, seed=seed, gather="all")
+    results: dict = {"claim": CLAIM, "zoos": dict(zip(zoos, blocks))}
+    if distributed.is_main():
+        for zoo_name, block in results["zoos"].items():
+            print(format_table(zoo_name, block))
         run_dir.json("weight_space.json", results)
-    run_dir.figure("weight_space.png", plot(results))
+        run_dir.figure("weight_space.png", plot(results))
     return results
 
 

@@ -5,7 +5,17 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("transformers", "transformer_lens", "matplotlib", "sklearn", "torch._dynamo", "nnsight")
+HEAVY = (
+    "transformers",
+    "transformer_lens",
+    "matplotlib",
+    "sklearn",
+    "torch._dynamo",
+    "nnsight",
+    "datasets",
+    "pyarrow",
+    "accelerate",
+)
 
 
 def imported_after(code: str) -> list[str]:
@@ -26,3 +36,9 @@ def test_listing_the_registry_loads_no_heavy_module():
         )
         == []
     )
+
+
+def test_stores_distributed_and_placement_import_their_engines_when_used():
+    # pyarrow / datasets when a store is written or read, accelerate when a model is placed
+    code = "import hooked.store, hooked.store.command, hooked.distributed, hooked.lm.placement"
+    assert imported_after(code) == []
