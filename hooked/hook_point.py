@@ -80,9 +80,21 @@ class _ThreadState(threading.local):
 
 
 _STATE = _ThreadState()
-# id -> weak reference of every hook point with something attached. Read as ``if _LIVE`` on the
-# hot path: while it is empty, no forward does any step bookkeeping.
+# id -> weak reference of every hook point with something attached; ``_ANY_LIVE`` is
+# ``bool(_LIVE)``, read on the hot path: while it is False, no forward does any step bookkeeping.
+# (A plain bool, not the dict: ``torch.compile`` guards a global bool by its value, but would guard
+# each entry of the dict, which the garbage collector may remove while it compiles.)
 _LIVE: dict[int, weakref.ref] = {}
+_ANY_LIVE = False
+
+
+def _forget_live(key: int) -> None:
+    """Take hook point ``key`` off ``_LIVE`` (detached, or collected)."""
+    global _ANY_LIVE
+    _LIVE.pop(key, None)
+    _ANY_LIVE = bool(_LIVE)
+
+
 # The same for the hook points among them with an ``at_step`` hook: when a pass ends, each is
 # checked for steps it never reached (read as ``if _STEPPED``; empty, nothing is checked).
 _STEPPED: dict[int, weakref.ref] = {}
@@ -350,7 +362,7 @@ class HookPoint(nn.Module):
     def __call__(self, x: Any, step: int | None = None) -> Any:
         # Reads no attribute of self while nothing is attached anywhere: an nn.Module's
         # attributes are slow to read (its __getattr__ keeps the interpreter's fast paths off).
-        if _LIVE and self._live:
+        if _ANY_LIVE and self._live:
             return self._run(x, step)
         return x
 
@@ -529,9 +541,11 @@ class HookPoint(nn.Module):
         if live:
             _keep_out_of_graphs()
             if key not in _LIVE:
-                _LIVE[key] = weakref.ref(self, lambda _, key=key: _LIVE.pop(key, None))
+                global _ANY_LIVE
+                _LIVE[key] = weakref.ref(self, lambda _, key=key: _forget_live(key))
+                _ANY_LIVE = True
         else:
-            _LIVE.pop(key, None)
+            _forget_live(key)
         if live and any(h.steps is not None for h in (*self._fwd, *self._bwd)):
             if key not in _STEPPED:
                 _STEPPED[key] = weakref.ref(self, lambda _, key=key: _STEPPED.pop(key, None))

@@ -30,10 +30,10 @@ import torch
 from torch import Tensor, nn
 
 from hooked import fast_lookup
+from hooked import hook_point as _hook_point  # _ANY_LIVE is read as an attribute: it changes
 from hooked.cache import ActivationCache, pos_axis, pos_index, slice_positions
 from hooked.errors import StopForward, UnknownHookError
 from hooked.hook_point import (
-    _LIVE,
     Direction,
     Directions,
     HookFn,
@@ -56,7 +56,7 @@ def _in_a_pass(forward: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(forward)
     def forward_in_a_pass(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        if not _LIVE:  # no hook attached anywhere: nothing to count
+        if not _hook_point._ANY_LIVE:  # no hook attached anywhere: nothing to count
             return forward(self, *args, **kwargs)
         token = _enter_forward()
         finished = False
