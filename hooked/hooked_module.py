@@ -242,6 +242,7 @@ class HookedModule(nn.Module):
         pos_slice: Any = None,
         stop_at: str | None = None,
         clone: bool = False,
+        metric: Callable[[Any], Tensor] | None = None,
         **kwargs: Any,
     ) -> tuple[Any, ActivationCache]:
         """Run the forward and record activations; returns ``(output, cache)``.
@@ -252,8 +253,11 @@ class HookedModule(nn.Module):
         Args:
             names_filter: which hook points to record (a name, a list, a filter, or all).
             device: move recorded activations there as they are recorded (e.g. ``"cpu"``).
-            incl_bwd: also record gradients as ``"<name>_grad"``; the forward must return a
-                scalar (e.g. a loss), on which ``backward()`` is called.
+            incl_bwd: also record gradients as ``"<name>_grad"``: ``backward()`` is called on
+                ``metric(output)``, or on the output itself when no metric is given (which must
+                then be a scalar, e.g. a loss).
+            metric: with ``incl_bwd``, a function of the forward's output that returns the scalar
+                to differentiate (e.g. a logit difference summed over the batch).
             remove_batch_dim: drop a leading batch axis of size 1.
             pos_slice: keep only these positions (TransformerLens's ``Slice``: an int keeps a
                 size-1 axis, a tuple is ``slice(*t)``, a slice, or a list of positions). The axis
@@ -277,6 +281,8 @@ class HookedModule(nn.Module):
             )
         if incl_bwd and not torch.is_grad_enabled():
             raise ValueError("run_with_cache(incl_bwd=True) needs gradients enabled (not under no_grad)")
+        if metric is not None and not (incl_bwd and callable(metric)):
+            raise ValueError("run_with_cache(metric=fn) needs incl_bwd=True and a function of the output")
         index = pos_index(pos_slice)
 
         points = {n: hook_dict[n] for n in names}
@@ -292,13 +298,15 @@ class HookedModule(nn.Module):
             except StopForward:
                 out = None
             if incl_bwd:
-                if not isinstance(out, Tensor) or out.numel() != 1:
-                    shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+                target = out if metric is None else metric(out)
+                if not isinstance(target, Tensor) or target.numel() != 1:
+                    shape = tuple(target.shape) if isinstance(target, Tensor) else type(target).__name__
+                    what = "metric(output)" if metric is not None else "the forward's output"
                     raise ValueError(
-                        "run_with_cache(incl_bwd=True) calls backward() on the forward's output, "
-                        f"which must be a scalar tensor (e.g. a loss); got {shape}"
+                        f"run_with_cache(incl_bwd=True) calls backward() on {what}, which must be a "
+                        f"scalar tensor (e.g. a loss, or pass metric=fn returning one); got {shape}"
                     )
-                out.backward()
+                target.backward()
         finally:
             handle.remove()
 

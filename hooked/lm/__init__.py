@@ -32,7 +32,6 @@ from hooked.lm.loading import (
     Backend,
     EmbeddedLM,
     LMLoadError,
-    WrappedLM,
     bridge,
     convert_gguf,
     converted_folder,
@@ -63,7 +62,6 @@ __all__ = [
     "Generation",
     "LMLoadError",
     "UnmaskedPaddingWarning",
-    "WrappedLM",
     "bridge",
     "convert_gguf",
     "converted_folder",
@@ -86,4 +84,36 @@ __all__ = [
     "token_id",
     "tokenize",
     "wrap_lm",
+]
+
+# ---------------------------------------------------------------------- heads, names, residual toolkit
+from hooked.lm.names import LMNames, lm_names
+from hooked.lm.resid import (
+    accumulated_resid,
+    act_name,
+    apply_ln_to_stack,
+    decompose_resid,
+    head_results,
+    logit_attrs,
+    logit_lens,
+    stack_head_results,
+    stream_hooks,
+    unembed,
+)
+from hooked.lm.wrapped import WrappedLM
+
+__all__ += [
+    "LMNames",
+    "WrappedLM",
+    "accumulated_resid",
+    "act_name",
+    "apply_ln_to_stack",
+    "decompose_resid",
+    "head_results",
+    "lm_names",
+    "logit_attrs",
+    "logit_lens",
+    "stack_head_results",
+    "stream_hooks",
+    "unembed",
 ]

@@ -22,9 +22,8 @@ from torch import Tensor
 from hooked.errors import HookedError
 from hooked.lm import folders
 from hooked.lm.bridge_fixes import fix_bridge
-from hooked.lm.tokens import warn_if_padded_without_mask
+from hooked.lm.wrapped import WrappedLM
 from hooked.offline import MissingPackageData, cache_dir, package_file
-from hooked.wrapping import Wrapped
 
 Backend = Literal["bridge", "wrap", "hf"]
 BACKENDS = ("bridge", "wrap", "hf")
@@ -314,44 +313,12 @@ def load(
     return bridge(hf, tok, official_name(name_or_path), device=device, dtype=_dtype(dtype))
 
 
-class WrappedLM(Wrapped):
-    """:func:`hooked.wrap` of a causal LM that returns logits and takes padded batches.
-
-    With an ``attention_mask`` that pads rows on the left and no ``position_ids``, it passes each
-    row's positions counted from its first real token (as TransformerLens's bridge does, and
-    transformers' own ``generate``; the model's forward alone would count from the padding, which
-    is wrong for absolute position embeddings such as GPT-2's). Ids that look padded but come
-    without a mask warn (:func:`hooked.lm.tokens.warn_if_padded_without_mask`).
-    """
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        ids = args[0] if args else kwargs.get("input_ids")
-        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
-        warn_if_padded_without_mask(self, ids, mask, stacklevel=4)
-        if (
-            isinstance(mask, Tensor)
-            and isinstance(ids, Tensor)
-            and mask.dim() == 2
-            and mask.shape == ids.shape
-            and len(args) < 3
-            and kwargs.get("position_ids") is None
-            and bool((mask[:, 0] == 0).any())
-            and self._takes_position_ids()
-        ):
-            kwargs["position_ids"] = (mask.long().cumsum(dim=1) - 1).clamp_min(0)
-        return super().forward(*args, **kwargs)
-
-    def _takes_position_ids(self) -> bool:
-        import inspect
-
-        return "position_ids" in inspect.signature(self.module.forward).parameters
-
-
 def wrap_lm(hf_model: Any, tokenizer: Any = None) -> WrappedLM:
-    """``hooked.wrap`` of a transformers causal LM that returns logits (hook points on inputs too)."""
+    """``hooked.wrap`` of a transformers causal LM that returns logits (hook points on inputs too),
+    with per-head hook points and padded batches (:class:`hooked.lm.wrapped.WrappedLM`)."""
     if tokenizer is not None:
         hf_model.tokenizer = tokenizer
-    return WrappedLM(hf_model, inputs=True, output=logits_of)
+    return WrappedLM(hf_model, output=logits_of)
 
 
 def bridge(
@@ -386,7 +353,9 @@ def bridge(
             f"TransformerLens could not wrap {name!r} ({type(hf_model).__name__}): {_message(e)}; "
             "backend='wrap' works for any architecture"
         ) from e
-    return fix_bridge(model).eval()
+    from hooked.lm.hooked_bridge import hooked_bridge
+
+    return fix_bridge(hooked_bridge(model)).eval()
 
 
 def official_name(name_or_path: str | os.PathLike) -> str:

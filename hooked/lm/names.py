@@ -1,0 +1,184 @@
+"""Hook names of a language model's residual stream and heads on each backend, and TransformerLens's
+``get_act_name`` shorthand.
+
+* :func:`act_name` is TransformerLens's naming rule (``("resid_pre", 3)`` ->
+  ``blocks.3.hook_resid_pre``, ``("pattern", 3)`` -> ``blocks.3.attn.hook_pattern``, ``"k6"`` ->
+  ``blocks.6.attn.hook_k``, ``"embed"`` -> ``hook_embed``), with no model: the cache shorthand
+  ``cache["resid_pre", 3]`` goes through it.
+* :class:`LMNames` gives the hook name of each part of a decoder on one backend: TransformerLens
+  names on the bridge, module paths on ``hooked.wrap`` (``model.layers.3.hook_in``). The
+  residual-stream toolkit reads activations through it, so it runs on both backends.
+* :func:`tl_aliases` maps TransformerLens names to a wrapped model's module paths; caches of a
+  wrapped LM carry it, so ``cache["blocks.3.hook_resid_pre"]`` and ``cache["resid_pre", 3]`` work
+  there too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from hooked.lm.arch import Decoder, decoder
+
+_LAYER_TYPES = {"a": "attn", "attention": "attn", "m": "mlp", "b": "", "block": "", "blocks": ""}
+_NAME_ALIASES = {
+    "attn": "pattern",
+    "attn_logits": "attn_scores",
+    "key": "k",
+    "query": "q",
+    "value": "v",
+    "mlp_pre": "pre",
+    "mlp_mid": "mid",
+    "mlp_post": "post",
+}
+_ATTN = {"k", "v", "q", "z", "result", "pattern", "attn_scores", "rot_k", "rot_q"}
+_MLP = {"pre", "post", "mid", "pre_linear"}
+
+
+def act_name(name: str, layer: int | str | None = None, layer_type: str | None = None) -> str:
+    """TransformerLens's ``utils.get_act_name``: the full hook name a shorthand stands for.
+
+    ``act_name("resid_pre", 3)`` is ``"blocks.3.hook_resid_pre"``; ``act_name("z", 2)`` is
+    ``"blocks.2.attn.hook_z"``; ``act_name("scale", 4, "ln1")`` is ``"blocks.4.ln1.hook_scale"``;
+    ``act_name("k6")`` is ``"blocks.6.attn.hook_k"``; a full name comes back unchanged.
+    """
+    if layer is None and layer_type is None and ("." in name or name.startswith("hook_")):
+        return name
+    compact = re.fullmatch(r"([a-z_]+?)(\d+)([a-z]\w*)?", name)
+    if compact is not None and layer is None:
+        name, layer, layer_type = compact.group(1), int(compact.group(2)), compact.group(3)
+    name = _NAME_ALIASES.get(name, name)
+    if name in _ATTN:
+        layer_type = "attn"
+    elif name in _MLP:
+        layer_type = "mlp"
+    elif layer_type in _LAYER_TYPES:
+        layer_type = _LAYER_TYPES[layer_type]
+    full = f"blocks.{layer}." if layer is not None else ""
+    full += f"{layer_type}." if layer_type else ""
+    full += f"hook_{name}"
+    if name in ("scale", "normalized") and layer is None:
+        full = f"ln_final.{full}"
+    return full
+
+
+class LMNames:
+    """The hook name of each part of a decoder on one backend (``bridge=True``: TransformerLens names).
+
+    Residual parts: ``resid_pre(l)``, ``resid_mid(l)`` (``None`` for a parallel block; it is the
+    second norm's input, on both backends: read it, but an edit there reaches only the MLP branch,
+    not the residual stream that skips the MLP), ``resid_post(l)``, ``attn_out(l)`` /
+    ``mlp_out(l)`` (what attention / the MLP add to the residual stream), ``z(l)``, ``pattern(l)``,
+    ``embed``, ``pos_embed`` (``None`` without learned positions), ``final_in`` (the final norm's
+    input: the last residual stream).
+    """
+
+    def __init__(self, dec: Decoder, bridge: bool):
+        self.dec = dec
+        self.bridge = bridge
+        lay = dec.layout
+        if bridge:
+            self.embed = "hook_embed"
+            self.pos_embed = "hook_pos_embed" if lay.pos_embed else None
+        else:
+            self.embed = f"{_path_of(dec.root, dec.root.get_input_embeddings())}.hook_out"
+            self.pos_embed = f"{lay.pos_embed}.hook_out" if lay.pos_embed else None
+
+    @property
+    def n_layers(self) -> int:
+        return self.dec.n_layers
+
+    def layer(self, layer: int) -> int:
+        """``layer`` with negative values counted from the end; an IndexError when out of range."""
+        n = self.dec.n_layers
+        if not -n <= layer < n:
+            raise IndexError(f"layer {layer} is out of range for a model with {n} layers")
+        return layer % n
+
+    def _block(self, layer: int, tl: str, wrap: str) -> str:
+        layer = self.layer(layer)
+        return f"blocks.{layer}.{tl}" if self.bridge else f"{self.dec.layout.layers}.{layer}.{wrap}"
+
+    def resid_pre(self, layer: int) -> str:
+        return self._block(layer, "hook_resid_pre", "hook_in")
+
+    def resid_post(self, layer: int) -> str:
+        return self._block(layer, "hook_resid_post", "hook_out")
+
+    def resid_mid(self, layer: int) -> str | None:
+        if self.dec.parallel:
+            return None
+        return self._block(layer, "hook_resid_mid", f"{self.dec.layout.ln2}.hook_in")
+
+    def attn_out(self, layer: int) -> str:
+        lay = self.dec.layout
+        return self._block(layer, lay.tl_attn_out, f"{lay.attn_out}.hook_out")
+
+    def mlp_out(self, layer: int) -> str:
+        lay = self.dec.layout
+        return self._block(layer, lay.tl_mlp_out, f"{lay.mlp_out}.hook_out")
+
+    def z(self, layer: int) -> str:
+        return self._block(layer, "attn.hook_z", f"{self.dec.layout.attn}.hook_z")
+
+    def pattern(self, layer: int) -> str:
+        return self._block(layer, "attn.hook_pattern", f"{self.dec.layout.attn}.hook_pattern")
+
+    @property
+    def final_in(self) -> str:
+        return self.resid_post(-1)
+
+
+def tl_aliases(dec: Decoder) -> dict[str, str]:
+    """TransformerLens name -> ``hooked.wrap`` name, for the parts :class:`LMNames` knows."""
+    wrap = LMNames(dec, bridge=False)
+    lay = dec.layout
+    aliases = {"hook_embed": wrap.embed}
+    if wrap.pos_embed:
+        aliases["hook_pos_embed"] = wrap.pos_embed
+    aliases["ln_final.hook_in"] = f"{lay.final_norm}.hook_in"
+    aliases["ln_final.hook_out"] = f"{lay.final_norm}.hook_out"
+    for i in range(dec.n_layers):
+        block = f"{lay.layers}.{i}"
+        aliases[f"blocks.{i}.hook_resid_pre"] = wrap.resid_pre(i)
+        if wrap.resid_mid(i) is not None:
+            aliases[f"blocks.{i}.hook_resid_mid"] = wrap.resid_mid(i)
+        aliases[f"blocks.{i}.hook_attn_out"] = f"{block}.{lay.attn}.hook_out"  # TL: attention's output
+        aliases[f"blocks.{i}.hook_mlp_out"] = f"{block}.{lay.mlp}.hook_out"
+        aliases[f"blocks.{i}.hook_resid_post"] = wrap.resid_post(i)
+        aliases[f"blocks.{i}.attn.hook_z"] = wrap.z(i)
+        aliases[f"blocks.{i}.attn.hook_pattern"] = wrap.pattern(i)
+        for tl, part in (("ln1", "ln1"), ("ln2", "ln2")):
+            aliases[f"blocks.{i}.{tl}.hook_in"] = f"{block}.{getattr(lay, part)}.hook_in"
+            aliases[f"blocks.{i}.{tl}.hook_out"] = f"{block}.{getattr(lay, part)}.hook_out"
+    return aliases
+
+
+def lm_names(model: Any, what: str = "this") -> LMNames:
+    """:class:`LMNames` of a model loaded by :func:`hooked.lm.load` (bridge or wrap backend)."""
+    from hooked.lm.arch import require_decoder
+
+    bridge = is_bridge(model)
+    hf = model.original_model if bridge else getattr(model, "module", None)
+    if hf is None:
+        raise TypeError(
+            f"{what} needs a language model from hooked.lm.load (backend 'bridge' or 'wrap'), "
+            f"got {type(model).__name__}"
+        )
+    dec = None if bridge else model.__dict__.get("arch")
+    return LMNames(dec if isinstance(dec, Decoder) else require_decoder(hf, what), bridge=bridge)
+
+
+def is_bridge(model: Any) -> bool:
+    """Whether ``model`` is TransformerLens's ``TransformerBridge`` (or a subclass)."""
+    return any(c.__name__ == "TransformerBridge" for c in type(model).__mro__)
+
+
+def _path_of(root: Any, module: Any) -> str:
+    for name, m in root.named_modules():
+        if m is module:
+            return name
+    raise ValueError(f"{type(module).__name__} is not a submodule of {type(root).__name__}")
+
+
+__all__ = ["LMNames", "act_name", "decoder", "is_bridge", "lm_names", "tl_aliases"]
