@@ -1,14 +1,21 @@
 """ActivationCache: the activations one ``run_with_cache`` call recorded, by hook name.
 
-It behaves like a read-only ``dict[str, Tensor]``. A hook point that ran several times in one
-forward (an RNN's per-step state) is stored stacked along its time axis, in call order; the
-individual steps stay reachable with :meth:`ActivationCache.steps`. The cache holds tensors only,
-never the model, so keeping a cache does not keep a model (or its autograd graph) alive.
+It behaves like a read-only ``dict[str, Tensor]`` whose keys come in the order the hook points
+first ran (TransformerLens's order: forward activations in execution order, then gradients in the
+order the backward pass produced them). A hook point that ran several times in one forward (an
+RNN's per-step state) is stored stacked along its time axis, in call order; the individual steps
+stay reachable with :meth:`ActivationCache.steps`. The cache holds tensors only, never the model,
+so keeping a cache does not keep a model (or its autograd graph) alive.
+
+:func:`pos_index` and :func:`slice_positions` implement ``run_with_cache(pos_slice=...)`` with
+TransformerLens's ``Slice`` semantics.
 """
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -23,6 +30,7 @@ class ActivationCache(Mapping[str, Tensor]):
         data: name -> tensor. Stacked per-step activations are plain tensors here.
         time_dims: for names recorded over several steps, the axis the steps are stacked on.
         ragged: names whose steps had different shapes and could not be stacked: name -> steps.
+        order: the key order (default: ``data``'s keys, then ``ragged``'s).
     """
 
     def __init__(
@@ -31,10 +39,14 @@ class ActivationCache(Mapping[str, Tensor]):
         time_dims: Mapping[str, int] | None = None,
         ragged: Mapping[str, Sequence[Tensor]] | None = None,
         aliases: Mapping[str, str] | None = None,
+        order: Sequence[str] | None = None,
     ):
         self._data = dict(data)
         self._time_dims = dict(time_dims or {})
         self._ragged = {k: list(v) for k, v in (ragged or {}).items()}
+        self._order = list(order) if order is not None else [*self._data, *self._ragged]
+        if sorted(self._order) != sorted([*self._data, *self._ragged]):
+            raise ValueError("ActivationCache: order must list every name of data and ragged once")
         self._aliases = dict(aliases or {})  # other names of stored keys (see with_aliases)
 
     @classmethod
@@ -60,7 +72,7 @@ class ActivationCache(Mapping[str, Tensor]):
                 stacked[name] = dim
             else:
                 ragged[name] = tensors
-        return cls(data, stacked, ragged)
+        return cls(data, stacked, ragged, order=list(calls))
 
     # ------------------------------------------------------------------ mapping protocol
     def __getitem__(self, name: str | tuple) -> Tensor:
@@ -82,8 +94,7 @@ class ActivationCache(Mapping[str, Tensor]):
         raise UnknownHookError(name, list(self), owner="this cache")
 
     def __iter__(self) -> Iterator[str]:
-        yield from self._data
-        yield from self._ragged
+        return iter(self._order)
 
     def __len__(self) -> int:
         return len(self._data) + len(self._ragged)
@@ -110,7 +121,9 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def with_aliases(self, aliases: Mapping[str, str]) -> ActivationCache:
         """The same activations, also found under other names (``{other name: stored name}``)."""
-        return ActivationCache(self._data, self._time_dims, self._ragged, {**self._aliases, **aliases})
+        return ActivationCache(
+            self._data, self._time_dims, self._ragged, {**self._aliases, **aliases}, order=self._order
+        )
 
     # ------------------------------------------------------------------ steps
     def is_stacked(self, name: str) -> bool:
@@ -146,6 +159,7 @@ class ActivationCache(Mapping[str, Tensor]):
             self._time_dims,
             {k: [fn(t) for t in v] for k, v in self._ragged.items()},
             self._aliases,
+            order=self._order,
         )
 
     def remove_batch_dim(self) -> ActivationCache:
@@ -170,6 +184,8 @@ class ActivationCache(Mapping[str, Tensor]):
             {k: v.select(batch_axis.get(k, 0), 0) for k, v in self._data.items()},
             {k: d if d < batch_axis[k] else d - 1 for k, d in self._time_dims.items()},
             {k: [t[0] for t in v] for k, v in self._ragged.items()},
+            self._aliases,
+            order=self._order,
         )
 
     @property
@@ -204,15 +220,17 @@ class ActivationCache(Mapping[str, Tensor]):
         return torch.stack(tensors, dim=dim)
 
     def to_dict(self) -> dict[str, Tensor]:
-        return dict(self._data)
+        return {k: self._data[k] for k in self._order if k in self._data}
 
     def __repr__(self) -> str:
         lines = [f"ActivationCache({len(self)} activations, {_human_bytes(self.nbytes)})"]
-        for name, t in self._data.items():
+        for name in self._order:
+            if name in self._ragged:
+                lines.append(f"  {name}: {len(self._ragged[name])} steps of different shapes")
+                continue
+            t = self._data[name]
             steps = f" (stacked on dim {self._time_dims[name]})" if name in self._time_dims else ""
             lines.append(f"  {name}: {tuple(t.shape)} {str(t.dtype).removeprefix('torch.')}{steps}")
-        for name, ts in self._ragged.items():
-            lines.append(f"  {name}: {len(ts)} steps of different shapes")
         return "\n".join(lines)
 
 
@@ -222,3 +240,91 @@ def _human_bytes(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
+
+
+# ---------------------------------------------------------------------- pos_slice
+class _Keep:
+    """One position, keeping the axis (size 1): what TransformerLens's ``run_with_cache`` makes
+    of an int (``Slice.unwrap`` turns ``-1`` into ``[-1]``)."""
+
+    __slots__ = ("i",)
+
+    def __init__(self, i: int):
+        self.i = i
+
+    def __repr__(self) -> str:
+        return f"[{self.i}]"
+
+
+PosIndex = _Keep | int | slice | Tensor
+
+
+def pos_index(spec: Any) -> PosIndex | None:
+    """``run_with_cache``'s ``pos_slice`` as an index along the position axis (``None``: all).
+
+    TransformerLens's ``Slice`` semantics: an int selects one position and keeps the axis (size 1);
+    a tuple ``t`` is ``slice(*t)`` (``(3,)`` is ``:3``, ``(1, 5)`` is ``1:5``); a ``slice`` as is;
+    a list, 1-d tensor or array of indices (or a boolean mask) picks those positions; a
+    TransformerLens ``Slice`` object is applied as that object would (its int mode drops the axis).
+    """
+    if spec is None:
+        return None
+    if hasattr(spec, "mode") and hasattr(spec, "slice") and type(spec).__name__ == "Slice":
+        mode, s = spec.mode, spec.slice
+        if mode == "identity":
+            return None
+        if mode == "int":
+            return int(s)
+        if mode == "slice":
+            return s
+        return torch.as_tensor(s)
+    if isinstance(spec, bool):
+        raise TypeError(f"pos_slice must be an int, a tuple, a slice or a list of positions, got {spec!r}")
+    if isinstance(spec, numbers.Integral) or (
+        isinstance(spec, Tensor) and spec.dim() == 0 and not spec.dtype.is_floating_point
+    ):
+        return _Keep(int(spec))
+    if isinstance(spec, tuple):
+        if not 1 <= len(spec) <= 3 or not all(v is None or isinstance(v, numbers.Integral) for v in spec):
+            raise TypeError(f"pos_slice as a tuple means slice(*tuple): 1 to 3 ints, got {spec!r}")
+        return slice(*spec)
+    if isinstance(spec, slice):
+        return spec
+    if isinstance(spec, (list, Tensor)) or type(spec).__module__ == "numpy":
+        index = torch.as_tensor(spec)
+        if index.dim() != 1 or not (index.dtype == torch.bool or not index.dtype.is_floating_point):
+            raise TypeError(
+                f"pos_slice as a list or tensor must be 1-d integer positions or a mask, not {spec!r}"
+            )
+        return index if index.dtype == torch.bool else index.long()
+    raise TypeError(
+        f"pos_slice must be None, an int, a tuple (slice(*tuple)), a slice, or a list/tensor of "
+        f"positions, got {type(spec).__name__}: {spec!r}"
+    )
+
+
+def slice_positions(t: Tensor, index: PosIndex, dim: int, name: str) -> Tensor:
+    """``t`` cut at ``index`` along axis ``dim`` (see :func:`pos_index`)."""
+    n = t.shape[dim]
+    if isinstance(index, (_Keep, int)):
+        i = index.i if isinstance(index, _Keep) else index
+        if not -n <= i < n:
+            raise IndexError(f"pos_slice={i} is out of range for {name!r}: its position axis {dim} has {n}")
+        return t.narrow(dim, i % n, 1) if isinstance(index, _Keep) else t.select(dim, i)
+    if isinstance(index, Tensor):
+        if index.dtype == torch.bool:
+            if index.numel() != n:
+                raise IndexError(f"pos_slice mask has {index.numel()} entries but {name!r} has {n} positions")
+            index = index.nonzero().flatten()
+        elif index.numel() and not (-n <= int(index.min()) and int(index.max()) < n):
+            raise IndexError(f"pos_slice {index.tolist()} is out of range for {name!r}: {n} positions")
+        return t.index_select(dim, (index % n if n else index).to(t.device))
+    return t[(slice(None),) * (dim % t.dim()) + (index,)]
+
+
+def pos_axis(name: str, pos_dim: int | None) -> int:
+    """The position axis ``pos_slice`` cuts: the hook point's ``pos_dim``, else -2 (the query
+    axis) for attention patterns and scores, else 1 (as TransformerLens's bridge)."""
+    if pos_dim is not None:
+        return pos_dim
+    return -2 if name.endswith(("hook_pattern", "hook_attn_scores")) else 1

@@ -3,53 +3,101 @@
 Subclass it and place :class:`~hooked.HookPoint` modules where activations should be visible;
 nothing else is needed (no registration, no ``setup()``). Hook points are named by their dotted
 module path (``blocks.0.hook_resid_pre``, ``rnn.hook_h``) and found afresh on each call, so a
-model whose structure changes after construction stays correct.
+model whose structure changes after construction stays correct. A model from :func:`hooked.wrap`
+placed inside a HookedModule contributes its hook points under its path.
 
 The methods follow TransformerLens's ``HookedRootModule`` names and semantics: ``hook_dict``,
-``mod_dict``, ``add_hook``, ``reset_hooks``, ``hooks``, ``run_with_hooks``, ``run_with_cache``.
+``mod_dict``, ``add_hook``, ``add_perma_hook``, ``list_hooks``, ``remove_all_hook_fns``,
+``reset_hooks``, ``clear_contexts``, ``hooks``, ``run_with_hooks``, ``run_with_cache`` (with
+``pos_slice``); README.md's "Coming from TransformerLens" lists where they differ on purpose.
 Everything that attaches hooks for the span of one call removes exactly what it attached, also
 when the forward raises.
+
+A subclass's ``forward`` is wrapped once, at class creation, so that a forward pass, called as
+``model(x)`` or as ``model.forward(x)``, is one step-counting pass (see :mod:`hooked.hook_point`);
+with no hook attached anywhere the wrapper only tests that and calls the forward.
 """
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from hooked.cache import ActivationCache
+from hooked import fast_lookup
+from hooked import hook_point as _hook_point  # _ANY_LIVE is read as an attribute: it changes
+from hooked.cache import ActivationCache, pos_axis, pos_index, slice_positions
 from hooked.errors import StopForward, UnknownHookError
 from hooked.hook_point import (
-    _LIVE,
-    _PASS,
     Direction,
+    Directions,
     HookFn,
     HookHandle,
     HookPoint,
     _declare,
-    _restart_steps_outside_graphs,
+    _directions,
+    _enter_forward,
+    _Hook,
+    _leave_forward,
+    _matches,
 )
 from hooked.names import NamesSpec, resolve_names
 
 HookSpec = tuple[str | Callable[[str], bool], HookFn]
 
 
+def _in_a_pass(forward: Callable[..., Any]) -> Callable[..., Any]:
+    """``forward``, counted as one pass when no hooked forward runs in this thread already."""
+
+    @functools.wraps(forward)
+    def forward_in_a_pass(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        if not _hook_point._ANY_LIVE:  # no hook attached anywhere: nothing to count
+            return forward(self, *args, **kwargs)
+        token = _enter_forward()
+        finished = False
+        try:
+            out = forward(self, *args, **kwargs)
+            finished = True
+            return out
+        finally:
+            _leave_forward(token, finished)
+
+    forward_in_a_pass._hooked_pass = True  # type: ignore[attr-defined]
+    return forward_in_a_pass
+
+
 class HookedModule(nn.Module):
     """An ``nn.Module`` whose :class:`HookPoint` submodules can be hooked by name."""
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        # When the outermost hooked forward ends, per-step counters restart.
-        _PASS.depth += 1
-        try:
-            return super().__call__(*args, **kwargs)
-        finally:
-            _PASS.depth -= 1
-            if _PASS.depth == 0 and _LIVE:
-                _restart_steps_outside_graphs()
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        forward = cls.forward
+        if forward is not nn.Module.forward and not getattr(forward, "_hooked_pass", False):
+            cls.forward = _in_a_pass(forward)  # type: ignore[method-assign]
+
+    # ------------------------------------------------------------------ fast hook point lookup
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if isinstance(value, HookPoint):
+            fast_lookup.bind(self)
+        elif isinstance(value, nn.Module):
+            fast_lookup.install(value)
+
+    def add_module(self, name: str, module: nn.Module | None) -> None:
+        super().add_module(name, module)
+        if isinstance(module, HookPoint):
+            fast_lookup.bind(self)
+        elif module is not None:
+            fast_lookup.install(module)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        fast_lookup.install(self)  # a copy's hook points are kept in step again
 
     # ------------------------------------------------------------------ discovery
     @property
@@ -65,6 +113,15 @@ class HookedModule(nn.Module):
     def hook_points(self) -> list[HookPoint]:
         return list(self.hook_dict.values())
 
+    @property
+    def context_level(self) -> int:
+        """How many ``hooks()`` contexts are open on this model (TransformerLens's counter)."""
+        return self.__dict__.get("_context_level", 0)
+
+    @context_level.setter
+    def context_level(self, level: int) -> None:
+        object.__setattr__(self, "_context_level", level)
+
     # ------------------------------------------------------------------ attaching
     def add_hook(
         self,
@@ -72,25 +129,66 @@ class HookedModule(nn.Module):
         hook: HookFn,
         dir: Direction = "fwd",
         is_permanent: bool = False,
+        level: int | None = None,
         prepend: bool = False,
     ) -> HookHandle:
         """Attach ``hook`` at the hook point ``name`` (or every point a filter accepts).
 
         Returns a handle whose ``remove()`` takes off exactly these hooks.
         """
-        return self._attach([(name, hook)], dir, is_permanent, prepend)
+        return self._attach([(name, hook)], dir, is_permanent, prepend, level=level)
+
+    def add_perma_hook(
+        self, name: str | Sequence[str] | Callable[[str], bool], hook: HookFn, dir: Direction = "fwd"
+    ) -> HookHandle:
+        """A hook that ``reset_hooks()`` keeps (remove it with ``including_permanent=True``)."""
+        return self.add_hook(name, hook, dir=dir, is_permanent=True)
+
+    def list_hooks(
+        self, name_filter: NamesSpec = None, dir: Directions = "both", including_permanent: bool = True
+    ) -> dict[str, list[_Hook]]:
+        """The attached hooks by hook name, in ``hook_dict`` order; names without one are left out.
+
+        Args:
+            name_filter: a hook name, a list of names, a filter ``fn(name) -> bool``, or all.
+            dir: ``"fwd"``, ``"bwd"`` or ``"both"``.
+            including_permanent: ``False`` leaves permanent hooks out.
+        """
+        hook_dict = self.hook_dict
+        dirs = _directions(dir)
+        out: dict[str, list[_Hook]] = {}
+        for name in resolve_names(hook_dict, name_filter, type(self).__name__):
+            hp = hook_dict[name]
+            found = [h for d in dirs for h in hp._hooks(d) if _matches(h, including_permanent, None)]
+            if found:
+                out[name] = found
+        return out
+
+    def remove_all_hook_fns(
+        self, direction: Directions = "both", including_permanent: bool = False, level: int | None = None
+    ) -> None:
+        """Remove the hooks of every hook point (permanent ones only if asked; only one ``hooks()``
+        context level's with ``level``)."""
+        for hp in self.hook_dict.values():
+            hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
+
+    def clear_contexts(self) -> None:
+        """Empty every hook point's ``ctx`` dict."""
+        for hp in self.hook_dict.values():
+            hp.clear_context()
 
     def reset_hooks(
         self,
         clear_contexts: bool = True,
-        direction: Direction | Literal["both"] = "both",
+        direction: Directions = "both",
         including_permanent: bool = False,
+        level: int | None = None,
     ) -> None:
-        """Remove every hook (permanent ones only with ``including_permanent=True``)."""
-        for hp in self.hook_dict.values():
-            hp.remove_hooks(direction, including_permanent=including_permanent)
-            if clear_contexts:
-                hp.clear_context()
+        """Remove every hook (permanent ones only with ``including_permanent=True``) and, by
+        default, empty every hook point's ``ctx``."""
+        if clear_contexts:
+            self.clear_contexts()
+        self.remove_all_hook_fns(direction, including_permanent, level)
 
     @contextmanager
     def hooks(
@@ -102,17 +200,21 @@ class HookedModule(nn.Module):
     ) -> Iterator[HookedModule]:
         """Attach hooks for the span of a ``with`` block; exactly those are removed at its end.
 
-        Blocks nest: an inner block removes only what it added.
+        Blocks nest: an inner block removes only what it added. ``clear_contexts=True`` empties
+        every hook point's ``ctx`` when the block ends and removes its hooks (as TransformerLens's
+        ``HookedRootModule``).
         """
-        handle = self._attach_many(fwd_hooks, bwd_hooks)
+        level = self.context_level + 1
+        handle = self._attach_many(fwd_hooks, bwd_hooks, level=level)
+        object.__setattr__(self, "_context_level", level)
         try:
             yield self
         finally:
+            object.__setattr__(self, "_context_level", level - 1)
             if reset_hooks_end:
                 handle.remove()
-            if clear_contexts:
-                for hp in set(handle.hook_points):
-                    hp.clear_context()
+                if clear_contexts:
+                    self.clear_contexts()
 
     def run_with_hooks(
         self,
@@ -137,12 +239,16 @@ class HookedModule(nn.Module):
         device: torch.device | str | None = None,
         incl_bwd: bool = False,
         remove_batch_dim: bool = False,
+        pos_slice: Any = None,
         stop_at: str | None = None,
         clone: bool = False,
         metric: Callable[[Any], Tensor] | None = None,
         **kwargs: Any,
     ) -> tuple[Any, ActivationCache]:
         """Run the forward and record activations; returns ``(output, cache)``.
+
+        The cache's keys come in the order the hook points ran (gradients after, in the order the
+        backward pass produced them).
 
         Args:
             names_filter: which hook points to record (a name, a list, a filter, or all).
@@ -153,6 +259,11 @@ class HookedModule(nn.Module):
             metric: with ``incl_bwd``, a function of the forward's output that returns the scalar
                 to differentiate (e.g. a logit difference summed over the batch).
             remove_batch_dim: drop a leading batch axis of size 1.
+            pos_slice: keep only these positions (TransformerLens's ``Slice``: an int keeps a
+                size-1 axis, a tuple is ``slice(*t)``, a slice, or a list of positions). The axis
+                is the hook point's ``pos_dim``, else -2 (query) for ``hook_pattern`` /
+                ``hook_attn_scores``, else 1; activations with fewer than 2 axes are kept whole.
+                For a recurrent hook point it selects steps (its time axis).
             stop_at: end the forward right after this hook point ran (the output is then
                 ``None``); saves the rest of the model when only early activations are needed.
             clone: copy activations instead of detaching views (needed only if the model edits
@@ -172,13 +283,15 @@ class HookedModule(nn.Module):
             raise ValueError("run_with_cache(incl_bwd=True) needs gradients enabled (not under no_grad)")
         if metric is not None and not (incl_bwd and callable(metric)):
             raise ValueError("run_with_cache(metric=fn) needs incl_bwd=True and a function of the output")
+        index = pos_index(pos_slice)
 
-        recorder = _Recorder(device, clone)
-        fwd = [(n, recorder.hook(n)) for n in names]
-        bwd = [(n, recorder.hook(n + "_grad")) for n in names] if incl_bwd else []
+        points = {n: hook_dict[n] for n in names}
+        recorder = _Recorder(device, clone, index)
+        fwd = [(n, recorder.hook(n, n, points[n])) for n in names]
+        bwd = [(n, recorder.hook(n + "_grad", n, points[n])) for n in names] if incl_bwd else []
         if stop_at is not None:
             fwd.append((stop_at, _stop_forward))
-        handle = self._attach_many(fwd, bwd, hook_dict)
+        handle = self._attach_many(fwd, bwd, hook_dict, level=self.context_level + 1)
         try:
             try:
                 out = self(*args, **kwargs)
@@ -197,12 +310,14 @@ class HookedModule(nn.Module):
         finally:
             handle.remove()
 
-        points = {n: hook_dict[n] for n in names}
         time_dims = {n: hp.time_dim for n, hp in points.items()}
         time_dims.update({n + "_grad": hp.time_dim for n, hp in points.items()})
         recurrent = {n for n, hp in points.items() if hp.recurrent}
         recurrent |= {n + "_grad" for n in recurrent}
-        cache = ActivationCache.from_calls(recorder.finish(), time_dims, recurrent)
+        calls = recorder.finish()
+        if index is not None:
+            calls, recurrent = _select_steps(calls, recurrent, index)
+        cache = ActivationCache.from_calls(calls, time_dims, recurrent)
         if remove_batch_dim:
             cache = cache.remove_batch_dim()
         return out, cache
@@ -215,6 +330,7 @@ class HookedModule(nn.Module):
         is_permanent: bool = False,
         prepend: bool = False,
         hook_dict: dict[str, HookPoint] | None = None,
+        level: int | None = None,
     ) -> HookHandle:
         """Validate every (names, fn) pair first, then attach them all: all or nothing."""
         if dir not in ("fwd", "bwd"):
@@ -235,18 +351,19 @@ class HookedModule(nn.Module):
                     f"got {type(fn).__name__}: {fn!r}"
                 )
             plan.extend((hook_dict[n], fn) for n in resolve_names(hook_dict, names, owner))
-        return HookHandle([(hp, dir, hp._attach(fn, dir, is_permanent, prepend)) for hp, fn in plan])
+        return HookHandle([(hp, dir, hp._attach(fn, dir, is_permanent, prepend, level)) for hp, fn in plan])
 
     def _attach_many(
         self,
         fwd_hooks: Sequence[HookSpec],
         bwd_hooks: Sequence[HookSpec],
         hook_dict: dict[str, HookPoint] | None = None,
+        level: int | None = None,
     ) -> HookHandle:
         hook_dict = self.hook_dict if hook_dict is None else hook_dict
-        fwd = self._attach(fwd_hooks, "fwd", hook_dict=hook_dict)
+        fwd = self._attach(fwd_hooks, "fwd", hook_dict=hook_dict, level=level)
         try:
-            bwd = self._attach(bwd_hooks, "bwd", hook_dict=hook_dict)
+            bwd = self._attach(bwd_hooks, "bwd", hook_dict=hook_dict, level=level)
         except BaseException:
             fwd.remove()
             raise
@@ -257,18 +374,30 @@ def _find_hook_points(
     module: nn.Module, prefix: str, found: dict[str, HookPoint], seen: set[int]
 ) -> dict[str, HookPoint]:
     """Pre-order walk of ``_modules`` (what ``named_modules`` yields, about 5x faster); names
-    each hook point it finds."""
+    each hook point it finds (and keeps it findable by plain attribute lookup). A HookedModule
+    with hook points of its own making (``hooked.wrap``) contributes them under its path."""
+    holds_points = False
     for name, child in module._modules.items():
         if child is None or id(child) in seen:
             continue
         seen.add(id(child))
         path = prefix + name
         if isinstance(child, HookPoint):
+            holds_points = True
             if child.name != path:
                 object.__setattr__(child, "name", path)
             found[path] = child
-        elif child._modules:
+            continue
+        if isinstance(child, HookedModule) and type(child).hook_dict is not HookedModule.hook_dict:
+            for inner, hp in child.hook_dict.items():
+                if id(hp) not in seen:
+                    seen.add(id(hp))
+                    object.__setattr__(hp, "name", f"{path}.{inner}")
+                    found[f"{path}.{inner}"] = hp
+        if child._modules:
             _find_hook_points(child, path + ".", found, seen)
+    if holds_points and not fast_lookup.is_bound(module):
+        fast_lookup.bind(module)
     return found
 
 
@@ -279,25 +408,58 @@ def _stop_forward(act: Any, hook: HookPoint) -> None:
 _declare(_stop_forward, read_only=True)
 
 
-class _Recorder:
-    """Collects (step, tensor) per name while a cached forward (and backward) runs."""
+def _select_steps(
+    calls: dict[str, list[Tensor]], recurrent: set[str], index: Any
+) -> tuple[dict[str, list[Tensor]], set[str]]:
+    """``pos_slice`` on a recurrent hook point: keep the steps it selects (its time axis). A
+    TransformerLens ``Slice`` in int mode keeps one step and drops the axis."""
+    out: dict[str, list[Tensor]] = {}
+    still = set(recurrent)
+    for name, tensors in calls.items():
+        if name not in recurrent:
+            out[name] = tensors
+            continue
+        steps = torch.arange(len(tensors))
+        if isinstance(index, int):  # int mode: one step, no time axis
+            chosen = [slice_positions(steps, index, 0, name)]
+            still.discard(name)
+        else:
+            chosen = slice_positions(steps, index, 0, name).reshape(-1)
+        out[name] = [tensors[int(i)] for i in chosen]
+    return out, still
 
-    def __init__(self, device: torch.device | str | None, clone: bool):
+
+class _Recorder:
+    """Collects (step, tensor) per name while a cached forward (and backward) runs; names are
+    kept in the order they first fired."""
+
+    def __init__(self, device: torch.device | str | None, clone: bool, index: Any = None):
         self.device = device
         self.clone = clone
+        self.index = index
         self.calls: dict[str, list[tuple[int, Tensor, int]]] = {}
 
-    def hook(self, name: str) -> HookFn:
-        calls = self.calls.setdefault(name, [])
+    def hook(self, name: str, point_name: str, point: HookPoint) -> HookFn:
+        """A hook that records under ``name`` what the hook point ``point_name`` sees."""
+        calls = self.calls
         device, clone = self.device, self.clone
+        index = None if point.recurrent else self.index  # recurrent: steps are selected afterwards
+        axis = pos_axis(point_name, point.pos_dim)
 
         def record(act: Tensor, hook: HookPoint) -> None:
             t = act.detach()
+            if index is not None and t.dim() >= 2:
+                t = slice_positions(t, index, axis, name)
             if clone:
                 t = t.clone()
             if device is not None:
                 t = t.to(device)
-            calls.append((hook.step, t, t._version))
+            entry = (hook.step, t, t._version)
+            seen = calls.get(name)
+            if seen is None:
+                calls[name] = [entry]
+            else:
+                seen.append(entry)
 
         record.__qualname__ = f"cache[{name!r}]"
         return _declare(record, read_only=True)
@@ -305,8 +467,6 @@ class _Recorder:
     def finish(self) -> dict[str, list[Tensor]]:
         out = {}
         for name, calls in self.calls.items():
-            if not calls:
-                continue
             if any(t._version != v for _, t, v in calls):
                 warnings.warn(
                     f"the activation cached at {name!r} was modified in place after its hook point "

@@ -32,17 +32,24 @@ forward (pre-)hook on its module when its first hook is added and removes it wit
 un-hooked forward runs exactly ``module``'s own code (see ``benchmarks/lm.py``). Wrapping copies
 no weights: the wrapper holds ``module`` itself as its child ``module``.
 
+Steps. While any hook point of the wrapper has a hook, ``module`` also carries a forward pre-hook
+and an ``always_call`` forward hook that make each call of it one pass of the step counter
+(``hook.step``), so calling ``module`` directly, or ``wrapped.generate(...)`` (one forward per
+new token), counts steps per forward just as calling the wrapper does.
+
 ``wrapped.unwrap()`` (or :func:`unwrap`) removes every hook and returns the original module.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
 
+from hooked import hook_point
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
 
@@ -61,6 +68,7 @@ class ModuleHookPoint(HookPoint):
         if where not in ("in", "out"):
             raise ValueError(f"where must be 'in' or 'out', got {where!r}")
         object.__setattr__(self, "_target", module)  # a plain reference, not a child module
+        object.__setattr__(self, "_owner", None)  # weak reference to the Wrapped it belongs to
         self.where = where
         self._torch_handle: Any = None
 
@@ -74,6 +82,14 @@ class ModuleHookPoint(HookPoint):
         elif not self._live and self._torch_handle is not None:
             self._torch_handle.remove()
             self._torch_handle = None
+        owner = self._owner() if self._owner is not None else None
+        if owner is not None:
+            owner._point_live(self, self._live)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_owner"] = None  # a weak reference: the Wrapped that is copied with it links it again
+        return state
 
     # PyTorch hook callbacks ------------------------------------------------------------
     def _on_output(self, module: nn.Module, args: Any, output: Any) -> Any:
@@ -200,15 +216,40 @@ class Wrapped(HookedModule):
             points[prefix + "hook_out"] = ModuleHookPoint(sub, "out")
         for name, hp in points.items():
             hp.name = name
+            object.__setattr__(hp, "_owner", weakref.ref(self))
         object.__setattr__(self, "_points", points)  # not submodules: state_dict and .to() unchanged
+        object.__setattr__(self, "_live_points", set())  # ids of points with hooks attached
+        object.__setattr__(self, "_pass_handles", None)  # module's pass hooks while any point is live
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         out = self.module(*args, **kwargs)
         return out if self._output is None else self._output(out)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for hp in self._points.values():
+            object.__setattr__(hp, "_owner", weakref.ref(self))
+
     @property
     def hook_dict(self) -> dict[str, HookPoint]:
+        for name, hp in self._points.items():
+            if hp.name != name:  # named from this model's view (a model it is nested in renames)
+                object.__setattr__(hp, "name", name)
         return dict(self._points)
+
+    def _point_live(self, hp: ModuleHookPoint, live: bool) -> None:
+        """Keep the pass hooks on ``module`` exactly while some hook point is live."""
+        (self._live_points.add if live else self._live_points.discard)(id(hp))
+        if self._live_points and self._pass_handles is None:
+            handles = (
+                self.module.register_forward_pre_hook(hook_point._open_at_module_call),
+                self.module.register_forward_hook(hook_point._close_at_module_return, always_call=True),
+            )
+            object.__setattr__(self, "_pass_handles", handles)
+        elif not self._live_points and self._pass_handles is not None:
+            for h in self._pass_handles:
+                h.remove()
+            object.__setattr__(self, "_pass_handles", None)
 
     @property
     def mod_dict(self) -> dict[str, nn.Module]:

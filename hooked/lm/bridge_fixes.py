@@ -17,7 +17,8 @@ gives right answers with the installed packages and takes the same batches as th
    :class:`hooked.HookReturnError` names the hook, as on every :class:`hooked.HookedModule`
    (TransformerLens checks nothing: a float32 steering vector added to a bfloat16 model failed deep
    inside transformers with ``expected m1 and m2 to have the same dtype``). Replacements are never
-   cast: cast in the hook (``return act + vector.to(act.dtype)``).
+   cast: cast in the hook (``return act + vector.to(act.dtype)``). The handles still name the
+   user's own function (``LensHandle.user_hook``, what ``list_hooks`` shows), not the check.
 
 The changes are made on the instance (its class is switched to a subclass that adds 2-4; each
 attention component gets the cache fix), so other bridges in the same process are untouched.
@@ -25,8 +26,9 @@ attention component gets the cache fix), so other bridges in the same process ar
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from torch import Tensor
@@ -104,13 +106,32 @@ class _BridgeInputs:
     def run_with_cache(self, input: Any = None, *args: Any, input_ids: Any = None, **kwargs: Any) -> Any:
         return super().run_with_cache(_one_input(input, input_ids), *args, **kwargs)  # type: ignore[misc]
 
-    def hooks(self, fwd_hooks: Sequence = (), bwd_hooks: Sequence = (), *args: Any, **kwargs: Any) -> Any:
-        return super().hooks(  # type: ignore[misc]
+    @contextlib.contextmanager
+    def hooks(
+        self, fwd_hooks: Sequence = (), bwd_hooks: Sequence = (), *args: Any, **kwargs: Any
+    ) -> Iterator[Any]:
+        with super().hooks(  # type: ignore[misc]
             _checked_specs(fwd_hooks, "fwd"), _checked_specs(bwd_hooks, "bwd"), *args, **kwargs
-        )
+        ) as model:
+            _show_user_hooks(self.hook_dict.values())  # type: ignore[attr-defined]
+            yield model
 
     def add_hook(self, name: Any, hook_fn: Any, dir: str = "fwd", *args: Any, **kwargs: Any) -> Any:
-        return super().add_hook(name, _checked(hook_fn, name, dir), dir, *args, **kwargs)  # type: ignore[misc]
+        out = super().add_hook(name, _checked(hook_fn, name, dir), dir, *args, **kwargs)  # type: ignore[misc]
+        hook_dict = self.hook_dict  # type: ignore[attr-defined]
+        _show_user_hooks(
+            [hook_dict[name]] if isinstance(name, str) and name in hook_dict else hook_dict.values()
+        )
+        return out
+
+
+def _show_user_hooks(hook_points: Iterable[Any]) -> None:
+    """Point each handle's ``user_hook`` back at the user's function where it names a check."""
+    for hp in hook_points:
+        for handle in (*getattr(hp, "fwd_hooks", ()), *getattr(hp, "bwd_hooks", ())):
+            user = getattr(handle.user_hook, "_hooked_user_fn", None)
+            if user is not None:
+                handle.user_hook = user
 
 
 def _one_input(input: Any, input_ids: Any) -> Any:
@@ -166,6 +187,7 @@ def _checked(fn: Any, name: Any, dir: str) -> Any:
         return out
 
     checked._hooked_checked = True  # type: ignore[attr-defined]
+    checked._hooked_user_fn = fn  # type: ignore[attr-defined]
     checked.__qualname__ = _describe(fn)
     return checked
 

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from hooked.cache import ActivationCache
+from hooked.cache import ActivationCache, pos_axis, pos_index, slice_positions
 from hooked.names import NamesSpec, resolve_names
 
 HookSpec = tuple[str | Callable[[str], bool], Callable]
@@ -75,6 +75,7 @@ def _seen_as(fn: Callable, name: str) -> Callable:
         return fn(act, hook=hook if hook.name == name else _SeenAs(hook, name))
 
     call.__qualname__ = getattr(fn, "__qualname__", type(fn).__name__)
+    call._hooked_user_fn = getattr(fn, "_hooked_user_fn", fn)  # type: ignore[attr-defined]  # user_hook
     return call
 
 
@@ -293,7 +294,7 @@ class HookedBridge(TransformerBridge):
                 aliases.setdefault(hp.name, name)
         cache = ActivationCache.from_calls(calls, {}, set()).with_aliases(aliases)
         if pos_slice is not None:
-            cache = _slice_positions(cache, pos_slice)
+            cache = _slice_positions(cache, pos_slice, hook_dict)
         if remove_batch_dim:
             cache = cache.remove_batch_dim()
         return out, (cache if return_cache_object else dict(cache.items()))
@@ -306,16 +307,17 @@ def _before_layer(name: str, start: int) -> bool:
     return parts[0] == "blocks" and len(parts) > 1 and parts[1].isdigit() and int(parts[1]) < start
 
 
-def _slice_positions(cache: ActivationCache, pos_slice: Any) -> ActivationCache:
-    index = [pos_slice] if isinstance(pos_slice, int) else pos_slice
-    if isinstance(index, tuple):
-        index = slice(*index)
+def _slice_positions(cache: ActivationCache, pos_slice: Any, hook_dict: dict[str, Any]) -> ActivationCache:
+    """The cache cut at ``pos_slice`` (:func:`hooked.cache.pos_index`'s rule, as every backend)."""
+    index = pos_index(pos_slice)
+    if index is None:
+        return cache
     data = {}
     for name in cache:
         t = cache[name]
         base = name.removesuffix("_grad")
-        dim = -2 if base.endswith(("hook_pattern", "hook_attn_scores")) else 1
-        data[name] = t[(slice(None),) * (dim % t.dim()) + (index,)] if t.dim() >= 2 else t
+        dim = pos_axis(base, getattr(hook_dict.get(base), "pos_dim", None))
+        data[name] = slice_positions(t, index, dim, name) if t.dim() >= 2 else t
     return ActivationCache(data, aliases=cache._aliases)
 
 

@@ -262,6 +262,8 @@ class _HookedRNN(HookedModule):
                     h, state = self._fused_cell(layer, x[:, s], state, v, s + offset)
                 outs.append(h[:, None])
             start = s + 1
+        for hp in self._points[layer].values():
+            hp.ran_steps(offset + steps)  # steps the fused kernels ran count as reached
         out = torch.cat(outs, dim=1)
         if valid is not None:  # as PyTorch: zeros past a row's length (the next layer's input)
             out = out.masked_fill(~valid[..., None], 0.0)

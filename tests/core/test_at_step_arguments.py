@@ -1,9 +1,6 @@
 """``at_step`` arguments: a step is an int >= 0 (a Python or numpy integer, not a bool or a string or a
 float), given alone or as an iterable of them; anything else is a TypeError / ValueError naming
 what came. A step the sequence never reaches is reported, not silently skipped.
-
-``hooked/hook_point.py`` is the core engineer's; the cases it does not handle yet are marked
-``xfail(strict=False)`` here so that the two branches can be reconciled.
 """
 
 from __future__ import annotations
@@ -44,7 +41,6 @@ def test_valid_steps_fire_exactly_there(steps, expected):
     assert _fires_at(steps) == expected
 
 
-@pytest.mark.xfail(strict=False, reason="at_step argument checks: hooked/hook_point.py (core engineer)")
 @pytest.mark.parametrize("bad", ["12", "1", True, False, 1.5, 2.0, [1, 1.5], [True], b"\x01", None, [None]])
 def test_bad_steps_are_refused_naming_what_came(bad):
     with pytest.raises(TypeError, match="at_step") as e:
@@ -52,13 +48,11 @@ def test_bad_steps_are_refused_naming_what_came(bad):
     assert type(bad).__name__ in str(e.value) or repr(bad) in str(e.value)
 
 
-@pytest.mark.xfail(strict=False, reason="numpy integers as steps: hooked/hook_point.py (core engineer)")
 def test_numpy_integers_are_steps():
     assert _fires_at(np.int64(2)) == [2]
     assert _fires_at(np.arange(2)) == [0, 1]
 
 
-@pytest.mark.xfail(strict=False, reason="an empty step set: hooked/hook_point.py (core engineer)")
 def test_no_steps_at_all_is_refused():
     with pytest.raises(ValueError, match="at_step"):
         hooked.at_step([], zero)
@@ -69,9 +63,6 @@ def test_negative_steps_are_refused():
         hooked.at_step(-1, zero)
 
 
-@pytest.mark.xfail(
-    strict=False, reason="a step past the sequence's end: hooked/hook_point.py (core engineer)"
-)
 def test_a_step_the_sequence_never_reaches_is_reported():
     rnn = TinyRNN()
     x = torch.randn(1, 3, 3)
@@ -80,7 +71,6 @@ def test_a_step_the_sequence_never_reaches_is_reported():
     assert torch.equal(out, rnn(x))  # it ran unedited, and the user was told
 
 
-@pytest.mark.xfail(strict=False, reason="at_step argument checks: hooked/hook_point.py (core engineer)")
 @settings(max_examples=60, deadline=None)
 @given(
     st.one_of(

@@ -41,3 +41,31 @@ def test_compiled_recurrent_steps_restart_every_forward():
         first, second = compiled(x), compiled(x)
     want = rnn.manual(x, lambda t, h: h * 0 if t == 1 else h)
     assert torch.allclose(first, want, atol=1e-6) and torch.allclose(second, want, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compiling_while_other_models_hook_points_come_and_go():
+    """Hook points of other models that are live while a model compiles, and then collected, must
+    not break the compilation or its guards. (The set of live hook points used to be traced entry
+    by entry, and one collected during compilation made guard creation fail with a KeyError; that
+    race depends on when the collector runs, so this test exercises the situation without forcing
+    it.)"""
+    import gc
+
+    torch._dynamo.reset()
+    others = [MLPStack(8, 2) for _ in range(20)]
+    for other in others:
+        other.add_perma_hook("hook_out", lambda a, hook: a)
+    model = MLPStack(8, 2)
+    x = torch.randn(2, 8)
+    ref = model(x)
+    compiled = torch.compile(model)
+    assert torch.allclose(compiled(x), ref)
+    del others[:10]
+    gc.collect()
+    assert torch.allclose(compiled(x), ref)
+    with model.hooks(fwd_hooks=[("hook_out", lambda a, hook: a * 0)]):
+        assert torch.equal(compiled(x), torch.zeros_like(ref))
+    others.clear()
+    gc.collect()
+    assert torch.allclose(compiled(x), ref)

@@ -347,7 +347,8 @@ def test_cache_device_and_names_filter_forms(mlp):
     x = torch.randn(2, 8)
     _, by_name = mlp.run_with_cache(x, names_filter="hook_out", device="cpu")
     _, by_list = mlp.run_with_cache(x, names_filter=["hook_out", "blocks.2.hook_mlp_out"])
-    assert list(by_name) == ["hook_out"] and list(by_list) == ["hook_out", "blocks.2.hook_mlp_out"]
+    assert list(by_name) == ["hook_out"]
+    assert list(by_list) == ["blocks.2.hook_mlp_out", "hook_out"]  # the order they ran in, as TL
     with pytest.raises(UnknownHookError):
         mlp.run_with_cache(x, names_filter=["hook_outt"])
 

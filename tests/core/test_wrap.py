@@ -165,7 +165,8 @@ def test_no_weights_copied_and_unwrap_restores(net):
     assert all(a is b for a, b in zip(model.parameters(), net.parameters()))
     assert model.module is net and model.inp is net.inp  # attributes fall through to the module
     handle = model.add_hook("inp.hook_out", lambda a, hook: a * 0, is_permanent=True)
-    assert torch_hooks(net) == 1 and len(handle) == 1
+    # the hook point's forward hook, and the wrapped module's pass pre-hook and hook (hook.step)
+    assert len(net.inp._forward_hooks) == 1 and torch_hooks(net) == 3 and len(handle) == 1
     assert hooked.unwrap(model) is net
     assert torch_hooks(net) == 0 and model.hook_dict == {}
     assert set(net.state_dict()) == set(sd_before)
@@ -177,7 +178,7 @@ def test_inactive_wrap_installs_nothing(net):
     model = hooked.wrap(net, inputs=True)
     assert torch_hooks(net) == 0
     with model.hooks(fwd_hooks=[("dic.lin.hook_out", lambda a, hook: None)]):
-        assert len(net.dic.lin._forward_hooks) == 1 and torch_hooks(net) == 1
+        assert len(net.dic.lin._forward_hooks) == 1 and torch_hooks(net) == 3  # + the pass hooks
     assert torch_hooks(net) == 0
 
 

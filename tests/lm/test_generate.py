@@ -115,6 +115,36 @@ def test_steering_only_the_new_tokens_or_only_the_prompt(tiny, backend, where):
         assert got.tokens[0, 0] == plain[0, 0]  # the first new token comes from the prompt pass
 
 
+def test_every_forward_of_generate_is_a_pass_of_its_own(tiny):
+    """``hook.step`` counts calls within one forward: each of generate's forwards starts again at 0
+    (also when the model was run before), so ``at_step(0, fn)`` fires once per forward and a hook
+    point that runs once per forward never reaches step 1 (reported, once per forward)."""
+    import warnings
+
+    from hooked import at_step
+
+    model = tiny["wrap"]
+    name = lm.residual_hooks(model)[1]
+    ids = lm.to_tokens(model, TEXTS[0])
+    model.add_perma_hook(name, lambda a, hook: None)  # a hook attached before: steps are live
+    try:
+        model(ids)
+        model.module(ids)
+        seen = []
+        hooks = [(name, at_step(0, lambda a, hook: seen.append((lm.generation_pass(), hook.step))))]
+        lm.generate(model, TEXTS[0], 4, fwd_hooks=hooks, stop_at_eos=False)
+        assert seen == [(k, 0) for k in range(4)]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            lm.generate(
+                model, TEXTS[0], 3, fwd_hooks=[(name, at_step(1, lambda a, hook: a * 0))], stop_at_eos=False
+            )
+        told = [str(w.message) for w in caught if str(w.message).startswith("at_step")]
+        assert len(told) == 3 and all(name in t and "[1]" in t for t in told)
+    finally:
+        model.reset_hooks(including_permanent=True)
+
+
 def test_hook_wrappers_outside_generate(tiny):
     model = tiny["wrap"]
     name = lm.residual_hooks(model)[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -244,7 +246,7 @@ def test_step_offset_shifts_the_steps_hooks_see():
 
 @settings(max_examples=20, deadline=None)
 @given(
-    steps=st.sets(st.integers(0, 11), max_size=5),
+    steps=st.sets(st.integers(0, 11), min_size=1, max_size=5),
     layers=st.integers(1, 2),
     lstm=st.booleans(),
     seed=st.integers(0, 1000),
@@ -258,7 +260,12 @@ def test_segments_equal_full_unroll(steps, layers, lstm, seed):
     def edit(h, hook):
         return h * scale
 
-    seg, _ = m.run_with_hooks(x, fwd_hooks=[(lambda n: n.startswith("hook_h"), at_step(steps, edit))])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        seg, _ = m.run_with_hooks(x, fwd_hooks=[(lambda n: n.startswith("hook_h"), at_step(steps, edit))])
+    beyond = sorted(s for s in steps if s >= 10)  # past the 10 steps: reported, once per layer
+    told = [str(w.message) for w in caught if str(w.message).startswith("at_step")]
+    assert len(told) == (layers if beyond else 0) and all(f"step(s) {beyond}" in t for t in told)
     full, _ = m.run_with_hooks(
         x,
         fwd_hooks=[
