@@ -250,8 +250,8 @@ def _prefix_scaling(wrapped) -> list[Row]:
     hooks = lm.residual_hooks(wrapped)
     rows = []
     for n_lead in (0, 1, 3):
-        clean = lm.to_tokens(wrapped, lead * n_lead + " " + EIFFEL.clean if n_lead else EIFFEL.clean)
-        corrupt = lm.to_tokens(wrapped, lead * n_lead + " " + EIFFEL.corrupt if n_lead else EIFFEL.corrupt)
+        before = (lead * n_lead + " ") if n_lead else ""
+        clean, corrupt = (lm.to_tokens(wrapped, before + text) for text in (EIFFEL.clean, EIFFEL.corrupt))
         positions = list(range(clean.shape[1]))
         t = _time_sweeps(wrapped, corrupt, clean, hooks, metric, positions, rounds=2, warmup=0)
         n = len(hooks) * len(positions)
