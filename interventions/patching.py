@@ -180,11 +180,11 @@ def patching_sweep(
         chunk: at most this many patches per forward (default: all of them).
         batched: ``False`` runs one forward per patch (the reference loop).
         reuse_prefix: on a causal language model (from :func:`hooked.lm.load`, bridge or wrap),
-            recompute only the positions from each patch's position on, reusing the base run's
-            keys and values before it (:mod:`interventions.prefix_reuse`; same results within
-            float noise, about 2x fewer positions computed). ``None`` (default): where it applies
-            (a causal LM, a token batch, positions on axis 1 of every hook's activation);
-            ``True``: required (an error where it does not apply); ``False``: never.
+            recompute only the positions from each patch's position on and the layers from its
+            layer on, reusing the base run's keys, values and layer outputs before them
+            (:mod:`interventions.prefix_reuse`; same results within float noise). ``None``
+            (default): where it applies (a causal LM, a token batch, positions on axis 1 of
+            every hook's activation); ``True``: required (an error where it does not apply); ``False``: never.
     Returns:
         [len(hooks), len(positions)] (or [len(hooks)] when ``positions`` is None): the metric
         averaged over the base batch's rows.

@@ -1,17 +1,21 @@
 """Patching sweeps on causal language models that recompute only what a patch changes.
 
-In a causal LM, patching an activation at position ``p`` changes nothing at the positions before
-``p``: the patched run's keys, values and logits there are the base run's. So the base run is
-done once with a key-value cache, and each patch reruns only positions ``p .. T-1`` on top of the
-base run's cache cropped to ``p``. Patches that start at the same position share one forward
-(rows of a batch, as in :func:`interventions.patching.patching_sweep`'s plain path). With a
-per-row position (a padded batch, where the same token sits at other indices), a patch reuses the
-positions before the earliest of its rows' positions.
+In a causal LM, a patch at position ``p`` in decoder layer ``l`` changes nothing at the positions
+before ``p`` and nothing that layers ``0 .. l-1`` compute. So the base run is done once, keeping
+its key-value cache and every layer's output, and a patched run recomputes only positions
+``p .. T-1`` (on top of the base cache cropped to ``p``) of layers ``l ..`` (on the base run's
+output of layer ``l-1``, :mod:`hooked.lm.layer_skip`). Patches share forwards as rows of one
+batch, as in :func:`interventions.patching.patching_sweep`'s plain path; a forward runs from its
+patches' earliest position and layer, and :func:`plan` chooses which patches go together by a
+cost model of the forward (a fixed cost plus a cost per row and position, per layer run).
+With a per-row position (a padded batch, where the same token sits at other indices), a patch
+reuses the positions before the earliest of its rows' positions. A hook point outside the
+decoder layers (the embedding, the final norm) is patched with every layer run.
 
 The metric sees the whole sequence's logits, as it would after a full forward: the reused
-positions' logits are the base run's. On a T-token prompt with every position patched once, a
-layer x position sweep computes about ``(T + 1) / 2`` positions per patch instead of ``T``; the
-results equal the full recomputation within float noise (``tests/interventions``).
+positions' logits are the base run's. On a T-token prompt with every residual position patched,
+a patch recomputes about ``(T + 1) / 2`` positions of half the layers instead of every position
+of every layer; the results equal the full recomputation within float noise (``tests/lm``).
 
 Used by :func:`interventions.patching.patching_sweep` on models from :func:`hooked.lm.load`
 (``bridge`` and ``wrap``): see its ``reuse_prefix`` argument.
@@ -19,6 +23,8 @@ Used by :func:`interventions.patching.patching_sweep` on models from :func:`hook
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -73,46 +79,120 @@ def prefix_reuse_sweep(
         ``[len(grid)]``.
     """
     from hooked.lm.forward import prefix_cache
+    from hooked.lm.layer_skip import decoder_layers, head_share, layer_of, layer_outputs, skipping
     from hooked.lm.tokens import batch_ids_and_mask
 
     ids, mask = batch_ids_and_mask(base)
     mask = torch.ones_like(ids) if mask is None else mask.to(ids.device).long()
     n_rows, length = ids.shape
     position_ids = (mask.cumsum(dim=1) - 1).clamp_min(0)
-    cache = forward.new_cache()
-    with torch.no_grad():
-        base_logits = forward(ids, mask, position_ids, cache)
-
-    # patches that reuse the same prefix share forwards; chunks of at most `chunk` patches
+    stack = decoder_layers(forward.hf)
     starts = [int(pos.min()) for _, pos in grid]
-    order = sorted(range(len(grid)), key=lambda j: starts[j])
-    groups: list[list[int]] = []
-    for j in order:
-        if groups and starts[groups[-1][0]] == starts[j] and len(groups[-1]) < chunk:
-            groups[-1].append(j)
-        else:
-            groups.append([j])
+    firsts = [layer_of(h, stack[0]) if stack else 0 for h, _ in grid]
+    cache = forward.new_cache()
+    with torch.no_grad(), layer_outputs(stack[1] if stack else torch.nn.ModuleList()) as base_run:
+        base_logits = forward(ids, mask, position_ids, cache)
+    n_layers = len(stack[1]) if stack else 1
+    head = head_share(forward.hf, stack[1]) if stack else 0.0
+    groups = plan(starts, firsts, n_layers=n_layers, head=head, rows=n_rows, length=length, chunk=chunk)
 
     values: Tensor | None = None
     for group in _progress(groups, progress):
-        start = starts[group[0]]
-        k = len(group)
+        start, first, k = min(starts[j] for j in group), min(firsts[j] for j in group), len(group)
         rows = torch.arange(n_rows, device=ids.device).repeat(k)  # patch-major, as the plain path
         hooks = _suffix_hooks([grid[j] for j in group], acts, n_rows, start, length)
         suffix = ids[:, start:].repeat(k, 1)
-        with torch.no_grad(), forward.hooks(hooks):
+        skip: Any = contextlib.nullcontext()
+        if first:  # layers before the group's first patched one: the base run's output
+            given = base_run["outputs"][first - 1][:, start:].repeat(k, 1, 1)
+            skip = skipping(stack[1], first, given, base_run["tuple_len"])
+        with torch.no_grad(), forward.hooks(hooks), skip:
             if start == 0:
                 logits = forward(suffix, mask.repeat(k, 1), position_ids.repeat(k, 1), None)
             else:
                 past = prefix_cache(cache, start, rows)
                 logits = forward(suffix, mask.repeat(k, 1), position_ids[:, start:].repeat(k, 1), past)
-            if start:
                 logits = torch.cat([base_logits[:, :start].repeat(k, 1, 1), logits], dim=1)
             got = metric(logits).float().reshape(k, n_rows).mean(dim=1)
         if values is None:
             values = got.new_empty(len(grid))
         values[torch.tensor(group, device=got.device)] = got
     return values
+
+
+# A forward's fixed cost (dispatch, reading every weight once), in row-tokens of its compute: about
+# 37 for SmolLM2-135M on a CPU at two threads (60 ms, against 1.6 ms per added row-token).
+_FORWARD_OVERHEAD = 37.0
+# At most this many start positions share a band (planning time grows with the cube of the width;
+# wider bands recompute many positions for their later patches).
+_WIDEST_BAND = 8
+
+
+def plan(
+    starts: Sequence[int],
+    firsts: Sequence[int],
+    *,
+    n_layers: int,
+    head: float,
+    rows: int,
+    length: int,
+    chunk: int,
+    overhead: float = _FORWARD_OVERHEAD,
+) -> list[list[int]]:
+    """Which patches share a forward: groups of indices into ``starts`` / ``firsts``.
+
+    Patch ``j`` needs positions ``starts[j] ..`` of layers ``firsts[j] ..`` recomputed (and the
+    output head, worth ``head`` layers); a forward runs from its patches' earliest position and
+    earliest layer. The patches are cut into bands of up to 8 neighbouring start positions and each band,
+    in order of first layer, into forwards of at most ``chunk`` patches, so that the modelled cost
+    ``sum over forwards of (layers run + head) * (overhead + rows * patches * positions run)`` is
+    least (exact dynamic programmes, over bands and over the cuts within a band).
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk={chunk}: expected at least 1 patch per forward")
+    distinct = sorted(set(starts))
+    by_start: dict[int, list[int]] = {s: [] for s in distinct}
+    for j in range(len(starts)):
+        by_start[starts[j]].append(j)
+
+    def band(i: int, k: int) -> tuple[float, list[list[int]]]:
+        """The best forwards for the patches starting at ``distinct[i:k]``."""
+        items = sorted((j for s in distinct[i:k] for j in by_start[s]), key=lambda j: (firsts[j], starts[j]))
+        # a forward may begin where the first layer changes, and every `chunk` patches from there
+        # or from the band's beginning (so that plain packing in this order is one of the plans)
+        runs = [a for a in range(len(items)) if a == 0 or firsts[items[a]] != firsts[items[a - 1]]]
+        cuts = {c for a, b in zip(runs, runs[1:] + [len(items)]) for c in range(a, b, chunk)}
+        cuts = sorted(cuts | set(range(0, len(items), chunk)) | {len(items)})
+        best, back = [0.0] + [math.inf] * (len(cuts) - 1), [0] * len(cuts)
+        for e in range(1, len(cuts)):
+            first_pos = length
+            for c in range(e - 1, -1, -1):
+                n = cuts[e] - cuts[c]
+                if n > chunk:
+                    break
+                first_pos = min(first_pos, *(starts[j] for j in items[cuts[c] : cuts[c + 1]]))
+                layers = n_layers - firsts[items[cuts[c]]] + head
+                cost = best[c] + layers * (overhead + n * rows * (length - first_pos))
+                if cost < best[e]:
+                    best[e], back[e] = cost, c
+        groups, e = [], len(cuts) - 1
+        while e:
+            groups.append(items[cuts[back[e]] : cuts[e]])
+            e = back[e]
+        return best[-1], groups[::-1]
+
+    best, back = [0.0] + [math.inf] * len(distinct), [0] * (len(distinct) + 1)
+    bands: dict[tuple[int, int], list[list[int]]] = {}
+    for k in range(1, len(distinct) + 1):
+        for i in range(max(0, k - _WIDEST_BAND), k):
+            cost, bands[i, k] = band(i, k)
+            if best[i] + cost < best[k]:
+                best[k], back[k] = best[i] + cost, i
+    groups, k = [], len(distinct)
+    while k:
+        groups = bands[back[k], k] + groups
+        k = back[k]
+    return groups
 
 
 def _suffix_hooks(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hooked import lm
 from interventions import prefix_reuse
@@ -41,29 +43,112 @@ def test_prefix_reuse_equals_full_recomputation(tiny, backend):
         assert full.std() > 1e-3  # the patches do something: the comparison can fail
 
 
-def test_prefix_reuse_runs_only_the_suffix(tiny, monkeypatch):
+def test_prefix_reuse_runs_only_the_suffix_from_the_patched_layer(tiny):
     model = tiny["wrap"]
     base = lm.to_tokens(model, "the cat sat on the big red mat")
     source = lm.to_tokens(model, "a dog ran to the old blue house")
-    seen: list[int] = []
-    real = prefix_reuse.prefix_reuse_sweep
-
-    def counting(model, forward, *args, **kwargs):
-        call = forward.__call__
-
-        class Counting(type(forward)):
-            def __call__(self, ids, *a):
-                seen.append(ids.shape[1])
-                return call(ids, *a)
-
-        forward.__class__ = Counting
-        return real(model, forward, *args, **kwargs)
-
-    monkeypatch.setattr(prefix_reuse, "prefix_reuse_sweep", counting)
+    layers = model.module.model.layers
+    calls = {i: [] for i in range(len(layers))}
+    handles = [
+        layer.register_forward_hook(lambda m, a, k, o, i=i: calls[i].append(a[0].shape), with_kwargs=True)
+        for i, layer in enumerate(layers)
+    ]
     T = base.shape[1]
-    patching_sweep(model, base, source, lm.residual_hooks(model), mean_logit, positions=range(T))
-    assert seen[0] == T  # the base run, once
-    assert sorted(seen[1:]) == sorted(T - p for p in range(T))  # one forward per start, suffix only
+    try:  # patches at layers 1 and 2 only: layer 0 runs once (the base run), on every position
+        hooks = lm.residual_hooks(model)[1:3]
+        full = patching_sweep(model, base, source, hooks, mean_logit, positions=range(T), reuse_prefix=False)
+        for c in calls.values():
+            c.clear()
+        reused = patching_sweep(model, base, source, hooks, mean_logit, positions=range(T), chunk=4)
+    finally:
+        for h in handles:
+            h.remove()
+    torch.testing.assert_close(reused, full, atol=1e-4, rtol=1e-4)
+    assert calls[0] == [torch.Size([1, T, 32])] * 2  # the source run and the base run
+    assert len(calls[1]) > 2  # and the patched runs
+    suffixes = {s[1] for s in calls[1][2:]}
+    assert suffixes <= set(range(1, T + 1)) and T in suffixes and min(suffixes) < T  # suffixes
+    assert sum(s[0] for s in calls[1][2:]) >= 2 * T  # every patch ran somewhere...
+    assert all(s[0] <= 4 for s in calls[1][2:])  # ...at most `chunk` patches per forward
+
+
+@pytest.mark.parametrize("backend", ["wrap", "bridge"])
+def test_prefix_reuse_with_hooks_inside_and_outside_the_layers_equals_full(tiny, backend):
+    model = tiny[backend]
+    base = lm.to_tokens(model, "the cat sat on the big red mat")
+    source = lm.to_tokens(model, "a dog ran to the old blue house")
+    if backend == "wrap":
+        hooks = [
+            "model.embed_tokens.hook_out",
+            "model.layers.1.self_attn.hook_out",
+            "model.layers.1.mlp.hook_out",
+        ]
+    else:
+        hooks = ["hook_embed", "blocks.1.attn.hook_z", "blocks.1.hook_mlp_out"]
+    hooks.append(lm.residual_hooks(model)[-1])
+    kw = dict(positions=range(base.shape[1]), chunk=3)
+    full = patching_sweep(model, base, source, hooks, mean_logit, reuse_prefix=False, **kw)
+    reused = patching_sweep(model, base, source, hooks, mean_logit, reuse_prefix=True, **kw)
+    torch.testing.assert_close(reused, full, atol=1e-4, rtol=1e-4)
+    assert (full.std(dim=1) > 1e-4).all()  # every hook's patches change the output
+
+
+def test_prefix_reuse_on_gpt2_equals_full(tiny_gpt2):
+    model = tiny_gpt2["wrap"]
+    base = lm.to_tokens(model, "the cat sat on the big red mat")
+    source = lm.to_tokens(model, "a dog ran to the old blue house")
+    hooks = lm.residual_hooks(model)
+    kw = dict(positions=range(base.shape[1]), chunk=5)
+    full = patching_sweep(model, base, source, hooks, mean_logit, reuse_prefix=False, **kw)
+    reused = patching_sweep(model, base, source, hooks, mean_logit, reuse_prefix=True, **kw)
+    torch.testing.assert_close(reused, full, atol=1e-4, rtol=1e-4)
+    assert full.std() > 1e-4
+
+
+def _cost(groups, starts, firsts, n_layers, head, overhead, length):
+    return sum(
+        (n_layers - min(firsts[j] for j in g) + head)
+        * (overhead + len(g) * (length - min(starts[j] for j in g)))
+        for g in groups
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.integers(1, 5),
+    st.integers(1, 7),
+    st.floats(0, 200),
+    st.floats(0, 10),
+    st.randoms(use_true_random=False),
+)
+def test_plan_covers_every_patch_once_and_is_no_worse_than_simple_plans(
+    n_layers, length, chunk, overhead, head, rnd
+):
+    grid = [(f, s) for f in range(n_layers) for s in range(length) if rnd.random() < 0.7] or [(0, 0)]
+    firsts, starts = [f for f, _ in grid], [s for _, s in grid]
+    kw = dict(n_layers=n_layers, head=head, rows=1, length=length, chunk=chunk)
+    groups = prefix_reuse.plan(starts, firsts, overhead=overhead, **kw)
+    assert sorted(j for g in groups for j in g) == list(range(len(grid)))
+    assert all(1 <= len(g) <= chunk for g in groups)
+    cost = _cost(groups, starts, firsts, n_layers, head, overhead, length)
+    one_each = [[j] for j in range(len(grid))]
+    in_order = [list(range(len(grid)))[i : i + chunk] for i in range(0, len(grid), chunk)]
+    for other in (one_each, in_order):
+        assert cost <= _cost(other, starts, firsts, n_layers, head, overhead, length) + 1e-6
+
+
+def test_plan_known_answers():
+    # no fixed cost per forward: every patch runs exactly what it needs, alone or with its equals
+    starts, firsts = [0, 0, 1, 1, 2], [0, 1, 0, 1, 1]
+    kw = dict(n_layers=2, head=1.0, rows=1, length=3, chunk=8)
+    groups = prefix_reuse.plan(starts, firsts, overhead=0.0, **kw)
+    assert all(len({(starts[j], firsts[j]) for j in g}) == 1 for g in groups)
+    # a huge fixed cost: as few forwards as `chunk` allows
+    assert len(prefix_reuse.plan(starts, firsts, overhead=1e9, **kw)) == 1
+    assert len(prefix_reuse.plan(starts, firsts, overhead=1e9, **{**kw, "chunk": 2})) == 3
+    with pytest.raises(ValueError, match="chunk"):
+        prefix_reuse.plan(starts, firsts, **{**kw, "chunk": 0})
 
 
 @pytest.mark.parametrize("side", ["left", "right"])
