@@ -8,7 +8,8 @@ Not a suite of ``python -m benchmarks`` (it writes gigabytes); run it by hand::
 ``rate``: the same forwards, interleaved A/B, medians: (A) ``run_with_cache`` of the hooks on
 every batch, the activations kept in memory (a list of tensors); (B) ``hooked.store.harvest`` of
 the same hooks on the same batches into a fresh store (shard hashes, manifest and rename
-included). ``memory``: one subprocess per store size, peak ``RssAnon`` (anonymous memory, read
+included); (C) the disk's ceiling: as many bytes written to a fresh file by plain ``write`` calls
+(no model). ``memory``: one subprocess per store size, peak ``RssAnon`` (anonymous memory, read
 from ``/proc/self/status`` every 5 ms by a thread) and ``VmHWM`` for comparison, before and
 during the harvest. Stores are written under ``--dir`` (default: a temporary folder) and deleted.
 """
@@ -88,19 +89,39 @@ def to_store(model, batches, hooks, folder: Path) -> tuple[float, int]:
     return seconds, cpu, size
 
 
+def plain_write(size: int, folder: Path) -> tuple[float, float, int]:
+    """The disk's ceiling: ``size`` bytes written to a fresh file with plain ``write`` calls of
+    64 MiB (no model, no Arrow, no hash), closed and deleted like a store's shards."""
+    chunk = bytes(64 * 2**20)
+    path = folder / "plain.bin"
+    started, cpu = time.perf_counter(), time.process_time()
+    with open(path, "wb") as f:
+        left = size
+        while left > 0:
+            left -= f.write(chunk[: min(left, len(chunk))])
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
+    path.unlink()
+    return seconds, cpu, size
+
+
 def rate(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model, batches, hooks = build(args.model, args.gib, args.batch_size)
     folder = Path(tempfile.mkdtemp(prefix="store-bench-", dir=args.dir))
-    times: dict[str, list[float]] = {"memory": [], "store": []}
-    cpus: dict[str, list[float]] = {"memory": [], "store": []}
+    times: dict[str, list[float]] = {"memory": [], "store": [], "plain_write": []}
+    cpus: dict[str, list[float]] = {"memory": [], "store": [], "plain_write": []}
     sizes = {}
     try:
         in_memory(model, batches[:2], hooks)  # warm up (first hook attach, allocator)
         for _ in range(args.repeats):
-            for name, fn in (("memory", in_memory), ("store", to_store)):
-                args_ = (model, batches, hooks) + ((folder,) if name == "store" else ())
-                s, cpu, size = fn(*args_)
+            for name in ("memory", "store", "plain_write"):
+                os.sync()  # the last arm's dirty pages go to disk before this one starts
+                if name == "memory":
+                    s, cpu, size = in_memory(model, batches, hooks)
+                elif name == "store":
+                    s, cpu, size = to_store(model, batches, hooks, folder)
+                else:
+                    s, cpu, size = plain_write(sizes["store"], folder)
                 times[name].append(s)
                 cpus[name].append(cpu)
                 sizes[name] = size
@@ -119,6 +140,8 @@ def rate(args: argparse.Namespace) -> dict:
         "memory_gib_per_s": sizes["memory"] / 2**30 / med["memory"],
         "store_gib_per_s": sizes["memory"] / 2**30 / med["store"],
         "store_rate_over_memory_rate": med["memory"] / med["store"],
+        "plain_write_gib_per_s": sizes["store"] / 2**30 / med["plain_write"],
+        "store_rate_over_plain_write_rate": med["plain_write"] / med["store"],
         "cpu_seconds": cpus,
         "store_cpu_rate_over_memory_cpu_rate": statistics.median(cpus["memory"])
         / statistics.median(cpus["store"]),

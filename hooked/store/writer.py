@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -218,17 +219,28 @@ def harvest(
 
 # ---------------------------------------------------------------------- shards
 class _HashingFile:
-    """A write-only file that keeps a sha256 and a byte count of what went through it."""
+    """A write-only file that keeps a sha256 and a byte count of what went through it.
+
+    A large write (a record batch's column) is hashed by a second thread while this one writes it
+    (``hashlib`` and file writes release the GIL), so hashing adds little to a write-bound store."""
 
     def __init__(self, path: Path):
         self.file = open(path, "wb")
         self.sha256 = hashlib.sha256()
         self.bytes = 0
         self.closed = False
+        self._hasher = ThreadPoolExecutor(1, thread_name_prefix="store-sha256")
 
     def write(self, data: Any) -> int:
-        self.sha256.update(data)
-        n = self.file.write(data)
+        if memoryview(data).nbytes >= _HASH_ASIDE_BYTES:
+            hashed = self._hasher.submit(self.sha256.update, data)
+            try:
+                n = self.file.write(data)
+            finally:
+                hashed.result()
+        else:
+            self.sha256.update(data)
+            n = self.file.write(data)
         self.bytes += n
         return n
 
@@ -239,8 +251,13 @@ class _HashingFile:
         self.file.flush()
 
     def close(self) -> None:
+        self._hasher.shutdown()
         self.file.close()
         self.closed = True
+
+
+# writes at least this large are hashed on the second thread (smaller ones cost more to hand over)
+_HASH_ASIDE_BYTES = 1 << 20
 
 
 class _ShardWriter:
