@@ -175,6 +175,7 @@ def _patching(ctx: Context, bridge, wrapped) -> list[Row]:
 
     group = "LM activation patching (per patch)"
     rows = []
+    timed: dict[int, dict] = {}  # the wrap sweeps by prompt length, shared with the length sweep
     for name, model in (("TransformerBridge", bridge), ("hooked.wrap", wrapped)):
         clean, corrupt = lm.to_tokens(model, EIFFEL.clean), lm.to_tokens(model, EIFFEL.corrupt)
         metric = logit_diff(lm.token_id(model, EIFFEL.answer), lm.token_id(model, EIFFEL.wrong))
@@ -189,6 +190,8 @@ def _patching(ctx: Context, bridge, wrapped) -> list[Row]:
             inner=1,
         )
         sweeps = _time_sweeps(model, corrupt, clean, hooks, metric, positions)
+        if model is wrapped:
+            timed[clean.shape[1]] = sweeps
         sizes = dict(model="SmolLM2-135M", seq=clean.shape[1], patches=n_grid, chunk=64)
         per_serial = serial.median_s / n_serial
         first = f"{name}: one forward per patch"
@@ -215,10 +218,10 @@ def _patching(ctx: Context, bridge, wrapped) -> list[Row]:
                 f"{name}: batched patching_sweep",
                 full,
                 sizes,
-                note="positions before each patch read from the base run's keys and values",
+                note="the base run's keys and values before each patch's position, outputs before its layer",
             )
         )
-    return rows + _prefix_scaling(wrapped)
+    return rows + _prefix_scaling(wrapped, timed)
 
 
 def _time_sweeps(model, corrupt, clean, hooks, metric, positions, rounds: int = 3, warmup: int = 1) -> dict:
@@ -236,11 +239,12 @@ def _time_sweeps(model, corrupt, clean, hooks, metric, positions, rounds: int = 
     )
 
 
-def _prefix_scaling(wrapped) -> list[Row]:
+def _prefix_scaling(wrapped, timed: dict[int, dict]) -> list[Row]:
     """The reuse gain against the prompt's length: EIFFEL after 0, 1 and 3 shared lead-in sentences
     (9, 18 and 36 tokens), every residual hook and position, two interleaved rounds (the longest
-    sweep takes about a minute; a subset of the hooks would leave the reusing forwards too small
-    to compare: patches reuse a prefix together only when they start at the same position)."""
+    sweep takes about a minute; a subset of the hooks would change how the reusing sweep groups
+    its patches into forwards). A length already in ``timed`` (the 9-token prompt of the patching
+    rows) is not timed again."""
     from analyses.lm_patching import EIFFEL, logit_diff
     from hooked import lm
 
@@ -253,7 +257,9 @@ def _prefix_scaling(wrapped) -> list[Row]:
         before = (lead * n_lead + " ") if n_lead else ""
         clean, corrupt = (lm.to_tokens(wrapped, before + text) for text in (EIFFEL.clean, EIFFEL.corrupt))
         positions = list(range(clean.shape[1]))
-        t = _time_sweeps(wrapped, corrupt, clean, hooks, metric, positions, rounds=2, warmup=0)
+        t = timed.get(clean.shape[1]) or _time_sweeps(
+            wrapped, corrupt, clean, hooks, metric, positions, rounds=2, warmup=0
+        )
         n = len(hooks) * len(positions)
         sizes = dict(model="SmolLM2-135M", seq=clean.shape[1], patches=n, chunk=64)
         base = f"{clean.shape[1]} tokens: batched patching_sweep"

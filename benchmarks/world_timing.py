@@ -68,7 +68,7 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def run_once(job: str, world: int, threads: int | None) -> float:
+def run_once(job: str, world: int, threads: int | None, rows: int | None = None) -> float:
     folder = tempfile.mkdtemp(prefix="world-timing-")
     env = dict(os.environ)
     if threads is not None:
@@ -82,7 +82,8 @@ def run_once(job: str, world: int, threads: int | None) -> float:
         f"--nproc_per_node={world}",
         "--master_addr=127.0.0.1",
     ]
-    cmd += [f"--master_port={_port()}", "-m", "hooked", *JOBS[job], "--out", os.path.join(folder, "out")]
+    out = os.path.join(folder, "out")
+    cmd += [f"--master_port={_port()}", "-m", "hooked", *_job(job, rows), "--out", out]
     started = time.perf_counter()
     try:
         subprocess.run(cmd, env=env, check=True, capture_output=True)
@@ -91,21 +92,32 @@ def run_once(job: str, world: int, threads: int | None) -> float:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _job(job: str, rows: int | None) -> list[str]:
+    """The job's command line, with ``--rows`` replaced where a row count is given."""
+    words = list(JOBS[job])
+    if rows is not None:
+        if "--rows" not in words:
+            raise SystemExit(f"--rows: the {job!r} job has no row count")
+        words[words.index("--rows") + 1] = str(rows)
+    return words
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.world_timing", description=__doc__)
     p.add_argument("job", choices=list(JOBS))
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--rows", type=int, default=None, help="harvest: tokens to harvest (default 65,536)")
     args = p.parse_args(argv)
     ways = {"world 1, all threads": (1, None), "world 1, 1 thread": (1, 1), "world 2, 1 thread each": (2, 1)}
     times: dict[str, list[float]] = {k: [] for k in ways}
     for _ in range(args.repeats):
         for name, (world, threads) in ways.items():
-            times[name].append(run_once(args.job, world, threads))
+            times[name].append(run_once(args.job, world, threads, args.rows))
             print(f"{name}: {times[name][-1]:.1f} s", file=sys.stderr)
     med = {k: statistics.median(v) for k, v in times.items()}
     out = {
         "job": args.job,
-        "command": ["hooked", *JOBS[args.job]],
+        "command": ["hooked", *_job(args.job, args.rows)],
         "cpus": os.cpu_count(),
         "seconds": times,
         "median_seconds": med,
