@@ -51,16 +51,47 @@ def check_hookable(model: Any, argument: str = "model") -> Hookable:
 
 
 def hook_names(model: Hookable, names: NamesSpec = None) -> list[str]:
-    """The hook names of ``model`` that ``names`` selects (all by default)."""
-    return resolve_names(check_hookable(model).hook_dict, names, type(model).__name__)
+    """The hook names of ``model`` that ``names`` selects (all by default). Where the model takes
+    other names for its hook points (``hook_name_aliases``), a name may be one of those (it is kept as
+    given) and a filter sees both names of each point."""
+    hooks = check_hookable(model).hook_dict
+    owner = type(model).__name__
+    aliases = {a: h for a, h in _name_aliases(model).items() if h in hooks}
+    if not aliases or names is None:
+        return resolve_names(hooks, names, owner)
+    if callable(names) and not isinstance(names, str):
+        others: dict[str, list[str]] = {}
+        for a, h in aliases.items():
+            others.setdefault(h, []).append(a)
+        return [h for h in hooks if names(h) or any(names(a) for a in others.get(h, ()))]
+    return resolve_names([*hooks, *aliases], names, owner)
 
 
 def check_hook(model: Hookable, name: str) -> str:
     """Return ``name`` if ``model`` has that hook point, else raise with the closest names."""
-    hooks = check_hookable(model).hook_dict
-    if name not in hooks:
-        raise UnknownHookError(name, hooks, type(model).__name__)
+    hook_point(model, name)
     return name
+
+
+def hook_point(model: Hookable, name: str) -> Any:
+    """The hook point ``name`` of ``model``: by its name in ``hook_dict``, or by another name the
+    model takes for it (an optional ``hook_name_aliases`` mapping, ``{other name: hook name}``: a
+    wrapped language model's TransformerLens names)."""
+    hooks = check_hookable(model).hook_dict
+    if name in hooks:
+        return hooks[name]
+    other = _name_aliases(model).get(name)
+    if other is not None and other in hooks:
+        return hooks[other]
+    raise UnknownHookError(name, hooks, type(model).__name__)
+
+
+def _name_aliases(model: Hookable) -> dict[str, str]:
+    """``model.hook_name_aliases`` where it is a ``{str: str}`` mapping, else nothing."""
+    aliases = getattr(model, "hook_name_aliases", None)
+    if not isinstance(aliases, Mapping):
+        return {}
+    return {a: h for a, h in aliases.items() if isinstance(a, str) and isinstance(h, str)}
 
 
 def split_batch(batch: Batch) -> tuple[tuple, dict]:

@@ -38,14 +38,14 @@ import torch
 from torch import Tensor
 
 from hooked.hook_point import at_step
-from hooked.protocol import Batch, Hookable, cache_batch, check_hook, run_with_hooks, split_batch
+from hooked.protocol import Batch, Hookable, cache_batch, check_hook, hook_point, run_with_hooks, split_batch
 from interventions._patch_rows import rows_by_hook
 
 Metric = Callable[[Any], Tensor]  # forward output -> one value per batch row
 
 
 def _is_recurrent(model: Hookable, name: str) -> bool:
-    return bool(getattr(model.hook_dict[name], "recurrent", False))
+    return bool(getattr(hook_point(model, name), "recurrent", False))
 
 
 Position = int | slice | Tensor | None  # a [rows] tensor: one index per row

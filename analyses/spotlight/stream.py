@@ -42,7 +42,7 @@ from analyses.spotlight.core import (
     unit_basis,
 )
 from analyses.spotlight.grandmother import ConeCounter, GrandmotherResult
-from hooked.protocol import Batch, Hookable, check_hook, iter_activations
+from hooked.protocol import Batch, Hookable, hook_point, iter_activations
 
 
 @dataclass
@@ -330,8 +330,7 @@ def spotlight_model(
         device: move activations there before counting (default: where the model put them).
         Other arguments as :class:`analyses.spotlight.core.SpotlightCounter`.
     """
-    check_hook(model, hook)
-    hp = model.hook_dict[hook]
+    hp = hook_point(model, hook)
     acc = SpotlightAccumulator(
         basis,
         epsilon=epsilon,

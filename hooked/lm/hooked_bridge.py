@@ -40,43 +40,10 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from hooked.cache import ActivationCache, pos_axis, pos_index, slice_positions
+from hooked.lm.seen_as import seen_as as _seen_as
 from hooked.names import NamesSpec, resolve_names
 
 HookSpec = tuple[str | Callable[[str], bool], Callable]
-
-
-class _SeenAs:
-    """A hook point as a hook function sees it: its own attributes, under the name it was attached by."""
-
-    __slots__ = ("_point", "name")
-
-    def __init__(self, point: Any, name: str):
-        object.__setattr__(self, "_point", point)
-        object.__setattr__(self, "name", name)
-
-    def __getattr__(self, attr: str) -> Any:
-        return getattr(self._point, attr)
-
-    def __setattr__(self, attr: str, value: Any) -> None:
-        setattr(self._point, attr, value)
-
-    def layer(self) -> int:
-        parts = self.name.split(".")
-        if len(parts) < 2 or not parts[1].isdigit():
-            raise ValueError(f"hook {self.name!r} is not in a numbered block")
-        return int(parts[1])
-
-    def __repr__(self) -> str:
-        return f"HookPoint(name={self.name!r}, canonical={self._point.name!r})"
-
-
-def _seen_as(fn: Callable, name: str) -> Callable:
-    def call(act: Any, hook: Any) -> Any:
-        return fn(act, hook=hook if hook.name == name else _SeenAs(hook, name))
-
-    call.__qualname__ = getattr(fn, "__qualname__", type(fn).__name__)
-    call._hooked_user_fn = getattr(fn, "_hooked_user_fn", fn)  # type: ignore[attr-defined]  # user_hook
-    return call
 
 
 class HookedBridge(TransformerBridge):

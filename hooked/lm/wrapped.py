@@ -10,9 +10,14 @@ every module, logits out) that adds, for a decoder of a known layout (:mod:`hook
   and transformers' own ``generate``; the model's forward alone would count from the padding,
   which is wrong for absolute position embeddings such as GPT-2's). Ids that look padded but
   come without a mask warn (:func:`hooked.lm.tokens.warn_if_padded_without_mask`);
-* TransformerLens names for reading its caches: ``run_with_cache`` returns a cache in which
-  ``cache["blocks.3.hook_resid_pre"]`` and ``cache["resid_pre", 3]`` find
-  ``model.layers.3.hook_in`` (the keys stay the names that were asked for).
+* TransformerLens names (:func:`hooked.lm.names.tl_aliases`: ``hook_embed``,
+  ``blocks.3.hook_resid_pre`` / ``hook_resid_mid`` / ``hook_resid_post``, ``hook_attn_out``,
+  ``hook_mlp_out``, ``attn.hook_z``, ``attn.hook_pattern``, ``ln1`` / ``ln2`` / ``ln_final``) work
+  wherever a hook name is taken: ``add_hook``, ``hooks``, ``run_with_hooks`` and
+  ``run_with_cache`` (``names_filter``, ``stop_at``); a hook attached by such a name sees it as
+  ``hook.name``, and a filter function is offered both names of each hook point. Caches keep the
+  module-path keys and answer TransformerLens names too (``cache["blocks.3.hook_resid_pre"]``,
+  ``cache["resid_pre", 3]``).
 
 A model of no known layout is wrapped all the same, without per-head points and names.
 """
@@ -25,6 +30,7 @@ from typing import Any
 from torch import Tensor
 
 from hooked.lm.arch import decoder
+from hooked.lm.seen_as import seen_as
 from hooked.lm.tokens import warn_if_padded_without_mask
 from hooked.wrapping import Wrapped
 
@@ -80,6 +86,69 @@ class WrappedLM(Wrapped):
         return "position_ids" in inspect.signature(self.module.forward).parameters
 
     def run_with_cache(self, *args: Any, **kwargs: Any) -> Any:
-        """:meth:`hooked.HookedModule.run_with_cache`; the cache also answers TransformerLens names."""
+        """:meth:`hooked.HookedModule.run_with_cache`, taking TransformerLens names too; the cache
+        also answers them."""
+        if self._tl_aliases:
+            if "names_filter" in kwargs:
+                kwargs["names_filter"] = self._wrap_names(kwargs["names_filter"])
+            if isinstance(kwargs.get("stop_at"), str):
+                kwargs["stop_at"] = self._wrap_name(kwargs["stop_at"])
         out, cache = super().run_with_cache(*args, **kwargs)
         return out, cache.with_aliases(self._tl_aliases)
+
+    # ------------------------------------------------------------------ TransformerLens names
+    @property
+    def hook_name_aliases(self) -> dict[str, str]:
+        """TransformerLens name -> hook point name, for every name this model also takes."""
+        return dict(self._tl_aliases)
+
+    def _attach(self, specs: Any, dir: Any, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`hooked.HookedModule._attach`, with TransformerLens names turned into hook points'
+        names and the hook shown the name it was attached by."""
+        if self._tl_aliases:
+            specs = [s for spec in specs for s in self._wrap_spec(spec)]
+        return super()._attach(specs, dir, *args, **kwargs)
+
+    def _wrap_name(self, name: str) -> str:
+        return self._tl_aliases.get(name, name) if name not in self._points else name
+
+    def _wrap_names(self, spec: Any) -> Any:
+        if isinstance(spec, str):
+            return self._wrap_name(spec)
+        if callable(spec):
+            return self._filter_by_either_name(spec)
+        if isinstance(spec, (list, tuple)):
+            return [self._wrap_name(n) if isinstance(n, str) else n for n in spec]
+        return spec
+
+    def _filter_by_either_name(self, spec: Callable[[str], bool]) -> Callable[[str], bool]:
+        tl_names = self._tl_names_of()
+        return lambda name: bool(spec(name)) or any(spec(t) for t in tl_names.get(name, ()))
+
+    def _tl_names_of(self) -> dict[str, list[str]]:
+        """Hook point name -> its TransformerLens names."""
+        out: dict[str, list[str]] = {}
+        for tl, name in self._tl_aliases.items():
+            out.setdefault(name, []).append(tl)
+        return out
+
+    def _wrap_spec(self, spec: Any) -> list[Any]:
+        """One ``(names, fn)`` spec as specs of hook points' names (malformed specs pass through,
+        for the caller's own error)."""
+        if not (isinstance(spec, (tuple, list)) and len(spec) == 2 and callable(spec[1])):
+            return [spec]
+        names, fn = spec
+        if isinstance(names, str):
+            return [(self._wrap_name(names), seen_as(fn, names) if names not in self._points else fn)]
+        if callable(names):
+            out = []
+            tl_names = self._tl_names_of()
+            for name in self.hook_dict:
+                if names(name):
+                    out.append((name, fn))
+                elif t := next((t for t in tl_names.get(name, ()) if names(t)), None):
+                    out.append((name, seen_as(fn, t)))
+            return out
+        if isinstance(names, (list, tuple)):
+            return [s for n in names for s in self._wrap_spec((n, fn))] if names else [spec]
+        return [spec]
