@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -94,11 +95,11 @@ def prefix_reuse_sweep(
         base_logits = forward(ids, mask, position_ids, cache)
     n_layers = len(stack[1]) if stack else 1
     head = head_share(forward.hf, stack[1]) if stack else 0.0
-    groups = plan(starts, firsts, n_layers=n_layers, head=head, rows=n_rows, length=length, chunk=chunk)
 
-    values: Tensor | None = None
-    for group in _progress(groups, progress):
-        start, first, k = min(starts[j] for j in group), min(firsts[j] for j in group), len(group)
+    def run(group: list[int], skip_layers: bool = True) -> Tensor:
+        """The metric after each patch of ``group``, in one forward."""
+        start, k = min(starts[j] for j in group), len(group)
+        first = min(firsts[j] for j in group) if skip_layers else 0
         rows = torch.arange(n_rows, device=ids.device).repeat(k)  # patch-major, as the plain path
         hooks = _suffix_hooks([grid[j] for j in group], acts, n_rows, start, length)
         suffix = ids[:, start:].repeat(k, 1)
@@ -113,10 +114,42 @@ def prefix_reuse_sweep(
                 past = prefix_cache(cache, start, rows)
                 logits = forward(suffix, mask.repeat(k, 1), position_ids[:, start:].repeat(k, 1), past)
                 logits = torch.cat([base_logits[:, :start].repeat(k, 1, 1), logits], dim=1)
-            got = metric(logits).float().reshape(k, n_rows).mean(dim=1)
+            return metric(logits).float().reshape(k, n_rows).mean(dim=1)
+
+    sizes = dict(n_layers=n_layers, head=head, rows=n_rows, length=length, chunk=chunk)
+    groups = plan(starts, firsts, **sizes)
+    values = _sweep(run, groups, len(grid), progress)
+    # Skipping layers assumes that a layer reads nothing of the layers before it but the residual
+    # stream (true of every layout hooked.lm knows; not of models that share keys and values
+    # across layers). One patch is recomputed through every layer to check it on this model.
+    check = next((g for g in groups if min(firsts[j] for j in g) > 0), None)
+    if check is not None:
+        j = check[0]
+        again = run([j], skip_layers=False)
+        if not torch.allclose(again, values[j : j + 1], atol=1e-4, rtol=1e-4):
+            warnings.warn(
+                f"reuse_prefix: starting at the patched layer changed the result of a patch at "
+                f"{grid[j][0]!r} ({values[j].item():.6g} against {again.item():.6g} through every "
+                "layer); this model's layers depend on each other beyond the residual stream, so "
+                "every layer is recomputed",
+                stacklevel=3,
+            )
+            firsts = [0] * len(grid)
+            groups = plan(
+                starts, firsts, n_layers=n_layers, head=head, rows=n_rows, length=length, chunk=chunk
+            )
+            values = _sweep(run, groups, len(grid), progress)
+    return values
+
+
+def _sweep(run: Callable[[list[int]], Tensor], groups: list[list[int]], n: int, progress: bool) -> Tensor:
+    values: Tensor | None = None
+    for group in _progress(groups, progress):
+        got = run(group)
         if values is None:
-            values = got.new_empty(len(grid))
+            values = got.new_empty(n)
         values[torch.tensor(group, device=got.device)] = got
+    assert values is not None
     return values
 
 

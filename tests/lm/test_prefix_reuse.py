@@ -3,6 +3,8 @@ full recomputation, on every backend, for plain and padded batches."""
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -64,12 +66,37 @@ def test_prefix_reuse_runs_only_the_suffix_from_the_patched_layer(tiny):
         for h in handles:
             h.remove()
     torch.testing.assert_close(reused, full, atol=1e-4, rtol=1e-4)
-    assert calls[0] == [torch.Size([1, T, 32])] * 2  # the source run and the base run
+    # layer 0 runs in the source and base runs, and once for the one patch that checks the skipping
+    assert calls[0][:2] == [torch.Size([1, T, 32])] * 2 and len(calls[0]) == 3 and calls[0][2][0] == 1
     assert len(calls[1]) > 2  # and the patched runs
-    suffixes = {s[1] for s in calls[1][2:]}
+    suffixes = {s[1] for s in calls[1][2:-1]}
     assert suffixes <= set(range(1, T + 1)) and T in suffixes and min(suffixes) < T  # suffixes
-    assert sum(s[0] for s in calls[1][2:]) >= 2 * T  # every patch ran somewhere...
-    assert all(s[0] <= 4 for s in calls[1][2:])  # ...at most `chunk` patches per forward
+    assert sum(s[0] for s in calls[1][2:-1]) >= 2 * T  # every patch ran somewhere...
+    assert all(s[0] <= 4 for s in calls[1][2:-1])  # ...at most `chunk` patches per forward
+
+
+def test_a_model_whose_layers_cannot_be_skipped_is_recomputed_whole(tiny, monkeypatch):
+    from hooked.lm import layer_skip
+
+    model = tiny["wrap"]
+    base = lm.to_tokens(model, "the cat sat on the big red mat")
+    source = lm.to_tokens(model, "a dog ran to the old blue house")
+    real = layer_skip.layer_outputs
+
+    @contextlib.contextmanager
+    def off(layers):  # as if a later layer read more of an earlier one than its output
+        with real(layers) as record:
+            yield record
+        for i, out in record["outputs"].items():
+            record["outputs"][i] = out + torch.randn(out.shape, generator=torch.Generator().manual_seed(i))
+
+    monkeypatch.setattr(layer_skip, "layer_outputs", off)
+    hooks = lm.residual_hooks(model)
+    kw = dict(positions=range(base.shape[1]), chunk=5)
+    full = patching_sweep(model, base, source, hooks, mean_logit, reuse_prefix=False, **kw)
+    with pytest.warns(UserWarning, match="every layer is recomputed"):
+        reused = patching_sweep(model, base, source, hooks, mean_logit, reuse_prefix=True, **kw)
+    torch.testing.assert_close(reused, full, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("backend", ["wrap", "bridge"])
