@@ -184,7 +184,10 @@ def patching_sweep(
             layer on, reusing the base run's keys, values and layer outputs before them
             (:mod:`interventions.prefix_reuse`; same results within float noise). ``None``
             (default): where it applies (a causal LM, a token batch, positions on axis 1 of
-            every hook's activation); ``True``: required (an error where it does not apply); ``False``: never.
+            every hook's activation), and for patches along another axis (``pos_dim=2``: heads)
+            or of whole activations, the layers before each patch only; ``True``: the prefix
+            reuse, required (an error where it does not apply); ``False``: the plain batched
+            path, every row computing every layer and position.
     Returns:
         [len(hooks), len(positions)] (or [len(hooks)] when ``positions`` is None): the metric
         averaged over the base batch's rows.
@@ -210,6 +213,18 @@ def patching_sweep(
         grid_rows = [(h, _positions_of(p, n_rows, acts[h].device) % length) for h, p in grid]
         values = prefix_reuse_sweep(
             model, forward, base, acts, grid_rows, metric, chunk=chunk, progress=progress
+        )
+        return values.reshape(shape)
+    forward = _layer_skip_forward(model, base, hooks, reuse_prefix)
+    if forward is not None:  # patches not along positions: reuse the layers before each patch only
+        from interventions.prefix_reuse import reuse_sweep
+
+        def make_hooks(group: list[int], start: int) -> list[tuple[str, Callable]]:
+            return _grid_hooks(model, [grid[j] for j in group], acts, n_rows, pos_dim)
+
+        names = [h for h, _ in grid]
+        values = reuse_sweep(
+            forward, base, names, [0] * len(grid), make_hooks, metric, chunk=chunk, progress=progress
         )
         return values.reshape(shape)
     results = []
@@ -281,6 +296,21 @@ def _prefix_reuse_forward(
     if reuse_prefix:
         raise ValueError(f"patching_sweep(reuse_prefix=True): {why}")
     return None
+
+
+def _layer_skip_forward(model: Hookable, base: Batch, hooks: Sequence[str], reuse_prefix: bool | None) -> Any:
+    """The causal-LM forward for a sweep that skips the layers before each patch (patches along
+    another axis than positions, or of whole activations), ``None`` for the plain batched path."""
+    if reuse_prefix is not None:  # True was refused above; False: the plain path
+        return None
+    from hooked.lm.layer_skip import decoder_layers, layer_of
+    from interventions.prefix_reuse import causal_lm_forward
+
+    forward = causal_lm_forward(model, base)
+    stack = decoder_layers(forward.hf) if forward is not None else None
+    if stack is None or not any(layer_of(h, stack[0]) > 0 for h in hooks):
+        return None
+    return forward
 
 
 def _batch_ids_length(base: Batch) -> int:

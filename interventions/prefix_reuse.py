@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -79,6 +80,39 @@ def prefix_reuse_sweep(
     Returns:
         ``[len(grid)]``.
     """
+    from hooked.lm.tokens import batch_ids_and_mask
+
+    n_rows, length = batch_ids_and_mask(base)[0].shape
+    starts = [int(pos.min()) for _, pos in grid]
+
+    def make_hooks(group: list[int], start: int) -> list[tuple[str, Callable]]:
+        return _suffix_hooks([grid[j] for j in group], acts, n_rows, start, length)
+
+    return reuse_sweep(
+        forward, base, [h for h, _ in grid], starts, make_hooks, metric, chunk=chunk, progress=progress
+    )
+
+
+def reuse_sweep(
+    forward: Any,
+    base: Batch,
+    names: Sequence[str],
+    starts: Sequence[int],
+    make_hooks: Callable[[list[int], int], list[tuple[str, Callable]]],
+    metric: Metric,
+    *,
+    chunk: int,
+    progress: bool = False,
+) -> Tensor:
+    """The metric (mean over the base rows) after each of ``len(names)`` patches, each run from
+    position ``starts[j]`` (0: every position) and from the decoder layer its hook ``names[j]``
+    fires in.
+
+    Args:
+        make_hooks: ``(patch indices, start)`` -> the forward hooks that apply those patches
+            (patch-major rows, as :func:`interventions.patching.patching_sweep`'s plain path) to
+            activations of positions ``start ..``.
+    """
     from hooked.lm.forward import prefix_cache
     from hooked.lm.layer_skip import decoder_layers, head_share, layer_of, layer_outputs, skipping
     from hooked.lm.tokens import batch_ids_and_mask
@@ -88,9 +122,9 @@ def prefix_reuse_sweep(
     n_rows, length = ids.shape
     position_ids = (mask.cumsum(dim=1) - 1).clamp_min(0)
     stack = decoder_layers(forward.hf)
-    starts = [int(pos.min()) for _, pos in grid]
-    firsts = [layer_of(h, stack[0]) if stack else 0 for h, _ in grid]
-    cache = forward.new_cache()
+    firsts = [layer_of(h, stack[0]) if stack else 0 for h in names]
+    reuse_positions = any(starts)
+    cache = forward.new_cache() if reuse_positions else None
     with torch.no_grad(), layer_outputs(stack[1] if stack else torch.nn.ModuleList()) as base_run:
         base_logits = forward(ids, mask, position_ids, cache)
     n_layers = len(stack[1]) if stack else 1
@@ -101,13 +135,12 @@ def prefix_reuse_sweep(
         start, k = min(starts[j] for j in group), len(group)
         first = min(firsts[j] for j in group) if skip_layers else 0
         rows = torch.arange(n_rows, device=ids.device).repeat(k)  # patch-major, as the plain path
-        hooks = _suffix_hooks([grid[j] for j in group], acts, n_rows, start, length)
         suffix = ids[:, start:].repeat(k, 1)
         skip: Any = contextlib.nullcontext()
         if first:  # layers before the group's first patched one: the base run's output
             given = base_run["outputs"][first - 1][:, start:].repeat(k, 1, 1)
             skip = skipping(stack[1], first, given, base_run["tuple_len"])
-        with torch.no_grad(), forward.hooks(hooks), skip:
+        with torch.no_grad(), forward.hooks(make_hooks(group, start)), skip:
             if start == 0:
                 logits = forward(suffix, mask.repeat(k, 1), position_ids.repeat(k, 1), None)
             else:
@@ -118,28 +151,36 @@ def prefix_reuse_sweep(
 
     sizes = dict(n_layers=n_layers, head=head, rows=n_rows, length=length, chunk=chunk)
     groups = plan(starts, firsts, **sizes)
-    values = _sweep(run, groups, len(grid), progress)
+    values = _sweep(run, groups, len(names), progress)
     # Skipping layers assumes that a layer reads nothing of the layers before it but the residual
     # stream (true of every layout hooked.lm knows; not of models that share keys and values
-    # across layers). One patch is recomputed through every layer to check it on this model.
-    check = next((g for g in groups if min(firsts[j] for j in g) > 0), None)
-    if check is not None:
-        j = check[0]
+    # across layers). The first sweep on a stack of layers recomputes one patch (the one with the
+    # fewest positions) through every layer to check it; later sweeps on the same layers trust it.
+    skipped = [j for g in groups if min(firsts[j] for j in g) > 0 for j in g]
+    if skipped and not _checked(stack[1]):
+        j = max(skipped, key=lambda i: starts[i])
         again = run([j], skip_layers=False)
-        if not torch.allclose(again, values[j : j + 1], atol=1e-4, rtol=1e-4):
+        if torch.allclose(again, values[j : j + 1], atol=1e-4, rtol=1e-4):
+            _CHECKED[stack[1]] = tuple(map(id, stack[1]))
+        else:
             warnings.warn(
                 f"reuse_prefix: starting at the patched layer changed the result of a patch at "
-                f"{grid[j][0]!r} ({values[j].item():.6g} against {again.item():.6g} through every "
+                f"{names[j]!r} ({values[j].item():.6g} against {again.item():.6g} through every "
                 "layer); this model's layers depend on each other beyond the residual stream, so "
                 "every layer is recomputed",
                 stacklevel=3,
             )
-            firsts = [0] * len(grid)
-            groups = plan(
-                starts, firsts, n_layers=n_layers, head=head, rows=n_rows, length=length, chunk=chunk
-            )
-            values = _sweep(run, groups, len(grid), progress)
+            firsts = [0] * len(names)
+            values = _sweep(run, plan(starts, firsts, **sizes), len(names), progress)
     return values
+
+
+# layer stacks on which skipping was checked -> the ids of their layers then
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _checked(layers: torch.nn.ModuleList) -> bool:
+    return _CHECKED.get(layers) == tuple(map(id, layers))
 
 
 def _sweep(run: Callable[[list[int]], Tensor], groups: list[list[int]], n: int, progress: bool) -> Tensor:

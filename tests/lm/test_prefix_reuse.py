@@ -4,6 +4,7 @@ full recomputation, on every backend, for plain and padded batches."""
 from __future__ import annotations
 
 import contextlib
+import weakref
 
 import pytest
 import torch
@@ -45,7 +46,8 @@ def test_prefix_reuse_equals_full_recomputation(tiny, backend):
         assert full.std() > 1e-3  # the patches do something: the comparison can fail
 
 
-def test_prefix_reuse_runs_only_the_suffix_from_the_patched_layer(tiny):
+def test_prefix_reuse_runs_only_the_suffix_from_the_patched_layer(tiny, monkeypatch):
+    monkeypatch.setattr(prefix_reuse, "_CHECKED", weakref.WeakKeyDictionary())  # not checked yet
     model = tiny["wrap"]
     base = lm.to_tokens(model, "the cat sat on the big red mat")
     source = lm.to_tokens(model, "a dog ran to the old blue house")
@@ -67,7 +69,15 @@ def test_prefix_reuse_runs_only_the_suffix_from_the_patched_layer(tiny):
             h.remove()
     torch.testing.assert_close(reused, full, atol=1e-4, rtol=1e-4)
     # layer 0 runs in the source and base runs, and once for the one patch that checks the skipping
-    assert calls[0][:2] == [torch.Size([1, T, 32])] * 2 and len(calls[0]) == 3 and calls[0][2][0] == 1
+    # (the one with the fewest positions: the last)
+    assert calls[0] == [torch.Size([1, T, 32])] * 2 + [torch.Size([1, 1, 32])]
+    handle = layers[0].register_forward_hook(lambda m, a, o: calls[0].append(a[0].shape))
+    try:
+        calls[0].clear()
+        patching_sweep(model, base, source, hooks, mean_logit, positions=range(T), chunk=4)
+    finally:
+        handle.remove()
+    assert len(calls[0]) == 2  # checked once for this model: not again
     assert len(calls[1]) > 2  # and the patched runs
     suffixes = {s[1] for s in calls[1][2:-1]}
     assert suffixes <= set(range(1, T + 1)) and T in suffixes and min(suffixes) < T  # suffixes
@@ -91,6 +101,7 @@ def test_a_model_whose_layers_cannot_be_skipped_is_recomputed_whole(tiny, monkey
             record["outputs"][i] = out + torch.randn(out.shape, generator=torch.Generator().manual_seed(i))
 
     monkeypatch.setattr(layer_skip, "layer_outputs", off)
+    monkeypatch.setattr(prefix_reuse, "_CHECKED", weakref.WeakKeyDictionary())
     hooks = lm.residual_hooks(model)
     kw = dict(positions=range(base.shape[1]), chunk=5)
     full = patching_sweep(model, base, source, hooks, mean_logit, reuse_prefix=False, **kw)
@@ -226,3 +237,30 @@ def test_prefix_reuse_on_smollm2_equals_full(smol, backend):
     full = patching_sweep(model, corrupt, clean, hooks, metric, reuse_prefix=False, **kw)
     reused = patching_sweep(model, corrupt, clean, hooks, metric, reuse_prefix=True, **kw)
     torch.testing.assert_close(reused, full, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("backend", ["wrap", "bridge"])
+def test_head_and_whole_activation_sweeps_skip_the_layers_before_each_patch(tiny, backend, monkeypatch):
+    monkeypatch.setattr(prefix_reuse, "_CHECKED", weakref.WeakKeyDictionary())
+    model = tiny[backend]
+    base = lm.to_tokens(model, "the cat sat on the big red mat")
+    source = lm.to_tokens(model, "a dog ran to the old blue house")
+    layers = model.module.model.layers if backend == "wrap" else model.original_model.model.layers
+    calls: list[int] = []
+    handle = layers[0].register_forward_hook(lambda m, a, o: calls.append(1))
+    try:
+        zs = [lm.act_name(model, "z", 1)]
+        heads = dict(positions=range(4), pos_dim=2)  # every head of layer 1, all positions at once
+        full = patching_sweep(model, base, source, zs, mean_logit, reuse_prefix=False, **heads)
+        calls.clear()
+        skipped = patching_sweep(model, base, source, zs, mean_logit, **heads)
+        # layer 0 ran in the source and base runs and for the one patch that checks the skipping
+        assert len(calls) == 3
+        torch.testing.assert_close(skipped, full, atol=1e-4, rtol=1e-4)
+        assert full.std() > 1e-5
+        resid = lm.residual_hooks(model)
+        whole_full = patching_sweep(model, base, source, resid, mean_logit, reuse_prefix=False)
+        whole = patching_sweep(model, base, source, resid, mean_logit)
+        torch.testing.assert_close(whole, whole_full, atol=1e-4, rtol=1e-4)
+    finally:
+        handle.remove()
