@@ -60,9 +60,7 @@ def hook_names(model: Hookable, names: NamesSpec = None) -> list[str]:
     if not aliases or names is None:
         return resolve_names(hooks, names, owner)
     if callable(names) and not isinstance(names, str):
-        others: dict[str, list[str]] = {}
-        for a, h in aliases.items():
-            others.setdefault(h, []).append(a)
+        others = other_names(model)
         return [h for h in hooks if names(h) or any(names(a) for a in others.get(h, ()))]
     return resolve_names([*hooks, *aliases], names, owner)
 
@@ -84,6 +82,14 @@ def hook_point(model: Hookable, name: str) -> Any:
     if other is not None and other in hooks:
         return hooks[other]
     raise UnknownHookError(name, hooks, type(model).__name__)
+
+
+def other_names(model: Hookable) -> dict[str, list[str]]:
+    """Hook name -> the other names ``model`` takes for that hook point (``hook_name_aliases``)."""
+    out: dict[str, list[str]] = {}
+    for a, h in _name_aliases(model).items():
+        out.setdefault(h, []).append(a)
+    return out
 
 
 def _name_aliases(model: Hookable) -> dict[str, str]:

@@ -13,7 +13,7 @@ every module, logits out) that adds, for a decoder of a known layout (:mod:`hook
 * TransformerLens names (:func:`hooked.lm.names.tl_aliases`: ``hook_embed``,
   ``blocks.3.hook_resid_pre`` / ``hook_resid_mid`` / ``hook_resid_post``, ``hook_attn_out``,
   ``hook_mlp_out``, ``attn.hook_z``, ``attn.hook_pattern``, ``ln1`` / ``ln2`` / ``ln_final``) work
-  wherever a hook name is taken: ``add_hook``, ``hooks``, ``run_with_hooks`` and
+  wherever a hook name is taken: ``add_hook``, ``hooks``, ``run_with_hooks``, ``list_hooks`` and
   ``run_with_cache`` (``names_filter``, ``stop_at``); a hook attached by such a name sees it as
   ``hook.name``, and a filter function is offered both names of each hook point. Caches keep the
   module-path keys and answer TransformerLens names too (``cache["blocks.3.hook_resid_pre"]``,
@@ -32,6 +32,7 @@ from torch import Tensor
 from hooked.lm.arch import decoder
 from hooked.lm.seen_as import seen_as
 from hooked.lm.tokens import warn_if_padded_without_mask
+from hooked.protocol import other_names
 from hooked.wrapping import Wrapped
 
 
@@ -96,6 +97,13 @@ class WrappedLM(Wrapped):
         out, cache = super().run_with_cache(*args, **kwargs)
         return out, cache.with_aliases(self._tl_aliases)
 
+    def list_hooks(self, name_filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`hooked.HookedModule.list_hooks`, taking TransformerLens names too (the result is
+        keyed by the hook points' names)."""
+        if self._tl_aliases and name_filter is not None:
+            name_filter = self._wrap_names(name_filter)
+        return super().list_hooks(name_filter, *args, **kwargs)
+
     # ------------------------------------------------------------------ TransformerLens names
     @property
     def hook_name_aliases(self) -> dict[str, str]:
@@ -122,15 +130,8 @@ class WrappedLM(Wrapped):
         return spec
 
     def _filter_by_either_name(self, spec: Callable[[str], bool]) -> Callable[[str], bool]:
-        tl_names = self._tl_names_of()
+        tl_names = other_names(self)
         return lambda name: bool(spec(name)) or any(spec(t) for t in tl_names.get(name, ()))
-
-    def _tl_names_of(self) -> dict[str, list[str]]:
-        """Hook point name -> its TransformerLens names."""
-        out: dict[str, list[str]] = {}
-        for tl, name in self._tl_aliases.items():
-            out.setdefault(name, []).append(tl)
-        return out
 
     def _wrap_spec(self, spec: Any) -> list[Any]:
         """One ``(names, fn)`` spec as specs of hook points' names (malformed specs pass through,
@@ -142,7 +143,7 @@ class WrappedLM(Wrapped):
             return [(self._wrap_name(names), seen_as(fn, names) if names not in self._points else fn)]
         if callable(names):
             out = []
-            tl_names = self._tl_names_of()
+            tl_names = other_names(self)
             for name in self.hook_dict:
                 if names(name):
                     out.append((name, fn))

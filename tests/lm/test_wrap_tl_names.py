@@ -77,6 +77,7 @@ def test_hooks_attached_by_tl_names_see_them_and_edit_the_forward(wrap):
     # add_hook, hooks() with a list and with a filter
     names = []
     handle = wrap.add_hook("blocks.1.hook_resid_pre", lambda a, hook: names.append(hook.name))
+    assert list(wrap.list_hooks("blocks.1.hook_resid_pre")) == ["model.layers.1.hook_in"]
     with (
         torch.no_grad(),
         wrap.hooks(
