@@ -124,7 +124,7 @@ def reuse_sweep(
     stack = decoder_layers(forward.hf)
     firsts = [layer_of(h, stack[0]) if stack else 0 for h in names]
     reuse_positions = any(starts)
-    cache = forward.new_cache() if reuse_positions else None
+    cache = forward.new_cache(every_position=True) if reuse_positions else None
     with torch.no_grad(), layer_outputs(stack[1] if stack else torch.nn.ModuleList()) as base_run:
         base_logits = forward(ids, mask, position_ids, cache)
     n_layers = len(stack[1]) if stack else 1

@@ -50,10 +50,14 @@ class LMForward:
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.pass_positions = "position_ids" in params
 
-    def new_cache(self) -> Any:
-        """An empty key-value cache for this model."""
+    def new_cache(self, every_position: bool = False) -> Any:
+        """An empty key-value cache for this model. ``every_position``: every layer keeps every
+        position (no sliding-window layers that drop old ones), so that :func:`prefix_cache` can
+        cut it at any length; sliding-window attention is then applied by the mask."""
         import transformers
 
+        if every_position:
+            return transformers.DynamicCache()
         return transformers.DynamicCache(config=self.hf.config)
 
     @contextlib.contextmanager

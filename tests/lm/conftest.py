@@ -37,7 +37,8 @@ def word_tokenizer():
 
 
 def tiny_causal_lm(kind: str = "llama", seed: int = 0):
-    """A random two-layer causal LM over :data:`WORDS` whose greedy output is not degenerate."""
+    """A random small causal LM over :data:`WORDS` (``llama`` and ``gpt2``: two layers, whose greedy
+    output is not degenerate; ``neox`` and ``gemma2``: three layers)."""
     import transformers
 
     common = dict(vocab_size=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -59,6 +60,32 @@ def tiny_causal_lm(kind: str = "llama", seed: int = 0):
             n_embd=32, n_layer=2, n_head=4, n_positions=128, initializer_range=0.3, **common
         )
         cls = transformers.GPT2LMHeadModel
+    elif kind == "neox":  # parallel attention and MLP
+        config = transformers.GPTNeoXConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            max_position_embeddings=128,
+            use_parallel_residual=True,
+            initializer_range=0.3,
+            **common,
+        )
+        cls = transformers.GPTNeoXForCausalLM
+    elif kind == "gemma2":  # norms after attention and MLP too; sliding-window layers (window 4)
+        config = transformers.Gemma2Config(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=8,
+            sliding_window=4,
+            max_position_embeddings=128,
+            initializer_range=0.3,
+            **common,
+        )
+        cls = transformers.Gemma2ForCausalLM
     else:
         raise ValueError(kind)
     with torch.random.fork_rng():

@@ -9,7 +9,15 @@ import torch
 from hooked.lm.layer_skip import decoder_layers, layer_of, layer_outputs, skipping
 
 
-@pytest.mark.parametrize("kind, path", [("llama", "model.layers"), ("gpt2", "transformer.h")])
+@pytest.mark.parametrize(
+    "kind, path",
+    [
+        ("llama", "model.layers"),
+        ("gpt2", "transformer.h"),
+        ("neox", "gpt_neox.layers"),
+        ("gemma2", "model.layers"),
+    ],
+)
 def test_skipped_layers_give_the_full_forwards_logits(kind, path):
     from tests.lm.conftest import tiny_causal_lm
 

@@ -131,6 +131,21 @@ def test_prefix_reuse_with_hooks_inside_and_outside_the_layers_equals_full(tiny,
     assert (full.std(dim=1) > 1e-4).all()  # every hook's patches change the output
 
 
+@pytest.mark.parametrize("kind", ["neox", "gemma2"])
+def test_prefix_reuse_on_parallel_and_sliding_window_layouts_equals_full(kind):
+    from tests.lm.conftest import tiny_causal_lm
+
+    model = lm.wrap_lm(tiny_causal_lm(kind), None)
+    g = torch.Generator().manual_seed(1)
+    base, source = torch.randint(3, 64, (2, 9), generator=g), torch.randint(3, 64, (2, 9), generator=g)
+    hooks = lm.residual_hooks(model)
+    kw = dict(positions=range(9), chunk=7)  # 9 tokens: longer than gemma2's window of 4
+    full = patching_sweep(model, base, source, hooks, last_logit(5), reuse_prefix=False, **kw)
+    reused = patching_sweep(model, base, source, hooks, last_logit(5), reuse_prefix=True, **kw)
+    torch.testing.assert_close(reused, full, atol=1e-4, rtol=1e-4)
+    assert full.std() > 1e-3
+
+
 def test_prefix_reuse_on_gpt2_equals_full(tiny_gpt2):
     model = tiny_gpt2["wrap"]
     base = lm.to_tokens(model, "the cat sat on the big red mat")
