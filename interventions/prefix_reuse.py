@@ -56,6 +56,8 @@ def causal_lm_forward(model: Any, base: Batch) -> Any | None:
     can_generate = getattr(forward.hf, "can_generate", None)
     if ids.dim() != 2 or ids.is_floating_point() or not callable(can_generate) or not can_generate():
         return None
+    if getattr(getattr(forward.hf, "config", None), "is_encoder_decoder", False):
+        return None  # its encoder sees every position: nothing before a patch can be reused
     return forward
 
 
