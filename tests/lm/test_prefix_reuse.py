@@ -279,3 +279,14 @@ def test_head_and_whole_activation_sweeps_skip_the_layers_before_each_patch(tiny
         torch.testing.assert_close(whole, whole_full, atol=1e-4, rtol=1e-4)
     finally:
         handle.remove()
+
+
+def test_no_reuse_on_an_encoder_decoder_model():
+    import transformers
+
+    import hooked
+
+    config = transformers.T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4)
+    t5 = hooked.wrap(transformers.T5ForConditionalGeneration(config).eval())
+    assert t5.module.can_generate()  # it generates, but its encoder sees every position
+    assert prefix_reuse.causal_lm_forward(t5, torch.randint(0, 64, (1, 5))) is None
