@@ -41,49 +41,24 @@ def tiny_causal_lm(kind: str = "llama", seed: int = 0):
     output is not degenerate; ``neox`` and ``gemma2``: three layers)."""
     import transformers
 
-    common = dict(vocab_size=64, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    common = dict(vocab_size=64, bos_token_id=1, eos_token_id=2, pad_token_id=0, initializer_range=0.3)
+    sizes = dict(hidden_size=32, intermediate_size=64, num_attention_heads=4, max_position_embeddings=128)
     if kind == "llama":
         config = transformers.LlamaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=128,
-            tie_word_embeddings=False,
-            initializer_range=0.3,
-            **common,
+            num_hidden_layers=2, num_key_value_heads=2, tie_word_embeddings=False, **sizes, **common
         )
         cls = transformers.LlamaForCausalLM
     elif kind == "gpt2":
-        config = transformers.GPT2Config(
-            n_embd=32, n_layer=2, n_head=4, n_positions=128, initializer_range=0.3, **common
-        )
+        config = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=128, **common)
         cls = transformers.GPT2LMHeadModel
     elif kind == "neox":  # parallel attention and MLP
         config = transformers.GPTNeoXConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            max_position_embeddings=128,
-            use_parallel_residual=True,
-            initializer_range=0.3,
-            **common,
+            num_hidden_layers=3, use_parallel_residual=True, **sizes, **common
         )
         cls = transformers.GPTNeoXForCausalLM
     elif kind == "gemma2":  # norms after attention and MLP too; sliding-window layers (window 4)
         config = transformers.Gemma2Config(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=3,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=8,
-            sliding_window=4,
-            max_position_embeddings=128,
-            initializer_range=0.3,
-            **common,
+            num_hidden_layers=3, num_key_value_heads=2, head_dim=8, sliding_window=4, **sizes, **common
         )
         cls = transformers.Gemma2ForCausalLM
     else:
