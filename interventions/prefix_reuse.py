@@ -172,8 +172,8 @@ def reuse_sweep(
                 "every layer is recomputed",
                 stacklevel=3,
             )
-            firsts = [0] * len(names)
-            values = _sweep(run, plan(starts, firsts, **sizes), len(names), progress)
+            every_layer = plan(starts, [0] * len(names), **sizes)
+            values = _sweep(lambda g: run(g, skip_layers=False), every_layer, len(names), progress)
     return values
 
 

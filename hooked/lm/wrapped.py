@@ -32,7 +32,7 @@ from torch import Tensor
 from hooked.lm.arch import decoder
 from hooked.lm.seen_as import seen_as
 from hooked.lm.tokens import warn_if_padded_without_mask
-from hooked.protocol import other_names
+from hooked.protocol import hook_names, other_names
 from hooked.wrapping import Wrapped
 
 
@@ -124,14 +124,10 @@ class WrappedLM(Wrapped):
         if isinstance(spec, str):
             return self._wrap_name(spec)
         if callable(spec):
-            return self._filter_by_either_name(spec)
+            return hook_names(self, spec)  # the points whose name or TransformerLens name it takes
         if isinstance(spec, (list, tuple)):
             return [self._wrap_name(n) if isinstance(n, str) else n for n in spec]
         return spec
-
-    def _filter_by_either_name(self, spec: Callable[[str], bool]) -> Callable[[str], bool]:
-        tl_names = other_names(self)
-        return lambda name: bool(spec(name)) or any(spec(t) for t in tl_names.get(name, ()))
 
     def _wrap_spec(self, spec: Any) -> list[Any]:
         """One ``(names, fn)`` spec as specs of hook points' names (malformed specs pass through,
