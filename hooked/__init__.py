@@ -24,10 +24,10 @@ def __getattr__(name: str):
         from hooked import wrapping
 
         return getattr(wrapping, name)
-    if name == "lm":
+    if name in ("lm", "sae"):
         import importlib
 
-        return importlib.import_module("hooked.lm")
+        return importlib.import_module(f"hooked.{name}")
     raise AttributeError(f"module 'hooked' has no attribute {name!r}")
 
 

@@ -119,6 +119,11 @@ class ActivationCache(Mapping[str, Tensor]):
             )
         return act_name(name, layer, layer_type)
 
+    @property
+    def aliases(self) -> dict[str, str]:
+        """The other names the activations are found under (``{other name: stored name}``)."""
+        return dict(self._aliases)
+
     def with_aliases(self, aliases: Mapping[str, str]) -> ActivationCache:
         """The same activations, also found under other names (``{other name: stored name}``)."""
         return ActivationCache(

@@ -8,6 +8,7 @@
                                                     .gguf file; --data texts.txt: one text per line)
     hooked repro [NAME] [..]                        list, or run, a paper reproduction
     hooked harvest --model M --hooks H1,H2 --out DIR activations at hooks into a store (hooked.store)
+    hooked sae train|eval|texts [..]                sparse autoencoders and transcoders (hooked.sae)
 
 Options of a model, an analysis or a reproduction come from its registered signature (see
 :mod:`hooked.registry`); ``hooked run ANALYSIS --help`` lists them. ``--plugin MODULE_OR_FILE``
@@ -115,6 +116,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("harvest", help="write activations at hooks to an on-disk store", add_help=False)
     s.add_argument("-h", "--help", action="store_true")
     s.set_defaults(handler=_cmd_harvest)
+
+    s = sub.add_parser("sae", help="train and evaluate sparse autoencoders / transcoders", add_help=False)
+    s.add_argument("action", nargs="?", help="train, eval or texts")
+    s.add_argument("-h", "--help", action="store_true")
+    s.set_defaults(handler=_cmd_sae)
     return p
 
 
@@ -284,6 +290,13 @@ def _cmd_harvest(args: argparse.Namespace, rest: list[str]) -> int:
 
     helpers = dict(model_parser=_model_parser, build_model=_build_model, find_model=_model_entry)
     return harvest_command(rest, show_help=args.help, **helpers)
+
+
+def _cmd_sae(args: argparse.Namespace, rest: list[str]) -> int:
+    from hooked.sae.command import sae_command
+
+    helpers = dict(model_parser=_model_parser, build_model=_build_model, find_model=_model_entry)
+    return sae_command(args.action, rest, show_help=args.help, **helpers)
 
 
 # ---------------------------------------------------------------------- helpers
