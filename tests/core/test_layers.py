@@ -7,6 +7,8 @@ to import:
 * ``hooked.models`` imports the core;
 * ``interventions`` and ``analyses`` import the core only (never a concrete model, never a
   reproduction); ``analyses`` may use ``interventions``, not the other way round;
+* ``hooked.sae`` (dictionaries) imports the core; of its modules only ``hooked.sae.evaluation``
+  uses ``hooked.lm``; nothing in the core imports it;
 * ``papers`` and the command line (``hooked.cli``, ``hooked.__main__``) sit on top;
 * nothing in the installed packages imports ``benchmarks`` or ``tests``.
 """
@@ -60,6 +62,8 @@ def layer(module: str) -> str:
         return "top"
     if module.startswith("hooked.models"):
         return "models"
+    if module.startswith("hooked.sae"):
+        return "sae"
     if module.startswith(("interventions", "analyses")):
         return module.split(".")[0]
     if module.startswith("hooked"):
@@ -72,16 +76,24 @@ ALLOWED = {
     "models": {"core", "models"},
     "interventions": {"core", "interventions"},
     "analyses": {"core", "interventions", "analyses"},
-    "top": {"core", "models", "interventions", "analyses", "top"},
+    "sae": {"core", "sae"},
+    "top": {"core", "models", "interventions", "analyses", "sae", "top"},
 }
+SAE_ON_LM = {"hooked.sae.evaluation"}  # the dictionary modules that may use hooked.lm
 
 GRAPH = {m: _imports(p, _modules()) - {m} for m, p in _modules().items()}
 
 
 @pytest.mark.parametrize("module", sorted(GRAPH))
 def test_imports_point_down_the_layers(module):
-    wrong = sorted(t for t in GRAPH[module] if layer(t) not in ALLOWED[layer(module)])
+    allowed = ALLOWED[layer(module)] | ({layer("hooked.lm")} if module in SAE_ON_LM else set())
+    wrong = sorted(t for t in GRAPH[module] if layer(t) not in allowed)
     assert not wrong, f"{module} ({layer(module)}) imports {wrong}, which sit above it or outside the package"
+
+
+def test_only_the_evaluation_of_hooked_sae_uses_the_language_models():
+    users = sorted(m for m in GRAPH if layer(m) == "sae" and any(t.startswith("hooked.lm") for t in GRAPH[m]))
+    assert users == sorted(SAE_ON_LM)
 
 
 def test_no_modules_import_each_other_in_a_circle():
