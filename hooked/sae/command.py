@@ -62,14 +62,20 @@ def _list(text: str, kind: Callable[[str], Any] = str) -> list[Any]:
 def _train(rest: list[str], show_help: bool) -> int:
     from hooked.sae.dictionary import KINDS
 
-    p = argparse.ArgumentParser(prog="hooked sae train", description="train dictionaries on an activation store")
+    p = argparse.ArgumentParser(
+        prog="hooked sae train", description="train dictionaries on an activation store"
+    )
     need = not show_help
     p.add_argument("--store", type=Path, required=need, help="the store's folder (hooked harvest --out)")
-    p.add_argument("--hook", type=_list, required=need, help="hook name(s) the dictionaries read (store columns)")
+    p.add_argument(
+        "--hook", type=_list, required=need, help="hook name(s) the dictionaries read (store columns)"
+    )
     p.add_argument("--hook-out", help="train transcoders from --hook to this store column")
     p.add_argument("--kind", type=_list, default=["topk"], help=f"{', '.join(KINDS)} (default: topk)")
     p.add_argument("--width", type=lambda t: _list(t, int), required=need, help="features, e.g. 4096")
-    p.add_argument("--k", type=lambda t: _list(t, int), default=[None], help="active features per token (topk)")
+    p.add_argument(
+        "--k", type=lambda t: _list(t, int), default=[None], help="active features per token (topk)"
+    )
     p.add_argument("--l1", type=float, help="sparsity coefficient (standard: L1, jumprelu: L0)")
     p.add_argument("--steps", type=int, help="optimiser steps (default: one pass over the store)")
     p.add_argument("--batch-size", type=int, default=4096, help="tokens per step (default: 4096)")
@@ -102,13 +108,31 @@ def _train(rest: list[str], show_help: bool) -> int:
     hook, kind, width, k = combos[0]
     started = time.perf_counter()
     result = train(
-        opts.store, hook, kind=kind, width=width, k=k, l1=opts.l1, steps=opts.steps, out=opts.out,
-        hook_out=opts.hook_out, dictionaries=dictionaries, batch_size=opts.batch_size, lr=opts.lr,
-        warmup=opts.warmup, decay=opts.decay, aux_k=opts.aux_k, aux_coeff=opts.aux_coeff,
-        dead_tokens=opts.dead_tokens, b_dec_init=opts.b_dec_init, init=opts.init, seed=opts.seed,
-        metrics_every=opts.metrics_every, checkpoint_every=opts.checkpoint_every, overwrite=opts.overwrite,
+        opts.store,
+        hook,
+        kind=kind,
+        width=width,
+        k=k,
+        l1=opts.l1,
+        steps=opts.steps,
+        out=opts.out,
+        hook_out=opts.hook_out,
+        dictionaries=dictionaries,
+        batch_size=opts.batch_size,
+        lr=opts.lr,
+        warmup=opts.warmup,
+        decay=opts.decay,
+        aux_k=opts.aux_k,
+        aux_coeff=opts.aux_coeff,
+        dead_tokens=opts.dead_tokens,
+        b_dec_init=opts.b_dec_init,
+        init=opts.init,
+        seed=opts.seed,
+        metrics_every=opts.metrics_every,
+        checkpoint_every=opts.checkpoint_every,
+        overwrite=opts.overwrite,
         progress=not opts.no_progress,
-    )  # fmt: skip
+    )
     from hooked import distributed
 
     if distributed.is_main():
@@ -158,7 +182,9 @@ def _eval(
     need = not show_help
     p.add_argument("--model", required=need, help="registered model, Hugging Face folder or .gguf file")
     p.add_argument("--sae", type=Path, required=need, help="a training run folder or a dictionary folder")
-    p.add_argument("--data", type=Path, help="held-out texts, one per line (default: Wikipedia's held-out part)")
+    p.add_argument(
+        "--data", type=Path, help="held-out texts, one per line (default: Wikipedia's held-out part)"
+    )
     p.add_argument("--texts", type=int, default=200, help="at most this many texts (default: 200)")
     p.add_argument("--hook", help="the hook the dictionary reads (default: the one it was trained on)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -190,19 +216,29 @@ def _eval(
     for name, folder in folders.items():
         sae = load(folder, device=getattr(opts, "device", "cpu"))
         result = evaluate(
-            model, sae, texts, hook=opts.hook, batch_size=opts.batch_size, max_length=opts.max_length,
-            top_contexts=opts.top_contexts, model_name=known.model, progress=not opts.no_progress,
-        )  # fmt: skip
+            model,
+            sae,
+            texts,
+            hook=opts.hook,
+            batch_size=opts.batch_size,
+            max_length=opts.max_length,
+            top_contexts=opts.top_contexts,
+            model_name=known.model,
+            progress=not opts.no_progress,
+        )
         where = run_dir.path if len(folders) == 1 else run_dir.path / name
         write_features(result["features"], where / "features.json")
         summaries[name] = result["summary"]
         s = result["summary"]
         print(
             f"{name}: explained variance {s['explained_variance']:.3f}, L0 {s['l0']:.1f}, dead "
-            f"{s['dead_fraction']:.1%}, dense {s['dense_fraction']:.1%}, loss recovered {s['loss_recovered']:.3f} "
+            f"{s['dead_fraction']:.1%}, dense {s['dense_fraction']:.1%}, loss recovered "
+            f"{s['loss_recovered']:.3f} "
             f"(CE clean {s['ce_clean']:.3f}, spliced {s['ce_spliced']:.3f}, zero {s['ce_zero_ablation']:.3f})"
         )
-    write_summary({"model": known.model, "sae": str(opts.sae), "dictionaries": summaries}, run_dir / "result.json")
+    write_summary(
+        {"model": known.model, "sae": str(opts.sae), "dictionaries": summaries}, run_dir / "result.json"
+    )
     print(f"results written to {run_dir.path}/")
     return 0
 

@@ -132,7 +132,8 @@ class SAE(HookedModule):
         check_shape_args(d_in=d_in, width=width, d_out=d_out, kind=kind, k=k)
         if normalize_activations not in NORMALIZATIONS:
             raise ValueError(
-                f"normalize_activations must be one of {', '.join(NORMALIZATIONS)}, got {normalize_activations!r}"
+                f"normalize_activations must be one of {', '.join(NORMALIZATIONS)}, got "
+                f"{normalize_activations!r}"
             )
         if reshape_activations not in ("none", "hook_z"):
             raise ValueError(f"reshape_activations must be 'none' or 'hook_z', got {reshape_activations!r}")
@@ -299,7 +300,8 @@ class SAE(HookedModule):
             x = x.flatten(-2)
         if x.shape[-1:] != (self.d_in,):
             raise ValueError(
-                f"{type(self).__name__} reads activations of width d_in={self.d_in}, got shape {tuple(x.shape)}"
+                f"{type(self).__name__} reads activations of width d_in={self.d_in}, got shape "
+                f"{tuple(x.shape)}"
             )
         if x.dtype != self.dtype:
             raise TypeError(
@@ -382,10 +384,13 @@ class Transcoder(SAE):
 
     def forward(self, x: Tensor, target: Tensor | None = None, *, error_term: bool = False) -> Tensor:
         if error_term and target is None:
-            raise ValueError("Transcoder.forward(x, error_term=True) needs target= (the activation it predicts)")
+            raise ValueError(
+                "Transcoder.forward(x, error_term=True) needs target= (the activation it predicts)"
+            )
         if target is not None and target.shape[-1:] != (self.d_out,):
             raise ValueError(
-                f"the transcoder predicts width d_out={self.d_out}, got a target of shape {tuple(target.shape)}"
+                f"the transcoder predicts width d_out={self.d_out}, got a target of shape "
+                f"{tuple(target.shape)}"
             )
         return self._run(x, x if target is None else target, error_term)
 

@@ -84,7 +84,9 @@ def _ce(logits: Tensor, ids: Tensor, mask: Tensor) -> tuple[float, int]:
     return float(nll[pair].sum()), int(pair.sum())
 
 
-def _batches(model: Any, texts: Sequence[str], batch_size: int, max_length: int) -> Iterable[dict[str, Tensor]]:
+def _batches(
+    model: Any, texts: Sequence[str], batch_size: int, max_length: int
+) -> Iterable[dict[str, Tensor]]:
     for i in range(0, len(texts), batch_size):
         yield lm.tokenize(model, list(texts[i : i + batch_size]), padding_side="right", max_length=max_length)
 
@@ -171,7 +173,9 @@ def evaluate(
             _add_ce(ce["clean"], lm.logits_of(out), ids, mask)
             with spliced(model, {hook: sae}, error_term=False):
                 _add_ce(ce["spliced"], lm.logits_of(model(**batch)), ids, mask)
-            _add_ce(ce["zero"], lm.logits_of(model.run_with_hooks(**batch, fwd_hooks=[(write, zero)])), ids, mask)
+            _add_ce(
+                ce["zero"], lm.logits_of(model.run_with_hooks(**batch, fwd_hooks=[(write, zero)])), ids, mask
+            )
     n = sums["tokens"]
     variance = sums["y_sq"] - float(y_sum.pow(2).sum()) / n
     density = fired.double() / n

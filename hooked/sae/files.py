@@ -44,8 +44,17 @@ RUN = "run.json"  # a training run folder (hooked.sae.training) names its dictio
 SAE_LENS_VERSION = "6.0.0"  # the layout version written (SAELens reads 6.x configs as they are)
 
 _SAE_ARCHS = {"standard": "standard", "topk": "topk", "jumprelu": "jumprelu", "batchtopk": "batchtopk"}
-_TRANSCODER_ARCHS = {"transcoder": "standard", "jumprelu_transcoder": "jumprelu", "skip_transcoder": "standard"}
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_TRANSCODER_ARCHS = {
+    "transcoder": "standard",
+    "jumprelu_transcoder": "jumprelu",
+    "skip_transcoder": "standard",
+}
+_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
 
 
 class SAEFileError(ValueError):
@@ -154,7 +163,8 @@ def load(
         found = dictionary_folders(folder)
         if len(found) != 1:
             raise ValueError(
-                f"{folder} is a training run with {len(found)} dictionaries ({', '.join(found)}); load one of "
+                f"{folder} is a training run with {len(found)} dictionaries ({', '.join(found)}); load one "
+                "of "
                 "their folders"
             )
         folder = next(iter(found.values()))
@@ -241,7 +251,8 @@ def _build(
     if "scaling_factor" in tensors:
         if not torch.all(tensors["scaling_factor"] == 1):
             raise SAEFileError(
-                f"{weights_path}: key 'scaling_factor' holds values other than 1 (a finetuning scaling factor); "
+                f"{weights_path}: key 'scaling_factor' holds values other than 1 (a finetuning scaling "
+                "factor); "
                 "this library does not read those"
             )
         del tensors["scaling_factor"]
@@ -265,7 +276,9 @@ def _build(
         if arch in _TRANSCODER_ARCHS or arch == "topk_transcoder":
             d_out = cfg.get("d_out")
             if isinstance(d_out, bool) or not isinstance(d_out, int) or d_out < 1:
-                raise SAEFileError(f"{cfg_path}: a transcoder needs d_out (a positive integer), got {d_out!r}")
+                raise SAEFileError(
+                    f"{cfg_path}: a transcoder needs d_out (a positive integer), got {d_out!r}"
+                )
             sae: SAE = Transcoder(
                 d_in,
                 d_out,
@@ -331,13 +344,17 @@ def _kept(meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def dictionary_folders(path: str | os.PathLike) -> dict[str, Path]:
-    """``{name: folder}`` of the dictionaries in a finished training run folder, or of one dictionary folder."""
+    """``{name: folder}`` of the dictionaries of a finished training run, or of a dictionary folder."""
     path = Path(path)
     if (path / CFG).is_file():
         return {path.name: path}
     if (path / RUN).is_file():
         info = read_json(path / RUN)
         if not isinstance(info, dict) or not info.get("finished"):
-            raise ValueError(f"{path} is a training run that has not finished; run the same training again to resume it")
+            raise ValueError(
+                f"{path} is a training run that has not finished; run the same training again to resume it"
+            )
         return {name: path / name for name in info.get("dictionaries", [])}
-    raise FileNotFoundError(f"{path} is neither a dictionary folder ({CFG}) nor a training run folder ({RUN})")
+    raise FileNotFoundError(
+        f"{path} is neither a dictionary folder ({CFG}) nor a training run folder ({RUN})"
+    )

@@ -186,7 +186,9 @@ class Learner:
         sums = torch.stack([x.double().pow(2).sum(), y.double().pow(2).sum()])
         comm.sum(sums)
         self.scale_in = math.sqrt(float(sums[0]) / (n * self.d_in)) or 1.0
-        self.scale_out = self.scale_in if not self.transcoder else math.sqrt(float(sums[1]) / (n * self.d_out)) or 1.0
+        self.scale_out = (
+            self.scale_in if not self.transcoder else math.sqrt(float(sums[1]) / (n * self.d_out)) or 1.0
+        )
         xs, ys = x / self.scale_in, y / self.scale_out
         with torch.no_grad():
             if init is not None:
@@ -203,10 +205,11 @@ class Learner:
         self.initialised = True
 
     def _start_from(self, sae: SAE) -> None:
-        """Parameters from an existing dictionary (in the model's units), scaled, decoder rows at unit norm."""
+        """Parameters from a dictionary (in the model's units): scaled, decoder rows at unit norm."""
         if sae.kind != self.spec.kind or sae.width != self.spec.width:
             raise ValueError(
-                f"init: the dictionary is {sae.kind} of width {sae.width}, the run trains {self.spec.kind} of "
+                f"init: the dictionary is {sae.kind} of width {sae.width}, the run trains {self.spec.kind} "
+                "of "
                 f"width {self.spec.width} at {self.spec.hook!r}"
             )
         if sae.d_in != self.d_in or sae.d_out != self.d_out:
@@ -361,13 +364,22 @@ class Learner:
         """The dictionary in the model's units (the scale folded into the weights)."""
         spec, p = self.spec, {n: t.detach().double() for n, t in self.params.items()}
         s_in, s_out = self.scale_in, self.scale_out
-        meta = {"hooked_training": {"spec": spec.as_json(), "scale_in": s_in, "scale_out": s_out, "steps": self.t}}
+        meta = {
+            "hooked_training": {"spec": spec.as_json(), "scale_in": s_in, "scale_out": s_out, "steps": self.t}
+        }
         meta.update(metadata or {})
         if self.transcoder:
             sae: SAE = Transcoder(
-                self.d_in, self.d_out, spec.width, spec.kind, k=spec.k, hook=spec.hook, hook_out=spec.hook_out,
-                metadata=meta, dtype=dtype,
-            )  # fmt: skip
+                self.d_in,
+                self.d_out,
+                spec.width,
+                spec.kind,
+                k=spec.k,
+                hook=spec.hook,
+                hook_out=spec.hook_out,
+                metadata=meta,
+                dtype=dtype,
+            )
         else:
             sae = SAE(self.d_in, spec.width, spec.kind, k=spec.k, hook=spec.hook, metadata=meta, dtype=dtype)
         with torch.no_grad():
@@ -388,10 +400,17 @@ class Learner:
         tensors.update({f"adam_m.{n}": t for n, t in self.m.items()})
         tensors.update({f"adam_v.{n}": t for n, t in self.v.items()})
         tensors.update(
-            fired_since=self.fired_since, window_fired=self.window_fired, window=self.window,
+            fired_since=self.fired_since,
+            window_fired=self.window_fired,
+            window=self.window,
             threshold=self.threshold.reshape(1),
-        )  # fmt: skip
-        numbers = {"t": self.t, "scale_in": self.scale_in, "scale_out": self.scale_out, "initialised": self.initialised}
+        )
+        numbers = {
+            "t": self.t,
+            "scale_in": self.scale_in,
+            "scale_out": self.scale_out,
+            "initialised": self.initialised,
+        }
         return tensors, numbers
 
     def load_state(self, tensors: dict[str, Tensor], numbers: dict[str, Any], where: str) -> None:

@@ -25,8 +25,16 @@ class _SelectedPre(torch.autograd.Function):
     """``values[n] = c[rows[n]] @ enc[cols[n]] + b_enc[cols[n]]``, read off the dense ``pre``."""
 
     @staticmethod
-    def forward(ctx: Any, c: Tensor, enc: Tensor, b_enc: Tensor, pre: Tensor, rows: Tensor, cols: Tensor,
-                offsets: Tensor) -> Tensor:  # fmt: skip
+    def forward(
+        ctx: Any,
+        c: Tensor,
+        enc: Tensor,
+        b_enc: Tensor,
+        pre: Tensor,
+        rows: Tensor,
+        cols: Tensor,
+        offsets: Tensor,
+    ) -> Tensor:
         ctx.save_for_backward(c, enc, cols, offsets)
         ctx.width = enc.shape[0]
         return pre[rows, cols]
@@ -44,8 +52,9 @@ class _SelectedPre(torch.autograd.Function):
         return grad_c, grad_enc, grad_b, None, None, None, None
 
 
-def selected_pre(c: Tensor, enc: Tensor, b_enc: Tensor, pre: Tensor, rows: Tensor, cols: Tensor,
-                 offsets: Tensor) -> Tensor:  # fmt: skip
+def selected_pre(
+    c: Tensor, enc: Tensor, b_enc: Tensor, pre: Tensor, rows: Tensor, cols: Tensor, offsets: Tensor
+) -> Tensor:
     """The pre-activations at the active pairs, differentiable in ``c``, ``enc`` and ``b_enc``
     (``pre = c @ enc.T + b_enc`` computed without a graph; ``enc`` is ``[M, d]``)."""
     return _SelectedPre.apply(c, enc, b_enc, pre, rows, cols, offsets)
@@ -56,7 +65,9 @@ def decode_bags(cols: Tensor, offsets: Tensor, acts: Tensor, dec: Tensor) -> Ten
     return F.embedding_bag(cols, dec, offsets, mode="sum", per_sample_weights=acts)
 
 
-def bag_weight_grad(cols: Tensor, offsets: Tensor, weights: Tensor, rows_grad: Tensor, like: Tensor) -> Tensor:
+def bag_weight_grad(
+    cols: Tensor, offsets: Tensor, weights: Tensor, rows_grad: Tensor, like: Tensor
+) -> Tensor:
     """``G[cols[n]] += weights[n] * rows_grad[row of n]`` (``G`` shaped as ``like``, ``[M, d]``):
     the gradient ``embedding_bag`` gives its weight matrix, taken from its own backward (one pass
     over the ``N`` pairs; a scatter of ``N x d`` products would hold them all in memory)."""

@@ -85,8 +85,8 @@ class _Splice:
             out = sae.hook_out if sae.is_transcoder else key
             if out is None:
                 raise ValueError(
-                    f"the transcoder spliced at {key!r} has no hook_out: set transcoder.hook_out, or give the "
-                    f"key as ({key!r}, HOOK_OUT)"
+                    f"the transcoder spliced at {key!r} has no hook_out: set transcoder.hook_out, "
+                    f"or give the key as ({key!r}, HOOK_OUT)"
                 )
         else:
             raise TypeError(f"dictionaries are keyed by hook name, got {type(key).__name__}: {key!r}")
@@ -100,15 +100,19 @@ class _Splice:
     def check(self, act: Any, width: int, where: str) -> Tensor:
         sae = self.sae
         if not isinstance(act, Tensor):
-            raise TypeError(f"the dictionary spliced at {where!r} needs a tensor there, got {type(act).__name__}")
+            raise TypeError(
+                f"the dictionary spliced at {where!r} needs a tensor there, got {type(act).__name__}"
+            )
         if act.shape[-1:] != (width,) and not (sae.reshape_activations == "hook_z" and act.dim() >= 2):
             raise ValueError(
-                f"the dictionary spliced at {where!r} reads width {width}, but the activation there has shape "
+                f"the dictionary spliced at {where!r} reads width {width}, but the activation there has "
+                "shape "
                 f"{tuple(act.shape)}"
             )
         if act.dtype != sae.dtype or act.device != sae.device:
             raise TypeError(
-                f"the dictionary spliced at {where!r} has {sae.dtype} weights on {sae.device}, but the activation "
+                f"the dictionary spliced at {where!r} has {sae.dtype} weights on {sae.device}, but the "
+                "activation "
                 f"there is {act.dtype} on {act.device}; convert it with sae.to(dtype=..., device=...)"
             )
         return act
@@ -130,7 +134,8 @@ class _Splice:
         def write(act: Tensor, hook: Any) -> Tensor:
             if not held:
                 raise RuntimeError(
-                    f"the transcoder spliced from {name!r} to {out!r}: {out!r} ran before {name!r} in this forward"
+                    f"the transcoder spliced from {name!r} to {out!r}: {out!r} ran before {name!r} in this "
+                    "forward"
                 )
             x = held.pop()
             return sae(x, self.check(act, sae.d_out, out), error_term=error_term)
@@ -153,7 +158,8 @@ class Spliced:
         for s in splices:
             if id(s.sae) in seen:
                 raise ValueError(
-                    f"the same dictionary object is spliced at {seen[id(s.sae)]!r} and {s.name!r}; its hook points "
+                    f"the same dictionary object is spliced at {seen[id(s.sae)]!r} and {s.name!r}; its hook "
+                    "points "
                     "can have one name only: splice a copy (copy.deepcopy(sae))"
                 )
             seen[id(s.sae)] = s.name
@@ -377,7 +383,9 @@ def spliced(model: Any, saes: Mapping[Key, SAE], *, error_term: bool = True) -> 
             hp.recurrent, hp.time_dim = recurrent, time_dim
 
 
-def splice_hooks(model: Any, saes: Mapping[Key, SAE], *, error_term: bool = True) -> list[tuple[str, Callable]]:
+def splice_hooks(
+    model: Any, saes: Mapping[Key, SAE], *, error_term: bool = True
+) -> list[tuple[str, Callable]]:
     """The forward hooks that splice ``saes`` into ``model`` (pass them as ``fwd_hooks``); the
     features' hook points are then each dictionary's own (``sae.hook_sae_acts_post``)."""
     return Spliced(model, saes, error_term).splice_hooks()

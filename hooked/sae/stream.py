@@ -28,7 +28,8 @@ def store_columns(store: Any, hooks: Sequence[str]) -> dict[str, tuple[int, ...]
     for hook in hooks:
         if hook not in have:
             raise StoreError(
-                f"the store {store_path(store)} has no hook {hook!r}; it holds {', '.join(have) or 'no hooks'}"
+                f"the store {store_path(store)} has no hook {hook!r}; it holds "
+                f"{', '.join(have) or 'no hooks'}"
             )
         shape = tuple(have[hook]["shape"])
         if len(shape) != 1:
@@ -53,13 +54,17 @@ class StoreStream:
         world: int = 1,
     ):
         if batch_size % world:
-            raise ValueError(f"batch_size {batch_size} must be a multiple of the number of processes ({world})")
+            raise ValueError(
+                f"batch_size {batch_size} must be a multiple of the number of processes ({world})"
+            )
         self.store = store_path(store)
         self.columns = list(dict.fromkeys(columns))
         self.shapes = store_columns(self.store, self.columns)
         self.rows = manifest_of(self.store)["rows"]
         if self.rows < batch_size:
-            raise StoreError(f"the store {self.store} has {self.rows} rows, fewer than one batch ({batch_size})")
+            raise StoreError(
+                f"the store {self.store} has {self.rows} rows, fewer than one batch ({batch_size})"
+            )
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
         self.per_epoch = self.rows // batch_size
         self.epoch = self.index = 0

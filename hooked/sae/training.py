@@ -125,9 +125,20 @@ def train(
         the dictionary, or ``{name: dictionary}`` when ``dictionaries`` was given.
     """
     defaults = dict(
-        hook=hook, kind=kind, width=width, k=k, l1=l1, hook_out=hook_out, lr=lr, aux_k=aux_k,
-        aux_coeff=aux_coeff, dead_tokens=dead_tokens, b_dec_init=b_dec_init, bandwidth=bandwidth, init=init,
-    )  # fmt: skip
+        hook=hook,
+        kind=kind,
+        width=width,
+        k=k,
+        l1=l1,
+        hook_out=hook_out,
+        lr=lr,
+        aux_k=aux_k,
+        aux_coeff=aux_coeff,
+        dead_tokens=dead_tokens,
+        b_dec_init=b_dec_init,
+        bandwidth=bandwidth,
+        init=init,
+    )
     specs, inits = _specs(dictionaries, defaults)
     from hooked.checks import positive
 
@@ -142,7 +153,10 @@ def train(
     stream = StoreStream(store, columns, batch_size, seed=seed, rank=comm.rank, world=comm.world)
     steps = steps if steps is not None else stream.per_epoch
     warmup = warmup if warmup is not None else min(1000, steps // 10)
-    learners = [Learner(s, shapes[s.hook][0], shapes[s.hook_out or s.hook][0], seed=_seed(seed, s.name)) for s in specs]
+    learners = [
+        Learner(s, shapes[s.hook][0], shapes[s.hook_out or s.hook][0], seed=_seed(seed, s.name))
+        for s in specs
+    ]
     settings = _settings(stream, specs, batch_size, steps, seed, warmup, decay)
     run = _RunFolder(Path(out), settings, comm, overwrite) if out is not None else None
     step = 0
@@ -166,15 +180,21 @@ def train(
                 loss = learner.loss(x, y, batch_size, comm)
                 if not torch.isfinite(loss):
                     raise TrainingError(
-                        f"step {step}: the loss of {learner.spec.name!r} at {learner.spec.hook!r} is {float(loss)} "
-                        f"(training diverged; try a smaller lr){_kept(run)}"
+                        f"step {step}: the loss of {learner.spec.name!r} at {learner.spec.hook!r} is "
+                        f"{float(loss)} (training diverged; try a smaller lr){_kept(run)}"
                     )
                 loss.backward()
                 learner.update(rate * learner.lr, comm)
             step += 1
             if step % metrics_every == 0 or step == steps:
                 lines = [
-                    {"step": step, "tokens": step * batch_size, "name": ln.spec.name, "lr": rate * ln.lr, **ln.metrics()}
+                    {
+                        "step": step,
+                        "tokens": step * batch_size,
+                        "name": ln.spec.name,
+                        "lr": rate * ln.lr,
+                        **ln.metrics(),
+                    }
                     for ln in learners
                 ]
                 if run is not None:
@@ -182,9 +202,10 @@ def train(
                 if bar is not None:
                     first = lines[0]
                     bar.set_postfix(
-                        ev=f"{first['explained_variance']:.3f}", l0=f"{first['l0']:.1f}",
+                        ev=f"{first['explained_variance']:.3f}",
+                        l0=f"{first['l0']:.1f}",
                         dead=f"{first['dead_fraction']:.2f}",
-                    )  # fmt: skip
+                    )
             if run is not None and (step % checkpoint_every == 0 or step == steps):
                 run.checkpoint(step, learners, stream)
             if bar is not None:
@@ -226,7 +247,9 @@ def _specs(
             raise TypeError(f"dictionaries[{i}] must be a dict of settings, got {type(entry).__name__}")
         unknown = sorted(set(entry) - allowed)
         if unknown:
-            raise ValueError(f"dictionaries[{i}]: unknown setting {unknown[0]!r}; known: {', '.join(sorted(allowed))}")
+            raise ValueError(
+                f"dictionaries[{i}]: unknown setting {unknown[0]!r}; known: {', '.join(sorted(allowed))}"
+            )
         merged = {**defaults, **entry}
         merged.setdefault("name", f"sae{i}")
         if merged["hook"] is None:
@@ -291,7 +314,9 @@ def _learning_rate(step: int, steps: int, warmup: int, decay: float) -> float:
     return factor
 
 
-def _check_finite(batch: dict[str, torch.Tensor], columns: list[str], step: int, comm: Comm, run: Any) -> None:
+def _check_finite(
+    batch: dict[str, torch.Tensor], columns: list[str], step: int, comm: Comm, run: Any
+) -> None:
     bad = torch.tensor([float(not bool(torch.isfinite(batch[c]).all())) for c in columns])
     comm.sum(bad)
     if bool(bad.any()):
@@ -357,8 +382,8 @@ class _RunFolder:
             diff = _differences(old.get("settings", {}), settings)
             if diff:
                 raise ValueError(
-                    f"{path} holds another run (other settings: {'; '.join(diff)}); choose another folder, or "
-                    "pass overwrite=True (--overwrite) to start afresh there"
+                    f"{path} holds another run (other settings: {'; '.join(diff)}); choose another folder, "
+                    "or pass overwrite=True (--overwrite) to start afresh there"
                 )
             if old.get("finished"):
                 return True
@@ -367,7 +392,9 @@ class _RunFolder:
                 shutil.rmtree(child) if child.is_dir() else child.unlink()
         path.mkdir(parents=True, exist_ok=True)
         if old is None or overwrite:
-            write_json(path / RUN, {"format": FORMAT, "run_id": self.id, "finished": False, "settings": settings})
+            write_json(
+                path / RUN, {"format": FORMAT, "run_id": self.id, "finished": False, "settings": settings}
+            )
         return False
 
     def last_checkpoint(self) -> Path | None:
@@ -385,7 +412,9 @@ class _RunFolder:
         info = read_json(last / "state.json")
         weights = last / "state.safetensors"
         if info.get("run_id") != self.id or info.get("format") != FORMAT:
-            raise ValueError(f"{last} is a checkpoint of another run (run id {info.get('run_id')!r}, this run {self.id!r})")
+            raise ValueError(
+                f"{last} is a checkpoint of another run (run id {info.get('run_id')!r}, this run {self.id!r})"
+            )
         if info.get("sha256") != file_sha256(weights):
             raise ValueError(f"{weights} does not match the sha256 {last / 'state.json'} records")
         tensors = read_tensors(weights)
@@ -440,9 +469,14 @@ class _RunFolder:
                     numbers[ln.spec.name] = n
                 write_tensors(tmp / "state.safetensors", tensors)
                 info = {
-                    "format": FORMAT, "run_id": self.id, "step": step, "epoch": stream.epoch, "index": stream.index,
-                    "learners": numbers, "sha256": file_sha256(tmp / "state.safetensors"),
-                }  # fmt: skip
+                    "format": FORMAT,
+                    "run_id": self.id,
+                    "step": step,
+                    "epoch": stream.epoch,
+                    "index": stream.index,
+                    "learners": numbers,
+                    "sha256": file_sha256(tmp / "state.safetensors"),
+                }
                 write_json(tmp / "state.json", info)
                 final = root / f"step-{step:08d}"
                 if final.exists():

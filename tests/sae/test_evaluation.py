@@ -99,7 +99,9 @@ def test_the_summary_equals_a_hand_computation(wrapped):
 
 def test_features_json_has_the_shared_format(wrapped, tmp_path):
     sae = _sae(seed=1)
-    result = evaluate(wrapped, sae, TEXTS, batch_size=3, top_contexts=4, context=(3, 2), promoted=5, model_name="tiny")
+    result = evaluate(
+        wrapped, sae, TEXTS, batch_size=3, top_contexts=4, context=(3, 2), promoted=5, model_name="tiny"
+    )
     feats = result["features"]
     assert feats["format"] == FEATURES_FORMAT and feats["hook"] == sae.hook and feats["model"] == "tiny"
     assert feats["n_tokens"] == result["summary"]["tokens"]
@@ -116,11 +118,15 @@ def test_features_json_has_the_shared_format(wrapped, tmp_path):
             assert len(c["tokens"]) == len(c["activations"]) <= 6
         assert max(ctx[0]["activations"]) == pytest.approx(tops[0])  # the top context holds the maximum
         h = f["histogram"]
-        assert len(h["edges"]) == len(h["counts"]) + 1 and h["edges"][-1] == pytest.approx(f["max_activation"])
+        assert len(h["edges"]) == len(h["counts"]) + 1 and h["edges"][-1] == pytest.approx(
+            f["max_activation"]
+        )
         assert sum(h["counts"]) == round(f["density"] * feats["n_tokens"])
         want = (sae.W_dec[i] @ W_U.T).topk(5)
         assert [p["logit"] for p in f["promoted"]] == pytest.approx(want.values.tolist(), rel=1e-5)
-        assert [p["token"] for p in f["promoted"]] == [wrapped.tokenizer.decode([t]) for t in want.indices.tolist()]
+        assert [p["token"] for p in f["promoted"]] == [
+            wrapped.tokenizer.decode([t]) for t in want.indices.tolist()
+        ]
         assert f["suppressed"][0]["logit"] == pytest.approx(float((sae.W_dec[i] @ W_U.T).min()), rel=1e-5)
     # the context of a feature's top activation holds the tokens around it, as the text has them
     first = feats["features"][0]
@@ -137,8 +143,23 @@ def test_the_command_line_evaluates_a_run(tiny_folder, wrapped, tmp_path):
     S.save(_sae(), tmp_path / "dictionary")
     (tmp_path / "texts.txt").write_text("\n".join(TEXTS) + "\n")
     out = tmp_path / "eval"
-    argv = ["sae", "eval", "--model", str(tiny_folder), "--model-backend", "wrap", "--sae", str(tmp_path / "dictionary"),
-            "--data", str(tmp_path / "texts.txt"), "--out", str(out), "--no-progress", "--batch-size", "2"]  # fmt: skip
+    argv = [
+        "sae",
+        "eval",
+        "--model",
+        str(tiny_folder),
+        "--model-backend",
+        "wrap",
+        "--sae",
+        str(tmp_path / "dictionary"),
+        "--data",
+        str(tmp_path / "texts.txt"),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--batch-size",
+        "2",
+    ]
     assert main(argv) == 0
     summary = json.loads((out / "result.json").read_text())["dictionaries"]["dictionary"]
     want = _hand(wrapped, _sae(), TEXTS)

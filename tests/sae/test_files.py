@@ -55,17 +55,26 @@ def hand(x, kind, *, k=None, theta=None, b_dec_in=True, w_dec=W_DEC, b_dec=B_DEC
 def write_folder(folder, cfg, tensors):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "cfg.json").write_text(json.dumps(cfg))
-    save_file({k: torch.tensor(v, dtype=torch.float64) for k, v in tensors.items()}, folder / "sae_weights.safetensors")
+    save_file(
+        {k: torch.tensor(v, dtype=torch.float64) for k, v in tensors.items()},
+        folder / "sae_weights.safetensors",
+    )
     return folder
 
 
 def v6(arch, **extra):
     meta = {"sae_lens_version": "6.18.0", "hook_name": "blocks.1.hook_resid_post", "model_name": "tiny"}
     cfg = {
-        "architecture": arch, "d_in": 3, "d_sae": 4, "dtype": "float64", "device": "cpu",
-        "apply_b_dec_to_input": True, "normalize_activations": "none", "reshape_activations": "none",
+        "architecture": arch,
+        "d_in": 3,
+        "d_sae": 4,
+        "dtype": "float64",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
         "metadata": meta,
-    }  # fmt: skip
+    }
     cfg.update(extra)
     return cfg
 
@@ -111,10 +120,17 @@ def test_a_batchtopk_training_checkpoint_encodes_with_its_threshold(tmp_path):
 
 def test_an_older_flat_config_is_read_as_sae_lens_reads_it(tmp_path):
     cfg = {
-        "d_in": 3, "d_sae": 4, "dtype": "float64", "hook_point": "blocks.0.hook_resid_pre",
-        "activation_fn_str": "topk", "activation_fn_kwargs": {"k": 2}, "apply_b_dec_to_input": False,
-        "normalize_activations": False, "sae_lens_version": "3.14.0", "model_name": "gpt2",
-    }  # fmt: skip
+        "d_in": 3,
+        "d_sae": 4,
+        "dtype": "float64",
+        "hook_point": "blocks.0.hook_resid_pre",
+        "activation_fn_str": "topk",
+        "activation_fn_kwargs": {"k": 2},
+        "apply_b_dec_to_input": False,
+        "normalize_activations": False,
+        "sae_lens_version": "3.14.0",
+        "model_name": "gpt2",
+    }
     sae = S.load(write_folder(tmp_path / "old", cfg, SAE_WEIGHTS))
     assert (sae.kind, sae.k, sae.hook) == ("topk", 2, "blocks.0.hook_resid_pre")
     acts, recon = hand(X, "topk", k=2, b_dec_in=False)
@@ -135,9 +151,14 @@ def test_transcoder_folders(tmp_path, arch):
     assert isinstance(tc, S.Transcoder) and tc.hook_out == "blocks.1.hook_mlp_out" and tc.d_out == 2
     kind = "jumprelu" if arch == "jumprelu_transcoder" else "standard"
     acts, recon = hand(
-        X, kind, theta=THETA, b_dec_in=False, w_dec=W_DEC_T, b_dec=B_DEC_T,
+        X,
+        kind,
+        theta=THETA,
+        b_dec_in=False,
+        w_dec=W_DEC_T,
+        b_dec=B_DEC_T,
         w_skip=W_SKIP if arch == "skip_transcoder" else None,
-    )  # fmt: skip
+    )
     torch.testing.assert_close(tc.encode(XT), acts)
     torch.testing.assert_close(tc(XT), recon)
     target = torch.randn(3, 2, dtype=torch.float64)
@@ -231,8 +252,14 @@ def _rewrite(folder, **tensors):
     "change, message",
     [
         (dict(b_enc=None), "key 'b_enc' is missing"),
-        (dict(W_dec=torch.zeros(4, 5, dtype=torch.float64)), r"key 'W_dec' has shape \(4, 5\); expected \(4, 3\)"),
-        (dict(threshold=torch.tensor([0.1, math.nan, 0.2, 0.3], dtype=torch.float64)), "'threshold' holds 1 non-finite"),
+        (
+            dict(W_dec=torch.zeros(4, 5, dtype=torch.float64)),
+            r"key 'W_dec' has shape \(4, 5\); expected \(4, 3\)",
+        ),
+        (
+            dict(threshold=torch.tensor([0.1, math.nan, 0.2, 0.3], dtype=torch.float64)),
+            "'threshold' holds 1 non-finite",
+        ),
         (dict(b_dec=torch.tensor([1, 2, 3])), "key 'b_dec' has dtype torch.int64"),
         (dict(extra=torch.zeros(2)), "unexpected key 'extra'"),
     ],

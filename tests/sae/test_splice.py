@@ -75,19 +75,25 @@ def test_error_term_keeps_the_output_and_features_are_cached(tiny_lms):
         torch.testing.assert_close(
             cache[f"{hook}.hook_sae_error"], clean_cache[hook] - sae(clean_cache[hook]), atol=1e-6, rtol=1e-5
         )
-        torch.testing.assert_close(cache[hook], clean_cache[hook], atol=2e-5, rtol=1e-5)  # the model's own too
+        torch.testing.assert_close(
+            cache[hook], clean_cache[hook], atol=2e-5, rtol=1e-5
+        )  # the model's own too
         assert not _hooks_left(model)
 
 
 def _hooks_left(model):
-    return [n for n, hp in model.hook_dict.items() if getattr(hp, "fwd_hooks", None) or getattr(hp, "bwd_hooks", None)]
+    return [
+        n
+        for n, hp in model.hook_dict.items()
+        if getattr(hp, "fwd_hooks", None) or getattr(hp, "bwd_hooks", None)
+    ]
 
 
 def test_without_error_term_the_model_runs_on_the_reconstruction(tiny_lms):
     for model, hook, x, d in _cases(tiny_lms):
         sae = _random_sae(d, kind="standard")
         with torch.no_grad():
-            hand = out_of(model.run_with_hooks(x, fwd_hooks=[(hook, lambda a, hook: sae(a))]))
+            hand = out_of(model.run_with_hooks(x, fwd_hooks=[(hook, lambda a, hook, sae=sae: sae(a))]))
             with S.spliced(model, {hook: sae}, error_term=False):
                 got = out_of(model(x))
             clean = out_of(model(x))
@@ -101,10 +107,13 @@ def test_steering_and_ablating_features_equal_editing_the_activation_by_hand(tin
         name = S.feature_name(hook)
         i = 5
         with torch.no_grad():
-            hand = out_of(model.run_with_hooks(x, fwd_hooks=[(hook, lambda a, hook: a + 2.5 * sae.W_dec[i])]))
+            steer = [(hook, lambda a, hook, s=sae: a + 2.5 * s.W_dec[5])]
+            hand = out_of(model.run_with_hooks(x, fwd_hooks=steer))
             # ablation: the feature's share of the reconstruction is taken away
             hand_ablate = out_of(
-                model.run_with_hooks(x, fwd_hooks=[(hook, lambda a, hook: a - sae.encode(a)[..., i : i + 1] * sae.W_dec[i])])
+                model.run_with_hooks(
+                    x, fwd_hooks=[(hook, lambda a, hook, s=sae: a - s.encode(a)[..., 5:6] * s.W_dec[5])]
+                )
             )
             with S.spliced(model, {hook: sae}) as m:
                 steered = out_of(m.run_with_hooks(x, fwd_hooks=[(name, S.steer(i, 2.5))]))
@@ -117,9 +126,13 @@ def test_splice_hooks_are_ordinary_forward_hooks(tiny_lms):
     for model, hook, x, d in _cases(tiny_lms)[:3]:
         sae = _random_sae(d, kind="jumprelu")
         with torch.no_grad():
-            a = out_of(model.run_with_hooks(x, fwd_hooks=S.splice_hooks(model, {hook: sae}, error_term=False)))
+            a = out_of(
+                model.run_with_hooks(x, fwd_hooks=S.splice_hooks(model, {hook: sae}, error_term=False))
+            )
             b = out_of(S.run_with_hooks(model, x, saes={hook: sae}, error_term=False))
-            _, cache = S.run_with_cache(model, x, saes={hook: sae}, names_filter=lambda n: n.endswith("acts_post"))
+            _, cache = S.run_with_cache(
+                model, x, saes={hook: sae}, names_filter=lambda n: n.endswith("acts_post")
+            )
         torch.testing.assert_close(a, b)
         assert list(cache) == [f"{hook}.hook_sae_acts_post"]
 
@@ -150,18 +163,28 @@ def test_gradients_of_features_are_the_activations_gradient_through_the_decoder(
     sae = _random_sae(8)
     name = S.feature_name(hook)
     with S.spliced(model, {hook: sae}) as m:
-        _, cache = m.run_with_cache(x, names_filter=[hook, name], incl_bwd=True, metric=lambda y: y[:, -1, 0].sum())
+        _, cache = m.run_with_cache(
+            x, names_filter=[hook, name], incl_bwd=True, metric=lambda y: y[:, -1, 0].sum()
+        )
     torch.testing.assert_close(cache[name + "_grad"], cache[hook + "_grad"] @ sae.W_dec.T)
     # and the model upstream sees the clean model's gradient
-    _, clean = model.run_with_cache(x, names_filter=["blocks.0.hook_mlp_out"], incl_bwd=True, metric=lambda y: y[:, -1, 0].sum())
+    _, clean = model.run_with_cache(
+        x, names_filter=["blocks.0.hook_mlp_out"], incl_bwd=True, metric=lambda y: y[:, -1, 0].sum()
+    )
     with S.spliced(model, {hook: sae}) as m:
-        _, spl = m.run_with_cache(x, names_filter=["blocks.0.hook_mlp_out"], incl_bwd=True, metric=lambda y: y[:, -1, 0].sum())
-    torch.testing.assert_close(spl["blocks.0.hook_mlp_out_grad"], clean["blocks.0.hook_mlp_out_grad"], atol=1e-5, rtol=1e-5)
+        _, spl = m.run_with_cache(
+            x, names_filter=["blocks.0.hook_mlp_out"], incl_bwd=True, metric=lambda y: y[:, -1, 0].sum()
+        )
+    torch.testing.assert_close(
+        spl["blocks.0.hook_mlp_out_grad"], clean["blocks.0.hook_mlp_out_grad"], atol=1e-5, rtol=1e-5
+    )
 
 
 def test_a_transcoder_replaces_the_output_it_predicts():
     model, x = MLPStack(d=8), torch.randn(3, 4, 8)
-    tc = S.Transcoder(8, 8, 24, "topk", k=5, hook="blocks.0.hook_resid_pre", hook_out="blocks.0.hook_mlp_out", seed=3)
+    tc = S.Transcoder(
+        8, 8, 24, "topk", k=5, hook="blocks.0.hook_resid_pre", hook_out="blocks.0.hook_mlp_out", seed=3
+    )
     tc.requires_grad_(False)
     with torch.no_grad():
         clean = model(x)
@@ -205,9 +228,9 @@ def test_patching_sweep_over_features_equals_patching_by_hand(tiny_lms):
             hand = []
             for p in range(6):
 
-                def patch(a, hook, p=p):
+                def patch(a, hook, p=p, delta=(fs - fb) @ sae.W_dec):
                     a = a.clone()
-                    a[:, p] += (fs[:, p] - fb[:, p]) @ sae.W_dec
+                    a[:, p] += delta[:, p]
                     return a
 
                 hand.append(metric(model.run_with_hooks(b, fwd_hooks=[(hook, patch)])).mean())
@@ -222,10 +245,14 @@ def test_steering_a_feature_during_generation(tiny_lms, backend):
     hook = "blocks.0.hook_resid_post"
     sae = _random_sae(32)
     prompt = "t5 t9 t11 t7"
-    want = lm.generate(model, prompt, 6, fwd_hooks=[(hook, lambda a, hook: a + 4.0 * sae.W_dec[2])], return_tokens=True)
+    want = lm.generate(
+        model, prompt, 6, fwd_hooks=[(hook, lambda a, hook: a + 4.0 * sae.W_dec[2])], return_tokens=True
+    )
     plain = lm.generate(model, prompt, 6, return_tokens=True)
     with S.spliced(model, {hook: sae}) as m:
-        got = lm.generate(m, prompt, 6, fwd_hooks=[(S.feature_name(hook), S.steer(2, 4.0))], return_tokens=True)
+        got = lm.generate(
+            m, prompt, 6, fwd_hooks=[(S.feature_name(hook), S.steer(2, 4.0))], return_tokens=True
+        )
         clean = lm.generate(m, prompt, 6, return_tokens=True)
     assert torch.equal(got.tokens, want.tokens)
     assert torch.equal(clean.tokens, plain.tokens)  # the error term leaves generation as it was
@@ -252,7 +279,9 @@ def test_recurrent_features_keep_the_step_axis_and_take_step_hooks():
         with S.spliced(rnn, {"hook_h": sae}) as m:
             got = patching_sweep(m, x, src, [name], lambda y: y[:, -1].sum(-1), positions=list(range(5)))
         for t in range(5):
-            want = rnn.manual(x, edit=lambda s, h, t=t: h + (fs[:, t] - fb[:, t]) @ sae.W_dec if s == t else h)
+            want = rnn.manual(
+                x, edit=lambda s, h, t=t: h + (fs[:, t] - fb[:, t]) @ sae.W_dec if s == t else h
+            )
             torch.testing.assert_close(got[0, t], want[:, -1].sum(-1).mean(), atol=1e-5, rtol=1e-5)
     assert not sae.hook_sae_acts_post.recurrent  # restored when the block ended
 
@@ -262,7 +291,9 @@ def test_bad_splices_are_refused_and_leave_no_hooks(tiny_lms):
     with pytest.raises(UnknownHookError, match="blocks.9.hook_resid_pre"):
         with S.spliced(model, {"blocks.9.hook_resid_pre": _random_sae(8)}):
             pass
-    with pytest.raises(ValueError, match="'blocks.0.hook_resid_pre' reads width 6, but the activation there has shape"):
+    with pytest.raises(
+        ValueError, match="'blocks.0.hook_resid_pre' reads width 6, but the activation there has shape"
+    ):
         with S.spliced(model, {"blocks.0.hook_resid_pre": _random_sae(6)}):
             model(x)
     with pytest.raises(TypeError, match="float64 weights on cpu, but the activation there is torch.float32"):
@@ -281,3 +312,27 @@ def test_bad_splices_are_refused_and_leave_no_hooks(tiny_lms):
         with S.spliced(bridge, {"blocks.0.hook_resid_post": _random_sae(8)}):
             bridge(torch.tensor([[1, 2, 3]]))
     assert not _hooks_left(bridge)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["wrap", "bridge"])
+def test_smollm2_logits_are_unchanged_with_the_error_term(backend):
+    from tests.lm.conftest import needs_smollm2
+
+    if needs_smollm2.args[0]:
+        pytest.skip(needs_smollm2.kwargs["reason"])
+    model = lm.load("smollm2-135m", backend=backend)
+    hook = "blocks.10.hook_resid_post" if backend == "bridge" else "model.layers.10.hook_out"
+    sae = _random_sae(576, width=16 * 576, k=32)
+    ids = lm.to_tokens(model, ["The Eiffel Tower is in the city of Paris, France"])
+    with torch.no_grad():
+        clean = out_of(model(ids))
+        _, cache = model.run_with_cache(ids, names_filter=[hook])
+        with S.spliced(model, {hook: sae}) as m:
+            spliced_out, spliced_cache = m.run_with_cache(ids, names_filter=[S.feature_name(hook)])
+        with S.spliced(model, {hook: sae}, error_term=False):
+            replaced = out_of(model(ids))
+        hand = out_of(model.run_with_hooks(ids, fwd_hooks=[(hook, lambda a, hook: sae(a))]))
+    torch.testing.assert_close(out_of(spliced_out), clean, atol=1e-3, rtol=1e-4)
+    torch.testing.assert_close(spliced_cache[S.feature_name(hook)], sae.encode(cache[hook]))
+    torch.testing.assert_close(replaced, hand)

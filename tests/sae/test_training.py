@@ -46,7 +46,9 @@ def test_planted_features_are_recovered(planted_store, kind, width, steps):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind, extra", [("standard", dict(l1=1.0)), ("jumprelu", dict(l1=1.0, bandwidth=0.2))])
+@pytest.mark.parametrize(
+    "kind, extra", [("standard", dict(l1=1.0)), ("jumprelu", dict(l1=1.0, bandwidth=0.2))]
+)
 def test_planted_features_are_recovered_by_relu_and_jumprelu(planted_store, kind, extra):
     path, X, F, _ = planted_store
     sae = S.train(path, "hook_x", kind=kind, width=32, **{**FAST, "steps": 600}, **extra)
@@ -73,10 +75,21 @@ def test_a_transcoder_learns_the_map_between_two_hooks(planted_store):
 def test_metrics_checkpoints_and_the_run_folder(planted_store, tmp_path):
     path, X, F, _ = planted_store
     run = tmp_path / "run"
-    sae = S.train(path, "hook_x", kind="topk", width=32, k=3, out=run, metrics_every=50, checkpoint_every=100, **FAST)
+    sae = S.train(
+        path, "hook_x", kind="topk", width=32, k=3, out=run, metrics_every=50, checkpoint_every=100, **FAST
+    )
     lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in lines] == list(range(50, 401, 50))
-    for key in ("mse", "explained_variance", "l0", "dead_fraction", "dense_fraction", "aux_loss", "lr", "tokens"):
+    for key in (
+        "mse",
+        "explained_variance",
+        "l0",
+        "dead_fraction",
+        "dense_fraction",
+        "aux_loss",
+        "lr",
+        "tokens",
+    ):
         assert key in lines[0]
     assert lines[-1]["explained_variance"] > lines[0]["explained_variance"]
     assert all(m["l0"] <= 3 for m in lines)
@@ -87,7 +100,9 @@ def test_metrics_checkpoints_and_the_run_folder(planted_store, tmp_path):
         assert torch.equal(a, b), n
     # a finished run is returned as it is, without training again
     started = time.perf_counter()
-    again = S.train(path, "hook_x", kind="topk", width=32, k=3, out=run, metrics_every=50, checkpoint_every=100, **FAST)
+    again = S.train(
+        path, "hook_x", kind="topk", width=32, k=3, out=run, metrics_every=50, checkpoint_every=100, **FAST
+    )
     assert time.perf_counter() - started < 2
     assert torch.equal(again.W_dec, sae.W_dec)
 
@@ -112,17 +127,29 @@ def _train_child(store: Path, run: Path) -> str:
     )
 
 
-RESUMED = dict(kind="batchtopk", width=32, k=3, steps=120, batch_size=128, lr=1e-2, dead_tokens=1000,
-               checkpoint_every=10, metrics_every=5, progress=False)  # fmt: skip
+RESUMED = dict(
+    kind="batchtopk",
+    width=32,
+    k=3,
+    steps=120,
+    batch_size=128,
+    lr=1e-2,
+    dead_tokens=1000,
+    checkpoint_every=10,
+    metrics_every=5,
+    progress=False,
+)
 
 
 def test_a_run_killed_by_sigkill_resumes_to_the_same_dictionary(planted_store, tmp_path):
     path = planted_store[0]
     run = tmp_path / "killed"
     child = subprocess.Popen(
-        [sys.executable, "-c", _train_child(path, run)], env={**os.environ, "PYTHONPATH": os.getcwd()},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [sys.executable, "-c", _train_child(path, run)],
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and child.poll() is None:
         if (run / "checkpoints" / "step-00000030").is_dir():
@@ -133,7 +160,9 @@ def test_a_run_killed_by_sigkill_resumes_to_the_same_dictionary(planted_store, t
     child.wait()
     assert child.returncode == -signal.SIGKILL
     assert not json.loads((run / "run.json").read_text())["finished"]
-    killed_at = max(int(json.loads(line)["step"]) for line in (run / "metrics.jsonl").read_text().splitlines())
+    killed_at = max(
+        int(json.loads(line)["step"]) for line in (run / "metrics.jsonl").read_text().splitlines()
+    )
     assert killed_at < 120
 
     resumed = S.train(path, "hook_x", out=run, **RESUMED)
@@ -145,13 +174,18 @@ def test_a_run_killed_by_sigkill_resumes_to_the_same_dictionary(planted_store, t
 
 def _world_train(store: str) -> dict[str, dict[str, torch.Tensor]]:
     saes = S.train(
-        store, dictionaries=[
+        store,
+        dictionaries=[
             {"name": "wide", "hook": "hook_x", "kind": "topk", "width": 1024, "k": 4},
             {"name": "batch", "hook": "hook_x", "kind": "batchtopk", "width": 32, "k": 3},
             {"name": "relu", "hook": "hook_x", "kind": "standard", "width": 32},
         ],
-        steps=30, batch_size=256, lr=1e-2, dead_tokens=2000, progress=False,
-    )  # fmt: skip
+        steps=30,
+        batch_size=256,
+        lr=1e-2,
+        dead_tokens=2000,
+        progress=False,
+    )
     return {n: {k: v.detach().clone() for k, v in s.state_dict().items()} for n, s in saes.items()}
 
 
@@ -164,7 +198,9 @@ def test_two_processes_train_the_dictionaries_one_process_trains(planted_store):
     for rank in two:
         for name, params in one.items():
             for key, value in params.items():
-                torch.testing.assert_close(rank[name][key], value, atol=WORLD_TOLERANCE, rtol=0, msg=f"{name}.{key}")
+                torch.testing.assert_close(
+                    rank[name][key], value, atol=WORLD_TOLERANCE, rtol=0, msg=f"{name}.{key}"
+                )
 
 
 def test_several_dictionaries_in_one_pass_train_as_they_would_alone(planted_store):
@@ -224,8 +260,20 @@ def test_nan_in_a_batch_stops_at_that_step_and_keeps_the_last_checkpoint(tmp_pat
     X[::199] = float("nan")  # 0.5% of the rows: a batch of 16 holds one every dozen steps or so
     path, _ = write_store(tmp_path / "nan-store", X)
     run = tmp_path / "run"
-    with pytest.raises(S.TrainingError, match=r"step (\d+): the batch read from the store at hook 'hook_x' holds NaN") as e:
-        S.train(path, "hook_x", width=16, k=2, steps=200, batch_size=16, out=run, checkpoint_every=1, progress=False)
+    with pytest.raises(
+        S.TrainingError, match=r"step (\d+): the batch read from the store at hook 'hook_x' holds NaN"
+    ) as e:
+        S.train(
+            path,
+            "hook_x",
+            width=16,
+            k=2,
+            steps=200,
+            batch_size=16,
+            out=run,
+            checkpoint_every=1,
+            progress=False,
+        )
     step = int(str(e.value).split()[1].rstrip(":"))
     assert step > 0  # (the seed puts the first NaN after some good steps)
     kept = sorted(p.name for p in (run / "checkpoints").iterdir())
@@ -239,11 +287,47 @@ def test_the_command_line_trains_several_dictionaries(planted_store, tmp_path):
     from hooked.cli import main
 
     run = tmp_path / "cli"
-    argv = ["sae", "train", "--store", str(planted_store[0]), "--hook", "hook_x", "--width", "32,48", "--k", "3",
-            "--steps", "20", "--batch-size", "256", "--out", str(run), "--no-progress"]  # fmt: skip
+    argv = [
+        "sae",
+        "train",
+        "--store",
+        str(planted_store[0]),
+        "--hook",
+        "hook_x",
+        "--width",
+        "32,48",
+        "--k",
+        "3",
+        "--steps",
+        "20",
+        "--batch-size",
+        "256",
+        "--out",
+        str(run),
+        "--no-progress",
+    ]
     assert main(argv) == 0
     found = S.dictionary_folders(run)
     assert sorted(found) == ["hook_x-topk-w32-k3", "hook_x-topk-w48-k3"]
     assert S.load(found["hook_x-topk-w48-k3"]).width == 48
-    assert main(["sae", "train", "--store", str(planted_store[0]), "--hook", "hook_x", "--width", "32", "--k", "99",
-                 "--steps", "5", "--out", str(tmp_path / "bad")]) == 2  # fmt: skip
+    assert (
+        main(
+            [
+                "sae",
+                "train",
+                "--store",
+                str(planted_store[0]),
+                "--hook",
+                "hook_x",
+                "--width",
+                "32",
+                "--k",
+                "99",
+                "--steps",
+                "5",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )
