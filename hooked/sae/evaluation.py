@@ -18,6 +18,10 @@ On held-out texts, batch by batch (never more than one batch of activations in m
 
 :func:`write_features` writes the per-feature part as ``features.json`` in the format
 ``hooked.sae.features/1`` that the HTML feature pages read (non-finite numbers as ``null``).
+
+Memory: one batch of activations at a time, the top contexts (``width x top_contexts`` windows)
+and, for exact histograms, every non-zero activation seen (``tokens x L0`` pairs of a feature
+index and a value: about 26 MB for 100k tokens at L0 = 32).
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ What a step does (``loss`` then ``update``):
 
 * pre-activations ``z = (x - b_dec) @ W_enc + b_enc`` (``x @ W_enc + b_enc`` for a transcoder);
 * features by kind: ``topk`` (the ``k`` largest per row) and ``batchtopk`` (the ``k * rows``
-  largest of the whole batch, over every rank) through the sparse kernels of
-  :mod:`hooked.sae.sparse`; ``standard`` (ReLU, L1 penalty ``l1 * sum f``) and ``jumprelu`` (L0
+  largest of the whole batch, over every rank), through the sparse kernels of
+  :mod:`hooked.sae.sparse` from ``SPARSE_FROM`` features on (narrower ones densely, which costs
+  no more there); ``standard`` (ReLU, L1 penalty ``l1 * sum f``) and ``jumprelu`` (L0
   penalty ``l1 * sum H(z - theta)``, straight-through gradients with a rectangle kernel of width
   ``bandwidth`` for the threshold, learned as ``log theta``) densely;
 * loss: the squared error summed over the row, averaged over rows, plus the sparsity penalty,

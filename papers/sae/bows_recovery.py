@@ -129,6 +129,7 @@ def bows_recovery(
     latents: list[int] = [4, 8],  # noqa: B006
     n_features: int = 12,
     n_samples: int = 10_000,
+    base_log_odds: float = 0.0,
     weight_decay: float = 1.0,
     bows_epochs: int = 200,
     widths: list[int] = [12, 24, 48],  # noqa: B006
@@ -149,6 +150,8 @@ def bows_recovery(
     Args:
         latents: BOWS latent sizes of the synthetic models (12 features).
         n_features, n_samples: of the synthetic data.
+        base_log_odds: added to every feature's log-odds of being active (0: the paper's data, about
+            6 of 12 features active per sample; -6: about 2.4, a sparse variant).
         weight_decay: AdamW weight decay of the BOWS models (the paper's synthetic: 1 or 6).
         bows_epochs: epochs of the synthetic BOWS models (lr 1e-2, batch 256, cosine).
         widths, ks: SAE widths and k (L0) of the synthetic sweep.
@@ -171,7 +174,9 @@ def bows_recovery(
 
     # synthetic: circular (correlated) vs iid (independent), latent sizes side by side
     kinds = ["circular", "iid"]
-    data = torch.stack([synthetic_bows(k, n_samples, n_features, seed=seed + 42) for k in kinds])
+    data = torch.stack(
+        [synthetic_bows(k, n_samples, n_features, base_log_odds=base_log_odds, seed=seed + 42) for k in kinds]
+    )
     grid = [(k, L) for k in range(len(kinds)) for L in latents]
     model = ToyReLU(n_features, max(latents), len(grid), seed=seed)
     set_hidden_sizes(model, [L for _, L in grid])

@@ -21,7 +21,8 @@ calendar order (the cyclic structures the BOWS paper explains by co-occurrence)?
    unit-normalised and centred, on their first two principal components; their angular order
    against the calendar (:func:`analyses.superposition.groups.cyclic_order`: the share of
    calendar neighbours that are angular neighbours, and its permutation p-value). The same for the
-   raw residual stream (mean per month) as a reference that needs no dictionary, and for days.
+   raw residual stream (mean per month) as a reference that needs no dictionary, for the whole
+   reconstruction and for the error (what the dictionary leaves out), and for days.
 
 Everything is reported as measured; no threshold is tuned toward a circle.
 """
@@ -241,6 +242,14 @@ def _group(
         resid = torch.stack([torch.stack(resid_at[w]).double().mean(0) for w in group]).T  # [d, names]
         coords, var2 = unit_pca_2d(resid.float(), idx)
         result["residual_circle"] = {"pc2_variance": var2, **cyclic_order(coords), "coords": coords.tolist()}
+        # the circle in the whole reconstruction, and in what the dictionary leaves out (the error)
+        recon = torch.stack(
+            [(torch.stack(acts_at[w]).double() @ sae.W_dec.double()).mean(0) for w in group]
+        ).T
+        recon = recon + sae.b_dec.double()[:, None]
+        for key, vecs in (("reconstruction_circle", recon), ("error_circle", resid - recon)):
+            coords, var2 = unit_pca_2d(vecs.float(), idx)
+            result[key] = {"pc2_variance": var2, **cyclic_order(coords), "coords": coords.tolist()}
         if len(chosen):
             W = sae.W_dec[chosen].double()
             recon = torch.stack(
@@ -279,7 +288,7 @@ def _report(out: dict[str, Any]) -> None:
         print(
             f"  names with a feature of their own: {len(own)} of {len(g['names_with_probes'])} {sorted(own)}"
         )
-        for key in ("residual_circle", "feature_circle"):
+        for key in ("residual_circle", "reconstruction_circle", "error_circle", "feature_circle"):
             if key in g:
                 c = g[key]
                 print(

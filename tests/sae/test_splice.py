@@ -336,3 +336,19 @@ def test_smollm2_logits_are_unchanged_with_the_error_term(backend):
     torch.testing.assert_close(out_of(spliced_out), clean, atol=1e-3, rtol=1e-4)
     torch.testing.assert_close(spliced_cache[S.feature_name(hook)], sae.encode(cache[hook]))
     torch.testing.assert_close(replaced, hand)
+
+
+def test_the_tools_of_the_protocol_read_features():
+    from hooked.protocol import check_hookable, collect_activations
+
+    model, sae = MLPStack(d=8), _random_sae(8)
+    hook = "blocks.1.hook_resid_pre"
+    batches = [torch.randn(2, 3, 8) for _ in range(3)]
+    with S.spliced(model, {hook: sae}) as m:
+        check_hookable(m)
+        got = collect_activations(m, batches, S.feature_name(hook))[S.feature_name(hook)]
+    clean = collect_activations(model, batches, hook)[hook]
+    torch.testing.assert_close(got, sae.encode(clean))
+    # a dictionary is a hooked model of its own
+    _, cache = sae.run_with_cache(clean)
+    torch.testing.assert_close(cache["hook_sae_acts_post"], got)
