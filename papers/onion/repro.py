@@ -87,7 +87,7 @@ def onion(
 
     from hooked.checks import non_negative, positive, torch_device
     from hooked.errors import OptionError
-    from hooked.models.repeat import make_repeat_data, sample_unique
+    from papers.onion.repeat import make_repeat_data, sample_unique
 
     started = time.perf_counter()
     unknown = set(methods) - set(METHODS)

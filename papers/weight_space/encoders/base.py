@@ -15,8 +15,8 @@ from torch import Tensor, nn
 
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
-from hooked.models.zoo.lstm import LSTMLayout, check_params
 from hooked.typecheck import Float, typechecked
+from papers.weight_space.zoo.lstm import LSTMLayout, check_params
 
 
 def as_layout(layout: LSTMLayout | Mapping) -> LSTMLayout:

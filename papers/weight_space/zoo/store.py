@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from hooked.io import read_json, read_tensors, write_json, write_tensors
-from hooked.models.zoo.lstm import LSTMLayout, Params, ZooLSTM, check_params, load_member
+from papers.weight_space.zoo.lstm import LSTMLayout, Params, ZooLSTM, check_params, load_member
 
 FORMAT = "hooked-zoo/1"
 TENSORS = "zoo.safetensors"

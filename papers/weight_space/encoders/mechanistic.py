@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from hooked.checkpoint import loadable
 from hooked.hook_point import HookPoint
-from hooked.models.weight_encoders.base import HookedMLP, WeightEncoder
-from hooked.models.zoo.lstm import LSTMLayout, flatten_params, permute_hidden, random_permutations
+from papers.weight_space.encoders.base import HookedMLP, WeightEncoder
+from papers.weight_space.zoo.lstm import LSTMLayout, flatten_params, permute_hidden, random_permutations
 
 
 def augment(params: Mapping[str, Tensor], layout: LSTMLayout) -> dict[str, Tensor]:

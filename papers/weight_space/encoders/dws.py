@@ -32,8 +32,8 @@ from torch import Tensor, nn
 
 from hooked.checkpoint import loadable
 from hooked.hook_point import HookPoint
-from hooked.models.weight_encoders.base import HookedMLP, WeightEncoder
-from hooked.models.zoo.lstm import LSTMLayout
+from papers.weight_space.encoders.base import HookedMLP, WeightEncoder
+from papers.weight_space.zoo.lstm import LSTMLayout
 
 Spec = tuple[str, tuple[str, ...]]  # (state-dict key, group of each axis)
 

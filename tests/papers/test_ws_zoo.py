@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hooked.models.zoo import (
+from papers.weight_space.zoo import (
     DigitTasks,
     LanguageTasks,
     LSTMLayout,
@@ -27,9 +27,9 @@ from hooked.models.zoo import (
     stacked_lstm,
     train_step,
 )
-from hooked.models.zoo.lstm import check_params
-from hooked.models.zoo.tasks import BOS, EOS, image_sequences, rotate_images
-from hooked.models.zoo.train import learning_rate, make_optimizer
+from papers.weight_space.zoo.lstm import check_params
+from papers.weight_space.zoo.tasks import BOS, EOS, image_sequences, rotate_images
+from papers.weight_space.zoo.train import learning_rate, make_optimizer
 
 SMALL = LSTMLayout(d_in=6, d_out=6, hidden=8, layers=2)
 

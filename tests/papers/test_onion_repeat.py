@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hooked import checkpoint
-from hooked.models.repeat import (
+from papers.onion.repeat import (
     RepeatModel,
     evaluate,
     exact_match,

@@ -9,9 +9,9 @@ import hooked
 from analyses.spotlight import spotlight, spotlight_model
 from hooked import checkpoint, cli
 from hooked.io import read_json, read_tensors
-from hooked.models.autoencoder import Autoencoder, iso_tanh, train_autoencoder
 from hooked.protocol import collect_activations
 from hooked.rotations import random_orthonormal
+from papers.spotlight.autoencoder import Autoencoder, iso_tanh, train_autoencoder
 from papers.spotlight.repro import paper_claim
 
 

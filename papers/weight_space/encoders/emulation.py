@@ -21,9 +21,9 @@ from torch import Tensor, nn
 from hooked.checkpoint import loadable
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
-from hooked.models.weight_encoders.base import WeightEncoder
-from hooked.models.zoo.store import Zoo
 from hooked.typecheck import Float, typechecked
+from papers.weight_space.encoders.base import WeightEncoder
+from papers.weight_space.zoo.store import Zoo
 
 
 @loadable

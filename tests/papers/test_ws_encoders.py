@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hooked.models.weight_encoders import (
+from hooked.protocol import check_hookable
+from papers.weight_space.encoders import (
     ENCODERS,
     DWSEncoder,
     Emulator,
@@ -16,8 +17,14 @@ from hooked.models.weight_encoders import (
     total_variation,
     train_emulation,
 )
-from hooked.models.zoo import LSTMLayout, Zoo, init_params, load_member, permute_hidden, random_permutations
-from hooked.protocol import check_hookable
+from papers.weight_space.zoo import (
+    LSTMLayout,
+    Zoo,
+    init_params,
+    load_member,
+    permute_hidden,
+    random_permutations,
+)
 
 LAYOUT = LSTMLayout(d_in=6, d_out=6, hidden=8, layers=2)
 TINY = {

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import torch
 
-from hooked.models.weight_encoders.base import HookedMLP, WeightEncoder
-from hooked.models.weight_encoders.dws import DWSEncoder, DWSLayer, tensor_specs
-from hooked.models.weight_encoders.emulation import (
+from papers.weight_space.encoders.base import HookedMLP, WeightEncoder
+from papers.weight_space.encoders.dws import DWSEncoder, DWSLayer, tensor_specs
+from papers.weight_space.encoders.emulation import (
     EmulationRun,
     Emulator,
     embed_zoo,
@@ -26,14 +26,14 @@ from hooked.models.weight_encoders.emulation import (
     total_variation,
     train_emulation,
 )
-from hooked.models.weight_encoders.mechanistic import (
+from papers.weight_space.encoders.mechanistic import (
     FlatEncoder,
     StatsEncoder,
     TransformerEncoder,
     layer_statistics,
 )
-from hooked.models.weight_encoders.probing import ProbingEncoder
-from hooked.models.zoo.lstm import LSTMLayout, init_params
+from papers.weight_space.encoders.probing import ProbingEncoder
+from papers.weight_space.zoo.lstm import LSTMLayout, init_params
 
 ENCODERS = ("flat", "stats", "transformer", "dws", "noninteractive", "interactive")
 MECHANISTIC = ("flat", "stats", "transformer", "dws")

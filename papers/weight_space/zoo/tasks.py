@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hooked.models.zoo.lstm import LSTMLayout, stacked_lstm
+from papers.weight_space.zoo.lstm import LSTMLayout, stacked_lstm
 
 N_SYMBOLS = 4  # a, b, c, d
 BOS, EOS = 4, 5

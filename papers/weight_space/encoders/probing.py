@@ -4,7 +4,7 @@
 A core (a residual stack of LSTM cells) reads a BOS vector, then the target RNN's outputs on
 ``probes`` parallel probe sequences, one step at a time, then an EOS vector; its final output
 goes through an MLP to the embedding. The target RNN runs *as a function of its parameters*
-(:func:`~hooked.models.zoo.lstm.stacked_lstm`, all M targets of a batch at once, its state
+(:func:`~papers.weight_space.zoo.lstm.stacked_lstm`, all M targets of a batch at once, its state
 carried from probe step to probe step): gradients flow through the target's computation into
 the probe inputs and the core, never into the zoo's parameters, which are detached.
 
@@ -29,8 +29,8 @@ from torch import Tensor, nn
 
 from hooked.checkpoint import loadable
 from hooked.hook_point import HookPoint
-from hooked.models.weight_encoders.base import HookedMLP, WeightEncoder
-from hooked.models.zoo.lstm import stacked_lstm
+from papers.weight_space.encoders.base import HookedMLP, WeightEncoder
+from papers.weight_space.zoo.lstm import stacked_lstm
 
 
 @loadable

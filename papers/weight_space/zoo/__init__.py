@@ -1,11 +1,11 @@
 """RNN model zoos (``docs/methods/weight-space.md``): many small LSTMs trained at once, stored as
 safetensors + JSON.
 
-* :mod:`~hooked.models.zoo.lstm`: :class:`ZooLSTM` (one member, hooked) and
+* :mod:`~papers.weight_space.zoo.lstm`: :class:`ZooLSTM` (one member, hooked) and
   :func:`stacked_lstm` (M members as one computation), hidden-unit permutations.
-* :mod:`~hooked.models.zoo.tasks`: zoo 1 (formal languages) and zoo 2 (rotated 8x8 digits).
-* :mod:`~hooked.models.zoo.train`: batched training with snapshots (:func:`build_zoo`).
-* :mod:`~hooked.models.zoo.store`: the :class:`Zoo` container, ``Zoo.save`` / ``Zoo.load``.
+* :mod:`~papers.weight_space.zoo.tasks`: zoo 1 (formal languages) and zoo 2 (rotated 8x8 digits).
+* :mod:`~papers.weight_space.zoo.train`: batched training with snapshots (:func:`build_zoo`).
+* :mod:`~papers.weight_space.zoo.store`: the :class:`Zoo` container, ``Zoo.save`` / ``Zoo.load``.
 
 ``hooked hooks zoo-lstm --zoo DIR --member 3`` loads one member as a hooked model.
 """
@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hooked.models.zoo.lstm import (
+from papers.weight_space.zoo.lstm import (
     LSTMLayout,
     ZooLSTM,
     flatten_params,
@@ -25,9 +25,15 @@ from hooked.models.zoo.lstm import (
     random_permutations,
     stacked_lstm,
 )
-from hooked.models.zoo.store import Zoo, ZooFormatError
-from hooked.models.zoo.tasks import DigitTasks, LanguageTasks, accepts, random_language_tasks, sample_strings
-from hooked.models.zoo.train import build_zoo, snapshot_steps, train_step, train_zoo
+from papers.weight_space.zoo.store import Zoo, ZooFormatError
+from papers.weight_space.zoo.tasks import (
+    DigitTasks,
+    LanguageTasks,
+    accepts,
+    random_language_tasks,
+    sample_strings,
+)
+from papers.weight_space.zoo.train import build_zoo, snapshot_steps, train_step, train_zoo
 
 
 def zoo_lstm(

@@ -1,7 +1,7 @@
 """Training a whole zoo at once: every run is a member of one stacked computation.
 
 The parameters of all runs are stacked on a leading axis and trained through
-:func:`~hooked.models.zoo.lstm.stacked_lstm` with one optimizer: the loss is the sum over runs of
+:func:`~papers.weight_space.zoo.lstm.stacked_lstm` with one optimizer: the loss is the sum over runs of
 each run's mean loss, so every run gets exactly the gradient it would get alone, and AdamW is
 elementwise, so its update is each run's own update. Weight decay may differ per run (zoo 2); it
 is applied decoupled, as ``torch.optim.AdamW`` does, before the Adam step.
@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from hooked.models.zoo.lstm import LSTMLayout, Params, init_params, stacked_lstm
-from hooked.models.zoo.store import Zoo
+from papers.weight_space.zoo.lstm import LSTMLayout, Params, init_params, stacked_lstm
+from papers.weight_space.zoo.store import Zoo
 
 PAPER_SNAPSHOTS = (0, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000)
 PAPER_LR = (0.01, 0.003, 0.0003)  # at steps 0, half, end (piecewise linear)
@@ -212,7 +212,7 @@ def build_zoo(
     (zoo 2: angle uniform on [0, 360), weight decay from {0, 0.001, 0.01, 0.1}). The defaults are
     the paper's settings; the CPU reproduction passes smaller ones.
     """
-    from hooked.models.zoo.tasks import DigitTasks, LanguageTasks, random_language_tasks
+    from papers.weight_space.zoo.tasks import DigitTasks, LanguageTasks, random_language_tasks
 
     gen = torch.Generator().manual_seed(seed)
     if kind == "formal-languages":
