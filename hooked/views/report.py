@@ -63,6 +63,7 @@ details.json > div { margin-left: 14px; }
 .missing { color: #777; font-style: italic; }
 .files td:nth-child(2) { text-align: right; }
 nav a { margin-right: 12px; }
+.side { display: flex; flex-wrap: wrap; gap: 10px 36px; align-items: flex-start; }
 """
 
 
@@ -228,12 +229,18 @@ def _what_was_run(b: _Builder, name: str, record: dict[str, Any]) -> str:
             items.append((key, _e(record[key])))
     items += [("started", _e(when) if when else missing), ("time taken", _e(_seconds(record.get("seconds"))))]
     out = [_kv(items, raw=True)]
+    side = []
     for key, label in (("options", "settings"), ("model_options", "model settings")):
         opts = record.get(key)
         if isinstance(opts, dict) and opts:
-            out.append(f"<h3>{_e(label)}</h3>" + _kv(list(opts.items())))
+            side.append(f"<div><h3>{_e(label)}</h3>{_kv(list(opts.items()))}</div>")
     versions = record.get("versions")
-    out.append("<h3>versions</h3>" + (_kv(list(versions.items())) if isinstance(versions, dict) else missing))
+    side.append(
+        "<div><h3>versions</h3>"
+        + (_kv(list(versions.items())) if isinstance(versions, dict) else missing)
+        + "</div>"
+    )
+    out.append(f"<div class='side'>{''.join(side)}</div>")
     return "\n".join(out)
 
 

@@ -15,7 +15,10 @@ from hooked.views.page import as_numpy
 def patching(folder: Path) -> View:
     data = read_json(folder / "patching.json")
     restored = as_numpy(data["restored"], "restored")
-    clean, corrupt = data["clean_tokens"], data["corrupt_tokens"]
+    # byte-level BPE pieces as the PNG shows them: a leading space as "·", a newline as "\n"
+    clean, corrupt = (
+        [t.replace("Ġ", "·").replace("Ċ", "\\n") for t in data[k]] for k in ("clean_tokens", "corrupt_tokens")
+    )
     cols = [c if c == k else f"{c} / {k}" for c, k in zip(clean, corrupt)]
     return patching_grid(
         restored,

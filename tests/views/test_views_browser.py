@@ -52,8 +52,11 @@ def test_patching_grid_cell_holds_the_number_in_the_json(browser, tmp_path):
     exact, attribution = root.find_elements("css selector", "svg.hv-heatmap")
     cell = cells(exact, row=3, col=5)
     assert np.float32(float(cell.get_attribute("data-v"))) == np.float32(saved["restored"][3][5])
-    texts = {t.text for t in exact.find_elements("css selector", "text.hv-cell-text")}
-    assert "0.123" in texts
+    shown = [t.get_attribute("textContent") for t in exact.find_elements("css selector", "text.hv-cell-text")]
+    flat = [float(v) for row in saved["restored"] for v in row]
+    words = {math.nan: "NaN", math.inf: "+inf", -math.inf: "-inf"}
+    want = [words.get(v, "NaN" if v != v else f"{0 if abs(v) < 0.005 else v:.2f}") for v in flat]
+    assert shown == want and shown[3 * 9 + 5] == "0.12"  # two decimals in each cell, never cut off
     # the token labels are the prompt's tokens, in order, shown as text (markup included)
     full, drawn = _labels(exact, "x")
     assert full == TOKENS[:9] and drawn == [_clipped(t, 18) for t in TOKENS[:9]]

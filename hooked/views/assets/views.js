@@ -67,6 +67,15 @@
     return String(Number(v.toPrecision(digits || 3)));
   }
   function exact(v) { return special(v) || String(v); }
+  // a number inside a cell: two decimals (never cut off: the font shrinks to fit); hover has the exact value
+  function cellNum(v) {
+    var s = special(v);
+    if (s) return s;
+    var a = Math.abs(v);
+    if (a >= 9999.5) return v.toExponential(1).replace("e+", "e");
+    if (a >= 99.995) return v.toFixed(0);
+    return (a < 0.005 ? 0 : v).toFixed(2);
+  }
   var DIVERGING = [[33, 102, 172], [103, 169, 207], [247, 247, 247], [239, 138, 98], [178, 24, 43]];
   var SEQUENTIAL = [[247, 251, 255], [198, 219, 239], [107, 174, 214], [33, 113, 181], [8, 48, 107]];
   function ramp(stops, t) {
@@ -182,7 +191,7 @@
     if (R === 0 || C === 0) { el("div", { class: "hv-empty" }, box, "empty: " + R + " x " + C); return null; }
     var root = svg("svg", { width: W, height: Hh, class: "hv-heatmap" }, box);
     var nan = hatch(root);
-    var digits = p.digits || 3, showValues = p.show_values !== undefined ? p.show_values : (!p.text && cw >= 34);
+    var showValues = p.show_values !== undefined ? p.show_values : (!p.text && cw >= 30);
     var g = svg("g", { transform: "translate(" + left + "," + top + ")" }, root);
     for (var r = 0; r < R; r++) {
       for (var c = 0; c < C; c++) {
@@ -194,13 +203,15 @@
           shown(cols[c]) + "\n" + (p.value_label || "value") + ": " + exact(v);
         if (p.tips) tip += "\n" + p.tips[r][c];
         rect.setAttribute("data-tip", tip);
-        var label = p.text ? p.text[r][c] : (showValues || !col ? fmt(v, digits) : null);
+        var isText = !!p.text, label = isText ? p.text[r][c] : (showValues || !col ? cellNum(v) : null);
         if (label !== null && label !== undefined) {
+          label = shown(label);
           var fs = Math.min(11, ch - 3);
-          svg("text", { x: c * cw + (cw - 1) / 2, y: r * ch + ch / 2, "font-size": fs,
+          if (isText) label = clip(label, Math.max(2, Math.floor((cw - 2) / (fs * 0.6))));  // a token: cut, hover has it
+          else fs = Math.min(fs, (cw - 3) / (label.length * 0.62));  // a number: never cut, smaller if need be
+          svg("text", { x: c * cw + (cw - 1) / 2, y: r * ch + ch / 2, "font-size": fs.toFixed(1),
             "text-anchor": "middle", "dominant-baseline": "central", fill: ink(col || [228, 228, 228]),
-            class: "hv-cell-text", "pointer-events": "none" }, g,
-            clip(shown(label), Math.max(2, Math.floor(cw / (fs * 0.6)))));
+            class: "hv-cell-text", "pointer-events": "none" }, g, label);
         }
       }
     }
