@@ -54,19 +54,15 @@ def read_features(source: str | os.PathLike | Mapping[str, Any]) -> dict[str, An
 
 def _panels(feature: Mapping[str, Any], data: Mapping[str, Any]) -> list[dict[str, Any]]:
     idx = feature["index"]
-    panels = [
-        stats_panel(
-            [
-                ("feature", idx),
-                ("hook", data.get("hook", "")),
-                ("model", data.get("model", "")),
-                ("density (fraction of tokens active)", _num(feature.get("density"))),
-                ("max activation", _num(feature.get("max_activation"))),
-                ("tokens evaluated", data.get("n_tokens", "")),
-            ],
-            title=f"feature {idx}",
-        )
+    items = [
+        ("feature", idx),
+        ("hook", data.get("hook")),
+        ("model", data.get("model")),
+        ("density (fraction of tokens active)", _num(feature.get("density"))),
+        ("max activation", _num(feature.get("max_activation"))),
+        ("tokens evaluated", data.get("n_tokens")),
     ]
+    panels = [stats_panel([(k, v) for k, v in items if v is not None], title=f"feature {idx}")]
     hist = feature.get("histogram")
     if hist is not None:
         panels.append(

@@ -158,3 +158,24 @@ def test_feature_page_reads_the_schema_and_refuses_other_files(tmp_path):
     panels = views.feature_page(good, 3).panels
     text = next(p for p in panels if p["type"] == "text")
     assert text["rows"][0]["values"]["v"] == ["NaN"]  # null is missing, never 0
+
+
+def test_a_browser_that_cannot_start_is_an_error_with_the_reason(monkeypatch):
+    from tests.views import browser
+
+    monkeypatch.setenv("HOOKED_CHROMEDRIVER", "/nonexistent/chromedriver")
+    with pytest.raises(browser.BrowserUnavailable, match="did not start"):
+        browser.start()
+
+
+def test_importing_the_views_loads_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, hooked.views, hooked.views.report; "
+        "heavy = ('matplotlib', 'transformers', 'transformer_lens', 'sklearn', 'hooked.lm'); "
+        "print(' '.join(m for m in heavy if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == []

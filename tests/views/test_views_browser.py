@@ -13,7 +13,7 @@ import torch
 
 from hooked import ActivationCache, views
 from hooked.io import write_json
-from tests.views.browser import cells, hover_text, open_view
+from tests.views.browser import cells, hover_text, load, open_view
 
 HOSTILE = [
     "<b>",
@@ -52,11 +52,15 @@ def test_patching_grid_cell_holds_the_number_in_the_json(browser, tmp_path):
     exact, attribution = root.find_elements("css selector", "svg.hv-heatmap")
     cell = cells(exact, row=3, col=5)
     assert np.float32(float(cell.get_attribute("data-v"))) == np.float32(saved["restored"][3][5])
-    shown = [t.get_attribute("textContent") for t in exact.find_elements("css selector", "text.hv-cell-text")]
+    shown = browser.execute_script(
+        "return Array.from(arguments[0].querySelectorAll('text.hv-cell-text')).map(t => t.textContent)", exact
+    )
     flat = [float(v) for row in saved["restored"] for v in row]
     words = {math.nan: "NaN", math.inf: "+inf", -math.inf: "-inf"}
+    # two significant digits of the largest |value| (here in [1, 10): two decimals), never cut off
+    assert 1 <= max(abs(v) for v in flat if math.isfinite(v)) < 10
     want = [words.get(v, "NaN" if v != v else f"{0 if abs(v) < 0.005 else v:.2f}") for v in flat]
-    assert shown == want and shown[3 * 9 + 5] == "0.12"  # two decimals in each cell, never cut off
+    assert shown == want and shown[3 * 9 + 5] == "0.12"
     # the token labels are the prompt's tokens, in order, shown as text (markup included)
     full, drawn = _labels(exact, "x")
     assert full == TOKENS[:9] and drawn == [_clipped(t, 18) for t in TOKENS[:9]]
@@ -72,10 +76,11 @@ def test_patching_grid_cell_holds_the_number_in_the_json(browser, tmp_path):
         c = cells(exact, r, r)
         assert c.get_attribute("fill").startswith("url(#") and "hv-nonfinite" in c.get_attribute("class")
         assert c.get_attribute("data-v") == {"NaN": "NaN", "+inf": "+inf", "-inf": "-inf"}[word]
-    real = [
-        c.get_attribute("fill")
-        for c in exact.find_elements("css selector", "rect.hv-cell:not(.hv-nonfinite)")
-    ]
+    real = browser.execute_script(
+        "return Array.from(arguments[0].querySelectorAll('rect.hv-cell:not(.hv-nonfinite)'))"
+        ".map(r => r.getAttribute('fill'))",
+        exact,
+    )
     assert len(real) == 31 * 9 - 3 and all(f.startswith("rgb(") for f in real)
     assert "NaN / \u00b1inf (3)" in root.text
 
@@ -212,3 +217,18 @@ def test_charts_and_empty_views_draw_without_errors(browser, tmp_path):
     assert [p.get_attribute("data-y") for p in points] == ["0.5", "2", "1"]
     assert "1 point(s) NaN/\u00b1inf, not drawn" in root.text
     assert len(root.find_elements("css selector", "rect.hv-bar")) == 12  # top 20 of 12 heads
+
+
+def test_notebook_fragments_draw_themselves_once_each(browser, tmp_path):
+    # what Jupyter inserts for two outputs (nbconvert's HTML keeps them as they are): each fragment carries
+    # the script, which defines itself once and draws its own view
+    a = views.bars([1.0, -1.0], ["a", "b"], title="first")
+    b = views.shaded_text(["x", "y"], [0.5, 1.0], title="second")
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'></head><body>" + a._repr_html_() + b._repr_html_()
+    )
+    (tmp_path / "notebook.html").write_text(page + "</body></html>")
+    assert not load(browser, tmp_path / "notebook.html")
+    titles = [t.text for t in browser.find_elements("css selector", "div.hv-view .hv-title")]
+    assert titles == ["first", "second"]
+    assert browser.execute_script("return hookedViews.rendered") == 2

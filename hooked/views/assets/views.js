@@ -67,14 +67,20 @@
     return String(Number(v.toPrecision(digits || 3)));
   }
   function exact(v) { return special(v) || String(v); }
-  // a number inside a cell: two decimals (never cut off: the font shrinks to fit); hover has the exact value
-  function cellNum(v) {
+  // decimals for the numbers in the cells of a grid whose largest |value| is m: two significant digits of m
+  function decimalsFor(m) {
+    if (!(m > 0) || m >= 100) return 0;
+    if (m >= 10) return 1;
+    if (m >= 0.1) return 2;
+    return Math.min(6, 1 - Math.floor(Math.log10(m)));
+  }
+  // a number inside a cell, with d decimals (never cut off: the font shrinks to fit); hover has the exact value
+  function cellNum(v, d) {
     var s = special(v);
     if (s) return s;
     var a = Math.abs(v);
     if (a >= 9999.5) return v.toExponential(1).replace("e+", "e");
-    if (a >= 99.995) return v.toFixed(0);
-    return (a < 0.005 ? 0 : v).toFixed(2);
+    return (a < 0.5 * Math.pow(10, -d) ? 0 : v).toFixed(d);
   }
   var DIVERGING = [[33, 102, 172], [103, 169, 207], [247, 247, 247], [239, 138, 98], [178, 24, 43]];
   var SEQUENTIAL = [[247, 251, 255], [198, 219, 239], [107, 174, 214], [33, 113, 181], [8, 48, 107]];
@@ -192,6 +198,7 @@
     var root = svg("svg", { width: W, height: Hh, class: "hv-heatmap" }, box);
     var nan = hatch(root);
     var showValues = p.show_values !== undefined ? p.show_values : (!p.text && cw >= 30);
+    var range_ = finiteRange(A.data), decimals = decimalsFor(Math.max(Math.abs(range_[0]), Math.abs(range_[1])));
     var g = svg("g", { transform: "translate(" + left + "," + top + ")" }, root);
     for (var r = 0; r < R; r++) {
       for (var c = 0; c < C; c++) {
@@ -203,7 +210,7 @@
           shown(cols[c]) + "\n" + (p.value_label || "value") + ": " + exact(v);
         if (p.tips) tip += "\n" + p.tips[r][c];
         rect.setAttribute("data-tip", tip);
-        var isText = !!p.text, label = isText ? p.text[r][c] : (showValues || !col ? cellNum(v) : null);
+        var isText = !!p.text, label = isText ? p.text[r][c] : (showValues || !col ? cellNum(v, decimals) : null);
         if (label !== null && label !== undefined) {
           label = shown(label);
           var fs = Math.min(11, ch - 3);
@@ -293,10 +300,10 @@
     var A = arr(p.values), N = A.shape[0];
     if (!N) { el("div", { class: "hv-empty" }, box, "no values"); return; }
     var r = finiteRange(A.data), m = Math.max(Math.abs(r[0]), Math.abs(r[1])) || 1;
-    var neg = r[0] < 0, bw = 300, rowH = 16;
+    var neg = r[0] < 0, bw = 300, rowH = 16, pad = 58;  // pad: room for a value beside its bar
     var left = 10 + Math.min(180, Math.max.apply(null, p.labels.map(function (s) { return textWidth(shown(s)); })));
-    var zero = left + (neg ? bw / 2 : 0), half = neg ? bw / 2 : bw;
-    var root = svg("svg", { width: left + bw + 70, height: N * rowH + 24, class: "hv-bars" }, box);
+    var zero = left + (neg ? pad + bw / 2 : 0), half = neg ? bw / 2 : bw;
+    var root = svg("svg", { width: zero + half + pad + 8, height: N * rowH + 24, class: "hv-bars" }, box);
     var nan = hatch(root);
     svg("line", { x1: zero, x2: zero, y1: 0, y2: N * rowH, stroke: "#444" }, root);
     for (var i = 0; i < N; i++) {
