@@ -1,7 +1,7 @@
 """Interactive views of results, and the report page of a run: HTML that opens offline.
 
 Each function returns a :class:`View`: shown inline in Jupyter (``_repr_html_``), written as a
-standalone page by ``view.save("x.html")`` (atomic; the drawing script, about 30 kB of plain
+standalone page by ``view.save("x.html")`` (atomic; the drawing script, about 33 kB of plain
 JavaScript that ships with hooked, is inlined: no CDN, no network). Hover any cell, bar, point or
 token for its exact value; NaN and infinities are drawn hatched and labelled, never with a colour of
 the scale; text from the data (tokens) is always shown as text, never run as markup.
