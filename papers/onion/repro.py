@@ -168,3 +168,12 @@ def onion(
 
 
 onion.resumes = True  # `hooked repro onion --out DIR` resumes DIR (see prepare_resume)
+
+
+def _report_figures(folder):
+    from papers.onion.views import report_figures
+
+    return report_figures(folder)
+
+
+onion.report_figures = _report_figures  # interactive figures of report.html (hooked.views.report)

@@ -199,3 +199,12 @@ def _check_options(
         raise ValueError(
             f"--n-angles must be a multiple of 4 and >= 8 (the axes must lie on the grid), got {n_angles}"
         )
+
+
+def _report_figures(folder):
+    from papers.spotlight.views import report_figures
+
+    return report_figures(folder)
+
+
+spotlight_repro.report_figures = _report_figures  # interactive figures of report.html (hooked.views.report)

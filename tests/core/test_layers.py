@@ -5,6 +5,7 @@ to import:
 
 * the core (``hooked`` and its modules, ``hooked.lm``) imports nothing above it;
 * ``hooked.models`` imports the core;
+* ``hooked.views`` (HTML views and report pages) imports the core; analyses and the top use it;
 * ``interventions`` and ``analyses`` import the core only (never a concrete model, never a
   reproduction); ``analyses`` may use ``interventions``, not the other way round;
 * ``papers`` and the command line (``hooked.cli``, ``hooked.__main__``) sit on top;
@@ -60,6 +61,8 @@ def layer(module: str) -> str:
         return "top"
     if module.startswith("hooked.models"):
         return "models"
+    if module.startswith("hooked.views"):
+        return "views"
     if module.startswith(("interventions", "analyses")):
         return module.split(".")[0]
     if module.startswith("hooked"):
@@ -70,9 +73,10 @@ def layer(module: str) -> str:
 ALLOWED = {
     "core": {"core"},
     "models": {"core", "models"},
+    "views": {"core", "views"},
     "interventions": {"core", "interventions"},
-    "analyses": {"core", "interventions", "analyses"},
-    "top": {"core", "models", "interventions", "analyses", "top"},
+    "analyses": {"core", "interventions", "analyses", "views"},
+    "top": {"core", "models", "interventions", "analyses", "views", "top"},
 }
 
 GRAPH = {m: _imports(p, _modules()) - {m} for m, p in _modules().items()}
