@@ -29,7 +29,8 @@ Interface (for :mod:`hooked.hook_point`, :mod:`hooked.hooked_module` and :mod:`h
 =====================================  ==========================================================
 ``attached(on)``                       hook points say when the first hook anywhere is attached
                                        (True), and when one is left with none while none has any
-``run_in_pass(forward, m, args, kw)``  run a HookedModule's forward as a forward
+``enter()`` / ``leave(opened, ok)``    a HookedModule forward starts / ends (``ok``: it returned);
+                                       ``enter`` says whether it opened the pass
 ``forward_pass()``                     the ``with`` block (public as ``hooked.forward_pass``)
 ``count_calls(module)``                make each call of a wrapped module a forward; returns the
                                        two PyTorch handles that undo it
@@ -43,8 +44,8 @@ Interface (for :mod:`hooked.hook_point`, :mod:`hooked.hooked_module` and :mod:`h
                                        the messages to warn with when a pass it ran in ends
 =====================================  ==========================================================
 
-HookedModule forwards call ``run_in_pass`` only while ``hooked.hook_point.any_live`` says that
-some hook is attached: with none, there is nothing to count.
+HookedModule forwards call ``enter`` / ``leave`` only while ``hooked.hook_point.any_live`` says
+that some hook is attached: with none, there is nothing to count.
 
 ``torch.compile``: the functions that look at the stack cannot be traced, so compiled code calls
 them through ``torch.compiler.disable`` twins, made when the first hook is attached (importing
@@ -97,18 +98,21 @@ _EXPECTING: dict[int, weakref.WeakMethod] = {}
 
 
 # ---------------------------------------------------------------------------------- forwards
-def _enter() -> bool:
-    """A forward starts: it opens a pass unless one is running in this thread (returns whether)."""
+def enter() -> bool:
+    """A forward starts: it opens a pass unless one is running in this thread (returns whether).
+    Call :func:`leave` when it ends, in a ``finally``."""
     st = _STATE
-    opened = not st.depth and not _running_call(st.pass_)
+    p = st.pass_
+    opened = not st.depth and not (p is not None and _running(p.frame))  # (a wrapped call's pass)
     if opened:
         st.pass_ = _Pass()
     st.depth += 1
     return opened
 
 
-def _leave(opened: bool, finished: bool) -> None:
-    """A forward ends (``finished``: it returned, it did not raise)."""
+def leave(opened: bool, finished: bool) -> None:
+    """A forward ends (``opened``: what :func:`enter` returned; ``finished``: it returned, it did
+    not raise)."""
     st = _STATE
     st.depth -= 1
     if opened:
@@ -117,18 +121,6 @@ def _leave(opened: bool, finished: bool) -> None:
         st.depth = 0  # the outermost forward ended: nothing it started can still run
         if finished and _EXPECTING and p is not None:
             _report_unreached(p)
-
-
-def run_in_pass(forward: Callable[..., Any], module: nn.Module, args: tuple, kwargs: dict) -> Any:
-    """``forward(module, *args, **kwargs)`` as a forward: the outermost one opens a pass."""
-    opened = _enter()
-    finished = False
-    try:
-        out = forward(module, *args, **kwargs)
-        finished = True
-        return out
-    finally:
-        _leave(opened, finished)
 
 
 @contextlib.contextmanager
@@ -144,20 +136,21 @@ def forward_pass() -> Iterator[None]:
     hook points outside any HookedModule a pass of their own. When the block ends without an
     exception, ``at_step`` hooks whose steps were never reached are reported.
     """
-    opened = _enter()
+    opened = enter()
     finished = False
     try:
         yield
         finished = True
     finally:
-        _leave(opened, finished)
+        leave(opened, finished)
 
 
 # ------------------------------------------------------------------ calls of a wrapped module
 def _open_at_call(module: nn.Module, args: Any) -> None:
     """Forward pre-hook: a call of the module opens a pass unless a forward runs in this thread."""
     st = _STATE
-    if st.depth or _running_call(st.pass_):
+    p = st.pass_
+    if st.depth or (p is not None and _running(p.frame)):
         return
     st.pass_ = _Pass(_nearest_module_call())
 
@@ -293,11 +286,6 @@ def _pass_outside_forwards() -> _Pass:
     if b is None or not _running(b.frame):
         b = st.bare = _Pass(_outermost_module_call())
     return b
-
-
-def _running_call(p: _Pass | None) -> bool:
-    """Whether ``p`` is the pass of a wrapped module's call that is still running."""
-    return p is not None and _running(p.frame)
 
 
 _CALL_IMPL = nn.Module._call_impl.__code__

@@ -47,7 +47,14 @@ def _in_a_pass(forward: Callable[..., Any]) -> Callable[..., Any]:
     def forward_in_a_pass(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         if not hook_point.any_live:  # no hook attached anywhere: nothing to count
             return forward(self, *args, **kwargs)
-        return _steps.run_in_pass(forward, self, args, kwargs)
+        opened = _steps.enter()
+        finished = False
+        try:
+            out = forward(self, *args, **kwargs)
+            finished = True
+            return out
+        finally:
+            _steps.leave(opened, finished)
 
     forward_in_a_pass._hooked_pass = True  # type: ignore[attr-defined]
     return forward_in_a_pass
