@@ -29,8 +29,9 @@ Interface (for :mod:`hooked.hook_point`, :mod:`hooked.hooked_module` and :mod:`h
 =====================================  ==========================================================
 ``attached(on)``                       hook points say when the first hook anywhere is attached
                                        (True), and when one is left with none while none has any
-``enter()`` / ``leave(opened, ok)``    a HookedModule forward starts / ends (``ok``: it returned);
-                                       ``enter`` says whether it opened the pass
+``enter()``                            a HookedModule forward starts; says whether it opened the
+                                       pass
+``leave(opened, finished)``            it ends (``finished``: it returned, it did not raise)
 ``forward_pass()``                     the ``with`` block (public as ``hooked.forward_pass``)
 ``count_calls(module)``                make each call of a wrapped module a forward; returns the
                                        two PyTorch handles that undo it
