@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hooked.hook_point import at_step
+from hooked.hook_fns import at_step
 from hooked.protocol import Batch, Hookable, cache_batch, check_hook, hook_point, run_with_hooks, split_batch
 from interventions._patch_rows import rows_by_hook
 
