@@ -178,7 +178,7 @@ def batch_columns(
     lead = 2 if layout.sequence else 1
     for name in layout.shapes:
         act = acts[name].detach()
-        flat = act.reshape(int(np.prod(act.shape[:lead])), -1)
+        flat = act.reshape(int(np.prod(act.shape[:lead])), int(np.prod(layout.shapes[name], dtype=np.int64)))
         if keep is not None:
             flat = flat.index_select(0, keep.to(flat.device))
         flat = flat[:take]

@@ -371,3 +371,41 @@ def test_one_column_by_name_and_stores_given_as_the_wrong_type(tmp_path):
                 read(bad)
     with pytest.raises(TypeError, match="expected an activation store's folder or the Dataset"):
         store.iter_batches(np.zeros(3))
+
+
+# ---------------------------------------------------------------------- more inputs
+def test_batches_without_rows_anywhere(tmp_path):
+    model, x = MLPStack(d=8), torch.randn(10, 8, generator=torch.Generator().manual_seed(0))
+    want = _reference(model, [x], HOOKS)
+    for name, batches in (
+        ("middle", [x[:5], x[5:5], x[5:]]),
+        ("first", [x[:0], x]),
+    ):  # before: a reshape error
+        out = store.harvest(model, batches, HOOKS, tmp_path / name, progress=False)
+        assert store.read_manifest(out)["rows"] == 10
+        ds = store.open(out)
+        assert all(torch.equal(ds[h][:], want[h]) for h in HOOKS)
+
+
+def _rank_data_job(out: str) -> str:
+    """Rank 1 is given other values in batch 4 than rank 0 (a data loader seeded per rank)."""
+    from hooked import distributed
+
+    batches = _batches(8)
+    if distributed.rank() == 1:
+        batches[4] = batches[4] + 1
+    try:
+        _harvest(batches, out)
+    except StoreError as e:
+        return str(e)
+    return "finished"
+
+
+def test_ranks_given_other_data_refuse_to_finish_the_store(tmp_path):
+    from tests.multiproc import run_world
+
+    said = run_world(_rank_data_job, 2, str(tmp_path / "s"))
+    # before: each rank wrote its own shards from its own data, and the store finished
+    assert "rank 1 read other data than rank 0 (from shard 1, batch 3 on)" in said[0], said
+    assert "rank 0 read other data than rank 1 (from shard 1, batch 3 on)" in said[1], said
+    assert not (tmp_path / "s").exists()
