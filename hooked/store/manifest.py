@@ -2,9 +2,10 @@
 
 ``manifest.json`` (written atomically, last, by rank 0) names the store's format, the model (its
 class and a fingerprint of its parameters), every hook's row shape and dtype, whether rows are
-tokens or samples, the shards (file, rows, first row, bytes, sha256, and a sha256 of the inputs
-they were computed from) and the settings. Settings that differ refuse a resume; a manifest read
-back is checked field by field, and the shards' sizes always (their hashes on request).
+tokens or samples, the shards (file, rows, first row, batches, bytes, sha256, and a sha256 of every
+byte of the inputs they were computed from) and the settings. Settings that differ refuse a resume;
+a manifest read back is checked field by field, and the shards' sizes always (their hashes on
+request).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def require(module: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         raise ImportError(
-            f"activation stores need {module}: `pip install pyarrow datasets` "
+            f"activation stores need {module}: `pip install pyarrow datasets filelock` "
             "(or `pip install 'hooked[scale]'`)"
         ) from None
 
