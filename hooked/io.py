@@ -109,7 +109,7 @@ def open_regular(path: str | os.PathLike) -> Any:
         if not stat.S_ISREG(mode):
             what = "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
             raise ValueError(f"{path} is {what}; expected a regular file")
-        if hasattr(os, "set_blocking"):
+        if hasattr(os, "O_NONBLOCK"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:

@@ -382,9 +382,9 @@ def _claim(plan: _Plan) -> tuple[str, str | None]:
         for stale in partial.glob(".shard-*.tmp"):
             stale.unlink()
         (partial / PROGRESS).mkdir(exist_ok=True)
-    except StoreError as e:
+    except (StoreError, ValueError, OSError) as e:  # answered to every rank, none is left waiting
         plan.release()
-        return "error", str(e)
+        return "error", f"cannot resume or set up {partial}: {e}" if isinstance(e, OSError) else str(e)
     except BaseException:
         plan.release()
         raise
