@@ -302,7 +302,7 @@ def _cmd_harvest(args: argparse.Namespace, rest: list[str]) -> int:
     from hooked.store.command import harvest_command
 
     helpers = dict(model_parser=_model_parser, build_model=_build_model, find_model=_model_entry)
-    return harvest_command(rest, show_help=args.help, **helpers)
+    return harvest_command(rest, show_help=args.help, debug=args.debug, **helpers)
 
 
 def _cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
