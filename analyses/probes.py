@@ -246,7 +246,7 @@ def pool_rows(act: Tensor, pool: str | int, mask: Tensor | None = None) -> Tenso
 def real_position(mask: Tensor, position: int) -> Tensor:
     """``[batch]``: the index of each row's ``position``-th real token (0 its first, -1 its last)
     in a padded batch with attention ``mask``; an error if some row is too short."""
-    from hooked.lm.tokens import first_positions, last_positions
+    from hooked.lm.text.tokens import first_positions, last_positions
 
     batch = {"input_ids": mask, "attention_mask": mask}
     first, last = first_positions(batch), last_positions(batch)
@@ -593,5 +593,5 @@ def ridge_probe_analysis(
 
 
 # the command line may hand this analysis padded batches (``--data texts.txt``): it pools over each
-# row's real tokens (see :mod:`hooked.lm.command_line`)
+# row's real tokens (see :mod:`hooked.lm.loading.command_line`)
 ridge_probe_analysis.masks_padding = True  # type: ignore[attr-defined]

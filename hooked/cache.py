@@ -110,7 +110,7 @@ class ActivationCache(Mapping[str, Tensor]):
         the aliases the model gave its caches (a wrapped LM: ``model.layers.3.hook_in``). Negative
         layers need the model: ``hooked.lm.act_name(model, "resid_pre", -1)``.
         """
-        from hooked.lm.names import act_name
+        from hooked.lm.names.hook_names import act_name
 
         if isinstance(layer, int) and layer < 0:
             raise KeyError(

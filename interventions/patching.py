@@ -303,7 +303,7 @@ def _layer_skip_forward(model: Hookable, base: Batch, hooks: Sequence[str], reus
     another axis than positions, or of whole activations), ``None`` for the plain batched path."""
     if reuse_prefix is not None:  # True was refused above; False: the plain path
         return None
-    from hooked.lm.layer_skip import decoder_layers, layer_of
+    from hooked.lm.sweeps.layer_skip import decoder_layers, layer_of
     from interventions.prefix_reuse import causal_lm_forward
 
     forward = causal_lm_forward(model, base)
@@ -314,7 +314,7 @@ def _layer_skip_forward(model: Hookable, base: Batch, hooks: Sequence[str], reus
 
 
 def _batch_ids_length(base: Batch) -> int:
-    from hooked.lm.tokens import batch_ids_and_mask
+    from hooked.lm.text.tokens import batch_ids_and_mask
 
     return batch_ids_and_mask(base)[0].shape[1]
 

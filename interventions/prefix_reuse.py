@@ -4,7 +4,7 @@ In a causal LM, a patch at position ``p`` in decoder layer ``l`` changes nothing
 before ``p`` and nothing that layers ``0 .. l-1`` compute. So the base run is done once, keeping
 its key-value cache and every layer's output, and a patched run recomputes only positions
 ``p .. T-1`` (on top of the base cache cropped to ``p``) of layers ``l ..`` (on the base run's
-output of layer ``l-1``, :mod:`hooked.lm.layer_skip`). Patches share forwards as rows of one
+output of layer ``l-1``, :mod:`hooked.lm.sweeps.layer_skip`). Patches share forwards as rows of one
 batch, as in :func:`interventions.patching.patching_sweep`'s plain path; a forward runs from its
 patches' earliest position and layer, and :func:`plan` chooses which patches go together by a
 cost model of the forward (a fixed cost plus a cost per row and position, per layer run).
@@ -40,13 +40,13 @@ Metric = Callable[[Any], Tensor]
 
 
 def causal_lm_forward(model: Any, base: Batch) -> Any | None:
-    """An :class:`hooked.lm.forward.LMForward` for ``model`` when it is a causal language model
+    """An :class:`hooked.lm.backends.forward.LMForward` for ``model`` when it is a causal language model
     from :func:`hooked.lm.load` (or a ``hooked.wrap`` / bridge of one) and ``base`` is a token
     batch; ``None`` otherwise."""
     if not hasattr(model, "hook_dict"):
         return None
-    from hooked.lm.forward import LMForward
-    from hooked.lm.tokens import batch_ids_and_mask
+    from hooked.lm.backends.forward import LMForward
+    from hooked.lm.text.tokens import batch_ids_and_mask
 
     try:
         ids, _ = batch_ids_and_mask(base)
@@ -82,7 +82,7 @@ def prefix_reuse_sweep(
     Returns:
         ``[len(grid)]``.
     """
-    from hooked.lm.tokens import batch_ids_and_mask
+    from hooked.lm.text.tokens import batch_ids_and_mask
 
     n_rows, length = batch_ids_and_mask(base)[0].shape
     starts = [int(pos.min()) for _, pos in grid]
@@ -115,9 +115,9 @@ def reuse_sweep(
             (patch-major rows, as :func:`interventions.patching.patching_sweep`'s plain path) to
             activations of positions ``start ..``.
     """
-    from hooked.lm.forward import prefix_cache
-    from hooked.lm.layer_skip import decoder_layers, head_share, layer_of, layer_outputs, skipping
-    from hooked.lm.tokens import batch_ids_and_mask
+    from hooked.lm.backends.forward import prefix_cache
+    from hooked.lm.sweeps.layer_skip import decoder_layers, head_share, layer_of, layer_outputs, skipping
+    from hooked.lm.text.tokens import batch_ids_and_mask
 
     ids, mask = batch_ids_and_mask(base)
     mask = torch.ones_like(ids) if mask is None else mask.to(ids.device).long()

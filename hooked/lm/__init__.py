@@ -19,14 +19,13 @@ points named by module path, ``model.layers.3.hook_in``; no TransformerLens need
 Padded batches: ``lm.tokenize(model, texts)`` gives ``{"input_ids", "attention_mask"}``, which
 every backend takes as keywords (``model(**batch)``, ``run_with_cache(**batch)``) and
 ``lm.last_positions(batch)`` each row's last real token. Generation with hooks:
-``lm.generate(model, prompts, max_new_tokens, fwd_hooks=...)`` (:mod:`hooked.lm.generate`).
+``lm.generate(model, prompts, max_new_tokens, fwd_hooks=...)`` (:mod:`hooked.lm.text.generate`).
 
 The cache folder is ``$HOOKED_CACHE``, else ``$XDG_CACHE_HOME/hooked``, else ``~/.cache/hooked``.
 transformers and transformer_lens are imported only when a model is loaded.
 """
 
-from hooked.lm.generate import Generation, generate, generation_pass, on_new_tokens, on_prompt
-from hooked.lm.loading import (
+from hooked.lm.loading.loader import (
     BACKENDS,
     EMBEDDED,
     Backend,
@@ -43,8 +42,9 @@ from hooked.lm.loading import (
     resolve,
     wrap_lm,
 )
-from hooked.lm.residual import residual_hooks, residual_labels
-from hooked.lm.tokens import (
+from hooked.lm.names.residual import residual_hooks, residual_labels
+from hooked.lm.text.generate import Generation, generate, generation_pass, on_new_tokens, on_prompt
+from hooked.lm.text.tokens import (
     UnmaskedPaddingWarning,
     first_positions,
     last_positions,
@@ -87,8 +87,9 @@ __all__ = [
 ]
 
 # ---------------------------------------------------------------------- heads, names, residual toolkit
-from hooked.lm.names import LMNames, lm_names
-from hooked.lm.resid import (
+from hooked.lm.backends.wrapped import WrappedLM
+from hooked.lm.names.hook_names import LMNames, lm_names
+from hooked.lm.toolkit.resid import (
     accumulated_resid,
     act_name,
     apply_ln_to_stack,
@@ -100,7 +101,6 @@ from hooked.lm.resid import (
     stream_hooks,
     unembed,
 )
-from hooked.lm.wrapped import WrappedLM
 
 __all__ += [
     "LMNames",

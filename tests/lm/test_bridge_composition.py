@@ -1,6 +1,6 @@
 """``lm.load(backend="bridge")`` gives one object with both layers of changes to TransformerLens's
-bridge: the fixes of :mod:`hooked.lm.bridge_fixes` (key-value cache, keyword token batches, the
-padding warning, checked replacements) and the hook methods of :mod:`hooked.lm.hooked_bridge`
+bridge: the fixes of :mod:`hooked.lm.backends.bridge_fixes` (key-value cache, keyword token batches, the
+padding warning, checked replacements) and the hook methods of :mod:`hooked.lm.backends.bridge`
 (names asked for, gated hooks switched on, ``metric=``). Generation and the prefix-reusing patching
 sweep run on it with hooks attached by alias and by gated name, with the numbers of ``wrap``."""
 
@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from hooked import HookReturnError, lm
-from hooked.lm.bridge_fixes import _BridgeInputs, fix_bridge
-from hooked.lm.hooked_bridge import HookedBridge, hooked_bridge
+from hooked.lm.backends.bridge import HookedBridge, hooked_bridge
+from hooked.lm.backends.bridge_fixes import _BridgeInputs, fix_bridge
 from interventions.patching import patching_sweep
 
 TEXTS = ["the cat sat on the big red mat", "a dog ran"]

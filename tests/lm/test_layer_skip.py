@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hooked.lm.layer_skip import decoder_layers, layer_of, layer_outputs, skipping
+from hooked.lm.sweeps.layer_skip import decoder_layers, layer_of, layer_outputs, skipping
 
 
 @pytest.mark.parametrize(

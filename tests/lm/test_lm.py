@@ -295,7 +295,7 @@ def test_interrupted_conversion_leaves_nothing(monkeypatch, tmp_path):
         (Path(out) / "model.safetensors").write_bytes(b"half")
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(lm.loading, "convert_gguf", broken)
+    monkeypatch.setattr(lm.loading.loader, "convert_gguf", broken)
     with pytest.raises(RuntimeError, match="interrupted"):
         lm.converted_folder(fake)
     assert list((tmp_path / "cache" / "models").iterdir()) == []
@@ -304,11 +304,11 @@ def test_interrupted_conversion_leaves_nothing(monkeypatch, tmp_path):
         (Path(out) / "config.json").write_text("{}")
         return Path(out)
 
-    monkeypatch.setattr(lm.loading, "convert_gguf", works)
+    monkeypatch.setattr(lm.loading.loader, "convert_gguf", works)
     folder = lm.converted_folder(fake)
     assert folder.name.startswith("fake-") and (folder / "config.json").is_file()
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]
-    monkeypatch.setattr(lm.loading, "convert_gguf", broken)
+    monkeypatch.setattr(lm.loading.loader, "convert_gguf", broken)
     assert lm.converted_folder(fake) == folder  # cached: not converted again
 
 
@@ -334,7 +334,7 @@ def test_missing_package_or_file_says_what_to_do(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="backend must be one of"):
         lm.load("smollm2-135m", backend="tl")
     # a hub name that is not cached, with no network: a clear error at once, not retries
-    monkeypatch.setattr(lm.loading, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(lm.loading.loader, "_hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(lm.LMLoadError, match="cannot be reached.*'smollm2-135m'"):
         lm.load_hf("nobody-here/no-such-model")
 

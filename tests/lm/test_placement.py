@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hooked import lm, store
-from hooked.lm.placement import (
+from hooked.lm.loading.placement import (
     OffloadedWeightsError,
     device_map_of,
     materialized,

@@ -86,7 +86,7 @@ def test_prefix_reuse_runs_only_the_suffix_from_the_patched_layer(tiny, monkeypa
 
 
 def test_a_model_whose_layers_cannot_be_skipped_is_recomputed_whole(tiny, monkeypatch):
-    from hooked.lm import layer_skip
+    from hooked.lm.sweeps import layer_skip
 
     model = tiny["wrap"]
     base = lm.to_tokens(model, "the cat sat on the big red mat")

@@ -22,7 +22,7 @@ LLAMA_LIKE = ("llama", "qwen2", "mistral", "gemma", "gemma2")
 
 
 def hand_names(family: str, layer: int) -> dict[str, str]:
-    """Module paths written out per family (independent of hooked.lm.arch)."""
+    """Module paths written out per family (independent of hooked.lm.names.layouts)."""
     if family == "gpt2":
         block = f"transformer.h.{layer}"
         return {"ln1": f"{block}.ln_1", "attn": f"{block}.attn", "final": "transformer.ln_f"}

@@ -2,7 +2,7 @@
 
 TransformerLens's ``ActivationCache`` helpers as functions of ``(model, cache)``, on both backends
 of :func:`hooked.lm.load` with the same numbers (the bridge reads TransformerLens names, ``wrap``
-module paths; :class:`hooked.lm.names.LMNames` maps one to the other):
+module paths; :class:`hooked.lm.names.hook_names.LMNames` maps one to the other):
 
 * :func:`unembed`: the logits a residual activation stands for (the model's own final norm, its
   unembedding, and Gemma-2's logit soft-capping), the logit lens of any residual stream.
@@ -39,8 +39,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from hooked.lm.names import LMNames, lm_names, tl_aliases
-from hooked.lm.names import act_name as _tl_act_name
+from hooked.lm.names.hook_names import LMNames, lm_names, tl_aliases
+from hooked.lm.names.hook_names import act_name as _tl_act_name
 from hooked.typecheck import Float, typechecked
 
 PosSlice = int | slice | Sequence[int] | Tensor | None
@@ -128,7 +128,7 @@ class _Norm:
         if not torch.allclose(got, want, atol=tol * want.abs().max().item() + tol, rtol=tol):
             raise ValueError(
                 f"the norm {type(self.module).__name__} is neither an RMSNorm nor a LayerNorm as far as "
-                "hooked.lm.resid can tell (its output is not gain * x / scale(x) [+ bias])"
+                "hooked.lm.toolkit.resid can tell (its output is not gain * x / scale(x) [+ bias])"
             )
 
 
@@ -453,7 +453,7 @@ def logit_attrs(
 def _directions(model: Any, parts: _Parts, tokens: int | str | Tensor) -> Tensor:
     """Rows of the unembedding for ``tokens``: ``[*tokens.shape, d_model]``."""
     if isinstance(tokens, str):
-        from hooked.lm.tokens import token_id
+        from hooked.lm.text.tokens import token_id
 
         tokens = token_id(model, tokens)
     unembedding = parts.unembedding()

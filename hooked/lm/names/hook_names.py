@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from hooked.lm.arch import Decoder, decoder
+from hooked.lm.names.layouts import Decoder, decoder
 
 _LAYER_TYPES = {"a": "attn", "attention": "attn", "m": "mlp", "b": "", "block": "", "blocks": ""}
 _NAME_ALIASES = {
@@ -156,7 +156,7 @@ def tl_aliases(dec: Decoder) -> dict[str, str]:
 
 def lm_names(model: Any, what: str = "this") -> LMNames:
     """:class:`LMNames` of a model loaded by :func:`hooked.lm.load` (bridge or wrap backend)."""
-    from hooked.lm.arch import require_decoder
+    from hooked.lm.names.layouts import require_decoder
 
     bridge = is_bridge(model)
     hf = model.original_model if bridge else getattr(model, "module", None)

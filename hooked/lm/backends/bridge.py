@@ -25,7 +25,7 @@ weights; only the hook methods change). Everything else is TransformerLens's.
 
 ``run_with_cache`` returns a :class:`hooked.ActivationCache` (the same class as every other
 backend), not TransformerLens's; its helpers (``accumulated_resid``, ``decompose_resid``,
-``logit_attrs``, ``stack_head_results``, ``apply_ln_to_stack``) are :mod:`hooked.lm.resid`'s
+``logit_attrs``, ``stack_head_results``, ``apply_ln_to_stack``) are :mod:`hooked.lm.toolkit.resid`'s
 functions, which run on both backends.
 """
 
@@ -40,7 +40,7 @@ from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
 from hooked.cache import ActivationCache, pos_axis, pos_index, slice_positions
-from hooked.lm.seen_as import seen_as as _seen_as
+from hooked.lm.backends.seen_as import seen_as as _seen_as
 from hooked.names import NamesSpec, resolve_names
 
 HookSpec = tuple[str | Callable[[str], bool], Callable]
@@ -48,7 +48,7 @@ HookSpec = tuple[str | Callable[[str], bool], Callable]
 
 class HookedBridge(TransformerBridge):
     """A ``TransformerBridge`` whose hooks see the names asked for, with gated hooks switched on
-    when asked for and ``run_with_cache(metric=)``; see :mod:`hooked.lm.hooked_bridge`."""
+    when asked for and ``run_with_cache(metric=)``; see :mod:`hooked.lm.backends.bridge`."""
 
     # ------------------------------------------------------------------ names
     def _resolve(self, spec: NamesSpec, hook_dict: dict[str, Any], dedupe: bool) -> list[str]:
@@ -291,10 +291,10 @@ def _slice_positions(cache: ActivationCache, pos_slice: Any, hook_dict: dict[str
 def hooked_bridge(bridge: TransformerBridge) -> HookedBridge:
     """Give a booted ``TransformerBridge`` hooked's hook methods (in place; returns it).
 
-    A bridge that :func:`hooked.lm.bridge_fixes.fix_bridge` has fixed keeps its fixes (its class
+    A bridge that :func:`hooked.lm.backends.bridge_fixes.fix_bridge` has fixed keeps its fixes (its class
     becomes the fixed subclass of :class:`HookedBridge`); ``lm.load(backend="bridge")`` applies both.
     """
-    from hooked.lm.bridge_fixes import _subclass
+    from hooked.lm.backends.bridge_fixes import _subclass
 
     if not isinstance(bridge, TransformerBridge):
         raise TypeError(

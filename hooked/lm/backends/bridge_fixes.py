@@ -12,7 +12,7 @@ gives right answers with the installed packages and takes the same batches as th
    ``input_ids=`` as well as TransformerLens's positional ``input``, so the dict batch of
    :func:`hooked.lm.tokenize` (``{"input_ids", "attention_mask"}``, passed as keywords by
    :func:`hooked.protocol.split_batch`) runs on the bridge as on ``wrap`` and ``hf``.
-3. **A padded batch without its mask warns** (:func:`hooked.lm.tokens.warn_if_padded_without_mask`).
+3. **A padded batch without its mask warns** (:func:`hooked.lm.text.tokens.warn_if_padded_without_mask`).
 4. **A hook's replacement must match the activation** (shape, dtype, device), or a
    :class:`hooked.HookReturnError` names the hook, as on every :class:`hooked.HookedModule`
    (TransformerLens checks nothing: a float32 steering vector added to a bfloat16 model failed deep
@@ -34,7 +34,7 @@ from typing import Any
 from torch import Tensor
 
 from hooked.errors import HookReturnError
-from hooked.lm.tokens import warn_if_padded_without_mask
+from hooked.lm.text.tokens import warn_if_padded_without_mask
 
 
 def fix_bridge(model: Any) -> Any:

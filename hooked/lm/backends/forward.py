@@ -28,14 +28,14 @@ class LMForward:
     """
 
     def __init__(self, model: Any, fwd_hooks: Sequence):
-        from hooked.lm.loading import logits_of
+        from hooked.lm.loading.loader import logits_of
 
         self.model = model
         self.fwd_hooks = list(fwd_hooks or ())
         self.logits_of = logits_of
         self.is_bridge = hasattr(model, "original_model") and hasattr(model, "adapter")
         if self.is_bridge:
-            from hooked.lm.bridge_fixes import fix_kv_cache
+            from hooked.lm.backends.bridge_fixes import fix_kv_cache
 
             self.hf = model.original_model
             fix_kv_cache(model)  # idempotent: a bridge booted outside lm.load gets the fix too

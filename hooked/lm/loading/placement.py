@@ -120,8 +120,8 @@ def require_real_weights(model: nn.Module, what: str = "this") -> None:
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         raise OffloadedWeightsError(
             f"{what} reads weights, but {len(names)} are offloaded to CPU or disk and have no values "
-            f"in place ({shown}); read them inside hooked.lm.placement.materialized(model, ...) or with "
-            "hooked.lm.placement.parameter(model, name)"
+            f"in place ({shown}); read them inside hooked.lm.loading.placement.materialized(model, ...) "
+            "or with hooked.lm.loading.placement.parameter(model, name)"
         )
 
 

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from hooked.errors import HookedError
-from hooked.lm import folders
-from hooked.lm.bridge_fixes import fix_bridge
-from hooked.lm.wrapped import WrappedLM
+from hooked.lm.backends.bridge_fixes import fix_bridge
+from hooked.lm.backends.wrapped import WrappedLM
+from hooked.lm.loading import folders
 from hooked.offline import MissingPackageData, cache_dir, package_file
 
 Backend = Literal["bridge", "wrap", "hf"]
@@ -72,7 +72,7 @@ def converted_folder(gguf: str | os.PathLike, *, label: str | None = None) -> Pa
     The folder's name carries the file's size and a hash of its first and last MiB, so a changed
     file gets a fresh conversion; conversion writes to a temporary folder and renames it into
     place, so an interrupted run leaves no half-written model. The folder holds a manifest (size
-    and SHA-256 of every file, :mod:`hooked.lm.folders`), checked on every load: a damaged cache (a
+    and SHA-256 of every file, :mod:`hooked.lm.loading.folders`), checked on every load: a damaged cache (a
     truncated ``model.safetensors``, a deleted ``config.json``) is converted again, not failed on.
     Files get the modes of the user's umask.
     """
@@ -171,11 +171,11 @@ def load_hf(
     """``(transformers causal LM in eval mode, its tokenizer)`` for a name, GGUF, folder or hub name.
 
     ``placement``: ``from_pretrained`` arguments that split the model over devices (see
-    :func:`hooked.lm.placement.from_pretrained_kwargs`); ``device`` is then not used.
+    :func:`hooked.lm.loading.placement.from_pretrained_kwargs`); ``device`` is then not used.
 
     ``tokenizer``: where the tokenizer comes from when not from the model's own folder (a folder
     or hub name), or a tokenizer object. A local folder is checked file by file first
-    (:func:`hooked.lm.folders.check_folder`), so a missing or damaged file is named in the error.
+    (:func:`hooked.lm.loading.folders.check_folder`), so a missing or damaged file is named in the error.
     """
     transformers = _import_transformers()
     dtype = _dtype(dtype)
@@ -288,7 +288,7 @@ def load(
         tokenizer: the tokenizer's folder or hub name (or the tokenizer itself) when the model's
             folder has none.
         device_map, max_memory, offload_folder: split the model over devices, the CPU and disk
-            with accelerate (``device`` is then not used); see :mod:`hooked.lm.placement`.
+            with accelerate (``device`` is then not used); see :mod:`hooked.lm.loading.placement`.
     Returns:
         the model, in eval mode, with its tokenizer as ``model.tokenizer``. Every backend also
         takes a padded batch as keywords: ``model(**lm.tokenize(model, texts))``.
@@ -298,8 +298,8 @@ def load(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     placement = None
-    if device_map is not None or max_memory is not None:  # split over devices: hooked.lm.placement
-        from hooked.lm.placement import execution_device, from_pretrained_kwargs
+    if device_map is not None or max_memory is not None:  # split over devices: hooked.lm.loading.placement
+        from hooked.lm.loading.placement import execution_device, from_pretrained_kwargs
 
         placement = from_pretrained_kwargs(name_or_path, device_map, max_memory, offload_folder)
     hf, tok = load_hf(name_or_path, device=device, dtype=dtype, tokenizer=tokenizer, placement=placement)
@@ -315,7 +315,7 @@ def load(
 
 def wrap_lm(hf_model: Any, tokenizer: Any = None) -> WrappedLM:
     """``hooked.wrap`` of a transformers causal LM that returns logits (hook points on inputs too),
-    with per-head hook points and padded batches (:class:`hooked.lm.wrapped.WrappedLM`)."""
+    with per-head hook points and padded batches (:class:`hooked.lm.backends.wrapped.WrappedLM`)."""
     if tokenizer is not None:
         hf_model.tokenizer = tokenizer
     return WrappedLM(hf_model, output=logits_of)
@@ -335,7 +335,7 @@ def bridge(
     with ``hf_model`` given it reads nothing from the hub). Note that booting switches the
     transformers model's attention to the eager implementation, in place, so that attention
     patterns are hookable. The bridge is fixed for the installed packages and given keyword
-    token batches (:mod:`hooked.lm.bridge_fixes`).
+    token batches (:mod:`hooked.lm.backends.bridge_fixes`).
     """
     if importlib.util.find_spec("transformer_lens") is None:
         raise LMLoadError(
@@ -353,7 +353,7 @@ def bridge(
             f"TransformerLens could not wrap {name!r} ({type(hf_model).__name__}): {_message(e)}; "
             "backend='wrap' works for any architecture"
         ) from e
-    from hooked.lm.hooked_bridge import hooked_bridge
+    from hooked.lm.backends.bridge import hooked_bridge
 
     return fix_bridge(hooked_bridge(model)).eval()
 
