@@ -1,65 +1,18 @@
-"""Hook names of a language model's residual stream and heads on each backend, and TransformerLens's
-``get_act_name`` shorthand.
+"""Hook names of a language model's residual stream and heads on each backend.
 
-* :func:`act_name` is TransformerLens's naming rule (``("resid_pre", 3)`` ->
-  ``blocks.3.hook_resid_pre``, ``("pattern", 3)`` -> ``blocks.3.attn.hook_pattern``, ``"k6"`` ->
-  ``blocks.6.attn.hook_k``, ``"embed"`` -> ``hook_embed``), with no model: the cache shorthand
-  ``cache["resid_pre", 3]`` goes through it.
 * :class:`LMNames` gives the hook name of each part of a decoder on one backend: TransformerLens
   names on the bridge, module paths on ``hooked.wrap`` (``model.layers.3.hook_in``). The
   residual-stream toolkit reads activations through it, so it runs on both backends.
 * :func:`tl_aliases` maps TransformerLens names to a wrapped model's module paths; caches of a
   wrapped LM carry it, so ``cache["blocks.3.hook_resid_pre"]`` and ``cache["resid_pre", 3]`` work
-  there too.
+  there too (the shorthand itself is the core's :func:`hooked.names.act_name`).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from hooked.lm.names.layouts import Decoder, decoder
-
-_LAYER_TYPES = {"a": "attn", "attention": "attn", "m": "mlp", "b": "", "block": "", "blocks": ""}
-_NAME_ALIASES = {
-    "attn": "pattern",
-    "attn_logits": "attn_scores",
-    "key": "k",
-    "query": "q",
-    "value": "v",
-    "mlp_pre": "pre",
-    "mlp_mid": "mid",
-    "mlp_post": "post",
-}
-_ATTN = {"k", "v", "q", "z", "result", "pattern", "attn_scores", "rot_k", "rot_q"}
-_MLP = {"pre", "post", "mid", "pre_linear"}
-
-
-def act_name(name: str, layer: int | str | None = None, layer_type: str | None = None) -> str:
-    """TransformerLens's ``utils.get_act_name``: the full hook name a shorthand stands for.
-
-    ``act_name("resid_pre", 3)`` is ``"blocks.3.hook_resid_pre"``; ``act_name("z", 2)`` is
-    ``"blocks.2.attn.hook_z"``; ``act_name("scale", 4, "ln1")`` is ``"blocks.4.ln1.hook_scale"``;
-    ``act_name("k6")`` is ``"blocks.6.attn.hook_k"``; a full name comes back unchanged.
-    """
-    if layer is None and layer_type is None and ("." in name or name.startswith("hook_")):
-        return name
-    compact = re.fullmatch(r"([a-z_]+?)(\d+)([a-z]\w*)?", name)
-    if compact is not None and layer is None:
-        name, layer, layer_type = compact.group(1), int(compact.group(2)), compact.group(3)
-    name = _NAME_ALIASES.get(name, name)
-    if name in _ATTN:
-        layer_type = "attn"
-    elif name in _MLP:
-        layer_type = "mlp"
-    elif layer_type in _LAYER_TYPES:
-        layer_type = _LAYER_TYPES[layer_type]
-    full = f"blocks.{layer}." if layer is not None else ""
-    full += f"{layer_type}." if layer_type else ""
-    full += f"hook_{name}"
-    if name in ("scale", "normalized") and layer is None:
-        full = f"ln_final.{full}"
-    return full
 
 
 class LMNames:
@@ -181,4 +134,4 @@ def _path_of(root: Any, module: Any) -> str:
     raise ValueError(f"{type(module).__name__} is not a submodule of {type(root).__name__}")
 
 
-__all__ = ["LMNames", "act_name", "decoder", "is_bridge", "lm_names", "tl_aliases"]
+__all__ = ["LMNames", "decoder", "is_bridge", "lm_names", "tl_aliases"]

@@ -40,7 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from hooked.lm.names.hook_names import LMNames, lm_names, tl_aliases
-from hooked.lm.names.hook_names import act_name as _tl_act_name
+from hooked.names import act_name as tl_act_name
 from hooked.typecheck import Float, typechecked
 
 PosSlice = int | slice | Sequence[int] | Tensor | None
@@ -56,7 +56,7 @@ def act_name(model: Any, name: str, layer: int | None = None, layer_type: str | 
     names = lm_names(model, "act_name")
     if isinstance(layer, int):
         layer = names.layer(layer)
-    full = _tl_act_name(name, layer, layer_type)
+    full = tl_act_name(name, layer, layer_type)
     if names.bridge:
         return full
     wrap = tl_aliases(names.dec).get(full)
