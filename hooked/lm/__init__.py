@@ -25,10 +25,11 @@ The cache folder is ``$HOOKED_CACHE``, else ``$XDG_CACHE_HOME/hooked``, else ``~
 transformers and transformer_lens are imported only when a model is loaded.
 """
 
+from hooked.lm.backends.backend import BACKENDS, Backend
+from hooked.lm.backends.forward import logits_of
+from hooked.lm.backends.wrapped import wrap_lm
 from hooked.lm.loading.loader import (
-    BACKENDS,
     EMBEDDED,
-    Backend,
     EmbeddedLM,
     LMLoadError,
     bridge,
@@ -37,10 +38,8 @@ from hooked.lm.loading.loader import (
     embedded_gguf,
     load,
     load_hf,
-    logits_of,
     official_name,
     resolve,
-    wrap_lm,
 )
 from hooked.lm.names.residual import residual_hooks, residual_labels
 from hooked.lm.text.generate import Generation, generate, generation_pass, on_new_tokens, on_prompt
@@ -87,27 +86,28 @@ __all__ = [
 ]
 
 # ---------------------------------------------------------------------- heads, names, residual toolkit
+from hooked.lm.backends.backend import LMBackend, act_name, backend_of, lm_names, stream_hooks
 from hooked.lm.backends.wrapped import WrappedLM
-from hooked.lm.names.hook_names import LMNames, lm_names
+from hooked.lm.names.hook_names import LMNames
 from hooked.lm.toolkit.resid import (
     accumulated_resid,
-    act_name,
     apply_ln_to_stack,
     decompose_resid,
     head_results,
     logit_attrs,
     logit_lens,
     stack_head_results,
-    stream_hooks,
     unembed,
 )
 
 __all__ += [
+    "LMBackend",
     "LMNames",
     "WrappedLM",
     "accumulated_resid",
     "act_name",
     "apply_ln_to_stack",
+    "backend_of",
     "decompose_resid",
     "head_results",
     "lm_names",

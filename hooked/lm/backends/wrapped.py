@@ -29,8 +29,10 @@ from typing import Any
 
 from torch import Tensor
 
+from hooked.lm.backends.backend import LMBackend, attach, backend_of
+from hooked.lm.backends.forward import logits_of
 from hooked.lm.backends.seen_as import seen_as
-from hooked.lm.names.layouts import decoder
+from hooked.lm.names.layouts import Decoder, decoder
 from hooked.lm.text.tokens import warn_if_padded_without_mask
 from hooked.protocol import hook_names, other_names
 from hooked.wrapping import Wrapped
@@ -45,8 +47,7 @@ class WrappedLM(Wrapped):
 
     def __init__(self, hf_model: Any, *, output: Callable[[Any], Any] | None = None):
         super().__init__(hf_model, inputs=True, output=output)
-        arch = decoder(hf_model)
-        self.__dict__["arch"] = arch  # plain attribute: not a submodule, not looked up on the module
+        arch = attach(self, LMBackend("wrap", hf_model, decoder(hf_model))).decoder
         self.__dict__["_tl_aliases"] = {}
         if arch is not None:
             from hooked.lm.backends.heads import head_hook_points
@@ -63,6 +64,11 @@ class WrappedLM(Wrapped):
             points.update({n: hp for n, hp in heads.items() if n not in points})
             object.__setattr__(self, "_points", points)
             self.__dict__["_tl_aliases"] = tl_aliases(arch)
+
+    @property
+    def arch(self) -> Decoder | None:
+        """The resolved decoder layout (:mod:`hooked.lm.names.layouts`); ``None`` for an unknown one."""
+        return backend_of(self).decoder
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         ids = args[0] if args else kwargs.get("input_ids")
@@ -149,3 +155,11 @@ class WrappedLM(Wrapped):
         if isinstance(names, (list, tuple)):
             return [s for n in names for s in self._wrap_spec((n, fn))] if names else [spec]
         return [spec]
+
+
+def wrap_lm(hf_model: Any, tokenizer: Any = None) -> WrappedLM:
+    """``hooked.wrap`` of a transformers causal LM that returns logits (hook points on inputs too),
+    with per-head hook points and padded batches (:class:`hooked.lm.backends.wrapped.WrappedLM`)."""
+    if tokenizer is not None:
+        hf_model.tokenizer = tokenizer
+    return WrappedLM(hf_model, output=logits_of)

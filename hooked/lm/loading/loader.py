@@ -14,19 +14,17 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from torch import Tensor
 
 from hooked.errors import HookedError
+from hooked.lm.backends.backend import BACKENDS, Backend
 from hooked.lm.backends.bridge_fixes import fix_bridge
-from hooked.lm.backends.wrapped import WrappedLM
+from hooked.lm.backends.wrapped import wrap_lm
 from hooked.lm.loading import folders
 from hooked.offline import MissingPackageData, cache_dir, package_file
 
-Backend = Literal["bridge", "wrap", "hf"]
-BACKENDS = ("bridge", "wrap", "hf")
 CACHE_FORMAT = 1  # bump when the converted folder's layout changes
 
 
@@ -313,14 +311,6 @@ def load(
     return bridge(hf, tok, official_name(name_or_path), device=device, dtype=_dtype(dtype))
 
 
-def wrap_lm(hf_model: Any, tokenizer: Any = None) -> WrappedLM:
-    """``hooked.wrap`` of a transformers causal LM that returns logits (hook points on inputs too),
-    with per-head hook points and padded batches (:class:`hooked.lm.backends.wrapped.WrappedLM`)."""
-    if tokenizer is not None:
-        hf_model.tokenizer = tokenizer
-    return WrappedLM(hf_model, output=logits_of)
-
-
 def bridge(
     hf_model: Any,
     tokenizer: Any,
@@ -361,21 +351,6 @@ def bridge(
 def official_name(name_or_path: str | os.PathLike) -> str:
     name = str(name_or_path)
     return EMBEDDED[name].official_name if name in EMBEDDED else name
-
-
-# ---------------------------------------------------------------------- using a loaded LM
-
-
-def logits_of(out: Any) -> Tensor:
-    """The logits of an LM's forward output (a tensor, a ``ModelOutput`` or a tuple)."""
-    if isinstance(out, Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
-        return out[0]
-    raise TypeError(f"cannot find logits in a {type(out).__name__}")
 
 
 # ---------------------------------------------------------------------- helpers

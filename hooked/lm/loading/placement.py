@@ -90,12 +90,13 @@ def _offload_folder(source: str, device_map: DeviceMap, max_memory: Any) -> Path
 
 # ---------------------------------------------------------------------- where things are
 def _hf_model(model: Any) -> nn.Module:
-    """The transformers model inside a hooked LM (``hooked.wrap`` or the bridge), or ``model``."""
-    for attr in ("module", "original_model"):
-        inner = getattr(model, attr, None)
-        if isinstance(inner, nn.Module) and hasattr(inner, "hf_device_map"):
-            return inner
-    return model
+    """The transformers model inside a hooked LM (any backend), or ``model`` itself."""
+    from hooked.lm.backends.backend import backend_of
+
+    try:
+        return backend_of(model).hf
+    except TypeError:
+        return model
 
 
 def device_map_of(model: Any) -> dict[str, str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hooked.lm.names.layouts import Decoder, decoder
+from hooked.lm.names.layouts import Decoder
 
 
 class LMNames:
@@ -107,26 +107,6 @@ def tl_aliases(dec: Decoder) -> dict[str, str]:
     return aliases
 
 
-def lm_names(model: Any, what: str = "this") -> LMNames:
-    """:class:`LMNames` of a model loaded by :func:`hooked.lm.load` (bridge or wrap backend)."""
-    from hooked.lm.names.layouts import require_decoder
-
-    bridge = is_bridge(model)
-    hf = model.original_model if bridge else getattr(model, "module", None)
-    if hf is None:
-        raise TypeError(
-            f"{what} needs a language model from hooked.lm.load (backend 'bridge' or 'wrap'), "
-            f"got {type(model).__name__}"
-        )
-    dec = None if bridge else model.__dict__.get("arch")
-    return LMNames(dec if isinstance(dec, Decoder) else require_decoder(hf, what), bridge=bridge)
-
-
-def is_bridge(model: Any) -> bool:
-    """Whether ``model`` is TransformerLens's ``TransformerBridge`` (or a subclass)."""
-    return any(c.__name__ == "TransformerBridge" for c in type(model).__mro__)
-
-
 def _path_of(root: Any, module: Any) -> str:
     for name, m in root.named_modules():
         if m is module:
@@ -134,4 +114,4 @@ def _path_of(root: Any, module: Any) -> str:
     raise ValueError(f"{type(module).__name__} is not a submodule of {type(root).__name__}")
 
 
-__all__ = ["LMNames", "decoder", "is_bridge", "lm_names", "tl_aliases"]
+__all__ = ["LMNames", "tl_aliases"]
