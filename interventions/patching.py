@@ -303,11 +303,11 @@ def _layer_skip_forward(model: Hookable, base: Batch, hooks: Sequence[str], reus
     another axis than positions, or of whole activations), ``None`` for the plain batched path."""
     if reuse_prefix is not None:  # True was refused above; False: the plain path
         return None
-    from hooked.lm.sweeps.layer_skip import decoder_layers, layer_of
+    from hooked.lm.sweeps.layer_skip import layer_of
     from interventions.prefix_reuse import causal_lm_forward
 
     forward = causal_lm_forward(model, base)
-    stack = decoder_layers(forward.hf) if forward is not None else None
+    stack = forward.backend.layers if forward is not None else None
     if stack is None or not any(layer_of(h, stack[0]) > 0 for h in hooks):
         return None
     return forward

@@ -116,14 +116,14 @@ def reuse_sweep(
             activations of positions ``start ..``.
     """
     from hooked.lm.backends.forward import prefix_cache
-    from hooked.lm.sweeps.layer_skip import decoder_layers, head_share, layer_of, layer_outputs, skipping
+    from hooked.lm.sweeps.layer_skip import head_share, layer_of, layer_outputs, skipping
     from hooked.lm.text.tokens import batch_ids_and_mask
 
     ids, mask = batch_ids_and_mask(base)
     mask = torch.ones_like(ids) if mask is None else mask.to(ids.device).long()
     n_rows, length = ids.shape
     position_ids = (mask.cumsum(dim=1) - 1).clamp_min(0)
-    stack = decoder_layers(forward.hf)
+    stack = forward.backend.layers
     firsts = [layer_of(h, stack[0]) if stack else 0 for h in names]
     reuse_positions = any(starts)
     cache = forward.new_cache(every_position=True) if reuse_positions else None

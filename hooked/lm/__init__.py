@@ -25,7 +25,7 @@ The cache folder is ``$HOOKED_CACHE``, else ``$XDG_CACHE_HOME/hooked``, else ``~
 transformers and transformer_lens are imported only when a model is loaded.
 """
 
-from hooked.lm.backends.backend import BACKENDS, Backend
+from hooked.lm.backends.backend import BACKENDS, Backend, residual_hooks
 from hooked.lm.backends.forward import logits_of
 from hooked.lm.backends.wrapped import wrap_lm
 from hooked.lm.loading.loader import (
@@ -41,7 +41,7 @@ from hooked.lm.loading.loader import (
     official_name,
     resolve,
 )
-from hooked.lm.names.residual import residual_hooks, residual_labels
+from hooked.lm.names.hook_names import residual_labels
 from hooked.lm.text.generate import Generation, generate, generation_pass, on_new_tokens, on_prompt
 from hooked.lm.text.tokens import (
     UnmaskedPaddingWarning,

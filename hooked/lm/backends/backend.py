@@ -12,7 +12,8 @@ the backend; nothing else tells the backends apart.
 
 The per-model naming functions of ``hooked.lm`` are here too, each a question to the backend:
 :func:`lm_names`, :func:`act_name` (TransformerLens's shorthand on this backend),
-:func:`residual_hooks` and :func:`stream_hooks`.
+:func:`residual_hooks` (the residual stream) and :func:`stream_hooks` (what the toolkit reads):
+both lists come from the same :class:`~hooked.lm.names.hook_names.LMNames`, hence from the layout.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any, Literal
 from torch import nn
 
 from hooked.lm.names.hook_names import LMNames, tl_aliases
-from hooked.lm.names.layouts import Decoder, decoder, require_decoder
+from hooked.lm.names.layouts import Decoder, decoder, decoder_layers, require_decoder
 from hooked.names import act_name as tl_act_name
 from hooked.wrapping import Wrapped
 
@@ -59,9 +60,21 @@ class LMBackend:
         return decoder(self.hf)
 
     @functools.cached_property
+    def layers(self) -> tuple[str, nn.ModuleList] | None:
+        """``(path, layers)``: the stack of decoder layers
+        (:func:`hooked.lm.names.layouts.decoder_layers`); ``None`` where it cannot be told."""
+        return decoder_layers(self.hf)
+
+    @functools.cached_property
     def names(self) -> LMNames | None:
-        """The hook name of each part on this backend; ``None`` without a layout."""
-        return None if self.decoder is None else LMNames(self.decoder, bridge=self.is_bridge)
+        """The hook name of each part on this backend (only the residual stream's for a family
+        with no layout); ``None`` where not even the stack of layers is known."""
+        if self.decoder is not None:
+            return LMNames.of(self.decoder, bridge=self.is_bridge)
+        if self.layers is None:
+            return None
+        path, layers = self.layers
+        return LMNames(path, len(layers), bridge=self.is_bridge)
 
     def __repr__(self) -> str:
         layout = self.decoder.layout.name if self.decoder is not None else "no known layout"
@@ -116,7 +129,7 @@ def lm_names(model: Any, what: str = "this") -> LMNames:
             f"{what} needs a language model from hooked.lm.load (backend 'bridge' or 'wrap'), "
             f"got {type(model).__name__}"
         )
-    if backend.names is None:
+    if backend.names is None or backend.names.dec is None:
         require_decoder(backend.hf, what)  # raises, naming the known layouts
     return backend.names
 
@@ -140,6 +153,27 @@ def act_name(model: Any, name: str, layer: int | None = None, layer_type: str | 
             "resid_pre/mid/post, attn_out, mlp_out, z, pattern, embed, pos_embed, ln1/ln2 in/out"
         )
     return wrap
+
+
+def residual_hooks(model: Any) -> list[str]:
+    """The residual stream's hook names: entering each layer, then leaving the last one.
+
+    ``n_layers + 1`` names: ``blocks.{i}.hook_resid_pre`` ... ``blocks.{L-1}.hook_resid_post``
+    on the bridge; ``<layers>.{i}.hook_in`` ... ``<layers>.{L-1}.hook_out`` on ``hooked.wrap``
+    (the decoder layers' inputs and last output). Labels: :func:`hooked.lm.residual_labels`.
+    """
+    try:
+        backend = backend_of(model, "residual_hooks")
+    except TypeError:
+        backend = None
+    names = backend.names if backend is not None and backend.kind != "hf" else None
+    hooks = names.residual() if names is not None else []
+    if not hooks or any(h not in model.hook_dict for h in hooks):
+        raise ValueError(
+            f"cannot find the residual stream of {type(model).__name__}: expected TransformerLens names "
+            "(blocks.N.hook_resid_pre) or a stack of layers wrapped with inputs (hooked.wrap(m, inputs=True))"
+        )
+    return hooks
 
 
 def stream_hooks(model: Any, *, heads: bool = True) -> list[str]:

@@ -23,34 +23,60 @@ class LMNames:
     not the residual stream that skips the MLP), ``resid_post(l)``, ``attn_out(l)`` /
     ``mlp_out(l)`` (what attention / the MLP add to the residual stream), ``z(l)``, ``pattern(l)``,
     ``embed``, ``pos_embed`` (``None`` without learned positions), ``final_in`` (the final norm's
-    input: the last residual stream).
+    input: the last residual stream); :meth:`residual` lists the residual stream.
+
+    Made from a resolved layout (:meth:`of`); a family with no layout yet knows only its stack of
+    layers (``layers``, ``n_layers``, ``dec=None``): the residual stream's names, nothing else.
     """
 
-    def __init__(self, dec: Decoder, bridge: bool):
-        self.dec = dec
+    def __init__(self, layers: str, n_layers: int, *, bridge: bool, dec: Decoder | None = None):
+        self.layers = layers  # the stack's module path (names on wrap are under it)
+        self._n_layers = n_layers
         self.bridge = bridge
-        lay = dec.layout
-        if bridge:
-            self.embed = "hook_embed"
-            self.pos_embed = "hook_pos_embed" if lay.pos_embed else None
-        else:
-            self.embed = f"{_path_of(dec.root, dec.root.get_input_embeddings())}.hook_out"
-            self.pos_embed = f"{lay.pos_embed}.hook_out" if lay.pos_embed else None
+        self.dec = dec
+
+    @classmethod
+    def of(cls, dec: Decoder, *, bridge: bool) -> LMNames:
+        """The names of every part of a decoder whose layout is known."""
+        return cls(dec.layout.layers, dec.n_layers, bridge=bridge, dec=dec)
 
     @property
     def n_layers(self) -> int:
-        return self.dec.n_layers
+        return self._n_layers
 
     def layer(self, layer: int) -> int:
         """``layer`` with negative values counted from the end; an IndexError when out of range."""
-        n = self.dec.n_layers
+        n = self._n_layers
         if not -n <= layer < n:
             raise IndexError(f"layer {layer} is out of range for a model with {n} layers")
         return layer % n
 
     def _block(self, layer: int, tl: str, wrap: str) -> str:
         layer = self.layer(layer)
-        return f"blocks.{layer}.{tl}" if self.bridge else f"{self.dec.layout.layers}.{layer}.{wrap}"
+        return f"blocks.{layer}.{tl}" if self.bridge else f"{self.layers}.{layer}.{wrap}"
+
+    def _layout(self, part: str) -> Decoder:
+        if self.dec is None:
+            raise ValueError(
+                f"{part}: this model's family has no known layout (hooked.lm.names.layouts.LAYOUTS), "
+                "so only its residual stream is named; add a Layout for it "
+                "(docs/developing/adding-an-lm-family.md)"
+            )
+        return self.dec
+
+    @property
+    def embed(self) -> str:
+        if self.bridge:
+            return "hook_embed"
+        root = self._layout("embed").root
+        return f"{_path_of(root, root.get_input_embeddings())}.hook_out"
+
+    @property
+    def pos_embed(self) -> str | None:
+        lay = self._layout("pos_embed").layout
+        if not lay.pos_embed:
+            return None
+        return "hook_pos_embed" if self.bridge else f"{lay.pos_embed}.hook_out"
 
     def resid_pre(self, layer: int) -> str:
         return self._block(layer, "hook_resid_pre", "hook_in")
@@ -58,24 +84,30 @@ class LMNames:
     def resid_post(self, layer: int) -> str:
         return self._block(layer, "hook_resid_post", "hook_out")
 
+    def residual(self) -> list[str]:
+        """The residual stream entering each layer, then leaving the last one (``n_layers + 1``)."""
+        n = self._n_layers
+        return [self.resid_pre(i) for i in range(n)] + [self.resid_post(n - 1)]
+
     def resid_mid(self, layer: int) -> str | None:
-        if self.dec.parallel:
+        dec = self._layout("resid_mid")
+        if dec.parallel:
             return None
-        return self._block(layer, "hook_resid_mid", f"{self.dec.layout.ln2}.hook_in")
+        return self._block(layer, "hook_resid_mid", f"{dec.layout.ln2}.hook_in")
 
     def attn_out(self, layer: int) -> str:
-        lay = self.dec.layout
+        lay = self._layout("attn_out").layout
         return self._block(layer, lay.tl_attn_out, f"{lay.attn_out}.hook_out")
 
     def mlp_out(self, layer: int) -> str:
-        lay = self.dec.layout
+        lay = self._layout("mlp_out").layout
         return self._block(layer, lay.tl_mlp_out, f"{lay.mlp_out}.hook_out")
 
     def z(self, layer: int) -> str:
-        return self._block(layer, "attn.hook_z", f"{self.dec.layout.attn}.hook_z")
+        return self._block(layer, "attn.hook_z", f"{self._layout('z').layout.attn}.hook_z")
 
     def pattern(self, layer: int) -> str:
-        return self._block(layer, "attn.hook_pattern", f"{self.dec.layout.attn}.hook_pattern")
+        return self._block(layer, "attn.hook_pattern", f"{self._layout('pattern').layout.attn}.hook_pattern")
 
     @property
     def final_in(self) -> str:
@@ -84,7 +116,7 @@ class LMNames:
 
 def tl_aliases(dec: Decoder) -> dict[str, str]:
     """TransformerLens name -> ``hooked.wrap`` name, for the parts :class:`LMNames` knows."""
-    wrap = LMNames(dec, bridge=False)
+    wrap = LMNames.of(dec, bridge=False)
     lay = dec.layout
     aliases = {"hook_embed": wrap.embed}
     if wrap.pos_embed:
@@ -107,6 +139,11 @@ def tl_aliases(dec: Decoder) -> dict[str, str]:
     return aliases
 
 
+def residual_labels(n_layers: int) -> list[str]:
+    """Labels for :meth:`LMNames.residual`'s names: ``pre 0`` ... ``pre L-1``, ``post L-1``."""
+    return [f"pre {i}" for i in range(n_layers)] + [f"post {n_layers - 1}"]
+
+
 def _path_of(root: Any, module: Any) -> str:
     for name, m in root.named_modules():
         if m is module:
@@ -114,4 +151,4 @@ def _path_of(root: Any, module: Any) -> str:
     raise ValueError(f"{type(module).__name__} is not a submodule of {type(root).__name__}")
 
 
-__all__ = ["LMNames", "tl_aliases"]
+__all__ = ["LMNames", "residual_labels", "tl_aliases"]

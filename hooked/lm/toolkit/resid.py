@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from hooked.lm.backends.backend import lm_names
 from hooked.lm.names.hook_names import LMNames
+from hooked.lm.names.layouts import original
 from hooked.typecheck import Float, typechecked
 
 PosSlice = int | slice | Sequence[int] | Tensor | None
@@ -115,13 +116,7 @@ class _Parts:
         return self.norm(self.dec.layout.final_norm)
 
     def unembedding(self) -> nn.Module:
-        return _original(self.dec.root.get_output_embeddings())
-
-
-def _original(module: Any) -> Any:
-    while isinstance(module, nn.Module) and "_original_component" in module._modules:
-        module = module._modules["_original_component"]
-    return module
+        return original(self.dec.root.get_output_embeddings())
 
 
 def _act(cache: Any, name: str | None, what: str) -> Tensor:
