@@ -36,7 +36,7 @@ class LMForward:
         self.is_bridge = self.backend.is_bridge
         self.hf = self.backend.hf
         if self.is_bridge:
-            from hooked.lm.backends.bridge_fixes import fix_kv_cache
+            from hooked.lm.backends.bridge import fix_kv_cache
 
             fix_kv_cache(model)  # idempotent: a bridge booted outside lm.load gets the fix too
         if self.fwd_hooks and self.backend.kind == "hf":

@@ -20,7 +20,6 @@ import torch
 
 from hooked.errors import HookedError
 from hooked.lm.backends.backend import BACKENDS, Backend
-from hooked.lm.backends.bridge_fixes import fix_bridge
 from hooked.lm.backends.wrapped import wrap_lm
 from hooked.lm.loading import folders
 from hooked.offline import MissingPackageData, cache_dir, package_file
@@ -324,15 +323,24 @@ def bridge(
     ``name`` is the model's hub name (the bridge picks its architecture adapter from the config;
     with ``hf_model`` given it reads nothing from the hub). Note that booting switches the
     transformers model's attention to the eager implementation, in place, so that attention
-    patterns are hookable. The bridge is fixed for the installed packages and given keyword
-    token batches (:mod:`hooked.lm.backends.bridge_fixes`).
+    patterns are hookable. The bridge is then a :class:`hooked.lm.backends.bridge.HookedBridge`
+    (:func:`hooked.lm.backends.bridge.hooked_bridge`: hooked's hook methods, keyword token batches
+    and the fixes the pinned TransformerLens needs); another TransformerLens version is refused
+    before anything is booted.
     """
     if importlib.util.find_spec("transformer_lens") is None:
         raise LMLoadError(
-            "backend='bridge' needs TransformerLens 4: `pip install 'transformer-lens>=4'` "
+            "backend='bridge' needs TransformerLens 4.3: `pip install 'transformer-lens>=4.3,<4.4'` "
             "(or use backend='wrap')"
         )
     from transformer_lens.model_bridge import TransformerBridge
+
+    from hooked.lm.backends.bridge import TransformerLensVersionError, check_transformer_lens, hooked_bridge
+
+    try:
+        check_transformer_lens()
+    except TransformerLensVersionError as e:
+        raise LMLoadError(str(e)) from None
 
     try:
         model = TransformerBridge.boot_transformers(
@@ -343,9 +351,7 @@ def bridge(
             f"TransformerLens could not wrap {name!r} ({type(hf_model).__name__}): {_message(e)}; "
             "backend='wrap' works for any architecture"
         ) from e
-    from hooked.lm.backends.bridge import hooked_bridge
-
-    return fix_bridge(hooked_bridge(model)).eval()
+    return hooked_bridge(model).eval()
 
 
 def official_name(name_or_path: str | os.PathLike) -> str:
