@@ -89,6 +89,7 @@ __all__ = [
 from hooked.lm.backends.backend import LMBackend, act_name, backend_of, lm_names, stream_hooks
 from hooked.lm.backends.wrapped import WrappedLM
 from hooked.lm.names.hook_names import LMNames
+from hooked.lm.sweeps.strategy import LMSweep
 from hooked.lm.toolkit.resid import (
     accumulated_resid,
     apply_ln_to_stack,
@@ -103,6 +104,7 @@ from hooked.lm.toolkit.resid import (
 __all__ += [
     "LMBackend",
     "LMNames",
+    "LMSweep",
     "WrappedLM",
     "accumulated_resid",
     "act_name",

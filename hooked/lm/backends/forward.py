@@ -3,7 +3,7 @@
 :class:`LMForward` hides how the backends differ (the bridge takes ids positionally and returns
 logits; ``hooked.wrap`` and ``hf`` take keywords and return a ``ModelOutput``; the cache keyword is
 ``cache=`` from transformers 5.24 on, ``past_key_values=`` before) so that :func:`hooked.lm.generate`
-and the prefix-reusing patching sweep (:mod:`interventions.prefix_reuse`) run one loop on all of
+and the prefix-reusing patching sweep (:mod:`hooked.lm.sweeps.prefix_reuse`) run one loop on all of
 them. :func:`prefix_cache` copies the first positions of a cache for several patched runs.
 """
 

@@ -11,7 +11,7 @@ hand the recorded output of layer ``n-1`` to layer ``n``.
 The stand-ins take the layers' places in their ``nn.ModuleList`` for the ``with`` block only, so
 the model's own loop (its masks, positions and per-layer settings, which it indexes by layer) runs
 unchanged; the skipped layers add nothing to a key-value cache. Used by
-:mod:`interventions.prefix_reuse`.
+:mod:`hooked.lm.sweeps.prefix_reuse`.
 """
 
 from __future__ import annotations
