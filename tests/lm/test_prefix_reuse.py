@@ -242,7 +242,7 @@ def test_reuse_prefix_is_refused_clearly_where_it_does_not_apply(mlp):
 @needs_smollm2
 @pytest.mark.parametrize("backend", ["wrap", "bridge"])
 def test_prefix_reuse_on_smollm2_equals_full(smol, backend):
-    from analyses.lm_patching import EIFFEL, logit_diff
+    from papers.lm.prompt_patching import EIFFEL, logit_diff
 
     model = smol[backend]
     clean, corrupt = lm.to_tokens(model, EIFFEL.clean), lm.to_tokens(model, EIFFEL.corrupt)

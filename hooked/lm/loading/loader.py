@@ -138,7 +138,7 @@ def _discard(folder: Path) -> None:
 def convert_gguf(gguf: str | os.PathLike, out: str | os.PathLike) -> Path:
     """De-quantise a GGUF file into a Hugging Face folder: model.safetensors, config, tokenizer."""
     gguf, out = Path(gguf), Path(out)
-    transformers = _import_transformers()
+    transformers = import_transformers()
     if importlib.util.find_spec("gguf") is None:
         raise LMLoadError(
             "reading GGUF files needs the gguf package: `pip install gguf` (or `pip install 'hooked[lm]'`)"
@@ -174,7 +174,7 @@ def load_hf(
     or hub name), or a tokenizer object. A local folder is checked file by file first
     (:func:`hooked.lm.loading.folders.check_folder`), so a missing or damaged file is named in the error.
     """
-    transformers = _import_transformers()
+    transformers = import_transformers()
     dtype = _dtype(dtype)
     source, local = resolve(name_or_path)
     if local:
@@ -360,7 +360,8 @@ def official_name(name_or_path: str | os.PathLike) -> str:
 
 
 # ---------------------------------------------------------------------- helpers
-def _import_transformers() -> Any:
+def import_transformers() -> Any:
+    """``transformers``, or an :class:`LMLoadError` saying what to install."""
     if importlib.util.find_spec("transformers") is None:
         raise LMLoadError("hooked.lm needs transformers: `pip install 'hooked[lm]'` (transformers and gguf)")
     import transformers
