@@ -4,7 +4,9 @@
 logits; ``hooked.wrap`` and ``hf`` take keywords and return a ``ModelOutput``; the cache keyword is
 ``cache=`` from transformers 5.24 on, ``past_key_values=`` before) so that :func:`hooked.lm.generate`
 and the prefix-reusing patching sweep (:mod:`hooked.lm.sweeps.prefix_reuse`) run one loop on all of
-them. :func:`prefix_cache` copies the first positions of a cache for several patched runs.
+them; which backend a model is comes from its :class:`~hooked.lm.backends.backend.LMBackend`.
+:func:`prefix_cache` copies the first positions of a cache for several patched runs, and
+:func:`logits_of` finds the logits in any backend's output.
 """
 
 from __future__ import annotations
@@ -33,9 +35,8 @@ class LMForward:
         self.model = model
         self.fwd_hooks = list(fwd_hooks or ())
         self.backend = backend_of(model, "LMForward")
-        self.is_bridge = self.backend.is_bridge
-        self.hf = self.backend.hf
-        if self.is_bridge:
+        self.hf = self.backend.hf  # the transformers model
+        if self.backend.is_bridge:
             from hooked.lm.backends.bridge import fix_kv_cache
 
             fix_kv_cache(model)  # idempotent: a bridge booted outside lm.load gets the fix too
@@ -78,7 +79,7 @@ class LMForward:
             kwargs["use_cache"] = True
         else:
             kwargs["use_cache"] = False
-        if self.is_bridge:
+        if self.backend.is_bridge:
             return self.model(ids, **kwargs)
         return logits_of(self.model(input_ids=ids, **kwargs))
 
