@@ -19,6 +19,7 @@ booted, whose submodules are bridge components holding the originals as ``_origi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,11 +129,15 @@ class Decoder:
         return self.module(self.layout.layers)
 
 
-def decoder(hf_model: nn.Module) -> Decoder | None:
-    """The layout of a transformers decoder-only LM, resolved; ``None`` when no layout matches."""
+def decoder(hf_model: nn.Module, layouts: Sequence[Layout] | None = None) -> Decoder | None:
+    """The layout of a transformers decoder-only LM, resolved; ``None`` when no layout matches.
+
+    ``layouts``: the layouts to try, in order (default :data:`LAYOUTS`, first match wins); pass a
+    new one to check it against a model before adding it to the table.
+    """
     config = getattr(hf_model, "config", None)
     n_heads = getattr(config, "num_attention_heads", None)
-    for layout in LAYOUTS:
+    for layout in LAYOUTS if layouts is None else layouts:
         try:
             layers = _get(hf_model, layout.layers)
             _get(hf_model, layout.final_norm)
