@@ -230,7 +230,8 @@ class HookedBridge(TransformerBridge):
         )
 
     def reset_hooks(self, clear_contexts: bool = True, direction: str = "both", **kwargs: Any) -> None:
-        """``TransformerBridge.reset_hooks``; flags switched on by ``add_hook`` go off with the last hook."""
+        """``TransformerBridge.reset_hooks``; flags switched on by ``add_hook`` go off with the last hook
+        (reads TransformerLens's private ``_hook_registry`` and ``_gated_hook_reason``: fix 3)."""
         super().reset_hooks(clear_contexts=clear_contexts, direction=direction, **kwargs)
         kept = self.__dict__.get("_hooked_kept_gates", set())
         for reason in list(kept):
@@ -422,6 +423,8 @@ def _reading_cache_kwarg(update: Callable) -> Callable:
     return fixed
 
 
+# fix 4 of the module docstring: replacements checked like every HookedModule's (TransformerLens 4.3
+# checks none); delete _checked, _checked_specs and _show_user_hooks when it checks them itself
 def _show_user_hooks(hook_points: Iterable[Any]) -> None:
     """Point each handle's ``user_hook`` back at the user's function where it names a check."""
     for hp in hook_points:
