@@ -223,7 +223,7 @@ def _cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
     with _flags_named({k.removeprefix("model."): v for k, v in flags.items() if k.startswith("model.")}):
         model, data = _build_model(model_entry, opts)
     if opts.data is not None:
-        from hooked.lm.command_line import text_data
+        from hooked.lm.loading.command_line import text_data
 
         data = text_data(model, opts.data, padded=getattr(entry.obj, "masks_padding", False))
     from hooked.protocol import check_hook
@@ -513,8 +513,9 @@ def _build_model(entry: registry.Entry, opts: argparse.Namespace) -> tuple[Any, 
 
 
 def _model_entry(name: str) -> registry.Entry:
-    """A registered model, else a language model's folder or .gguf file (:mod:`hooked.lm.command_line`)."""
-    from hooked.lm.command_line import is_model_path, path_entry
+    """A registered model, else a language model's folder or .gguf file
+    (:mod:`hooked.lm.loading.command_line`)."""
+    from hooked.lm.loading.command_line import is_model_path, path_entry
 
     if is_model_path(name) and name not in registry.entries("model"):
         return path_entry(name)

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from analyses.lm_patching import PatchingResult
+from papers.lm.prompt_patching import PatchingResult
 from analyses.spotlight import spotlight
 from analyses.spotlight.stream import spotlight_analysis
 from hooked.io import write_json, write_tensors

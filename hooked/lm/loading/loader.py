@@ -14,19 +14,16 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from torch import Tensor
 
 from hooked.errors import HookedError
-from hooked.lm import folders
-from hooked.lm.bridge_fixes import fix_bridge
-from hooked.lm.wrapped import WrappedLM
+from hooked.lm.backends.backend import BACKENDS, Backend
+from hooked.lm.backends.wrapped import wrap_lm
+from hooked.lm.loading import folders
 from hooked.offline import MissingPackageData, cache_dir, package_file
 
-Backend = Literal["bridge", "wrap", "hf"]
-BACKENDS = ("bridge", "wrap", "hf")
 CACHE_FORMAT = 1  # bump when the converted folder's layout changes
 
 
@@ -72,7 +69,7 @@ def converted_folder(gguf: str | os.PathLike, *, label: str | None = None) -> Pa
     The folder's name carries the file's size and a hash of its first and last MiB, so a changed
     file gets a fresh conversion; conversion writes to a temporary folder and renames it into
     place, so an interrupted run leaves no half-written model. The folder holds a manifest (size
-    and SHA-256 of every file, :mod:`hooked.lm.folders`), checked on every load: a damaged cache (a
+    and SHA-256 of every file, :mod:`hooked.lm.loading.folders`), checked on every load: a damaged cache (a
     truncated ``model.safetensors``, a deleted ``config.json``) is converted again, not failed on.
     Files get the modes of the user's umask.
     """
@@ -141,7 +138,7 @@ def _discard(folder: Path) -> None:
 def convert_gguf(gguf: str | os.PathLike, out: str | os.PathLike) -> Path:
     """De-quantise a GGUF file into a Hugging Face folder: model.safetensors, config, tokenizer."""
     gguf, out = Path(gguf), Path(out)
-    transformers = _import_transformers()
+    transformers = import_transformers()
     if importlib.util.find_spec("gguf") is None:
         raise LMLoadError(
             "reading GGUF files needs the gguf package: `pip install gguf` (or `pip install 'hooked[lm]'`)"
@@ -171,13 +168,13 @@ def load_hf(
     """``(transformers causal LM in eval mode, its tokenizer)`` for a name, GGUF, folder or hub name.
 
     ``placement``: ``from_pretrained`` arguments that split the model over devices (see
-    :func:`hooked.lm.placement.from_pretrained_kwargs`); ``device`` is then not used.
+    :func:`hooked.lm.loading.placement.from_pretrained_kwargs`); ``device`` is then not used.
 
     ``tokenizer``: where the tokenizer comes from when not from the model's own folder (a folder
     or hub name), or a tokenizer object. A local folder is checked file by file first
-    (:func:`hooked.lm.folders.check_folder`), so a missing or damaged file is named in the error.
+    (:func:`hooked.lm.loading.folders.check_folder`), so a missing or damaged file is named in the error.
     """
-    transformers = _import_transformers()
+    transformers = import_transformers()
     dtype = _dtype(dtype)
     source, local = resolve(name_or_path)
     if local:
@@ -288,7 +285,7 @@ def load(
         tokenizer: the tokenizer's folder or hub name (or the tokenizer itself) when the model's
             folder has none.
         device_map, max_memory, offload_folder: split the model over devices, the CPU and disk
-            with accelerate (``device`` is then not used); see :mod:`hooked.lm.placement`.
+            with accelerate (``device`` is then not used); see :mod:`hooked.lm.loading.placement`.
     Returns:
         the model, in eval mode, with its tokenizer as ``model.tokenizer``. Every backend also
         takes a padded batch as keywords: ``model(**lm.tokenize(model, texts))``.
@@ -298,8 +295,8 @@ def load(
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     placement = None
-    if device_map is not None or max_memory is not None:  # split over devices: hooked.lm.placement
-        from hooked.lm.placement import execution_device, from_pretrained_kwargs
+    if device_map is not None or max_memory is not None:  # split over devices: hooked.lm.loading.placement
+        from hooked.lm.loading.placement import execution_device, from_pretrained_kwargs
 
         placement = from_pretrained_kwargs(name_or_path, device_map, max_memory, offload_folder)
     hf, tok = load_hf(name_or_path, device=device, dtype=dtype, tokenizer=tokenizer, placement=placement)
@@ -311,14 +308,6 @@ def load(
     if backend == "wrap":
         return wrap_lm(hf, tok)
     return bridge(hf, tok, official_name(name_or_path), device=device, dtype=_dtype(dtype))
-
-
-def wrap_lm(hf_model: Any, tokenizer: Any = None) -> WrappedLM:
-    """``hooked.wrap`` of a transformers causal LM that returns logits (hook points on inputs too),
-    with per-head hook points and padded batches (:class:`hooked.lm.wrapped.WrappedLM`)."""
-    if tokenizer is not None:
-        hf_model.tokenizer = tokenizer
-    return WrappedLM(hf_model, output=logits_of)
 
 
 def bridge(
@@ -334,15 +323,24 @@ def bridge(
     ``name`` is the model's hub name (the bridge picks its architecture adapter from the config;
     with ``hf_model`` given it reads nothing from the hub). Note that booting switches the
     transformers model's attention to the eager implementation, in place, so that attention
-    patterns are hookable. The bridge is fixed for the installed packages and given keyword
-    token batches (:mod:`hooked.lm.bridge_fixes`).
+    patterns are hookable. The bridge is then a :class:`hooked.lm.backends.bridge.HookedBridge`
+    (:func:`hooked.lm.backends.bridge.hooked_bridge`: hooked's hook methods, keyword token batches
+    and the fixes the pinned TransformerLens needs); another TransformerLens version is refused
+    before anything is booted.
     """
     if importlib.util.find_spec("transformer_lens") is None:
         raise LMLoadError(
-            "backend='bridge' needs TransformerLens 4: `pip install 'transformer-lens>=4'` "
+            "backend='bridge' needs TransformerLens 4.3: `pip install 'transformer-lens>=4.3,<4.4'` "
             "(or use backend='wrap')"
         )
     from transformer_lens.model_bridge import TransformerBridge
+
+    from hooked.lm.backends.bridge import TransformerLensVersionError, check_transformer_lens, hooked_bridge
+
+    try:
+        check_transformer_lens()
+    except TransformerLensVersionError as e:
+        raise LMLoadError(str(e)) from None
 
     try:
         model = TransformerBridge.boot_transformers(
@@ -353,9 +351,7 @@ def bridge(
             f"TransformerLens could not wrap {name!r} ({type(hf_model).__name__}): {_message(e)}; "
             "backend='wrap' works for any architecture"
         ) from e
-    from hooked.lm.hooked_bridge import hooked_bridge
-
-    return fix_bridge(hooked_bridge(model)).eval()
+    return hooked_bridge(model).eval()
 
 
 def official_name(name_or_path: str | os.PathLike) -> str:
@@ -363,23 +359,9 @@ def official_name(name_or_path: str | os.PathLike) -> str:
     return EMBEDDED[name].official_name if name in EMBEDDED else name
 
 
-# ---------------------------------------------------------------------- using a loaded LM
-
-
-def logits_of(out: Any) -> Tensor:
-    """The logits of an LM's forward output (a tensor, a ``ModelOutput`` or a tuple)."""
-    if isinstance(out, Tensor):
-        return out
-    logits = getattr(out, "logits", None)
-    if isinstance(logits, Tensor):
-        return logits
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
-        return out[0]
-    raise TypeError(f"cannot find logits in a {type(out).__name__}")
-
-
 # ---------------------------------------------------------------------- helpers
-def _import_transformers() -> Any:
+def import_transformers() -> Any:
+    """``transformers``, or an :class:`LMLoadError` saying what to install."""
     if importlib.util.find_spec("transformers") is None:
         raise LMLoadError("hooked.lm needs transformers: `pip install 'hooked[lm]'` (transformers and gguf)")
     import transformers

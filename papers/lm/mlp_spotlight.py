@@ -24,6 +24,10 @@ as soon as one sample is counted. Two resolutions are therefore reported side by
 * :func:`mlp_hidden_hooks`: the MLP hidden activations' hook names on the bridge or ``hooked.wrap``.
 * :func:`side_by_side`, :class:`SideBySide` (rows of numbers, the SRM results, the tokens in the
   fullest cones), :func:`plot_side_by_side`.
+
+It sits with the language-model reproduction (``hooked repro lm``'s ``spotlight`` stage) because it
+reads the residual stream through :mod:`hooked.lm` (formerly ``analyses/lm_spotlight.py``; the
+model-agnostic analysis is :mod:`analyses.spotlight`).
 """
 
 from __future__ import annotations

@@ -90,12 +90,13 @@ def _offload_folder(source: str, device_map: DeviceMap, max_memory: Any) -> Path
 
 # ---------------------------------------------------------------------- where things are
 def _hf_model(model: Any) -> nn.Module:
-    """The transformers model inside a hooked LM (``hooked.wrap`` or the bridge), or ``model``."""
-    for attr in ("module", "original_model"):
-        inner = getattr(model, attr, None)
-        if isinstance(inner, nn.Module) and hasattr(inner, "hf_device_map"):
-            return inner
-    return model
+    """The transformers model inside a hooked LM (any backend), or ``model`` itself."""
+    from hooked.lm.backends.backend import backend_of
+
+    try:
+        return backend_of(model).hf
+    except TypeError:
+        return model
 
 
 def device_map_of(model: Any) -> dict[str, str]:
@@ -120,8 +121,8 @@ def require_real_weights(model: nn.Module, what: str = "this") -> None:
         shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
         raise OffloadedWeightsError(
             f"{what} reads weights, but {len(names)} are offloaded to CPU or disk and have no values "
-            f"in place ({shown}); read them inside hooked.lm.placement.materialized(model, ...) or with "
-            "hooked.lm.placement.parameter(model, name)"
+            f"in place ({shown}); read them inside hooked.lm.loading.placement.materialized(model, ...) "
+            "or with hooked.lm.loading.placement.parameter(model, name)"
         )
 
 

@@ -2,7 +2,7 @@
 
 TransformerLens's ``ActivationCache`` helpers as functions of ``(model, cache)``, on both backends
 of :func:`hooked.lm.load` with the same numbers (the bridge reads TransformerLens names, ``wrap``
-module paths; :class:`hooked.lm.names.LMNames` maps one to the other):
+module paths; :class:`hooked.lm.names.hook_names.LMNames` maps one to the other):
 
 * :func:`unembed`: the logits a residual activation stands for (the model's own final norm, its
   unembedding, and Gemma-2's logit soft-capping), the logit lens of any residual stream.
@@ -15,7 +15,7 @@ module paths; :class:`hooked.lm.names.LMNames` maps one to the other):
 * :func:`apply_ln_to_stack` / :func:`logit_attrs`: components through a norm with the scale the
   whole residual stream had there, then dotted with answer directions (direct logit attribution).
 
-Run the model with :func:`stream_hooks` cached (``names_filter=lm.stream_hooks(model)``) first.
+Run the model with :func:`hooked.lm.stream_hooks` cached (``names_filter=lm.stream_hooks(model)``) first.
 
 **Norms are read from the model**: each norm module decides itself (RMSNorm for Llama, Qwen2,
 Mistral; Gemma's ``1 + weight`` RMSNorm; LayerNorm for GPT-2 and GPT-NeoX). Where a norm is applied
@@ -39,46 +39,12 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-from hooked.lm.names import LMNames, lm_names, tl_aliases
-from hooked.lm.names import act_name as _tl_act_name
+from hooked.lm.backends.backend import lm_names
+from hooked.lm.names.hook_names import LMNames
+from hooked.lm.names.layouts import original
 from hooked.typecheck import Float, typechecked
 
 PosSlice = int | slice | Sequence[int] | Tensor | None
-
-
-# ---------------------------------------------------------------------- names and what to cache
-def act_name(model: Any, name: str, layer: int | None = None, layer_type: str | None = None) -> str:
-    """TransformerLens's ``get_act_name`` for ``model``'s backend; negative layers count from the end.
-
-    ``act_name(model, "resid_pre", 3)`` is ``blocks.3.hook_resid_pre`` on the bridge and
-    ``model.layers.3.hook_in`` on ``wrap`` (SmolLM2); ``("z", -1)`` is the last layer's ``hook_z``.
-    """
-    names = lm_names(model, "act_name")
-    if isinstance(layer, int):
-        layer = names.layer(layer)
-    full = _tl_act_name(name, layer, layer_type)
-    if names.bridge:
-        return full
-    wrap = tl_aliases(names.dec).get(full)
-    if wrap is None:
-        raise KeyError(
-            f"act_name: the wrap backend has no name for {full!r}; known TransformerLens names are "
-            "resid_pre/mid/post, attn_out, mlp_out, z, pattern, embed, pos_embed, ln1/ln2 in/out"
-        )
-    return wrap
-
-
-def stream_hooks(model: Any, *, heads: bool = True) -> list[str]:
-    """The hook names the toolkit reads: embeddings, every layer's residual stream (pre, mid, post),
-    attention and MLP outputs, and (``heads``) every layer's ``hook_z``."""
-    names = lm_names(model, "stream_hooks")
-    out = [names.embed] + ([names.pos_embed] if names.pos_embed else [])
-    for i in range(names.n_layers):
-        out += [names.resid_pre(i), names.attn_out(i)]
-        out += [names.resid_mid(i)] if names.resid_mid(i) else []
-        out += [names.mlp_out(i), names.resid_post(i)]
-        out += [names.z(i)] if heads else []
-    return out
 
 
 # ---------------------------------------------------------------------- norms
@@ -128,7 +94,7 @@ class _Norm:
         if not torch.allclose(got, want, atol=tol * want.abs().max().item() + tol, rtol=tol):
             raise ValueError(
                 f"the norm {type(self.module).__name__} is neither an RMSNorm nor a LayerNorm as far as "
-                "hooked.lm.resid can tell (its output is not gain * x / scale(x) [+ bias])"
+                "hooked.lm.toolkit.resid can tell (its output is not gain * x / scale(x) [+ bias])"
             )
 
 
@@ -150,13 +116,7 @@ class _Parts:
         return self.norm(self.dec.layout.final_norm)
 
     def unembedding(self) -> nn.Module:
-        return _original(self.dec.root.get_output_embeddings())
-
-
-def _original(module: Any) -> Any:
-    while isinstance(module, nn.Module) and "_original_component" in module._modules:
-        module = module._modules["_original_component"]
-    return module
+        return original(self.dec.root.get_output_embeddings())
 
 
 def _act(cache: Any, name: str | None, what: str) -> Tensor:
@@ -453,7 +413,7 @@ def logit_attrs(
 def _directions(model: Any, parts: _Parts, tokens: int | str | Tensor) -> Tensor:
     """Rows of the unembedding for ``tokens``: ``[*tokens.shape, d_model]``."""
     if isinstance(tokens, str):
-        from hooked.lm.tokens import token_id
+        from hooked.lm.text.tokens import token_id
 
         tokens = token_id(model, tokens)
     unembedding = parts.unembedding()
@@ -465,13 +425,11 @@ def _directions(model: Any, parts: _Parts, tokens: int | str | Tensor) -> Tensor
 
 __all__ = [
     "accumulated_resid",
-    "act_name",
     "apply_ln_to_stack",
     "decompose_resid",
     "head_results",
     "logit_attrs",
     "logit_lens",
     "stack_head_results",
-    "stream_hooks",
     "unembed",
 ]

@@ -4,21 +4,21 @@ In a causal LM, a patch at position ``p`` in decoder layer ``l`` changes nothing
 before ``p`` and nothing that layers ``0 .. l-1`` compute. So the base run is done once, keeping
 its key-value cache and every layer's output, and a patched run recomputes only positions
 ``p .. T-1`` (on top of the base cache cropped to ``p``) of layers ``l ..`` (on the base run's
-output of layer ``l-1``, :mod:`hooked.lm.layer_skip`). Patches share forwards as rows of one
+output of layer ``l-1``, :mod:`hooked.lm.sweeps.layer_skip`). Patches share forwards as rows of one
 batch, as in :func:`interventions.patching.patching_sweep`'s plain path; a forward runs from its
 patches' earliest position and layer, and :func:`plan` chooses which patches go together by a
-cost model of the forward (a fixed cost plus a cost per row and position, per layer run).
-With a per-row position (a padded batch, where the same token sits at other indices), a patch
-reuses the positions before the earliest of its rows' positions. A hook point outside the
-decoder layers (the embedding, the final norm) is patched with every layer run.
+cost model of the forward (a fixed cost, :data:`FORWARD_OVERHEAD`, plus a cost per row and
+position, per layer run). With a per-row position (a padded batch, where the same token sits at
+other indices), a patch reuses the positions before the earliest of its rows' positions. A hook
+point outside the decoder layers (the embedding, the final norm) is patched with every layer run.
 
 The metric sees the whole sequence's logits, as it would after a full forward: the reused
 positions' logits are the base run's. On a T-token prompt with every residual position patched,
 a patch recomputes about ``(T + 1) / 2`` positions of half the layers instead of every position
 of every layer; the results equal the full recomputation within float noise (``tests/lm``).
 
-Used by :func:`interventions.patching.patching_sweep` on models from :func:`hooked.lm.load`
-(``bridge`` and ``wrap``): see its ``reuse_prefix`` argument.
+:func:`reuse_sweep` is the engine; :class:`hooked.lm.sweeps.strategy.LMSweep` decides when it runs
+(``patching_sweep``'s ``reuse_prefix``) and with which cost constants.
 """
 
 from __future__ import annotations
@@ -33,21 +33,31 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hooked.lm.backends.forward import LMForward, prefix_cache
+from hooked.lm.sweeps import layer_skip
+from hooked.lm.text.tokens import batch_ids_and_mask
 from hooked.protocol import Batch
-from interventions._patch_rows import rows_by_hook
+from hooked.sweeps import PatchSweep
 
-Metric = Callable[[Any], Tensor]
+# A forward's fixed cost (dispatch, reading every weight once) in row-tokens of its compute, the
+# one constant of the planner's cost model. Measured for SmolLM2-135M on a 2-core CPU at two
+# threads: a forward costs about 60 ms plus 1.6 ms per added row-token, 60 / 1.6 = 37
+# (benchmarks/lm.py times the sweeps). It sets how many patches are worth one forward: a larger
+# value (a GPU, where a forward's launch cost dwarfs a few more rows) packs more patches per
+# forward, a smaller one recomputes fewer positions. Override per sweep:
+# patching_sweep(..., strategy=hooked.lm.LMSweep(forward_overhead=...)).
+FORWARD_OVERHEAD = 37.0
+# At most this many start positions share a band (planning time grows with the cube of the width;
+# wider bands recompute many positions for their later patches).
+WIDEST_BAND = 8
 
 
-def causal_lm_forward(model: Any, base: Batch) -> Any | None:
-    """An :class:`hooked.lm.forward.LMForward` for ``model`` when it is a causal language model
-    from :func:`hooked.lm.load` (or a ``hooked.wrap`` / bridge of one) and ``base`` is a token
+def causal_lm_forward(model: Any, base: Batch) -> LMForward | None:
+    """An :class:`hooked.lm.backends.forward.LMForward` for ``model`` when it is a causal language
+    model from :func:`hooked.lm.load` (or a ``hooked.wrap`` / bridge of one) and ``base`` is a token
     batch; ``None`` otherwise."""
     if not hasattr(model, "hook_dict"):
         return None
-    from hooked.lm.forward import LMForward
-    from hooked.lm.tokens import batch_ids_and_mask
-
     try:
         ids, _ = batch_ids_and_mask(base)
         forward = LMForward(model, ())
@@ -61,76 +71,40 @@ def causal_lm_forward(model: Any, base: Batch) -> Any | None:
     return forward
 
 
-def prefix_reuse_sweep(
-    model: Any,
-    forward: Any,
-    base: Batch,
-    acts: dict[str, Tensor],
-    grid: Sequence[tuple[str, Tensor]],
-    metric: Metric,
+def reuse_sweep(
+    forward: LMForward,
+    sweep: PatchSweep,
+    starts: Sequence[int],
     *,
-    chunk: int,
-    progress: bool = False,
+    overhead: float = FORWARD_OVERHEAD,
+    widest_band: int = WIDEST_BAND,
 ) -> Tensor:
-    """The metric (mean over the base rows) after each patch of ``grid``, reusing the base run.
+    """The metric (mean over the base rows) after each patch of ``sweep``, patch ``j`` run from
+    position ``starts[j]`` (0: every position) and from the decoder layer its hook fires in, the
+    earlier positions and layers taken from one base run.
 
     Args:
         forward: from :func:`causal_lm_forward`.
-        acts: the source run's activations at the grid's hooks (``[rows, T, ...]``).
-        grid: ``(hook, positions)`` pairs, ``positions`` a ``[rows]`` tensor of indices in ``0..T-1``.
-        chunk: at most this many patches per forward.
+        sweep: the patches, and ``sweep.make_hooks(patches, start)`` that applies them to a forward
+            of the positions from ``start`` on.
+        starts: each patch's first position to recompute (at most its earliest row's position).
+        overhead, widest_band: the planner's constants (:func:`plan`).
     Returns:
-        ``[len(grid)]``.
+        ``[len(sweep.hooks)]``.
     """
-    from hooked.lm.tokens import batch_ids_and_mask
-
-    n_rows, length = batch_ids_and_mask(base)[0].shape
-    starts = [int(pos.min()) for _, pos in grid]
-
-    def make_hooks(group: list[int], start: int) -> list[tuple[str, Callable]]:
-        return _suffix_hooks([grid[j] for j in group], acts, n_rows, start, length)
-
-    return reuse_sweep(
-        forward, base, [h for h, _ in grid], starts, make_hooks, metric, chunk=chunk, progress=progress
-    )
-
-
-def reuse_sweep(
-    forward: Any,
-    base: Batch,
-    names: Sequence[str],
-    starts: Sequence[int],
-    make_hooks: Callable[[list[int], int], list[tuple[str, Callable]]],
-    metric: Metric,
-    *,
-    chunk: int,
-    progress: bool = False,
-) -> Tensor:
-    """The metric (mean over the base rows) after each of ``len(names)`` patches, each run from
-    position ``starts[j]`` (0: every position) and from the decoder layer its hook ``names[j]``
-    fires in.
-
-    Args:
-        make_hooks: ``(patch indices, start)`` -> the forward hooks that apply those patches
-            (patch-major rows, as :func:`interventions.patching.patching_sweep`'s plain path) to
-            activations of positions ``start ..``.
-    """
-    from hooked.lm.forward import prefix_cache
-    from hooked.lm.layer_skip import decoder_layers, head_share, layer_of, layer_outputs, skipping
-    from hooked.lm.tokens import batch_ids_and_mask
-
+    base, names, metric, chunk = sweep.base, sweep.hooks, sweep.metric, sweep.chunk
     ids, mask = batch_ids_and_mask(base)
     mask = torch.ones_like(ids) if mask is None else mask.to(ids.device).long()
     n_rows, length = ids.shape
     position_ids = (mask.cumsum(dim=1) - 1).clamp_min(0)
-    stack = decoder_layers(forward.hf)
-    firsts = [layer_of(h, stack[0]) if stack else 0 for h in names]
+    stack = forward.backend.layers
+    firsts = [layer_skip.layer_of(h, stack[0]) if stack else 0 for h in names]
     reuse_positions = any(starts)
     cache = forward.new_cache(every_position=True) if reuse_positions else None
-    with torch.no_grad(), layer_outputs(stack[1] if stack else torch.nn.ModuleList()) as base_run:
+    with torch.no_grad(), layer_skip.layer_outputs(stack[1] if stack else torch.nn.ModuleList()) as base_run:
         base_logits = forward(ids, mask, position_ids, cache)
     n_layers = len(stack[1]) if stack else 1
-    head = head_share(forward.hf, stack[1]) if stack else 0.0
+    head = layer_skip.head_share(forward.hf, stack[1]) if stack else 0.0
 
     def run(group: list[int], skip_layers: bool = True) -> Tensor:
         """The metric after each patch of ``group``, in one forward."""
@@ -141,8 +115,8 @@ def reuse_sweep(
         skip: Any = contextlib.nullcontext()
         if first:  # layers before the group's first patched one: the base run's output
             given = base_run["outputs"][first - 1][:, start:].repeat(k, 1, 1)
-            skip = skipping(stack[1], first, given, base_run["tuple_len"])
-        with torch.no_grad(), forward.hooks(make_hooks(group, start)), skip:
+            skip = layer_skip.skipping(stack[1], first, given, base_run["tuple_len"])
+        with torch.no_grad(), forward.hooks(sweep.make_hooks(group, start)), skip:
             if start == 0:
                 logits = forward(suffix, mask.repeat(k, 1), position_ids.repeat(k, 1), None)
             else:
@@ -152,8 +126,9 @@ def reuse_sweep(
             return metric(logits).float().reshape(k, n_rows).mean(dim=1)
 
     sizes = dict(n_layers=n_layers, head=head, rows=n_rows, length=length, chunk=chunk)
+    sizes.update(overhead=overhead, widest_band=widest_band)
     groups = plan(starts, firsts, **sizes)
-    values = _sweep(run, groups, len(names), progress)
+    values = _sweep(run, groups, len(names), sweep.progress)
     # Skipping layers assumes that a layer reads nothing of the layers before it but the residual
     # stream (true of every layout hooked.lm knows; not of models that share keys and values
     # across layers). The first sweep on a stack of layers recomputes one patch (the one with the
@@ -173,7 +148,7 @@ def reuse_sweep(
                 stacklevel=3,
             )
             every_layer = plan(starts, [0] * len(names), **sizes)
-            values = _sweep(lambda g: run(g, skip_layers=False), every_layer, len(names), progress)
+            values = _sweep(lambda g: run(g, skip_layers=False), every_layer, len(names), sweep.progress)
     return values
 
 
@@ -196,14 +171,6 @@ def _sweep(run: Callable[[list[int]], Tensor], groups: list[list[int]], n: int, 
     return values
 
 
-# A forward's fixed cost (dispatch, reading every weight once), in row-tokens of its compute: about
-# 37 for SmolLM2-135M on a CPU at two threads (60 ms, against 1.6 ms per added row-token).
-_FORWARD_OVERHEAD = 37.0
-# At most this many start positions share a band (planning time grows with the cube of the width;
-# wider bands recompute many positions for their later patches).
-_WIDEST_BAND = 8
-
-
 def plan(
     starts: Sequence[int],
     firsts: Sequence[int],
@@ -213,14 +180,16 @@ def plan(
     rows: int,
     length: int,
     chunk: int,
-    overhead: float = _FORWARD_OVERHEAD,
+    overhead: float = FORWARD_OVERHEAD,
+    widest_band: int = WIDEST_BAND,
 ) -> list[list[int]]:
     """Which patches share a forward: groups of indices into ``starts`` / ``firsts``.
 
     Patch ``j`` needs positions ``starts[j] ..`` of layers ``firsts[j] ..`` recomputed (and the
     output head, worth ``head`` layers); a forward runs from its patches' earliest position and
-    earliest layer. The patches are cut into bands of up to 8 neighbouring start positions and each band,
-    in order of first layer, into forwards of at most ``chunk`` patches, so that the modelled cost
+    earliest layer. The patches are cut into bands of up to ``widest_band`` neighbouring start
+    positions and each band, in order of first layer, into forwards of at most ``chunk`` patches,
+    so that the modelled cost
     ``sum over forwards of (layers run + head) * (overhead + rows * patches * positions run)`` is
     least (exact dynamic programmes, over bands and over the cuts within a band).
     """
@@ -260,7 +229,7 @@ def plan(
     best, back = [0.0] + [math.inf] * len(distinct), [0] * (len(distinct) + 1)
     bands: dict[tuple[int, int], list[list[int]]] = {}
     for k in range(1, len(distinct) + 1):
-        for i in range(max(0, k - _WIDEST_BAND), k):
+        for i in range(max(0, k - widest_band), k):
             cost, bands[i, k] = band(i, k)
             if best[i] + cost < best[k]:
                 best[k], back[k] = best[i] + cost, i
@@ -269,35 +238,6 @@ def plan(
         groups = bands[back[k], k] + groups
         k = back[k]
     return groups
-
-
-def _suffix_hooks(
-    items: Sequence[tuple[str, Tensor]], acts: dict[str, Tensor], n_rows: int, start: int, length: int
-) -> list[tuple[str, Callable]]:
-    """One hook per hook point: row r of patch i (batch row ``i * n_rows + r``) takes the source
-    activation at position ``pos[r]``, which sits at ``pos[r] - start`` in the recomputed part."""
-    hooks = []
-    for h, (rows, src_rows, positions) in rows_by_hook(items, acts, n_rows).items():
-        pos = torch.cat([p.to(rows.device) for p in positions])
-        hooks.append((h, _suffix_hook(h, acts[h], rows, src_rows, pos, start, length)))
-    return hooks
-
-
-def _suffix_hook(
-    name: str, src: Tensor, rows: Tensor, src_rows: Tensor, pos: Tensor, start: int, length: int
-) -> Callable:
-    def hook(act: Tensor, hook: Any) -> Tensor:
-        if act.dim() < 2 or act.shape[1] != length - start:
-            raise ValueError(
-                f"reuse_prefix: hook {name!r} gives {tuple(act.shape)}, not [batch, {length - start}, ...] "
-                "(positions on axis 1, one per recomputed token); patch it with reuse_prefix=False"
-            )
-        out = act.clone()
-        d = act.device  # a model split over devices: the source may sit on another one
-        out[rows.to(d), (pos - start).to(d)] = src[src_rows, pos].to(d, act.dtype)
-        return out
-
-    return hook
 
 
 def _progress(it: Any, progress: bool) -> Any:

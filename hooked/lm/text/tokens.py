@@ -25,7 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from hooked.protocol import model_device
+from hooked.protocol import mask_ends, model_device
 
 PaddingSide = Literal["left", "right"]
 
@@ -123,9 +123,7 @@ def last_positions(batch: dict[str, Tensor] | Tensor) -> Tensor:
     ids, mask = batch_ids_and_mask(batch)
     if mask is None:
         return torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long, device=ids.device)
-    _check_rows(mask)
-    positions = torch.arange(mask.shape[1], device=mask.device)
-    return torch.where(mask.bool(), positions, -1).amax(dim=1)
+    return mask_ends(mask)[1]
 
 
 def first_positions(batch: dict[str, Tensor] | Tensor) -> Tensor:
@@ -133,9 +131,7 @@ def first_positions(batch: dict[str, Tensor] | Tensor) -> Tensor:
     ids, mask = batch_ids_and_mask(batch)
     if mask is None:
         return torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
-    _check_rows(mask)
-    positions = torch.arange(mask.shape[1], device=mask.device)
-    return torch.where(mask.bool(), positions, mask.shape[1]).amin(dim=1)
+    return mask_ends(mask)[0]
 
 
 def batch_ids_and_mask(batch: Any) -> tuple[Tensor, Tensor | None]:
@@ -241,11 +237,3 @@ def _special_pad_id(tokenizer: Any) -> int | None:
         return None
     pad = pad_id(tokenizer)
     return pad if pad in set(getattr(tokenizer, "all_special_ids", None) or ()) else None
-
-
-def _check_rows(mask: Tensor) -> None:
-    if mask.dim() != 2:
-        raise ValueError(f"attention_mask must be [batch, pos], got shape {tuple(mask.shape)}")
-    empty = (~mask.bool().any(dim=1)).nonzero().flatten()
-    if len(empty):
-        raise ValueError(f"rows {empty.tolist()[:10]} of the attention mask have no real token")

@@ -1,9 +1,9 @@
 """Starting a causal language model's forward at a later layer, on the base run's residual stream.
 
 A patch at a hook point inside decoder layer ``l`` changes nothing that layers ``0 .. l-1``
-compute, so a patched run can skip them: their output is the base run's. :func:`decoder_layers`
-finds the stack of decoder layers of a transformers model, :func:`layer_of` says in which layer a
-hook point of ``hooked.wrap`` (``model.layers.3.mlp.hook_out``) or of the bridge
+compute, so a patched run can skip them: their output is the base run's. The stack of decoder
+layers is the one :func:`hooked.lm.names.layouts.decoder_layers` finds; :func:`layer_of` says in
+which layer a hook point of ``hooked.wrap`` (``model.layers.3.mlp.hook_out``) or of the bridge
 (``blocks.3.hook_resid_pre``) fires, :func:`layer_outputs` records every layer's output in one
 forward, and :func:`skipping` runs a forward in which layers ``0 .. n-1`` are stand-ins that
 hand the recorded output of layer ``n-1`` to layer ``n``.
@@ -11,7 +11,7 @@ hand the recorded output of layer ``n-1`` to layer ``n``.
 The stand-ins take the layers' places in their ``nn.ModuleList`` for the ``with`` block only, so
 the model's own loop (its masks, positions and per-layer settings, which it indexes by layer) runs
 unchanged; the skipped layers add nothing to a key-value cache. Used by
-:mod:`interventions.prefix_reuse`.
+:mod:`hooked.lm.sweeps.prefix_reuse`.
 """
 
 from __future__ import annotations
@@ -22,18 +22,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from torch import Tensor, nn
-
-
-def decoder_layers(hf: nn.Module) -> tuple[str, nn.ModuleList] | None:
-    """``(path, layers)``: the one ``nn.ModuleList`` of ``hf`` holding ``num_hidden_layers`` modules
-    (``model.layers`` on Llama, ``transformer.h`` on GPT-2); ``None`` where there is not exactly one."""
-    config = getattr(hf, "config", None)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    n = getattr(text, "num_hidden_layers", None)
-    if not n:
-        return None
-    found = [(p, m) for p, m in hf.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n]
-    return found[0] if len(found) == 1 else None
 
 
 def layer_of(hook: str, path: str) -> int:

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from hooked.hook_point import HookPoint
-from hooked.lm.arch import Decoder
+from hooked.lm.names.layouts import Decoder
 from hooked.wrapping import ModuleHookPoint
 
 # attention module -> its pattern hook point, for the modules whose pattern is hooked right now

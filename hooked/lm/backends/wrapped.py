@@ -1,16 +1,16 @@
 """The ``wrap`` backend of a language model: :func:`hooked.wrap` plus what a decoder has on top.
 
 :class:`WrappedLM` is a :class:`hooked.Wrapped` (hook points ``P.hook_in`` / ``P.hook_out`` on
-every module, logits out) that adds, for a decoder of a known layout (:mod:`hooked.lm.arch`):
+every module, logits out) that adds, for a decoder of a known layout (:mod:`hooked.lm.names.layouts`):
 
 * per-head hook points on every attention module ``P``: ``P.hook_z`` and ``P.hook_pattern``
-  (:mod:`hooked.lm.heads`), listed in ``hook_dict`` right after ``P.hook_out``;
+  (:mod:`hooked.lm.backends.heads`), listed in ``hook_dict`` right after ``P.hook_out``;
 * padded batches: with an ``attention_mask`` that pads rows on the left and no ``position_ids``,
   each row's positions are counted from its first real token (as TransformerLens's bridge does,
   and transformers' own ``generate``; the model's forward alone would count from the padding,
   which is wrong for absolute position embeddings such as GPT-2's). Ids that look padded but
-  come without a mask warn (:func:`hooked.lm.tokens.warn_if_padded_without_mask`);
-* TransformerLens names (:func:`hooked.lm.names.tl_aliases`: ``hook_embed``,
+  come without a mask warn (:func:`hooked.lm.text.tokens.warn_if_padded_without_mask`);
+* TransformerLens names (:func:`hooked.lm.names.hook_names.tl_aliases`: ``hook_embed``,
   ``blocks.3.hook_resid_pre`` / ``hook_resid_mid`` / ``hook_resid_post``, ``hook_attn_out``,
   ``hook_mlp_out``, ``attn.hook_z``, ``attn.hook_pattern``, ``ln1`` / ``ln2`` / ``ln_final``) work
   wherever a hook name is taken: ``add_hook``, ``hooks``, ``run_with_hooks``, ``list_hooks`` and
@@ -29,9 +29,11 @@ from typing import Any
 
 from torch import Tensor
 
-from hooked.lm.arch import decoder
-from hooked.lm.seen_as import seen_as
-from hooked.lm.tokens import warn_if_padded_without_mask
+from hooked.lm.backends.backend import LMBackend, attach, backend_of
+from hooked.lm.backends.forward import logits_of
+from hooked.lm.backends.seen_as import seen_as
+from hooked.lm.names.layouts import Decoder, decoder
+from hooked.lm.text.tokens import warn_if_padded_without_mask
 from hooked.protocol import hook_names, other_names
 from hooked.wrapping import Wrapped
 
@@ -40,17 +42,16 @@ class WrappedLM(Wrapped):
     """A transformers causal LM under :func:`hooked.wrap` (inputs too), with per-head hook points.
 
     ``output`` is applied to the model's output (``hooked.lm.wrap_lm`` passes ``logits_of``).
-    ``arch`` is the resolved :class:`~hooked.lm.arch.Decoder` (``None`` for an unknown layout).
+    ``arch`` is the resolved :class:`~hooked.lm.names.layouts.Decoder` (``None`` for an unknown layout).
     """
 
     def __init__(self, hf_model: Any, *, output: Callable[[Any], Any] | None = None):
         super().__init__(hf_model, inputs=True, output=output)
-        arch = decoder(hf_model)
-        self.__dict__["arch"] = arch  # plain attribute: not a submodule, not looked up on the module
+        arch = attach(self, LMBackend("wrap", hf_model, decoder(hf_model))).decoder
         self.__dict__["_tl_aliases"] = {}
         if arch is not None:
-            from hooked.lm.heads import head_hook_points
-            from hooked.lm.names import tl_aliases
+            from hooked.lm.backends.heads import head_hook_points
+            from hooked.lm.names.hook_names import tl_aliases
 
             heads = head_hook_points(arch)
             points: dict[str, Any] = {}
@@ -63,6 +64,11 @@ class WrappedLM(Wrapped):
             points.update({n: hp for n, hp in heads.items() if n not in points})
             object.__setattr__(self, "_points", points)
             self.__dict__["_tl_aliases"] = tl_aliases(arch)
+
+    @property
+    def arch(self) -> Decoder | None:
+        """The resolved decoder layout (:mod:`hooked.lm.names.layouts`); ``None`` for an unknown one."""
+        return backend_of(self).decoder
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         ids = args[0] if args else kwargs.get("input_ids")
@@ -149,3 +155,11 @@ class WrappedLM(Wrapped):
         if isinstance(names, (list, tuple)):
             return [s for n in names for s in self._wrap_spec((n, fn))] if names else [spec]
         return [spec]
+
+
+def wrap_lm(hf_model: Any, tokenizer: Any = None) -> WrappedLM:
+    """``hooked.wrap`` of a transformers causal LM that returns logits (hook points on inputs too),
+    with per-head hook points and padded batches (:class:`hooked.lm.backends.wrapped.WrappedLM`)."""
+    if tokenizer is not None:
+        hf_model.tokenizer = tokenizer
+    return WrappedLM(hf_model, output=logits_of)

@@ -42,8 +42,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hooked.lm.forward import LMForward
-from hooked.lm.tokens import batch_ids_and_mask, pad_id, tokenize, warn_if_padded_without_mask
+from hooked.lm.backends.forward import LMForward
+from hooked.lm.text.tokens import batch_ids_and_mask, pad_id, tokenize, warn_if_padded_without_mask
 
 _PASS: ContextVar[int | None] = ContextVar("hooked_lm_generation_pass", default=None)
 

@@ -7,8 +7,11 @@ much of the clean behaviour that one activation restores. Every (layer, position
 grid rides in batched forwards (:func:`interventions.patching.patching_sweep`), not one forward per
 patch.
 
-Model-agnostic: it uses only the hook protocol and :func:`hooked.lm.residual_hooks` (TransformerLens
-names on the bridge, module paths on ``hooked.wrap``), so the same call runs on any backend.
+It uses the hook protocol and :func:`hooked.lm.residual_hooks` (TransformerLens names on the
+bridge, module paths on ``hooked.wrap``), so the same call runs on any backend. It sits with the
+language-model reproduction (``hooked repro lm``'s ``patching`` stage) because it reads the model's
+tokenizer and residual stream through :mod:`hooked.lm` (formerly ``analyses/lm_patching.py``; the
+model-agnostic sweep is :func:`interventions.patching.patching_sweep`).
 """
 
 from __future__ import annotations

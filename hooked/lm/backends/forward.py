@@ -3,8 +3,10 @@
 :class:`LMForward` hides how the backends differ (the bridge takes ids positionally and returns
 logits; ``hooked.wrap`` and ``hf`` take keywords and return a ``ModelOutput``; the cache keyword is
 ``cache=`` from transformers 5.24 on, ``past_key_values=`` before) so that :func:`hooked.lm.generate`
-and the prefix-reusing patching sweep (:mod:`interventions.prefix_reuse`) run one loop on all of
-them. :func:`prefix_cache` copies the first positions of a cache for several patched runs.
+and the prefix-reusing patching sweep (:mod:`hooked.lm.sweeps.prefix_reuse`) run one loop on all of
+them; which backend a model is comes from its :class:`~hooked.lm.backends.backend.LMBackend`.
+:func:`prefix_cache` copies the first positions of a cache for several patched runs, and
+:func:`logits_of` finds the logits in any backend's output.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Any
 
 from torch import Tensor
 
+from hooked.lm.backends.backend import backend_of
+
 
 class LMForward:
     """Calls a language model on ``(ids, mask, positions, cache)`` and returns its logits.
@@ -28,20 +32,15 @@ class LMForward:
     """
 
     def __init__(self, model: Any, fwd_hooks: Sequence):
-        from hooked.lm.loading import logits_of
-
         self.model = model
         self.fwd_hooks = list(fwd_hooks or ())
-        self.logits_of = logits_of
-        self.is_bridge = hasattr(model, "original_model") and hasattr(model, "adapter")
-        if self.is_bridge:
-            from hooked.lm.bridge_fixes import fix_kv_cache
+        self.backend = backend_of(model, "LMForward")
+        self.hf = self.backend.hf  # the transformers model
+        if self.backend.is_bridge:
+            from hooked.lm.backends.bridge import fix_kv_cache
 
-            self.hf = model.original_model
             fix_kv_cache(model)  # idempotent: a bridge booted outside lm.load gets the fix too
-        else:
-            self.hf = getattr(model, "module", model) if hasattr(model, "hook_dict") else model
-        if self.fwd_hooks and not hasattr(model, "hook_dict"):
+        if self.fwd_hooks and self.backend.kind == "hf":
             raise ValueError(
                 f"{type(model).__name__} has no hook points (backend 'hf'); load the model with "
                 "backend='bridge' or 'wrap' to generate with hooks"
@@ -80,9 +79,9 @@ class LMForward:
             kwargs["use_cache"] = True
         else:
             kwargs["use_cache"] = False
-        if self.is_bridge:
+        if self.backend.is_bridge:
             return self.model(ids, **kwargs)
-        return self.logits_of(self.model(input_ids=ids, **kwargs))
+        return logits_of(self.model(input_ids=ids, **kwargs))
 
 
 def prefix_cache(cache: Any, length: int, rows: Tensor) -> Any:
@@ -97,3 +96,15 @@ def prefix_cache(cache: Any, length: int, rows: Tensor) -> Any:
         out.crop(-extra if param == "tokens_to_remove" else length)  # transformers >= 5.24 / older
     out.batch_select_indices(rows)
     return out
+
+
+def logits_of(out: Any) -> Tensor:
+    """The logits of an LM's forward output (a tensor, a ``ModelOutput`` or a tuple)."""
+    if isinstance(out, Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        return out[0]
+    raise TypeError(f"cannot find logits in a {type(out).__name__}")

@@ -12,11 +12,14 @@ structure, not its class name, so a family not listed with one of these layouts 
 
 :func:`decoder` resolves a layout against a model: number of layers and heads, whether the block is
 parallel, and the modules themselves. It also works on a model that TransformerLens's bridge has
-booted, whose submodules are bridge components holding the originals as ``_original_component``.
+booted, whose submodules are bridge components holding the originals as ``_original_component``
+(:func:`original`). :func:`decoder_layers` finds the stack of decoder layers: the layout's, else
+(a family with no layout yet) the model's one ``nn.ModuleList`` of ``num_hidden_layers`` modules.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,12 +123,21 @@ class Decoder:
     def part(self, layer: int, part: str) -> nn.Module:
         return self.module(self.path(layer, part))
 
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The ``nn.ModuleList`` of decoder layers (the one the model's forward runs through)."""
+        return self.module(self.layout.layers)
 
-def decoder(hf_model: nn.Module) -> Decoder | None:
-    """The layout of a transformers decoder-only LM, resolved; ``None`` when no layout matches."""
+
+def decoder(hf_model: nn.Module, layouts: Sequence[Layout] | None = None) -> Decoder | None:
+    """The layout of a transformers decoder-only LM, resolved; ``None`` when no layout matches.
+
+    ``layouts``: the layouts to try, in order (default :data:`LAYOUTS`, first match wins); pass a
+    new one to check it against a model before adding it to the table.
+    """
     config = getattr(hf_model, "config", None)
     n_heads = getattr(config, "num_attention_heads", None)
-    for layout in LAYOUTS:
+    for layout in LAYOUTS if layouts is None else layouts:
         try:
             layers = _get(hf_model, layout.layers)
             _get(hf_model, layout.final_norm)
@@ -145,6 +157,26 @@ def decoder(hf_model: nn.Module) -> Decoder | None:
     return None
 
 
+def decoder_layers(hf_model: nn.Module) -> tuple[str, nn.ModuleList] | None:
+    """``(path, layers)``: the stack of decoder layers of a transformers model; ``None`` where it
+    cannot be told.
+
+    A known layout's (:func:`decoder`) where one matches; else, for a family with no layout yet,
+    the one ``nn.ModuleList`` of the model holding ``num_hidden_layers`` modules (``None`` where
+    there is not exactly one).
+    """
+    found = decoder(hf_model)
+    if found is not None:
+        return found.layout.layers, found.layers
+    config = getattr(hf_model, "config", None)
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    n = getattr(text, "num_hidden_layers", None)
+    if not n:
+        return None
+    lists = [(p, m) for p, m in hf_model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == n]
+    return lists[0] if len(lists) == 1 else None
+
+
 def require_decoder(hf_model: nn.Module, what: str) -> Decoder:
     """:func:`decoder`, or a ValueError saying which layouts are known."""
     found = decoder(hf_model)
@@ -159,16 +191,18 @@ def require_decoder(hf_model: nn.Module, what: str) -> Decoder:
 
 def _get(root: Any, path: str) -> Any:
     """``root.get_submodule(path)``, stepping into ``_original_component`` of bridge components."""
-    module = _original(root)
+    module = original(root)
     for part in path.split(".") if path else ():
         child = module._modules.get(part) if isinstance(module, nn.Module) else None
         if child is None:
             raise AttributeError(f"{type(module).__name__} has no submodule {part!r} (path {path!r})")
-        module = _original(child)
+        module = original(child)
     return module
 
 
-def _original(module: Any) -> Any:
+def original(module: Any) -> Any:
+    """The transformers module behind a TransformerLens bridge component (its
+    ``_original_component``, unwrapped as often as it is wrapped); any other module as it is."""
     while isinstance(module, nn.Module) and "_original_component" in module._modules:
         module = module._modules["_original_component"]
     return module

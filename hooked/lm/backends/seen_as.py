@@ -4,7 +4,7 @@ TransformerLens code checks ``hook.name`` (``if hook.name.endswith("hook_resid_p
 hook attached by a TransformerLens name on the bridge (whose canonical names differ) or on a
 ``hooked.wrap`` language model (whose hook points are named by module path) is called with a
 :class:`SeenAs` view: the hook point's attributes, under the name it was attached by. Used by
-:mod:`hooked.lm.hooked_bridge` and :mod:`hooked.lm.wrapped`.
+:mod:`hooked.lm.backends.bridge` and :mod:`hooked.lm.backends.wrapped`.
 """
 
 from __future__ import annotations
