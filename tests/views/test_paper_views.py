@@ -9,11 +9,11 @@ import math
 import pytest
 import torch
 
-from papers.lm.prompt_patching import PatchingResult
 from analyses.spotlight import spotlight
 from analyses.spotlight.stream import spotlight_analysis
 from hooked.io import write_json, write_tensors
 from hooked.views.report import write_report
+from papers.lm.prompt_patching import PatchingResult
 from papers.lm.repro import LMRepro
 from papers.onion.repro import onion
 from papers.spotlight.repro import spotlight_repro
