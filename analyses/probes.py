@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from hooked.checks import require_finite
-from hooked.protocol import Batch, Hookable, batch_mask, hook_names, iter_activations, split_batch
+from hooked.protocol import Batch, Hookable, batch_mask, hook_names, iter_activations, mask_ends, split_batch
 from hooked.typecheck import Float, Int, typechecked
 
 DEFAULT_ALPHAS = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)
@@ -246,10 +246,7 @@ def pool_rows(act: Tensor, pool: str | int, mask: Tensor | None = None) -> Tenso
 def real_position(mask: Tensor, position: int) -> Tensor:
     """``[batch]``: the index of each row's ``position``-th real token (0 its first, -1 its last)
     in a padded batch with attention ``mask``; an error if some row is too short."""
-    from hooked.lm.tokens import first_positions, last_positions
-
-    batch = {"input_ids": mask, "attention_mask": mask}
-    first, last = first_positions(batch), last_positions(batch)
+    first, last = mask_ends(mask)
     index = first + position if position >= 0 else last + 1 + position
     short = (index < first) | (index > last)
     if bool(short.any()):
@@ -593,5 +590,5 @@ def ridge_probe_analysis(
 
 
 # the command line may hand this analysis padded batches (``--data texts.txt``): it pools over each
-# row's real tokens (see :mod:`hooked.lm.command_line`)
+# row's real tokens (see :mod:`hooked.lm.loading.command_line`)
 ridge_probe_analysis.masks_padding = True  # type: ignore[attr-defined]

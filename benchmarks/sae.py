@@ -9,7 +9,7 @@ forward, and (by hand) peak memory against the store's size.
    and with Adam as its trainer builds it), each fed by a :class:`hooked.sae.stream.StoreStream`
    (reading the store included). Neither uses the auxiliary loss (sparsify's default). Seconds
    per token; the ratio below 1 means hooked.sae is faster. The sparsify rows are skipped, with
-   the reason printed, when ``eai-sparsify`` is not installed (``pip install 'hooked[bench]'``).
+   the reason printed, when ``eai-sparsify`` is not installed (``pip install 'hooked[sae-bench]'``).
    Full size: d_model 576 (SmolLM2-135M's), width 16 x 576, k 32, 4096 tokens per step.
 2. **Spliced forward**: a TopK dictionary of width 16 x d_model spliced with the error term into
    the residual stream (middle layer), against the clean forward; full size on SmolLM2-135M
@@ -149,7 +149,7 @@ def _throughput(ctx: Context) -> list[Row]:
 
 def _sparsify_missing() -> str | None:
     if importlib.util.find_spec("sparsify") is None:
-        return "pip install eai-sparsify, or 'hooked[bench]'"
+        return "pip install eai-sparsify, or 'hooked[sae-bench]'"
     if importlib.util.find_spec("schedulefree") is None:
         return "sparsify's default optimiser needs schedulefree"
     return None

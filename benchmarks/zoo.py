@@ -3,7 +3,7 @@
 Each row times one full AdamW training step of every member and reports seconds per
 model-step (the inverse of model-steps per second) for:
 
-* ``stacked``: :func:`hooked.models.zoo.train_step` on all M members at once (the zoo's way);
+* ``stacked``: :func:`papers.weight_space.zoo.train_step` on all M members at once (the zoo's way);
 * ``one at a time, nn.LSTM``: M separate ``ZooLSTM`` models (cuDNN / oneDNN fused ``nn.LSTM``),
   each with its own AdamW, stepped in a Python loop: the baseline;
 * ``one at a time, functional``: the same stacked code called with M = 1, M times.
@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from benchmarks.common import Context, Row
 from benchmarks.timing import time_interleaved
-from hooked.models.zoo import LSTMLayout, init_params, load_member, train_step
-from hooked.models.zoo.train import make_optimizer
+from papers.weight_space.zoo import LSTMLayout, init_params, load_member, train_step
+from papers.weight_space.zoo.train import make_optimizer
 
 
 def _loss(logits, y):

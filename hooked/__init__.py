@@ -8,9 +8,11 @@ satisfies too. Heavy dependencies (transformers, transformer_lens, matplotlib) l
 feature that needs them is used.
 """
 
+from hooked._steps import forward_pass
 from hooked.cache import ActivationCache
 from hooked.errors import HookedError, HookReturnError, StopForward, UnknownHookError
-from hooked.hook_point import HookHandle, HookPoint, at_step, read_only
+from hooked.hook_fns import at_step, read_only
+from hooked.hook_point import HookHandle, HookPoint
 from hooked.hooked_module import HookedModule
 from hooked.protocol import Hookable
 from hooked.registry import register_analysis, register_model, register_repro
@@ -42,6 +44,7 @@ __all__ = [
     "StopForward",
     "UnknownHookError",
     "at_step",
+    "forward_pass",
     "read_only",
     "unwrap",
     "wrap",

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from hooked.errors import UnknownHookError
+from hooked.names import act_name
 
 
 class ActivationCache(Mapping[str, Tensor]):
@@ -77,12 +78,12 @@ class ActivationCache(Mapping[str, Tensor]):
     # ------------------------------------------------------------------ mapping protocol
     def __getitem__(self, name: str | tuple) -> Tensor:
         if isinstance(name, tuple):  # TransformerLens's shorthand: cache["resid_pre", 3]
-            name = self.act_name(*name)
+            name = _shorthand(*name)
         try:
             return self._data[name]
         except KeyError:
             pass
-        other = self._aliases.get(name) or self._aliases.get(self.act_name(name))
+        other = self._aliases.get(name) or self._aliases.get(act_name(name))
         if other is not None and other != name and other in self:
             return self[other]
         if name in self._ragged:
@@ -103,22 +104,6 @@ class ActivationCache(Mapping[str, Tensor]):
         return name in self._data or name in self._ragged
 
     # ------------------------------------------------------------------ names
-    def act_name(self, name: str, layer: int | None = None, layer_type: str | None = None) -> str:
-        """TransformerLens's ``get_act_name``: ``("resid_pre", 3)`` -> ``blocks.3.hook_resid_pre``.
-
-        ``cache[name, layer]`` and ``cache[name, layer, layer_type]`` look that name up, also through
-        the aliases the model gave its caches (a wrapped LM: ``model.layers.3.hook_in``). Negative
-        layers need the model: ``hooked.lm.act_name(model, "resid_pre", -1)``.
-        """
-        from hooked.lm.names import act_name
-
-        if isinstance(layer, int) and layer < 0:
-            raise KeyError(
-                f"cache[{name!r}, {layer}]: a cache does not know the number of layers; use "
-                f"cache[hooked.lm.act_name(model, {name!r}, {layer})]"
-            )
-        return act_name(name, layer, layer_type)
-
     @property
     def aliases(self) -> dict[str, str]:
         """The other names the activations are found under (``{other name: stored name}``)."""
@@ -262,6 +247,17 @@ class _Keep:
 
 
 PosIndex = _Keep | int | slice | Tensor
+
+
+def _shorthand(name: str, layer: int | None = None, layer_type: str | None = None) -> str:
+    """``cache[name, layer(, layer_type)]``: :func:`hooked.names.act_name` of the key, also found
+    through the aliases the model gave its caches (a wrapped LM: ``model.layers.3.hook_in``)."""
+    if isinstance(layer, int) and layer < 0:
+        raise KeyError(
+            f"cache[{name!r}, {layer}]: a cache does not know the number of layers; use "
+            f"cache[hooked.lm.act_name(model, {name!r}, {layer})]"
+        )
+    return act_name(name, layer, layer_type)
 
 
 def pos_index(spec: Any) -> PosIndex | None:

@@ -76,9 +76,21 @@ def save(
     return directory
 
 
+MAX_CONFIG_BYTES = 64 * 2**20
+MAX_CONFIG_DEPTH = 64
+"""A config.json is read only if it is at most this large and nests its values at most this deep."""
+
+
 def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+    """The checked ``config.json`` of a checkpoint folder (a regular file of bounded size and depth)."""
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"checkpoint: expected a checkpoint folder's path, got {type(directory).__name__}")
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"no such checkpoint folder: {directory}")
     path = Path(directory) / CONFIG
-    info = read_json(path)
+    info = read_json(path, max_bytes=MAX_CONFIG_BYTES)
+    if _depth(info) > MAX_CONFIG_DEPTH:
+        raise ValueError(f"{path} nests its values more than {MAX_CONFIG_DEPTH} levels deep; not loaded")
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise ValueError(f"{path} is not a hooked checkpoint config (expected format {FORMAT!r})")
     for key in ("class", "config"):
@@ -174,6 +186,19 @@ def _load_checked(model: nn.Module, tensors: Mapping[str, torch.Tensor], path: P
             )
         raise ValueError(f"{path} does not fit {type(model).__name__}: " + ", ".join(parts))
     model.load_state_dict(tensors)
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and objects nest in a JSON value (without recursion)."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        v, d = todo.pop()
+        deepest = max(deepest, d)
+        if isinstance(v, dict):
+            todo += [(x, d + 1) for x in v.values()]
+        elif isinstance(v, list):
+            todo += [(x, d + 1) for x in v]
+    return deepest
 
 
 def _short(dtype: torch.dtype) -> str:

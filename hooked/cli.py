@@ -9,6 +9,7 @@
     hooked repro [NAME] [..]                        list, or run, a paper reproduction
     hooked harvest --model M --hooks H1,H2 --out DIR activations at hooks into a store (hooked.store)
     hooked sae train|eval|texts [..]                sparse autoencoders and transcoders (hooked.sae)
+    hooked report RUN_DIR                           (re)build a run folder's report.html
 
 Options of a model, an analysis or a reproduction come from its registered signature (see
 :mod:`hooked.registry`); ``hooked run ANALYSIS --help`` lists them. ``--plugin MODULE_OR_FILE``
@@ -21,7 +22,11 @@ is given as ``--analysis-device`` (``--model-``, ``--repro-``) instead; an optio
 Where results go: ``--out DIR`` is checked before the work starts (not empty, not a file,
 writable); a folder holding a finished run (its ``result.json`` / ``results.json``) is replaced
 only with ``--overwrite``, except by a reproduction that resumes (``repro onion``), which reuses
-the work done there with the same settings.
+the work done there with the same settings. Beside its JSON and PNG files every run writes
+``report.html`` (:mod:`hooked.views.report`): what was run (the command, settings, versions and time
+taken are recorded in the JSON), the claims table, every figure (interactive where the command gives
+a ``report_figures`` function), the numbers and links to every file; ``hooked report RUN_DIR``
+rebuilds it from the files.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    args.argv = argv
     try:
         with _plugin_warnings_shown():
             registry.load_plugins(args.plugin or [])
@@ -121,6 +127,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("action", nargs="?", help="train, eval or texts")
     s.add_argument("-h", "--help", action="store_true")
     s.set_defaults(handler=_cmd_sae)
+
+    s = sub.add_parser("report", help="(re)build a run folder's report.html from its files")
+    s.add_argument("run_dir", type=Path, help="a folder written by `hooked run` or `hooked repro`")
+    s.set_defaults(handler=_cmd_report)
     return p
 
 
@@ -215,10 +225,11 @@ def _cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
     opts = p.parse_args(rest)
     if opts.out is not None:  # checked before the work starts
         run_dir = RunDir.prepare(opts.out, finished="result.json", overwrite=opts.overwrite)
+        _drop_stale_report(run_dir, opts.overwrite)
     with _flags_named({k.removeprefix("model."): v for k, v in flags.items() if k.startswith("model.")}):
         model, data = _build_model(model_entry, opts)
     if opts.data is not None:
-        from hooked.lm.command_line import text_data
+        from hooked.lm.loading.command_line import text_data
 
         data = text_data(model, opts.data, padded=getattr(entry.obj, "masks_padding", False))
     from hooked.protocol import check_hook
@@ -228,6 +239,7 @@ def _cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
         run_dir = RunDir.create("runs", f"{entry.name}-{model_entry.name}")
     options = _entry_options(entry, opts)
     extra = {"run_dir": run_dir} if entry.takes_run_dir else {}
+    when = _now()
     started = time.perf_counter()
     with _flags_named({k: v for k, v in flags.items() if not k.startswith("model.")}):
         result = entry.call(model, opts.hook, data, options=options, **extra)
@@ -241,10 +253,12 @@ def _cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
         "checkpoint": opts.checkpoint,
         "seconds": seconds,
         "result": result,
+        **_provenance(args.argv, when),
     }
     run_dir.json("result.json", record)
     _print_result(result)
     print(f"\nresults written to {run_dir.path}/ ({seconds:.1f} s)")
+    _write_report(run_dir.path, entry)
     return 0
 
 
@@ -263,17 +277,22 @@ def _cmd_repro(args: argparse.Namespace, rest: list[str]) -> int:
         run_dir = RunDir.prepare(
             opts.out, finished="results.json", overwrite=opts.overwrite, resume=entry.resumes
         )
+        _drop_stale_report(run_dir, opts.overwrite or entry.resumes)
     else:
         run_dir = RunDir.create("runs", entry.name)
     options = _entry_options(entry, opts)
+    when = _now()
     started = time.perf_counter()
     with _flags_named(flags):
         results = entry.call(run_dir, options=options)
     seconds = time.perf_counter() - started
-    run_dir.json(
-        "results.json", {"repro": entry.name, "options": options, "seconds": seconds, "results": results}
-    )
+    record = {"repro": entry.name, "options": options, "seconds": seconds, "results": results}
+    run_dir.json("results.json", record | _provenance(args.argv, when))
     print(f"\nresults written to {run_dir.path}/ ({seconds:.0f} s)")
+    from hooked import distributed
+
+    if distributed.is_main():
+        _write_report(run_dir.path, entry)
     return 0
 
 
@@ -289,7 +308,24 @@ def _cmd_harvest(args: argparse.Namespace, rest: list[str]) -> int:
     from hooked.store.command import harvest_command
 
     helpers = dict(model_parser=_model_parser, build_model=_build_model, find_model=_model_entry)
-    return harvest_command(rest, show_help=args.help, **helpers)
+    return harvest_command(rest, show_help=args.help, debug=args.debug, **helpers)
+
+
+def _cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
+    _no_extra(rest)
+    folder = args.run_dir
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no run folder at {folder}")
+    entry = None
+    for name, key, kind in (("results.json", "repro", "repro"), ("result.json", "analysis", "analysis")):
+        try:
+            record = json.loads((folder / name).read_text())
+            entry = registry.get(kind, record[key])
+            break
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    problems = _write_report(folder, entry, quiet=False)
+    return 1 if problems else 0
 
 
 def _cmd_sae(args: argparse.Namespace, rest: list[str]) -> int:
@@ -300,6 +336,61 @@ def _cmd_sae(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------- helpers
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %z")
+
+
+def _provenance(argv: list[str], started: str) -> dict[str, Any]:
+    """What a report says of the run: the command as typed, when it started, the versions it ran with."""
+    import platform
+    from importlib import metadata
+
+    import torch
+
+    import hooked
+
+    versions = {"hooked": hooked.__version__, "python": platform.python_version(), "torch": torch.__version__}
+    for dist in ("numpy", "transformers", "transformer-lens"):  # read from the metadata: nothing imported
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    versions["platform"] = platform.platform(terse=True)
+    return {"command": ["hooked", *argv], "started": started, "versions": versions}
+
+
+def _drop_stale_report(run_dir: RunDir, replacing: bool) -> None:
+    """A run that replaces (or resumes) the one in its folder removes that run's report.html first, so
+    that the page never describes results the folder no longer holds."""
+    if replacing:
+        from hooked.views.report import REPORT
+
+        (run_dir.path / REPORT).unlink(missing_ok=True)
+
+
+def _write_report(folder: Path, entry: registry.Entry | None, quiet: bool = True) -> list[str]:
+    """Write ``folder/report.html`` with the command's interactive figures (its ``report_figures``).
+
+    The run's results are saved before this runs: a report that cannot be built is a warning, never a
+    failed run. Returns the problems found (each naming a file)."""
+    from hooked.views.report import write_report
+
+    figures = getattr(entry.obj, "report_figures", None) if entry is not None else None
+    try:
+        path, problems = write_report(folder, figures=figures)
+    except (OSError, ValueError) as e:
+        print(f"hooked: warning: report.html not written: {e}", file=sys.stderr)
+        return [str(e)]
+    for p in problems:
+        print(f"hooked: report: {p}", file=sys.stderr)
+    print(
+        f"report: {path}"
+        if quiet or not problems
+        else f"report: {path} (built without the files named above)"
+    )
+    return problems
+
+
 _NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.IGNORECASE)
 
 
@@ -435,8 +526,9 @@ def _build_model(entry: registry.Entry, opts: argparse.Namespace) -> tuple[Any, 
 
 
 def _model_entry(name: str) -> registry.Entry:
-    """A registered model, else a language model's folder or .gguf file (:mod:`hooked.lm.command_line`)."""
-    from hooked.lm.command_line import is_model_path, path_entry
+    """A registered model, else a language model's folder or .gguf file
+    (:mod:`hooked.lm.loading.command_line`)."""
+    from hooked.lm.loading.command_line import is_model_path, path_entry
 
     if is_model_path(name) and name not in registry.entries("model"):
         return path_entry(name)

@@ -13,9 +13,10 @@ The methods follow TransformerLens's ``HookedRootModule`` names and semantics: `
 Everything that attaches hooks for the span of one call removes exactly what it attached, also
 when the forward raises.
 
-A subclass's ``forward`` is wrapped once, at class creation, so that a forward pass, called as
-``model(x)`` or as ``model.forward(x)``, is one step-counting pass (see :mod:`hooked.hook_point`);
-with no hook attached anywhere the wrapper only tests that and calls the forward.
+A subclass's ``forward`` is wrapped once, at class creation, so that calling it, as ``model(x)``
+or as ``model.forward(x)``, is a forward in the sense of :mod:`hooked._steps` (the outermost one
+running in a thread is a pass, and ``hook.step`` counts within it); with no hook attached
+anywhere the wrapper only tests that and calls the forward.
 """
 
 from __future__ import annotations
@@ -29,43 +30,31 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hooked import fast_lookup
-from hooked import hook_point as _hook_point  # _ANY_LIVE is read as an attribute: it changes
+from hooked import _steps, fast_lookup, hook_point
 from hooked.cache import ActivationCache, pos_axis, pos_index, slice_positions
 from hooked.errors import StopForward, UnknownHookError
-from hooked.hook_point import (
-    Direction,
-    Directions,
-    HookFn,
-    HookHandle,
-    HookPoint,
-    _declare,
-    _directions,
-    _enter_forward,
-    _Hook,
-    _leave_forward,
-    _matches,
-)
+from hooked.hook_fns import HookFn, declare
+from hooked.hook_point import AttachedHook, Direction, Directions, HookHandle, HookPoint, directions
 from hooked.names import NamesSpec, resolve_names
 
 HookSpec = tuple[str | Callable[[str], bool], HookFn]
 
 
 def _in_a_pass(forward: Callable[..., Any]) -> Callable[..., Any]:
-    """``forward``, counted as one pass when no hooked forward runs in this thread already."""
+    """``forward``, run as a forward of :mod:`hooked._steps` (a pass when it is the outermost)."""
 
     @functools.wraps(forward)
     def forward_in_a_pass(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-        if not _hook_point._ANY_LIVE:  # no hook attached anywhere: nothing to count
+        if not hook_point.any_live:  # no hook attached anywhere: nothing to count
             return forward(self, *args, **kwargs)
-        token = _enter_forward()
+        opened = _steps.enter()
         finished = False
         try:
             out = forward(self, *args, **kwargs)
             finished = True
             return out
         finally:
-            _leave_forward(token, finished)
+            _steps.leave(opened, finished)
 
     forward_in_a_pass._hooked_pass = True  # type: ignore[attr-defined]
     return forward_in_a_pass
@@ -146,7 +135,7 @@ class HookedModule(nn.Module):
 
     def list_hooks(
         self, name_filter: NamesSpec = None, dir: Directions = "both", including_permanent: bool = True
-    ) -> dict[str, list[_Hook]]:
+    ) -> dict[str, list[AttachedHook]]:
         """The attached hooks by hook name, in ``hook_dict`` order; names without one are left out.
 
         Args:
@@ -155,11 +144,10 @@ class HookedModule(nn.Module):
             including_permanent: ``False`` leaves permanent hooks out.
         """
         hook_dict = self.hook_dict
-        dirs = _directions(dir)
-        out: dict[str, list[_Hook]] = {}
+        directions(dir)  # checked even when no hook point is named
+        out: dict[str, list[AttachedHook]] = {}
         for name in resolve_names(hook_dict, name_filter, type(self).__name__):
-            hp = hook_dict[name]
-            found = [h for d in dirs for h in hp._hooks(d) if _matches(h, including_permanent, None)]
+            found = hook_dict[name].list_hooks(dir, including_permanent)
             if found:
                 out[name] = found
         return out
@@ -351,7 +339,7 @@ class HookedModule(nn.Module):
                     f"got {type(fn).__name__}: {fn!r}"
                 )
             plan.extend((hook_dict[n], fn) for n in resolve_names(hook_dict, names, owner))
-        return HookHandle([(hp, dir, hp._attach(fn, dir, is_permanent, prepend, level)) for hp, fn in plan])
+        return HookHandle.merge(hp.add_hook(fn, dir, is_permanent, level, prepend) for hp, fn in plan)
 
     def _attach_many(
         self,
@@ -405,7 +393,7 @@ def _stop_forward(act: Any, hook: HookPoint) -> None:
     raise StopForward(f"forward stopped after {hook.name!r}")
 
 
-_declare(_stop_forward, read_only=True)
+declare(_stop_forward, read_only=True)
 
 
 def _select_steps(
@@ -462,7 +450,7 @@ class _Recorder:
                 seen.append(entry)
 
         record.__qualname__ = f"cache[{name!r}]"
-        return _declare(record, read_only=True)
+        return declare(record, read_only=True)
 
     def finish(self) -> dict[str, list[Tensor]]:
         out = {}

@@ -80,10 +80,47 @@ def file_sha256(path: str | os.PathLike) -> str:
     import hashlib
 
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def open_regular(path: str | os.PathLike) -> Any:
+    """``path`` opened for reading in binary, refused unless it is a regular file: a FIFO would block
+    the reader until some writer appears (forever, for a file a user put in the way), and a device
+    such as ``/dev/zero`` never ends. The file is opened without blocking and checked with
+    ``fstat``, so that what is checked is what is read."""
+    import stat
+
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a folder, not a file") from None
+    except NotADirectoryError:
+        raise FileNotFoundError(f"no such file: {path} (a part of the path is not a folder)") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ValueError(f"{path} is a folder, not a file")
+        if not stat.S_ISREG(mode):
+            what = "a FIFO" if stat.S_ISFIFO(mode) else "not a regular file"
+            raise ValueError(f"{path} is {what}; expected a regular file")
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def check_regular(path: str | os.PathLike) -> Path:
+    """``path``, if it is a regular file (see :func:`open_regular`); else a clear error naming it."""
+    with open_regular(path):
+        return Path(path)
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -115,14 +152,20 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_bytes(path, text.encode())
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_json(path: str | os.PathLike, *, max_bytes: int | None = None) -> Any:
+    """The JSON value in the regular file ``path`` (see :func:`open_regular`), at most ``max_bytes``
+    long if given; nesting too deep for the parser is a ``ValueError`` naming the file."""
     path = Path(path)
+    with open_regular(path) as f:
+        data = f.read() if max_bytes is None else f.read(max_bytes + 1)
+    if max_bytes is not None and len(data) > max_bytes:
+        raise ValueError(f"{path} is larger than {max_bytes} bytes; not read")
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no such file: {path}") from None
+        return json.loads(data.decode())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ValueError(f"{path} nests its JSON values too deeply to be read") from None
 
 
 def write_tensors(
@@ -145,9 +188,7 @@ def read_tensors(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
+    path = check_regular(path)
     try:
         return load_file(path, device=str(device))
     except SafetensorError as e:

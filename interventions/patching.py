@@ -37,9 +37,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hooked.hook_point import at_step
+from hooked.hook_fns import at_step
 from hooked.protocol import Batch, Hookable, cache_batch, check_hook, hook_point, run_with_hooks, split_batch
-from interventions._patch_rows import rows_by_hook
+from hooked.sweeps import PatchSweep, SweepStrategy, run_sweep
 
 Metric = Callable[[Any], Tensor]  # forward output -> one value per batch row
 
@@ -167,6 +167,7 @@ def patching_sweep(
     chunk: int | None = None,
     batched: bool = True,
     reuse_prefix: bool | None = None,
+    strategy: SweepStrategy | None = None,
     progress: bool = False,
 ) -> Tensor:
     """The metric after every (hook, position) patch from ``source`` into ``base``.
@@ -179,15 +180,14 @@ def patching_sweep(
             indices are read in the source). ``None`` patches each hook's whole activation once.
         chunk: at most this many patches per forward (default: all of them).
         batched: ``False`` runs one forward per patch (the reference loop).
-        reuse_prefix: on a causal language model (from :func:`hooked.lm.load`, bridge or wrap),
-            recompute only the positions from each patch's position on and the layers from its
-            layer on, reusing the base run's keys, values and layer outputs before them
-            (:mod:`interventions.prefix_reuse`; same results within float noise). ``None``
-            (default): where it applies (a causal LM, a token batch, positions on axis 1 of
-            every hook's activation), and for patches along another axis (``pos_dim=2``: heads)
-            or of whole activations, the layers before each patch only; ``True``: the prefix
-            reuse, required (an error where it does not apply); ``False``: the plain batched
-            path, every row computing every layer and position.
+        reuse_prefix: whether the model's sweep strategy (:mod:`hooked.sweeps`) runs the
+            batched sweep, reusing what the base run computed before each patch (a causal
+            language model: the keys, values and layer outputs before each patch's position and
+            layer; same results within float noise). ``None`` (default): where a strategy takes
+            the sweep; ``True``: required (an error where none does); ``False``: the plain
+            batched path, every row computing everything.
+        strategy: the sweep strategy to ask instead of the installed ones (e.g. one with other
+            cost constants).
     Returns:
         [len(hooks), len(positions)] (or [len(hooks)] when ``positions`` is None): the metric
         averaged over the base batch's rows.
@@ -205,28 +205,27 @@ def patching_sweep(
 
     n_rows = _batch_rows(base)
     chunk = chunk or len(grid)
-    forward = _prefix_reuse_forward(model, base, acts, positions, pos_dim, reuse_prefix)
-    if forward is not None:
-        from interventions.prefix_reuse import prefix_reuse_sweep
-
-        length = next(iter(acts.values())).shape[1]
-        grid_rows = [(h, _positions_of(p, n_rows, acts[h].device) % length) for h, p in grid]
-        values = prefix_reuse_sweep(
-            model, forward, base, acts, grid_rows, metric, chunk=chunk, progress=progress
+    if reuse_prefix is not False:
+        per_row = None if positions is None else [_positions_of(p, n_rows, acts[h].device) for h, p in grid]
+        sweep = PatchSweep(
+            model=model,
+            base=base,
+            hooks=tuple(h for h, _ in grid),
+            positions=None if per_row is None else tuple(per_row),
+            pos_dim=pos_dim,
+            sources=acts,
+            metric=metric,
+            rows=n_rows,
+            chunk=chunk,
+            required=bool(reuse_prefix),
+            progress=progress,
+            make_hooks=lambda patches, start=0: _grid_hooks(
+                model, [grid[j] for j in patches], acts, n_rows, pos_dim, start
+            ),
         )
-        return values.reshape(shape)
-    forward = _layer_skip_forward(model, base, hooks, reuse_prefix)
-    if forward is not None:  # patches not along positions: reuse the layers before each patch only
-        from interventions.prefix_reuse import reuse_sweep
-
-        def make_hooks(group: list[int], start: int) -> list[tuple[str, Callable]]:
-            return _grid_hooks(model, [grid[j] for j in group], acts, n_rows, pos_dim)
-
-        names = [h for h, _ in grid]
-        values = reuse_sweep(
-            forward, base, names, [0] * len(grid), make_hooks, metric, chunk=chunk, progress=progress
-        )
-        return values.reshape(shape)
+        values = run_sweep(sweep, strategy)
+        if values is not None:
+            return values.reshape(shape)
     results = []
     with torch.no_grad():
         for start in _progress(range(0, len(grid), chunk), progress):
@@ -269,72 +268,53 @@ def patching_pairs(
     return torch.stack(distributed.sweep(one, range(len(pairs)), gather="all"))
 
 
-def _prefix_reuse_forward(
-    model: Hookable,
-    base: Batch,
-    acts: dict[str, Tensor],
-    positions: Sequence | None,
-    pos_dim: int,
-    reuse_prefix: bool | None,
-) -> Any:
-    """The causal-LM forward for a prefix-reusing sweep, ``None`` for the plain batched path."""
-    if reuse_prefix is False:
-        return None
-    from interventions.prefix_reuse import causal_lm_forward
-
-    forward = causal_lm_forward(model, base) if positions is not None and pos_dim == 1 else None
-    why = None
-    if forward is None:
-        why = "it needs a causal LM from hooked.lm.load, a token batch and positions on axis 1"
-    else:
-        length = _batch_ids_length(base)
-        bad = [h for h, a in acts.items() if a.dim() < 2 or a.shape[1] != length]
-        if bad:
-            why = f"the activations at {bad[:3]} have no position axis of length {length} on axis 1"
-    if why is None:
-        return forward
-    if reuse_prefix:
-        raise ValueError(f"patching_sweep(reuse_prefix=True): {why}")
-    return None
-
-
-def _layer_skip_forward(model: Hookable, base: Batch, hooks: Sequence[str], reuse_prefix: bool | None) -> Any:
-    """The causal-LM forward for a sweep that skips the layers before each patch (patches along
-    another axis than positions, or of whole activations), ``None`` for the plain batched path."""
-    if reuse_prefix is not None:  # True was refused above; False: the plain path
-        return None
-    from hooked.lm.layer_skip import decoder_layers, layer_of
-    from interventions.prefix_reuse import causal_lm_forward
-
-    forward = causal_lm_forward(model, base)
-    stack = decoder_layers(forward.hf) if forward is not None else None
-    if stack is None or not any(layer_of(h, stack[0]) > 0 for h in hooks):
-        return None
-    return forward
-
-
-def _batch_ids_length(base: Batch) -> int:
-    from hooked.lm.tokens import batch_ids_and_mask
-
-    return batch_ids_and_mask(base)[0].shape[1]
-
-
 def _grid_hooks(
-    model: Hookable, part: list[tuple[str, int | None]], acts: dict[str, Tensor], n_rows: int, pos_dim: int
+    model: Hookable,
+    part: list[tuple[str, int | None]],
+    acts: dict[str, Tensor],
+    n_rows: int,
+    pos_dim: int,
+    start: int = 0,
 ) -> list[tuple[str, Callable]]:
-    """One hook per hook point; it patches, in one indexing op, the rows of every patch aimed at it."""
+    """One hook per hook point; it patches, in one indexing op, the rows of every patch aimed at it.
+    ``start > 0``: the forward computes only the positions from ``start`` on (along ``pos_dim``)."""
     fwd = []
-    for h, (rows, src_rows, positions) in rows_by_hook(part, acts, n_rows).items():
+    for h, (rows, src_rows, positions) in _rows_by_hook(part, acts, n_rows).items():
         src = acts[h]
+        recurrent = _is_recurrent(model, h)
+        if start and (positions[0] is None or recurrent):
+            raise ValueError(
+                f"patching_sweep: {h!r} is patched {'by step' if recurrent else 'whole'}; only patches at "
+                "positions can run on the positions from a later one on"
+            )
         if positions[0] is None:
-            fwd.append((h, _rows_hook(src, rows, src_rows, recurrent=_is_recurrent(model, h))))
+            fwd.append((h, _rows_hook(src, rows, src_rows, recurrent=recurrent)))
             continue
         pos = torch.cat([_positions_of(p, n_rows, src.device) for p in positions])
-        if _is_recurrent(model, h):
+        if recurrent:
             fwd.append((h, _step_rows_hook(src, rows, src_rows, pos)))
         else:
-            fwd.append((h, _position_rows_hook(src, rows, src_rows, pos, pos_dim)))
+            fwd.append((h, _position_rows_hook(h, src, rows, src_rows, pos, pos_dim, start)))
     return fwd
+
+
+def _rows_by_hook(
+    part: Sequence[tuple[str, Any]], acts: dict[str, Tensor], n_rows: int
+) -> dict[str, tuple[Tensor, Tensor, list[Any]]]:
+    """For each hook point of ``part`` (``(hook, position)`` patches, one per ``n_rows`` block of the
+    repeated batch: row r of patch k is batch row ``k * n_rows + r``): the batch rows it patches,
+    the source rows they read, and its patches' positions."""
+    by_hook: dict[str, list[tuple[int, Any]]] = {}
+    for k, (h, p) in enumerate(part):
+        by_hook.setdefault(h, []).append((k, p))
+    out = {}
+    for h, items in by_hook.items():
+        device = acts[h].device
+        ks = torch.tensor([k for k, _ in items], device=device)
+        rows = (ks[:, None] * n_rows + torch.arange(n_rows, device=device)).reshape(-1)  # [patches*rows]
+        src_rows = torch.arange(n_rows, device=device).repeat(len(items))
+        out[h] = (rows, src_rows, [p for _, p in items])
+    return out
 
 
 def _positions_of(p: int | Tensor, n_rows: int, device: torch.device) -> Tensor:
@@ -358,12 +338,22 @@ def _rows_hook(src: Tensor, rows: Tensor, src_rows: Tensor, recurrent: bool) -> 
     return hook
 
 
-def _position_rows_hook(src: Tensor, rows: Tensor, src_rows: Tensor, pos: Tensor, pos_dim: int) -> Callable:
+def _position_rows_hook(
+    name: str, src: Tensor, rows: Tensor, src_rows: Tensor, pos: Tensor, pos_dim: int, start: int = 0
+) -> Callable:
+    if start:  # the activation holds positions start.. only: index it from there
+        length = src.shape[pos_dim]
+        pos = pos % length
+
     def hook(act: Tensor, hook: Any) -> Tensor:
+        if start and (act.dim() <= pos_dim or act.shape[pos_dim] != length - start):
+            raise ValueError(
+                f"patching_sweep: hook {name!r} gives {tuple(act.shape)}, not the {length - start} positions "
+                f"from {start} on along axis {pos_dim}; patch it with reuse_prefix=False"
+            )
         out = act.movedim(pos_dim, 1).clone()
-        out[rows.to(act.device), pos.to(act.device)] = src.movedim(pos_dim, 1)[src_rows, pos].to(
-            act.device, act.dtype
-        )
+        d = act.device  # a model split over devices: the source may sit on another one
+        out[rows.to(d), (pos - start).to(d)] = src.movedim(pos_dim, 1)[src_rows, pos].to(d, act.dtype)
         return out.movedim(1, pos_dim)
 
     return hook

@@ -495,3 +495,12 @@ def spotlight_analysis(
 
 # a padded text batch (``hooked run --data``) is counted over its real tokens only
 spotlight_analysis.masks_padding = True  # type: ignore[attr-defined]
+
+
+def _report_figures(folder: Any) -> dict:
+    from analyses.spotlight.views import report_figures
+
+    return report_figures(folder)
+
+
+spotlight_analysis.report_figures = _report_figures  # type: ignore[attr-defined]  # hooked.views.report

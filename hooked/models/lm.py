@@ -60,9 +60,9 @@ def tiny_llama(
 
 def tiny_llama_hf(*, layers: int = 2, d_model: int = 32, vocab: int = 64, seed: int = 0) -> Any:
     """The transformers ``LlamaForCausalLM`` behind ``tiny-llama``, in eval mode."""
-    from hooked.lm.loading import _import_transformers
+    from hooked.lm.loading.loader import import_transformers
 
-    transformers = _import_transformers()
+    transformers = import_transformers()
     config = transformers.LlamaConfig(
         vocab_size=vocab,
         hidden_size=d_model,

@@ -8,7 +8,8 @@ weight decay on and off train side by side) and the hidden size (instances with 
 size have their extra rows of W set to zero: such rows get exactly zero gradient, since
 h_r = W_r · x = 0 and ∂L/∂h_r = W_r · ∂L/∂x' = 0, and so stay zero).
 
-The TMS and BOWS reproductions (``papers/tms``, ``papers/bows``) train through it; the data
+Nothing here is one paper's: the schedule, the weight decay and the data are the caller's. The
+TMS and BOWS reproductions (``papers/tms``, ``papers/bows``) both train through it; the data
 sampler and the loss are in :mod:`hooked.models.toy_relu`.
 """
 

@@ -40,7 +40,8 @@ import torch
 from torch import Tensor
 
 from hooked.cache import ActivationCache, pos_axis, pos_index, slice_positions
-from hooked.hook_point import HookHandle, HookPoint, read_only
+from hooked.hook_fns import read_only
+from hooked.hook_point import HookHandle, HookPoint
 from hooked.names import NamesSpec
 from hooked.protocol import check_hook, check_hookable, hook_names, hook_point
 from hooked.sae.dictionary import SAE
@@ -168,6 +169,7 @@ class Spliced:
             raise ValueError(f"two dictionaries read the same hook: {names}")
         self.__dict__.update(
             model=model,
+            __wrapped__=model,  # what hooked.lm asks of the model it runs (its backend)
             splices=splices,
             error_term=bool(error_term),
             _points={f"{s.name}.{n}": hp for s in splices for n, hp in s.sae.hook_dict.items()},

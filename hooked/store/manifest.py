@@ -2,9 +2,10 @@
 
 ``manifest.json`` (written atomically, last, by rank 0) names the store's format, the model (its
 class and a fingerprint of its parameters), every hook's row shape and dtype, whether rows are
-tokens or samples, the shards (file, rows, first row, bytes, sha256, and a sha256 of the inputs
-they were computed from) and the settings. Settings that differ refuse a resume; a manifest read
-back is checked field by field, and the shards' sizes always (their hashes on request).
+tokens or samples, the shards (file, rows, first row, batches, bytes, sha256, and a sha256 of every
+byte of the inputs they were computed from) and the settings. Settings that differ refuse a resume;
+a manifest read back is checked field by field, and the shards' sizes always (their hashes on
+request).
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ TOP_KEYS = {
 }
 
 
+COLUMN_DTYPES = ("float16", "float32", "float64", "int32", "int64", "bool")
+"""The dtypes a hook's column can have (``float16`` to ``float64`` for floating activations)."""
+
+
 class StoreError(HookedError, ValueError):
     """An activation store that cannot be written, resumed or read as asked; the message says why."""
 
@@ -57,7 +62,7 @@ def require(module: str) -> Any:
         return importlib.import_module(module)
     except ImportError:
         raise ImportError(
-            f"activation stores need {module}: `pip install pyarrow datasets` "
+            f"activation stores need {module}: `pip install pyarrow datasets filelock` "
             "(or `pip install 'hooked[scale]'`)"
         ) from None
 
@@ -111,16 +116,32 @@ def check_manifest(manifest: Any, where: str | os.PathLike) -> dict[str, Any]:
         if not (
             isinstance(info, dict)
             and isinstance(info.get("shape"), list)
-            and isinstance(info.get("dtype"), str)
+            and all(type(n) is int and n > 0 for n in info["shape"])
+            and info.get("dtype") in COLUMN_DTYPES
         ):
-            raise StoreError(f"{where}: manifest hook {name!r} needs a shape (list) and a dtype (str)")
+            raise StoreError(
+                f"{where}: manifest hook {name!r} needs a shape (a list of positive integers) and a dtype "
+                f"(one of {', '.join(COLUMN_DTYPES)}), got {info!r:.120}"
+            )
+    ids = ["row", "sequence", "position"] if manifest["sequence"] else ["row", "sequence"]
+    if manifest["columns"] != ids + list(manifest["hooks"]):
+        raise StoreError(
+            f"{where}: manifest columns {manifest['columns']!r:.200} are not the id columns {ids} and then "
+            "the hooks"
+        )
     first = 0
     for i, shard in enumerate(manifest["shards"]):
         if not isinstance(shard, dict):
             raise StoreError(f"{where}: manifest shard {i} must be an object")
         for key, kind in SHARD_KEYS.items():
-            if not isinstance(shard.get(key), kind):
-                raise StoreError(f"{where}: manifest shard {i} field {key!r} must be a {kind.__name__}")
+            value = shard.get(key)
+            if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+                what = "a non-negative int" if kind is int else f"a {kind.__name__}"
+                raise StoreError(
+                    f"{where}: manifest shard {i} field {key!r} must be {what}, got {value!r:.80}"
+                )
+        if "batches" in shard and not (type(shard["batches"]) is int and shard["batches"] > 0):
+            raise StoreError(f"{where}: manifest shard {i} field 'batches' must be a positive int")
         if shard["first_row"] != first or "/" in shard["file"] or shard["file"].startswith("."):
             raise StoreError(
                 f"{where}: manifest shard {i} ({shard['file']}) is out of order or has a bad file name"
@@ -133,7 +154,7 @@ def check_manifest(manifest: Any, where: str | os.PathLike) -> dict[str, Any]:
 
 def read_manifest(store: str | os.PathLike, *, verify: bool = False) -> dict[str, Any]:
     """The checked manifest of a finished store; every shard's size is checked, its sha256 with ``verify``."""
-    store = Path(store)
+    store = store_folder(store, "read_manifest")
     path = store / MANIFEST
     if not path.is_file():
         partial = store.with_name(store.name + ".partial")
@@ -150,6 +171,15 @@ def read_manifest(store: str | os.PathLike, *, verify: bool = False) -> dict[str
     for shard in manifest["shards"]:
         check_shard(store / shard["file"], shard, verify=verify)
     return manifest
+
+
+def store_folder(store: Any, caller: str, argument: str = "store") -> Path:
+    """``store`` as a Path, or an error naming ``caller``, the argument and what it was given."""
+    if not isinstance(store, (str, os.PathLike)) or isinstance(store, bytes):
+        raise TypeError(f"{caller}: {argument} must be a store's folder (a path), got {type(store).__name__}")
+    if not os.fspath(store):
+        raise ValueError(f"{caller}: {argument} is an empty path")
+    return Path(store)
 
 
 def check_shard(path: Path, shard: Mapping[str, Any], *, verify: bool) -> None:

@@ -24,11 +24,11 @@ import torch
 from torch import Tensor
 
 from hooked.protocol import Batch, split_batch
-from hooked.store.manifest import require
+from hooked.store.manifest import COLUMN_DTYPES, StoreError, require
 
 ID_COLUMNS = ("row", "sequence", "position")
 STORE_DTYPES = {"float16": torch.float16, "float32": torch.float32, "float64": torch.float64}
-_KEPT_DTYPES = (torch.float16, torch.float32, torch.float64, torch.int32, torch.int64, torch.bool)
+_KEPT_DTYPES = tuple(getattr(torch, name) for name in COLUMN_DTYPES)
 
 
 @dataclass(frozen=True)
@@ -50,6 +50,16 @@ class Layout:
             int(np.prod(s, dtype=np.int64))
             * torch.empty((), dtype=getattr(torch, self.dtypes[h])).element_size()
             for h, s in self.shapes.items()
+        )
+
+    @classmethod
+    def from_json(cls, info: Mapping[str, Any]) -> Layout:
+        """The layout a manifest (or :meth:`to_json`) describes."""
+        hooks = info["hooks"]
+        return cls(
+            bool(info["sequence"]),
+            {h: tuple(v["shape"]) for h, v in hooks.items()},
+            {h: v["dtype"] for h, v in hooks.items()},
         )
 
     def to_json(self) -> dict:
@@ -168,12 +178,37 @@ def batch_columns(
     lead = 2 if layout.sequence else 1
     for name in layout.shapes:
         act = acts[name].detach()
-        flat = act.reshape(int(np.prod(act.shape[:lead])), -1)
+        flat = act.reshape(int(np.prod(act.shape[:lead])), int(np.prod(layout.shapes[name], dtype=np.int64)))
         if keep is not None:
             flat = flat.index_select(0, keep.to(flat.device))
-        flat = flat[:take].to(device="cpu", dtype=getattr(torch, layout.dtypes[name]))
-        out[name] = flat.contiguous().numpy()
+        flat = flat[:take]
+        stored = flat.to(device="cpu", dtype=getattr(torch, layout.dtypes[name]))
+        if stored.dtype != flat.dtype and stored.is_floating_point() and flat.is_floating_point():
+            check_no_overflow(name, flat, stored, first_row)
+        out[name] = stored.contiguous().numpy()
     return out
+
+
+def check_no_overflow(name: str, values: Tensor, stored: Tensor, first_row: int) -> None:
+    """Refuse rows whose finite values became infinite when cast to the store's dtype (float16's
+    largest value is 65504): a store is read by training code, where one ``inf`` turns every loss
+    into NaN, and a warning is easily lost in a long run. Infinite values that the model itself
+    gave (masks of ``-inf``) are kept as they are."""
+    if torch.finfo(stored.dtype).max >= torch.finfo(values.dtype).max or not torch.isinf(stored).any():
+        return
+    finite = torch.isfinite(values).cpu()
+    overflow = torch.isinf(stored) & finite
+    if not overflow.any():
+        return
+    row = int(overflow.any(1).nonzero()[0, 0])  # values are [rows, prod(shape)]
+    largest = float(values.detach().cpu()[finite].abs().max())
+    kind = str(stored.dtype).removeprefix("torch.")
+    raise StoreError(
+        f"hook {name!r} has finite values up to {largest:.6g} in magnitude (first in row {first_row + row}), "
+        f"beyond {kind}'s largest {torch.finfo(stored.dtype).max:.6g}: stored as {kind} they would become "
+        f"inf. Store a wider dtype (dtype='float32', `--dtype float32`) in another folder, or delete the "
+        f".partial folder of this run"
+    )
 
 
 def record_batch(columns: Mapping[str, np.ndarray], layout: Layout) -> Any:
@@ -194,38 +229,26 @@ def record_batch(columns: Mapping[str, np.ndarray], layout: Layout) -> Any:
     return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
-HASHED_ELEMENTS = 1 << 16
-
-
 def hash_batch(h: Any, batch: Batch) -> None:
-    """Feed a batch's inputs to ``h``: every tensor's dtype and shape and its values (all of them up
-    to 65536, else 65536 evenly spaced ones, so that wide float inputs cost little next to their
-    activations), and other values' repr."""
+    """Feed a batch's inputs to ``h``: every tensor's dtype, shape and every byte of its values, and
+    other values' repr, under their argument name or position (so that any change to any input is
+    seen; hashing runs at several hundred MB/s, beside the model on a thread of the writer)."""
     args, kwargs = split_batch(batch)
     for key, v in [*enumerate(args), *sorted(kwargs.items())]:
         h.update(str(key).encode())
         if isinstance(v, Tensor):
             h.update(f"{v.dtype}{tuple(v.shape)}".encode())
-            h.update(_sampled_bytes(v.detach().reshape(-1)))
+            h.update(tensor_bytes(v))
         else:
             h.update(repr(v).encode())
 
 
-_SAME_SIZE_INTS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-
-
-def _sampled_bytes(t: Tensor) -> np.ndarray:
-    """A 1-d tensor's values (at most HASHED_ELEMENTS evenly spaced ones) as contiguous raw bytes.
-
-    The strided pick is done by numpy on the CPU: torch's strided copy of a small sample costs
-    about as much as hashing the whole tensor."""
-    ints = _SAME_SIZE_INTS.get(t.element_size())
-    if ints is None:  # complex128 and the like: all of it
-        return t.cpu().contiguous().view(torch.uint8).numpy()
-    t = t.view(ints)
-    if t.numel() > HASHED_ELEMENTS:
-        t = t[:: t.numel() // HASHED_ELEMENTS][:HASHED_ELEMENTS]
-    return np.ascontiguousarray(t.cpu().numpy()).view(np.uint8)
+def tensor_bytes(t: Tensor) -> np.ndarray:
+    """A tensor's values as contiguous raw bytes on the CPU (a view when it is already so)."""
+    t = t.detach().reshape(-1)
+    if t.is_complex():
+        t = torch.view_as_real(t).reshape(-1)
+    return np.ascontiguousarray(t.cpu().view(torch.uint8).numpy())
 
 
 def batch_digest(batch: Batch) -> str:

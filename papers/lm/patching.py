@@ -1,5 +1,5 @@
 """The ``patching`` stage of ``hooked repro lm``: clean -> corrupt residual-stream patching, every
-layer x position, in batched forwards (:func:`analyses.lm_patching.prompt_pair_patching`).
+layer x position, in batched forwards (:func:`papers.lm.prompt_patching.prompt_pair_patching`).
 Writes ``patching.json`` and ``patching.png``."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from papers.lm.run import LMRun
 
 def run(ctx: LMRun) -> dict:
     """Residual-stream patching, clean -> corrupt, every layer x position, in batched forwards."""
-    from analyses.lm_patching import EIFFEL, plot_patching, prompt_pair_patching
+    from papers.lm.prompt_patching import EIFFEL, plot_patching, prompt_pair_patching
 
     result = prompt_pair_patching(ctx.model, EIFFEL, chunk=ctx.options.chunk, progress=True)
     restored = result.restored

@@ -86,6 +86,13 @@ class LMRepro:
     quick: bool = False
     seed: int = 0
 
+    @staticmethod
+    def report_figures(folder: Any) -> dict:
+        """Interactive figures of report.html (hooked.views.report)."""
+        from papers.lm.views import report_figures
+
+        return report_figures(folder)
+
     def __call__(self, run_dir: RunDir) -> dict:
         from hooked import lm as lm_module
 

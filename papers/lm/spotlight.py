@@ -3,7 +3,7 @@
 Streams Wikipedia summaries (:func:`papers.lm.wiki_text.wiki_token_rows`) through the model and runs
 :func:`analyses.spotlight.spotlight_model` on the MLP hidden activations and on the residual stream
 after the same block, at ``--spotlight-layers``, at the paper's cone and at a dimension-scaled one
-(:func:`analyses.lm_spotlight.side_by_side`). Writes ``spotlight.json`` and ``spotlight.png``.
+(:func:`papers.lm.mlp_spotlight.side_by_side`). Writes ``spotlight.json`` and ``spotlight.png``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from papers.lm.run import LMRun, int_list
 
 def run(ctx: LMRun) -> dict:
     """Spotlight resonance, MLP neurons and residual stream side by side, with verdicts."""
-    from analyses.lm_spotlight import plot_side_by_side, side_by_side
+    from papers.lm.mlp_spotlight import plot_side_by_side, side_by_side
     from papers.lm.wiki_text import wiki_token_rows
 
     o = ctx.options

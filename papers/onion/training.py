@@ -176,7 +176,7 @@ def run_one(
 
     from hooked import checkpoint
     from hooked.io import read_json
-    from hooked.models.repeat import RepeatModel, evaluate, train_repeat
+    from papers.onion.repeat import RepeatModel, evaluate, train_repeat
 
     tag = tag_of(cell, size, seed)
     settings = dict(
@@ -206,7 +206,9 @@ def run_one(
             "repro onion: work done with other settings in the run folder: " + "; ".join(conflicts)
         )
     if (model_dir / "config.json").exists():  # reuse a checkpoint; train on if it has fewer steps
-        model = checkpoint.load(model_dir, device=device)
+        # the class is named, not read from the config: folders saved while the model lived
+        # in hooked.models.repeat resume too
+        model = checkpoint.load(model_dir, cls=RepeatModel, device=device)
         meta = checkpoint.read_config(model_dir)["meta"]
         done, histories = int(meta.get("steps", 0)), list(meta.get("histories", []))
         if result_path.exists():

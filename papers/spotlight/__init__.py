@@ -3,6 +3,8 @@
 The method itself is generic (:mod:`analyses.spotlight`); here: which basis each activation
 function's bottleneck prefers.
 
+* :mod:`.autoencoder`: the hooked MLP autoencoders with a chosen activation (batched, optionally
+  in a rotated basis), the digits, the registered model ``digits-ae``;
 * :mod:`.training`: the digits' train / test split, the autoencoders trained side by side as one
   batched model, their checkpoints;
 * :mod:`.analysis`: one pass over the digits through the hook point, feeding a

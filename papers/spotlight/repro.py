@@ -3,7 +3,7 @@
 Autoencoders ``64 -> 128 -> 16 -> 128 -> 64`` on scikit-learn's bundled 8 x 8 digits, one per
 activation function (ReLU, tanh, GELU, sigmoid, IsoTanh, linear), plus models whose bottleneck
 activation acts in a rotated basis ``Q`` (``h = Q^T f(Q z)``). All train side by side as one
-batched model (:class:`hooked.models.autoencoder.Autoencoder`) with momentum SGD from an isotropic
+batched model (:class:`papers.spotlight.autoencoder.Autoencoder`) with momentum SGD from an isotropic
 (Gaussian) initialisation, so that for the linear and IsoTanh models nothing but chance can
 prefer a basis of the bottleneck (see that module). Under this symmetry ``rotated-X`` is the
 model ``X`` seen in other coordinates: a second, independent replica of the same experiment.
@@ -47,8 +47,8 @@ import time
 from typing import Any, Literal
 
 from analyses.spotlight.alignment import WIDEST
-from hooked.models.autoencoder import ACTIVATIONS, ELEMENTWISE
 from papers.spotlight.analysis import agreement, all_epsilons, paper_claim, srm_pass, verdict_table
+from papers.spotlight.autoencoder import ACTIVATIONS, ELEMENTWISE
 from papers.spotlight.report import figures, print_report, print_rerun_hint
 from papers.spotlight.training import train_models
 
@@ -199,3 +199,12 @@ def _check_options(
         raise ValueError(
             f"--n-angles must be a multiple of 4 and >= 8 (the axes must lie on the grid), got {n_angles}"
         )
+
+
+def _report_figures(folder):
+    from papers.spotlight.views import report_figures
+
+    return report_figures(folder)
+
+
+spotlight_repro.report_figures = _report_figures  # interactive figures of report.html (hooked.views.report)

@@ -1,6 +1,6 @@
 """The digits, their train / test split and the autoencoders trained side by side (``repro spotlight``).
 
-:func:`train_models` trains one batched :class:`~hooked.models.autoencoder.Autoencoder` (a member
+:func:`train_models` trains one batched :class:`~papers.spotlight.autoencoder.Autoencoder` (a member
 per activation function, plus the members whose bottleneck activation acts in the rotated basis
 ``Q``), saves each member as a checkpoint under ``models/NAME/`` of the run folder and returns a
 :class:`Trained` with what the analysis and the report need.
@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from hooked import checkpoint
-from hooked.models.autoencoder import Autoencoder, load_digits, train_autoencoder
+from papers.spotlight.autoencoder import Autoencoder, load_digits, train_autoencoder
 
 
 @dataclass

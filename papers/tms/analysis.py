@@ -52,6 +52,11 @@ def geometry_sweep(run_dir, n, m, decay, k, min_density, restarts, steps, batch_
     if m == 2:
         titles = [f"1-S = {r['density']:.3g}\n{r['label']}" for r in rows]
         run_dir.figure(f"tms_hidden_n{n}_m{m}.png", hidden_space_figure(W[best], titles, importance))
+        # the figure's numbers, for its interactive version in report.html (papers/tms/views.py)
+        run_dir.tensors(
+            f"tms_hidden_n{n}_m{m}.safetensors",
+            {"W": W[best], "importance": importance, "density": density[best]},
+        )
     labels_all = [describe(w)["label"] for w in W]
     return {
         "n": n,

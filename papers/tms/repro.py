@@ -147,3 +147,12 @@ def tms(
         print_claims("Toy Models of Superposition", out["claims"])
         run_dir.json("tms.json", out)
     return out
+
+
+def _report_figures(folder):
+    from papers.tms.views import report_figures
+
+    return report_figures(folder)
+
+
+tms.report_figures = _report_figures  # interactive figures of report.html (hooked.views.report)

@@ -1,7 +1,12 @@
 """Representations of RNN weights (Herrmann, Faccio & Schmidhuber 2024): ``hooked repro weight-space``.
 
-The zoos and encoders are models of the library (:mod:`hooked.models.zoo`,
-:mod:`hooked.models.weight_encoders`); here: :mod:`.evaluation` (task splits, downstream targets,
-probes of the frozen embeddings), :mod:`.report` (verdict, table, plot) and :mod:`.repro` (the
-command). The method: ``docs/methods/weight-space.md``.
+* :mod:`.zoo`: the RNN model zoos (tasks, batched training with snapshots, the ``Zoo`` store; one
+  member registered as ``zoo-lstm``);
+* :mod:`.encoders`: the encoders of their weights and the emulation objective (registered as
+  ``ws-flat``, ``ws-stats``, ``ws-transformer``, ``ws-dws``, ``ws-noninteractive``,
+  ``ws-interactive``);
+* :mod:`.evaluation`: task splits, downstream targets, probes of the frozen embeddings;
+* :mod:`.report`: verdict, table, plot; :mod:`.repro`: the command.
+
+The method: ``docs/methods/weight-space.md``.
 """

@@ -2,7 +2,7 @@
 targets, probes.
 
 Frozen embeddings of zoo members (read at an encoder's ``hook_embed`` through the hook
-protocol by :func:`hooked.models.weight_encoders.embed_zoo`) are used to predict, with small
+protocol by :func:`papers.weight_space.encoders.embed_zoo`) are used to predict, with small
 MLPs fitted on the training split:
 
 * ``task``: the exact task, i.e. which formal language (the three offsets d2, d3, d4, each one
@@ -30,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from hooked.models.zoo.store import Zoo
-from hooked.models.zoo.tasks import language_entropy
+from papers.weight_space.zoo.store import Zoo
+from papers.weight_space.zoo.tasks import language_entropy
 
 TARGETS = ("task", "step", "return")
 

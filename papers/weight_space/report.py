@@ -10,7 +10,7 @@ CLAIM = (
 
 def verdict(scores: dict, kind: str, encoders: list[str]) -> dict:
     """Does the exact-task table show the paper's claim? Per split, with the numbers compared."""
-    from hooked.models.weight_encoders import FUNCTIONALIST, MECHANISTIC
+    from papers.weight_space.encoders import FUNCTIONALIST, MECHANISTIC
 
     out = {}
     table = scores["task"]

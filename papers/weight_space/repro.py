@@ -63,7 +63,7 @@ def weight_space(
     """
     import torch
 
-    from hooked.models.weight_encoders import (
+    from papers.weight_space.encoders import (
         FUNCTIONALIST,
         MECHANISTIC,
         SIZES,
@@ -72,8 +72,8 @@ def weight_space(
         emulation_error,
         train_emulation,
     )
-    from hooked.models.zoo import Zoo, build_zoo
     from papers.weight_space.evaluation import downstream_splits, evaluate, task_splits
+    from papers.weight_space.zoo import Zoo, build_zoo
 
     unknown = [z for z in zoos if z not in KINDS] + [
         e for e in encoders if e not in (*MECHANISTIC, *FUNCTIONALIST)

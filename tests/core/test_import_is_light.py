@@ -40,5 +40,5 @@ def test_listing_the_registry_loads_no_heavy_module():
 
 def test_stores_distributed_and_placement_import_their_engines_when_used():
     # pyarrow / datasets when a store is written or read, accelerate when a model is placed
-    code = "import hooked.store, hooked.store.command, hooked.distributed, hooked.lm.placement"
+    code = "import hooked.store, hooked.store.command, hooked.distributed, hooked.lm.loading.placement"
     assert imported_after(code) == []

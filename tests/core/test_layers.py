@@ -3,13 +3,18 @@
 Read from the source (every ``import``, also those inside functions), not from what a run happens
 to import:
 
-* the core (``hooked`` and its modules, ``hooked.lm``) imports nothing above it;
-* ``hooked.models`` imports the core;
-* ``interventions`` and ``analyses`` import the core only (never a concrete model, never a
-  reproduction); ``analyses`` may use ``interventions``, not the other way round;
+* the core (``hooked`` and its modules) imports nothing above it;
+* the language-model layer (``hooked.lm``) imports the core and itself only;
+* ``hooked.models`` imports the core and the LM layer;
+* ``hooked.views`` (HTML views and report pages) imports the core; analyses and the top use it;
+* ``interventions`` and ``analyses`` import the core only (never the LM layer, a concrete model or
+  a reproduction: what they need of a kind of model comes through the core's protocol, e.g. the
+  sweep strategies of ``hooked.sweeps``); ``analyses`` may use ``interventions``, not the other
+  way round;
 * ``hooked.sae`` (dictionaries) imports the core; of its modules only ``hooked.sae.evaluation``
-  uses ``hooked.lm``; nothing in the core imports it;
-* ``papers`` and the command line (``hooked.cli``, ``hooked.__main__``) sit on top;
+  uses the LM layer; nothing in the core or the LM layer imports it;
+* ``papers`` and the command line (``hooked.cli``, ``hooked.__main__``, ``hooked.store.command``)
+  sit on top;
 * nothing in the installed packages imports ``benchmarks`` or ``tests``.
 """
 
@@ -24,7 +29,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("hooked", "interventions", "analyses", "papers")
-TOP = {"hooked.cli", "hooked.__main__"}
+# the command line; hooked.store.command is ``hooked harvest``, imported only by hooked.cli, and
+# tokenizes --data texts with hooked.lm
+TOP = {"hooked.cli", "hooked.__main__", "hooked.store.command"}
 
 
 def _module_name(path: Path) -> str:
@@ -64,6 +71,10 @@ def layer(module: str) -> str:
         return "models"
     if module.startswith("hooked.sae"):
         return "sae"
+    if module.startswith("hooked.views"):
+        return "views"
+    if module == "hooked.lm" or module.startswith("hooked.lm."):
+        return "lm"
     if module.startswith(("interventions", "analyses")):
         return module.split(".")[0]
     if module.startswith("hooked"):
@@ -73,11 +84,13 @@ def layer(module: str) -> str:
 
 ALLOWED = {
     "core": {"core"},
-    "models": {"core", "models"},
+    "lm": {"core", "lm"},
+    "models": {"core", "lm", "models"},
+    "views": {"core", "views"},
     "interventions": {"core", "interventions"},
-    "analyses": {"core", "interventions", "analyses"},
+    "analyses": {"core", "interventions", "analyses", "views"},
     "sae": {"core", "sae"},
-    "top": {"core", "models", "interventions", "analyses", "sae", "top"},
+    "top": {"core", "lm", "models", "interventions", "analyses", "views", "sae", "top"},
 }
 SAE_ON_LM = {"hooked.sae.evaluation"}  # the dictionary modules that may use hooked.lm
 
@@ -86,7 +99,7 @@ GRAPH = {m: _imports(p, _modules()) - {m} for m, p in _modules().items()}
 
 @pytest.mark.parametrize("module", sorted(GRAPH))
 def test_imports_point_down_the_layers(module):
-    allowed = ALLOWED[layer(module)] | ({layer("hooked.lm")} if module in SAE_ON_LM else set())
+    allowed = ALLOWED[layer(module)] | ({"lm"} if module in SAE_ON_LM else set())
     wrong = sorted(t for t in GRAPH[module] if layer(t) not in allowed)
     assert not wrong, f"{module} ({layer(module)}) imports {wrong}, which sit above it or outside the package"
 
@@ -140,6 +153,39 @@ def test_the_checker_sees_an_upward_import(tmp_path):
     found = _imports(bad, _modules())
     assert found == {"papers.tms.repro", "hooked.models"}
     assert [t for t in found if layer(t) not in ALLOWED["core"]]
+
+
+def test_the_checker_sees_the_language_model_layer_out_of_place(tmp_path):
+    # known-bad modules are caught: the core and the interventions importing the LM layer, the LM
+    # layer importing an intervention; the models may import it
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "import hooked.lm\n"
+        "from hooked.lm.sweeps import prefix_reuse\n"
+        "def f():\n    from interventions.patching import patching_sweep\n"
+    )
+    found = _imports(bad, _modules())
+    assert found == {"hooked.lm", "hooked.lm.sweeps.prefix_reuse", "interventions.patching"}
+    assert {layer(t) for t in found} == {"lm", "interventions"}
+    for importer in ("core", "interventions", "analyses"):
+        assert {t for t in found if layer(t) not in ALLOWED[importer]} >= {"hooked.lm"}
+    assert [t for t in found if layer(t) not in ALLOWED["lm"]] == ["interventions.patching"]
+    assert "lm" in ALLOWED["models"] and "lm" in ALLOWED["top"]
+    assert layer("hooked.lm") == layer("hooked.lm.backends.bridge") == "lm" and layer("hooked.lmx") == "core"
+
+
+def test_the_checker_sees_the_dictionaries_out_of_place(tmp_path):
+    # known-bad imports are caught: the core or the LM layer importing hooked.sae, and a dictionary
+    # module other than the evaluation importing the LM layer
+    bad = tmp_path / "bad.py"
+    bad.write_text("from hooked.sae import spliced\nimport hooked.lm\n")
+    found = _imports(bad, _modules())
+    assert found == {"hooked.sae", "hooked.lm"}
+    assert layer("hooked.sae") == layer("hooked.sae.splice") == "sae"
+    for importer in ("core", "lm", "interventions", "analyses"):
+        assert "sae" not in ALLOWED[importer]
+    assert "lm" not in ALLOWED["sae"] and "sae" in ALLOWED["top"]
+    assert SAE_ON_LM <= set(GRAPH) and "hooked.sae.splice" not in SAE_ON_LM
 
 
 def test_import_hooked_runs_only_core_modules():

@@ -1,7 +1,8 @@
 """``hook.step`` counts the calls of a hook point within one forward pass of one thread, in every
 way a model gets called: ``model(x)``, ``model.forward(x)``, the module inside ``hooked.wrap``
-called directly, transformers' ``generate`` on a wrapped model, a bare HookPoint in a plain module,
-several threads, nested hooked models, and after a forward that raised."""
+called directly, transformers' ``generate`` on a wrapped model, a ``hooked.forward_pass()`` block,
+a bare HookPoint in a plain module, several threads, nested hooked models, and after a forward
+that raised. (The rule: the outermost forward running in a thread is the pass; see hooked/_steps.py.)"""
 
 from __future__ import annotations
 
@@ -354,3 +355,103 @@ def test_a_forward_that_raises_reports_no_unreached_step():
         warnings.simplefilter("error")
         with pytest.raises(RuntimeError):
             rnn(torch.randn(1, 2, 4))  # wrong feature size: raises after no step
+
+
+def test_the_unreached_step_warning_names_the_line_that_ran_the_forward():
+    rnn, wsh = TinyRNN(), hooked.wrap(Shared())
+    hp = hooked.HookPoint()
+    hp.add_hook(at_step(5, zero))
+    runs = {
+        "HookedModule": (rnn, "hook_h", lambda: rnn(torch.randn(1, 2, 3))),
+        "wrapped module called directly": (wsh, "lin.hook_out", lambda: wsh.module(torch.randn(2, 3))),
+    }
+    for model, name, run in runs.values():
+        with model.hooks(fwd_hooks=[(name, at_step(5, zero))]), pytest.warns(UserWarning) as told:
+            run()
+        assert [w.filename for w in told] == [__file__]
+    with pytest.warns(UserWarning) as told, hooked.forward_pass():
+        hp(torch.ones(1))
+    assert [w.filename for w in told] == [__file__]
+
+
+# ---------------------------------------------------------------------------- forward_pass
+def test_forward_pass_makes_several_forwards_one_pass(rnn):
+    """A recurrence driven from Python: two forwards of 3 steps in one block are steps 0..5, so
+    ``at_step(4, ...)`` edits step 1 of the second forward (checked against the recurrence by hand);
+    after the block each forward is a pass again."""
+    x1, x2 = torch.randn(2, 3, 3), torch.randn(2, 3, 3)
+    seen = []
+    with rnn.hooks(fwd_hooks=[("hook_h", recorder(seen)), ("hook_h", at_step(4, zero))]):
+        with hooked.forward_pass(), warnings.catch_warnings():
+            warnings.simplefilter("error")  # step 4 is reached in the block: nothing to report
+            first = rnn(x1)
+            second = rnn(x2)
+        with pytest.warns(UserWarning, match=r"step\(s\) \[4\].*ran only 3 step"):
+            third = rnn(x2)
+    assert seen == [0, 1, 2, 3, 4, 5, 0, 1, 2]
+    assert torch.allclose(first, rnn.manual(x1), atol=1e-6)
+    assert torch.allclose(second, rnn.manual(x2, lambda t, h: h * 0 if t == 1 else h), atol=1e-6)
+    assert torch.allclose(third, rnn.manual(x2), atol=1e-6)
+
+
+def test_forward_pass_gives_bare_hook_points_one_pass():
+    m, hp = Bare(), hooked.HookPoint()
+    seen, alone = [], []
+    m.hp.add_hook(recorder(seen))
+    hp.add_hook(recorder(alone))
+    x = torch.randn(2, 3)
+    with hooked.forward_pass():
+        m(x)
+        m.forward(x)
+        hp(x)
+        hp(x)
+        with hooked.forward_pass():  # a block inside a forward joins its pass
+            hp(x)
+    m(x)
+    hp(x)
+    assert seen == [0, 1, 2, 3, 4, 5] + [0, 1, 2]
+    assert alone == [0, 1, 2] + [0]
+
+
+def test_a_forward_pass_block_that_raises_reports_nothing_and_leaves_nothing():
+    hp = hooked.HookPoint()
+    seen = []
+    hp.add_hook(recorder(seen))
+    hp.add_hook(at_step(3, zero))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(KeyError), hooked.forward_pass():
+            hp(torch.ones(1))
+            raise KeyError("stop")
+    with pytest.warns(UserWarning, match=r"ran only 2 step"), hooked.forward_pass():
+        hp(torch.ones(1))
+        hp(torch.ones(1))
+    assert seen == [0, 0, 1]
+
+
+class PlainAround(nn.Module):
+    """A plain module with a bare hook point around two forwards of a hooked RNN."""
+
+    def __init__(self):
+        super().__init__()
+        self.hp = hooked.HookPoint()
+        self.rnn = TinyRNN()
+
+    def forward(self, x):
+        x = self.hp(x)
+        return self.hp(self.rnn(x) + self.rnn(x))
+
+
+def test_a_forward_inside_a_plain_module_is_a_pass_whatever_ran_before_it():
+    """A bare hook point's pass (the plain module's call) is no forward: the HookedModule forwards
+    inside it are passes of their own, as they are when no bare hook point has a hook."""
+    m = PlainAround()
+    bare, inner = [], []
+    handle = m.hp.add_hook(recorder(bare))
+    x = torch.randn(1, 3, 3)
+    with m.rnn.hooks(fwd_hooks=[("hook_h", recorder(inner))]):
+        m(x)
+        handle.remove()
+        m(x)
+    assert bare == [0, 1]
+    assert inner == [0, 1, 2, 0, 1, 2] * 2

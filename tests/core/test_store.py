@@ -4,7 +4,9 @@ validation; reading back as a ``datasets.Dataset`` and as shuffled batches; ``ho
 from __future__ import annotations
 
 import json
+import os
 import signal
+import threading
 import time
 
 import pytest
@@ -224,6 +226,51 @@ def test_an_interrupted_run_refuses_other_settings_and_changed_data(tmp_path):
     model = SlowNet()
     store.harvest(model, batches, ["hook_hidden"], out, shard_mb=1e-6, progress=False)
     assert model.calls == 2 and store.open(out).num_rows == 20  # the probe and the one missing shard
+
+
+def test_two_harvests_into_one_folder_at_once(tmp_path):
+    """The second is refused while the first holds the folder's lock (``filelock``); the first's
+    store is right, and the same call afterwards finds it finished."""
+    out, batches = tmp_path / "s", slow_batches(6)
+    first = threading.Thread(
+        target=store.harvest,
+        args=(SlowNet(delay=0.3), batches, ["hook_hidden"], out),
+        kwargs={"shard_mb": 1e-6, "progress": False},
+    )
+    first.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "s.partial" / "settings.json").is_file():
+            assert time.monotonic() < deadline and first.is_alive()
+            time.sleep(0.01)
+        with pytest.raises(StoreError, match="another harvest is writing .*s.partial right now"):
+            store.harvest(SlowNet(), batches, ["hook_hidden"], out, shard_mb=1e-6, progress=False)
+    finally:
+        first.join()
+    model = SlowNet()
+    assert store.harvest(model, batches, ["hook_hidden"], out, shard_mb=1e-6, progress=False) == out
+    assert model.calls == 1  # the probe: finished, nothing written again
+    want = _reference(SlowNet(), batches, ["hook_hidden"])["hook_hidden"]
+    assert torch.equal(store.open(out, verify=True)["hook_hidden"][:], want)
+
+
+def test_a_run_stopped_between_its_manifest_and_its_rename_is_finished_by_the_next(tmp_path, monkeypatch):
+    out, batches = tmp_path / "s", slow_batches(4)
+    rename = os.rename
+
+    def fail_once(src, dst):
+        monkeypatch.setattr(os, "rename", rename)
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "rename", fail_once)
+    with pytest.raises(StoreError, match="could not rename"):
+        store.harvest(SlowNet(), batches, ["hook_hidden"], out, shard_mb=1e-6, progress=False)
+    assert not out.exists() and (tmp_path / "s.partial" / "manifest.json").is_file()
+    model = SlowNet()
+    store.harvest(model, batches, ["hook_hidden"], out, shard_mb=1e-6, progress=False)
+    assert model.calls == 1 and not (tmp_path / "s.partial").exists()
+    m = store.read_manifest(out, verify=True)
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", *(s["file"] for s in m["shards"])]
 
 
 def _stop_after(batches, n):

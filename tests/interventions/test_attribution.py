@@ -219,8 +219,8 @@ def test_smollm2_attribution_against_exact_patching():
     forward against the batched exact sweep (times and correlation printed)."""
     import time
 
-    from analyses.lm_patching import EIFFEL, logit_diff
     from hooked import lm
+    from papers.lm.prompt_patching import EIFFEL, logit_diff
 
     found = {}
     for backend in ("wrap", "bridge"):

@@ -7,13 +7,13 @@ import torch
 from torch import nn
 
 import hooked
-from hooked.models.repeat import RepeatModel, sample_unique
 from hooked.protocol import read_activation
 from interventions.intervention import InterventionBatch
 from interventions.onion import OnionIntervention, OnionProbe, OnionScale
 from interventions.probes import SequenceProbe
 from interventions.subspace import DAS, Autosegment, FixedSubspace
 from papers.onion.glue import bigram_batch, onion_batch, repeat_metric, unigram_batch
+from papers.onion.repeat import RepeatModel, sample_unique
 
 
 def orthonormal(d, k, seed=0):

@@ -1,42 +1,79 @@
-"""``lm.load(backend="bridge")`` gives one object with both layers of changes to TransformerLens's
-bridge: the fixes of :mod:`hooked.lm.bridge_fixes` (key-value cache, keyword token batches, the
-padding warning, checked replacements) and the hook methods of :mod:`hooked.lm.hooked_bridge`
-(names asked for, gated hooks switched on, ``metric=``). Generation and the prefix-reusing patching
+"""``lm.load(backend="bridge")`` gives one object: TransformerLens's bridge switched once to one
+subclass, :class:`hooked.lm.backends.bridge.HookedBridge` (key-value cache, keyword token batches,
+the padding warning, checked replacements, names asked for, gated hooks switched on, ``metric=``),
+refused on a TransformerLens outside the pinned range. Generation and the prefix-reusing patching
 sweep run on it with hooks attached by alias and by gated name, with the numbers of ``wrap``."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 import torch
+from transformer_lens.model_bridge import TransformerBridge
 
 from hooked import HookReturnError, lm
-from hooked.lm.bridge_fixes import _BridgeInputs, fix_bridge
-from hooked.lm.hooked_bridge import HookedBridge, hooked_bridge
+from hooked.lm.backends.bridge import (
+    TRANSFORMER_LENS_RANGE,
+    HookedBridge,
+    TransformerLensVersionError,
+    check_transformer_lens,
+    hooked_bridge,
+)
 from interventions.patching import patching_sweep
 
 TEXTS = ["the cat sat on the big red mat", "a dog ran"]
 
 
-def test_the_loaded_bridge_has_the_fixes_and_the_hook_methods(tiny):
+def _kv_fixed(model):
+    updates = [m._update_kv_cache for m in model.modules() if hasattr(m, "_update_kv_cache")]
+    return bool(updates) and all(getattr(u, "_hooked_reads_cache_kwarg", False) for u in updates)
+
+
+def test_the_loaded_bridge_is_one_subclass_applied_once(tiny):
     model = tiny["bridge"]
-    assert isinstance(model, HookedBridge) and isinstance(model, _BridgeInputs)
-    mro = type(model).__mro__
-    assert mro.index(_BridgeInputs) < mro.index(HookedBridge)  # fixes wrap the hook methods
-    assert hooked_bridge(model) is model and fix_bridge(model) is model and type(model) is mro[0]
+    assert type(model) is HookedBridge and type(model).__mro__[1] is TransformerBridge
+    assert _kv_fixed(model)  # every attention component reads the cache passed as cache=
+    assert hooked_bridge(model) is model and type(model) is HookedBridge  # idempotent
 
 
-def test_either_order_of_applying_them_gives_the_same_class():
-    from transformer_lens.model_bridge import TransformerBridge
+def test_hooked_bridge_of_a_bridge_booted_elsewhere_gives_the_same_class():
+    from tests.lm.tiny_models import tiny_hf, tiny_tokenizer, tokenizer_folder
 
-    from tests.lm.tiny_models import tiny_bridge
+    tokenizer = tiny_tokenizer(tokenizer_folder())
+    raw = TransformerBridge.boot_transformers("tiny-llama", hf_model=tiny_hf("llama"), tokenizer=tokenizer)
+    assert type(raw) is TransformerBridge and not _kv_fixed(raw)
+    assert hooked_bridge(raw) is raw and type(raw) is HookedBridge and _kv_fixed(raw)
 
-    first, second = tiny_bridge("llama"), tiny_bridge("llama")
-    for model in (first, second):
-        model.__class__ = TransformerBridge  # as TransformerLens booted it
-    hooked_bridge(fix_bridge(first))
-    fix_bridge(hooked_bridge(second))
-    assert type(first) is type(second)
-    assert isinstance(first, HookedBridge) and isinstance(first, _BridgeInputs)
+    class Other(TransformerBridge):
+        pass
+
+    raw.__class__ = Other  # a subclass with methods of its own: not switched
+    with pytest.raises(TypeError, match="only TransformerBridge itself"):
+        hooked_bridge(raw)
+    with pytest.raises(TypeError, match="needs a TransformerLens TransformerBridge"):
+        hooked_bridge(torch.nn.Linear(2, 2))
+
+
+def test_transformer_lens_outside_the_pinned_range_is_refused_naming_the_fixes(monkeypatch):
+    lo, hi = TRANSFORMER_LENS_RANGE
+    assert check_transformer_lens() is not None  # the installed version is in the range
+    for other in (f"{hi[0]}.{hi[1]}.0", f"{lo[0]}.{lo[1] - 1}.9", "5.0.0"):
+        with pytest.raises(TransformerLensVersionError, match="cache=") as e:
+            check_transformer_lens(other)
+        message = str(e.value)
+        assert other in message and "_gated_hook_reason" in message and "backend='wrap'" in message
+    monkeypatch.setenv("HOOKED_UNPINNED_TRANSFORMER_LENS", "1")
+    with pytest.warns(UserWarning, match="cache="):
+        assert check_transformer_lens("4.4.0") == "4.4.0"
+
+
+def test_pyproject_pins_the_range_the_bridge_checks():
+    text = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
+    spec = re.search(r'"transformer-lens([^"]*)"', text).group(1)
+    lo, hi = TRANSFORMER_LENS_RANGE
+    assert spec == f">={lo[0]}.{lo[1]},<{hi[0]}.{hi[1]}"
 
 
 def test_a_keyword_batch_with_alias_names_and_checked_replacements(tiny):

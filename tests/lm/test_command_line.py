@@ -7,7 +7,7 @@ import torch
 
 from hooked import cli, lm
 from hooked.io import read_json
-from hooked.lm.command_line import is_model_path, path_entry, text_data
+from hooked.lm.loading.command_line import is_model_path, path_entry, text_data
 
 LINES = [
     "the cat sat on the mat",

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hooked.lm.layer_skip import decoder_layers, layer_of, layer_outputs, skipping
+from hooked.lm.names.layouts import decoder_layers
+from hooked.lm.sweeps.layer_skip import layer_of, layer_outputs, skipping
 
 
 @pytest.mark.parametrize(
@@ -71,3 +72,33 @@ def test_layer_of_reads_both_backends_names():
     ):
         assert layer_of(name, "model.layers") == 0
     assert layer_of("model.layers_extra.3.hook_out", "model.layers") == 0
+
+
+def test_a_family_without_a_layout_has_its_stack_of_layers_and_residual_stream():
+    """OPT matches no layout (its MLP is no module of its own): the stack of layers is still found
+    (the one ModuleList of num_hidden_layers modules), so its residual stream is named and its
+    layers can be skipped; the parts a layout names are refused with a message saying so."""
+    import transformers
+
+    from hooked import lm
+
+    config = transformers.OPTConfig(
+        vocab_size=64, hidden_size=32, ffn_dim=64, num_hidden_layers=2, num_attention_heads=4
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        hf = transformers.OPTForCausalLM(config).eval()
+    model = lm.wrap_lm(hf)
+    assert model.arch is None and decoder_layers(hf)[0] == "model.decoder.layers"
+    hooks = lm.residual_hooks(model)
+    assert hooks == [
+        "model.decoder.layers.0.hook_in",
+        "model.decoder.layers.1.hook_in",
+        "model.decoder.layers.1.hook_out",
+    ]
+    ids = torch.randint(0, 64, (2, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        _, cache = model.run_with_cache(ids, names_filter=["model.decoder.layers.0.hook_out", *hooks])
+    assert torch.equal(cache["model.decoder.layers.0.hook_out"], cache[hooks[1]])
+    with pytest.raises(ValueError, match="known layout"):
+        lm.stream_hooks(model)

@@ -45,14 +45,14 @@ def wrapped(raw):
 
 @pytest.fixture(scope="session")
 def prompts(raw):
-    from analyses.lm_patching import EIFFEL
+    from papers.lm.prompt_patching import EIFFEL
 
     clean, corrupt = lm.to_tokens(raw, EIFFEL.clean), lm.to_tokens(raw, EIFFEL.corrupt)
     return clean, corrupt, lm.token_id(raw, EIFFEL.answer), lm.token_id(raw, EIFFEL.wrong)
 
 
 def ld_metric(answer, wrong):
-    from analyses.lm_patching import logit_diff
+    from papers.lm.prompt_patching import logit_diff
 
     return logit_diff(answer, wrong)
 
@@ -166,8 +166,8 @@ def test_batched_patching_equals_one_forward_per_patch(bridge, prompts):
 
 @needs_smollm2
 def test_analyses_take_the_lm_through_the_protocol(bridge, wrapped, prompts):
-    from analyses.lm_patching import residual_patching
     from analyses.probes import layer_probes, ridge_probe_analysis
+    from papers.lm.prompt_patching import residual_patching
 
     clean, corrupt, paris, rome = prompts
     for model in (bridge, wrapped):
@@ -247,8 +247,8 @@ def test_subspace_interventions_on_the_lm(which, request, facts):
 
 @needs_smollm2
 def test_mlp_neurons_and_spotlight_through_the_protocol_on_both_backends(bridge, wrapped, prompts):
-    from analyses.lm_spotlight import mlp_hidden_hooks
     from analyses.spotlight import spotlight_model
+    from papers.lm.mlp_spotlight import mlp_hidden_hooks
 
     clean, corrupt, _, _ = prompts
     hb, hw = mlp_hidden_hooks(bridge), mlp_hidden_hooks(wrapped)
@@ -295,7 +295,7 @@ def test_interrupted_conversion_leaves_nothing(monkeypatch, tmp_path):
         (Path(out) / "model.safetensors").write_bytes(b"half")
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(lm.loading, "convert_gguf", broken)
+    monkeypatch.setattr(lm.loading.loader, "convert_gguf", broken)
     with pytest.raises(RuntimeError, match="interrupted"):
         lm.converted_folder(fake)
     assert list((tmp_path / "cache" / "models").iterdir()) == []
@@ -304,11 +304,11 @@ def test_interrupted_conversion_leaves_nothing(monkeypatch, tmp_path):
         (Path(out) / "config.json").write_text("{}")
         return Path(out)
 
-    monkeypatch.setattr(lm.loading, "convert_gguf", works)
+    monkeypatch.setattr(lm.loading.loader, "convert_gguf", works)
     folder = lm.converted_folder(fake)
     assert folder.name.startswith("fake-") and (folder / "config.json").is_file()
     assert [p.name for p in folder.parent.iterdir()] == [folder.name]
-    monkeypatch.setattr(lm.loading, "convert_gguf", broken)
+    monkeypatch.setattr(lm.loading.loader, "convert_gguf", broken)
     assert lm.converted_folder(fake) == folder  # cached: not converted again
 
 
@@ -334,7 +334,7 @@ def test_missing_package_or_file_says_what_to_do(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="backend must be one of"):
         lm.load("smollm2-135m", backend="tl")
     # a hub name that is not cached, with no network: a clear error at once, not retries
-    monkeypatch.setattr(lm.loading, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(lm.loading.loader, "_hub_reachable", lambda timeout=3.0: False)
     with pytest.raises(lm.LMLoadError, match="cannot be reached.*'smollm2-135m'"):
         lm.load_hf("nobody-here/no-such-model")
 

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from analyses.lm_spotlight import mlp_hidden_hooks, plot_side_by_side, scaled_epsilon, side_by_side
 from analyses.spotlight import spotlight, spotlight_model
 from hooked import lm
 from hooked.protocol import collect_activations
+from papers.lm.mlp_spotlight import mlp_hidden_hooks, plot_side_by_side, scaled_epsilon, side_by_side
 from tests.toys import MLPStack
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from hooked import lm
-from hooked.lm import folders
+from hooked.lm.loading import folders
 from tests.lm.conftest import TEXTS, save_tiny
 
 
@@ -100,7 +100,7 @@ def cache(monkeypatch, tmp_path, tiny_folder):
         os.chmod(Path(out) / "model.safetensors", 0o600)  # as safetensors writes it
         return Path(out)
 
-    monkeypatch.setattr(lm.loading, "convert_gguf", convert)
+    monkeypatch.setattr(lm.loading.loader, "convert_gguf", convert)
     old = os.umask(0o022)
     yield gguf, calls
     os.umask(old)

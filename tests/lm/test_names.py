@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hooked import ActivationCache
-from hooked.lm.names import act_name
+from hooked.names import act_name
 from tests.toys import MLPStack
 
 CASES = [

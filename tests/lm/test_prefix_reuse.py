@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hooked import lm
-from interventions import prefix_reuse
+from hooked.lm.sweeps import prefix_reuse
 from interventions.patching import patching_sweep
 from tests.lm.conftest import needs_smollm2
 
@@ -86,7 +86,7 @@ def test_prefix_reuse_runs_only_the_suffix_from_the_patched_layer(tiny, monkeypa
 
 
 def test_a_model_whose_layers_cannot_be_skipped_is_recomputed_whole(tiny, monkeypatch):
-    from hooked.lm import layer_skip
+    from hooked.lm.sweeps import layer_skip
 
     model = tiny["wrap"]
     base = lm.to_tokens(model, "the cat sat on the big red mat")
@@ -242,7 +242,7 @@ def test_reuse_prefix_is_refused_clearly_where_it_does_not_apply(mlp):
 @needs_smollm2
 @pytest.mark.parametrize("backend", ["wrap", "bridge"])
 def test_prefix_reuse_on_smollm2_equals_full(smol, backend):
-    from analyses.lm_patching import EIFFEL, logit_diff
+    from papers.lm.prompt_patching import EIFFEL, logit_diff
 
     model = smol[backend]
     clean, corrupt = lm.to_tokens(model, EIFFEL.clean), lm.to_tokens(model, EIFFEL.corrupt)
@@ -290,3 +290,27 @@ def test_no_reuse_on_an_encoder_decoder_model():
     t5 = hooked.wrap(transformers.T5ForConditionalGeneration(config).eval())
     assert t5.module.can_generate()  # it generates, but its encoder sees every position
     assert prefix_reuse.causal_lm_forward(t5, torch.randint(0, 64, (1, 5))) is None
+
+
+def test_the_cost_constant_is_a_parameter_of_the_strategy_and_changes_only_the_grouping(tiny):
+    model = tiny["wrap"]
+    base = lm.to_tokens(model, "the cat sat on the big red mat")
+    source = lm.to_tokens(model, "a dog ran to the old blue house")
+    hooks = lm.residual_hooks(model)
+    kw = dict(positions=range(base.shape[1]), chunk=8)
+    full = patching_sweep(model, base, source, hooks, mean_logit, reuse_prefix=False, **kw)
+    last = model.module.model.layers[-1]  # runs in every patched forward
+    forwards = {}
+    for overhead in (0.0, 1e9):
+        calls = []
+        handle = last.register_forward_hook(lambda m, a, o, calls=calls: calls.append(1))
+        try:
+            strategy = lm.LMSweep(forward_overhead=overhead)
+            got = patching_sweep(model, base, source, hooks, mean_logit, strategy=strategy, **kw)
+        finally:
+            handle.remove()
+        torch.testing.assert_close(got, full, atol=1e-4, rtol=1e-4)
+        forwards[overhead] = len(calls)
+    patches = len(hooks) * base.shape[1]
+    assert forwards[1e9] <= 2 + -(-patches // 8) + 1  # base and source runs, full chunks, the check
+    assert forwards[0.0] > forwards[1e9]  # free forwards: patches run with fewer positions each

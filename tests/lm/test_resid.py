@@ -22,7 +22,7 @@ LLAMA_LIKE = ("llama", "qwen2", "mistral", "gemma", "gemma2")
 
 
 def hand_names(family: str, layer: int) -> dict[str, str]:
-    """Module paths written out per family (independent of hooked.lm.arch)."""
+    """Module paths written out per family (independent of hooked.lm.names.layouts)."""
     if family == "gpt2":
         block = f"transformer.h.{layer}"
         return {"ln1": f"{block}.ln_1", "attn": f"{block}.attn", "final": "transformer.ln_f"}
@@ -231,7 +231,7 @@ def test_a_cache_without_the_names_says_what_to_cache(wrapped):
 def test_smollm2_toolkit_on_both_backends():
     """On the real model: the lens ends at the model's logits, DLA sums to the logit difference, and
     the bridge gives wrap's numbers (also checked against the transformers model's own logits)."""
-    from analyses.lm_patching import EIFFEL
+    from papers.lm.prompt_patching import EIFFEL
 
     models = {b: lm.load("smollm2-135m", backend=b) for b in ("wrap", "bridge")}
     hf = lm.load("smollm2-135m", backend="hf")

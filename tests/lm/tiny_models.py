@@ -91,7 +91,7 @@ def tokenizer_folder() -> Path:
     return folder
 
 
-# the norm, final norm and unembedding of each family, by hand (independent of hooked.lm.arch)
+# the norm, final norm and unembedding of each family, by hand (independent of hooked.lm.names.layouts)
 def final_norm(hf):
     for path in ("model.norm", "transformer.ln_f", "gpt_neox.final_layer_norm"):
         try:

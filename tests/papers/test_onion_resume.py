@@ -9,7 +9,7 @@ import torch
 from hooked import checkpoint, cli
 from hooked.errors import OptionError
 from hooked.io import RunDir, read_json, write_json
-from hooked.models.repeat import RepeatModel
+from papers.onion.repeat import RepeatModel
 from papers.onion.repro import onion
 from papers.onion.training import MODEL_SETTINGS, prepare_resume
 
@@ -172,3 +172,18 @@ def test_a_resumed_run_reports_what_it_ran(tmp_path):
         checkpoint.read_config(tmp_path / "models" / "gru-N9-seed0")["meta"]["settings"]["no_input"] is True
     )
     assert checkpoint.load(tmp_path / "models" / "gru-N9-seed0").config["no_input"] is True
+
+
+def test_a_model_saved_before_the_repeat_model_moved_still_resumes(tmp_path):
+    # run folders written while the model was hooked.models.repeat name that class in their config
+    run_dir = RunDir(tmp_path)
+    settings = {**SETTINGS, "n_train": 500, "probes": False}
+    finished_piece(run_dir, **settings)
+    model_dir = tmp_path / "models" / "gru-N9-seed0"
+    info = read_json(model_dir / "config.json")
+    assert info["class"] == "papers.onion.repeat:RepeatModel"
+    write_json(model_dir / "config.json", {**info, "class": "hooked.models.repeat:RepeatModel"})
+    before = snapshot(tmp_path / "models")
+    onion(run_dir, sizes=(9,), progress=False, **{k: v for k, v in settings.items() if k != "cell"})
+    assert snapshot(tmp_path / "models") == before  # reused as it was, not retrained
+    assert read_json(tmp_path / "gru-N9-seed0.json")["interventions"] == {"unigram": 0.25, "onion": 0.25}

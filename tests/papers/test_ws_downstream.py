@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from hooked.models.zoo import LSTMLayout, Zoo, init_params
-from hooked.models.zoo.tasks import random_language_tasks
 from papers.weight_space.evaluation import (
     downstream_splits,
     evaluate,
@@ -16,6 +14,8 @@ from papers.weight_space.evaluation import (
     task_labels,
     task_splits,
 )
+from papers.weight_space.zoo import LSTMLayout, Zoo, init_params
+from papers.weight_space.zoo.tasks import random_language_tasks
 
 LAYOUT = LSTMLayout(d_in=6, d_out=6, hidden=4, layers=1)
 

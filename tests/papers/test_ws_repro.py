@@ -82,7 +82,7 @@ def test_table_prints_every_encoder_and_the_claim():
 def test_repro_runs_end_to_end_on_tiny_settings(tmp_path):
     from hooked import registry
     from hooked.io import RunDir
-    from hooked.models.zoo import Zoo
+    from papers.weight_space.zoo import Zoo
 
     entry = registry.get("repro", "weight-space")
     run_dir = RunDir(tmp_path / "run")

@@ -166,3 +166,40 @@ def test_the_command_line_evaluates_a_run(tiny_folder, wrapped, tmp_path):
     assert summary["loss_recovered"] == pytest.approx(want["loss_recovered"], rel=1e-4)
     assert json.loads((out / "features.json").read_text())["format"] == FEATURES_FORMAT
     assert main(argv) == 2  # a finished evaluation is not replaced without --overwrite
+
+
+def test_the_feature_page_shows_what_the_evaluation_wrote(wrapped, tmp_path):
+    # the file `hooked sae eval` writes, read by the view as a user would: every feature's numbers,
+    # histogram, contexts and promoted tokens reach the page unchanged
+    from hooked import views
+
+    result = evaluate(
+        wrapped, _sae(seed=2), TEXTS, batch_size=2, top_contexts=3, promoted=4, model_name="tiny"
+    )
+    path = write_features(result["features"], tmp_path / "features.json")
+    written = json.loads(path.read_text())["features"]
+    assert written
+    view = views.feature_page(path)  # every feature in the file
+    assert view.title == "SAE features at model.layers.0.hook_out (tiny)"
+    kinds = [p["type"] for p in view.panels]
+    assert kinds.count("stats") == kinds.count("histogram") == kinds.count("text") == len(written)
+    assert kinds.count("bars") == 2 * len(written)  # promoted and suppressed
+    for f in written:
+        panels = views.feature_page(path, f["index"]).panels
+        stats = dict(map(tuple, panels[0]["items"]))
+        assert stats["feature"] == f["index"] and stats["tokens evaluated"] == result["summary"]["tokens"]
+        assert stats["density (fraction of tokens active)"] == f["density"]
+        assert stats["max activation"] == f["max_activation"]
+        (hist,) = [p for p in panels if p["type"] == "histogram"]
+        assert hist["counts"]["v"] == f["histogram"]["counts"]
+        assert hist["edges"]["v"] == pytest.approx(f["histogram"]["edges"], rel=1e-6)
+        (text,) = [p for p in panels if p["type"] == "text"]
+        assert [r["tokens"] for r in text["rows"]] == [c["tokens"] for c in f["top_contexts"]]
+        for row, c in zip(text["rows"], f["top_contexts"]):
+            assert row["values"]["v"] == pytest.approx(c["activations"], rel=1e-6)
+        promoted, suppressed = [p for p in panels if p["type"] == "bars"]
+        assert promoted["labels"] == [p["token"] for p in f["promoted"]]
+        assert promoted["values"]["v"] == pytest.approx([p["logit"] for p in f["promoted"]], rel=1e-6)
+        assert suppressed["values"]["v"] == pytest.approx([p["logit"] for p in f["suppressed"]], rel=1e-6)
+    page = view.save(tmp_path / "features.html").read_text()
+    assert page.startswith("<!DOCTYPE html>")

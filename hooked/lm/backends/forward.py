@@ -1,0 +1,110 @@
+"""One forward of a language model on any backend of :func:`hooked.lm.load`, with a key-value cache.
+
+:class:`LMForward` hides how the backends differ (the bridge takes ids positionally and returns
+logits; ``hooked.wrap`` and ``hf`` take keywords and return a ``ModelOutput``; the cache keyword is
+``cache=`` from transformers 5.24 on, ``past_key_values=`` before) so that :func:`hooked.lm.generate`
+and the prefix-reusing patching sweep (:mod:`hooked.lm.sweeps.prefix_reuse`) run one loop on all of
+them; which backend a model is comes from its :class:`~hooked.lm.backends.backend.LMBackend`.
+:func:`prefix_cache` copies the first positions of a cache for several patched runs, and
+:func:`logits_of` finds the logits in any backend's output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from torch import Tensor
+
+from hooked.lm.backends.backend import backend_of
+
+
+class LMForward:
+    """Calls a language model on ``(ids, mask, positions, cache)`` and returns its logits.
+
+    Args:
+        model: a model from :func:`hooked.lm.load` (``bridge``, ``wrap`` or ``hf``), or a
+            ``hooked.wrap`` / ``TransformerBridge`` of a transformers causal LM.
+        fwd_hooks: ``(name or filter, fn)`` pairs that :meth:`hooks` attaches.
+    """
+
+    def __init__(self, model: Any, fwd_hooks: Sequence):
+        self.model = model
+        self.fwd_hooks = list(fwd_hooks or ())
+        self.backend = backend_of(model, "LMForward")
+        self.hf = self.backend.hf  # the transformers model
+        if self.backend.is_bridge:
+            from hooked.lm.backends.bridge import fix_kv_cache
+
+            fix_kv_cache(model)  # idempotent: a bridge booted outside lm.load gets the fix too
+        if self.fwd_hooks and self.backend.kind == "hf":
+            raise ValueError(
+                f"{type(model).__name__} has no hook points (backend 'hf'); load the model with "
+                "backend='bridge' or 'wrap' to generate with hooks"
+            )
+        params = inspect.signature(self.hf.forward).parameters
+        self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        self.pass_positions = "position_ids" in params
+
+    def new_cache(self, every_position: bool = False) -> Any:
+        """An empty key-value cache for this model. ``every_position``: every layer keeps every
+        position (no sliding-window layers that drop old ones), so that :func:`prefix_cache` can
+        cut it at any length; sliding-window attention is then applied by the mask."""
+        import transformers
+
+        if every_position:
+            return transformers.DynamicCache()
+        return transformers.DynamicCache(config=self.hf.config)
+
+    @contextlib.contextmanager
+    def hooks(self, fwd_hooks: Sequence | None = None) -> Iterator[None]:
+        """Attach ``fwd_hooks`` (default: the ones given at construction) for a ``with`` block."""
+        fwd_hooks = self.fwd_hooks if fwd_hooks is None else list(fwd_hooks)
+        if not fwd_hooks:
+            yield
+            return
+        with self.model.hooks(fwd_hooks=fwd_hooks):
+            yield
+
+    def __call__(self, ids: Tensor, mask: Tensor, positions: Tensor, cache: Any) -> Tensor:
+        """Logits ``[batch, len(ids), vocab]``; ``mask`` covers the cached and the new positions."""
+        kwargs: dict[str, Any] = {"attention_mask": mask}
+        if self.pass_positions:
+            kwargs["position_ids"] = positions
+        if cache is not None:
+            kwargs[self.cache_kwarg] = cache
+            kwargs["use_cache"] = True
+        else:
+            kwargs["use_cache"] = False
+        if self.backend.is_bridge:
+            return self.model(ids, **kwargs)
+        return logits_of(self.model(input_ids=ids, **kwargs))
+
+
+def prefix_cache(cache: Any, length: int, rows: Tensor) -> Any:
+    """A new cache holding the first ``length`` positions of ``cache``, for the batch rows ``rows``
+    (a row may be taken several times); ``cache`` itself is left as it was."""
+    out = copy.deepcopy(cache)
+    extra = out.get_seq_length() - length
+    if extra < 0:
+        raise ValueError(f"prefix_cache: the cache holds {out.get_seq_length()} positions, not {length}")
+    if extra:
+        param = next(iter(inspect.signature(out.crop).parameters))
+        out.crop(-extra if param == "tokens_to_remove" else length)  # transformers >= 5.24 / older
+    out.batch_select_indices(rows)
+    return out
+
+
+def logits_of(out: Any) -> Tensor:
+    """The logits of an LM's forward output (a tensor, a ``ModelOutput`` or a tuple)."""
+    if isinstance(out, Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        return out[0]
+    raise TypeError(f"cannot find logits in a {type(out).__name__}")

@@ -1,0 +1,228 @@
+"""Per-head hook points on the attention modules of a wrapped transformers decoder.
+
+Two hook points per attention module at path ``P`` (``model.layers.3.self_attn``,
+``transformer.h.3.attn``, ``gpt_neox.layers.3.attention``):
+
+* ``P.hook_z`` ``[batch, pos, head, d_head]``: each head's output before the output projection
+  (the projection's input, split into heads). Editable: a replacement is merged back into
+  ``[batch, pos, head * d_head]`` and projected, so zeroing ``z[:, :, h]`` ablates head ``h``.
+* ``P.hook_pattern`` ``[batch, head, query, key]``: the attention probabilities (after the
+  softmax and the causal / padding mask; rows sum to 1). Editable: a replacement is multiplied
+  with the values in place of the model's own probabilities (query heads share their key-value
+  head as the model does), so setting a row to a one-hot attention knocks attention out.
+
+How. ``hook_z`` is a forward pre-hook on the output projection that reshapes its input to heads
+and back. ``hook_pattern`` needs the probabilities, which the fused kernels (sdpa) never form.
+While any ``hook_pattern`` of a model has a hook attached, the model runs the attention
+implementation ``"hooked_<impl>"`` (registered with transformers' ``AttentionInterface``, with
+``<impl>``'s own mask function): every layer runs ``<impl>`` as before, and a layer whose pattern
+is hooked also runs its own eager attention function on the same inputs (mask converted to eager's
+additive form) to get the probabilities, then its pattern hook point. Reading patterns therefore
+leaves the outputs bit-identical; an edited pattern replaces that layer's attention output by
+``pattern @ values``. The switch is made when the first pattern hook is attached and undone when
+the last is removed. Implementations other than ``sdpa`` and ``eager`` (flash attention on a GPU)
+are switched to ``"hooked_eager"`` instead (every layer eager while hooked; logits then differ from
+the fused kernel's by float rounding).
+
+Nothing is attached while no hook is: an unhooked wrapped model runs the transformers code as is.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from hooked.hook_point import HookPoint
+from hooked.lm.names.layouts import Decoder
+from hooked.wrapping import ModuleHookPoint
+
+# attention module -> its pattern hook point, for the modules whose pattern is hooked right now
+_PATTERN_POINTS: weakref.WeakKeyDictionary[nn.Module, PatternHookPoint] = weakref.WeakKeyDictionary()
+
+
+class HeadHookPoint(ModuleHookPoint):
+    """``P.hook_z``: the input of an attention module's output projection, as ``[..., head, d_head]``."""
+
+    def __init__(self, o_proj: nn.Module, n_heads: int):
+        super().__init__(o_proj, "in")
+        self.n_heads = n_heads
+
+    def _on_input(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
+        if not args or not isinstance(args[0], Tensor):
+            raise TypeError(
+                f"{self._label()}: expected the output projection {type(module).__name__} to be called "
+                "with the heads' outputs as its first positional argument"
+            )
+        flat = args[0]
+        if flat.shape[-1] % self.n_heads:
+            raise ValueError(
+                f"{self._label()}: the output projection's input has {flat.shape[-1]} features, "
+                f"which does not split into {self.n_heads} heads"
+            )
+        z = flat.unflatten(-1, (self.n_heads, flat.shape[-1] // self.n_heads))
+        new = self(z)
+        if new is z:
+            return None
+        return (new.flatten(-2), *args[1:]), kwargs
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, {self.n_heads} heads, input of {type(self._target).__name__}"
+
+
+class PatternHookPoint(HookPoint):
+    """``P.hook_pattern``: attention probabilities ``[batch, head, query, key]`` of one attention module.
+
+    Fired from inside the ``"hooked_eager"`` attention implementation, which the model runs while
+    any of its pattern hook points has a hook attached (see the module docstring).
+    """
+
+    def __init__(self, attn: nn.Module, switch: EagerSwitch):
+        super().__init__()
+        object.__setattr__(self, "_attn", attn)  # plain references, not child modules
+        object.__setattr__(self, "_switch", switch)
+        self._holding = False
+
+    def _refresh(self) -> None:
+        super()._refresh()
+        if self._live and not self._holding:
+            try:
+                self._switch.acquire()
+            except BaseException:
+                self._fwd.clear()  # the hooks just attached (there were none): all or nothing
+                self._bwd.clear()
+                super()._refresh()
+                raise
+            _PATTERN_POINTS[self._attn] = self
+            self._holding = True
+        elif not self._live and self._holding:
+            _PATTERN_POINTS.pop(self._attn, None)
+            self._holding = False
+            self._switch.release()
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, pattern of {type(self._attn).__name__}".lstrip(", ")
+
+
+class EagerSwitch:
+    """Runs a transformers model with ``"hooked_<impl>"`` attention while anyone holds the switch
+    (one switch per model: :meth:`of`)."""
+
+    _switches: weakref.WeakKeyDictionary[nn.Module, EagerSwitch] = weakref.WeakKeyDictionary()
+
+    def __init__(self, hf_model: nn.Module):
+        self._model = weakref.ref(hf_model)
+        self._holders = 0
+        self._before: str | None = None
+
+    @classmethod
+    def of(cls, hf_model: nn.Module) -> EagerSwitch:
+        """The switch of ``hf_model`` (shared by every wrapper of the same model)."""
+        if hf_model not in cls._switches:
+            cls._switches[hf_model] = cls(hf_model)
+        return cls._switches[hf_model]
+
+    def acquire(self) -> None:
+        if self._holders == 0:
+            model = self._model()
+            before = model.config._attn_implementation
+            base = before if before in ("sdpa", "eager") else "eager"
+            model.set_attn_implementation(_register(base))
+            self._before = before
+        self._holders += 1
+
+    def release(self) -> None:
+        self._holders -= 1
+        if self._holders == 0:
+            model = self._model()
+            if model is not None and self._before is not None:
+                model.set_attn_implementation(self._before)
+            self._before = None
+
+
+def head_hook_points(dec: Decoder, switch: EagerSwitch | None = None) -> dict[str, HookPoint]:
+    """``{P.hook_z, P.hook_pattern}`` for the attention module ``P`` of every layer of ``dec``."""
+    switch = switch or EagerSwitch.of(dec.root)
+    points: dict[str, HookPoint] = {}
+    for layer in range(dec.n_layers):
+        path = dec.path(layer, "attn")
+        points[f"{path}.hook_z"] = HeadHookPoint(dec.part(layer, "o_proj"), dec.n_heads)
+        points[f"{path}.hook_pattern"] = PatternHookPoint(dec.part(layer, "attn"), switch)
+    for name, hp in points.items():
+        hp.name = name
+    return points
+
+
+# ---------------------------------------------------------------------- the attention implementations
+def _eager_of(module: nn.Module) -> Any:
+    eager = getattr(sys.modules.get(type(module).__module__), "eager_attention_forward", None)
+    if eager is None:
+        raise NotImplementedError(
+            f"hook_pattern: {type(module).__name__} has no eager_attention_forward in "
+            f"{type(module).__module__}, so its attention probabilities cannot be hooked"
+        )
+    return eager
+
+
+def _attention(base: str) -> Any:
+    """The ``"hooked_<base>"`` attention function: ``base`` attention, then the layer's pattern hook."""
+
+    def attention(
+        module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Any, **kwargs: Any
+    ) -> tuple[Tensor, Tensor | None]:
+        eager = _eager_of(module)
+        if base == "eager":
+            out, weights = eager(module, query, key, value, attention_mask, **kwargs)
+        else:
+            from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+            out, weights = ALL_ATTENTION_FUNCTIONS[base](module, query, key, value, attention_mask, **kwargs)
+        point = _PATTERN_POINTS.get(module)
+        if point is None:
+            return out, weights
+        if weights is None:  # a fused kernel: the same attention, eager, for its probabilities
+            _, weights = eager(
+                module, query, key, value, _additive_mask(attention_mask, query, key), **kwargs
+            )
+        new = point(weights)
+        if new is weights:
+            return out, weights
+        groups = new.shape[1] // value.shape[1]  # query heads per key-value head
+        values = value.repeat_interleave(groups, dim=1) if groups > 1 else value
+        out = torch.matmul(new.to(values.dtype), values).transpose(1, 2).contiguous()
+        return out, new
+
+    attention.__qualname__ = f"hooked_{base}_attention"
+    return attention
+
+
+def _additive_mask(mask: Tensor | None, query: Tensor, key: Tensor) -> Tensor | None:
+    """An sdpa mask (boolean, True = attend; or None = causal) as eager's additive float mask."""
+    if mask is None:
+        q, k = query.shape[-2], key.shape[-2]
+        if q == 1:
+            return None
+        mask = torch.ones(q, k, dtype=torch.bool, device=query.device).tril(k - q)[None, None]
+    if mask.dtype != torch.bool:
+        return mask
+    zero = torch.tensor(0.0, device=mask.device, dtype=query.dtype)
+    return torch.where(mask, zero, torch.finfo(query.dtype).min)
+
+
+_REGISTERED: set[str] = set()
+
+
+def _register(base: str) -> str:
+    """Register ``"hooked_<base>"`` with transformers (attention and mask functions); returns the name."""
+    name = f"hooked_{base}"
+    if name not in _REGISTERED:
+        from transformers import AttentionInterface
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+
+        AttentionInterface.register(name, _attention(base))
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[base])
+        _REGISTERED.add(name)
+    return name

@@ -1,0 +1,165 @@
+"""The ``wrap`` backend of a language model: :func:`hooked.wrap` plus what a decoder has on top.
+
+:class:`WrappedLM` is a :class:`hooked.Wrapped` (hook points ``P.hook_in`` / ``P.hook_out`` on
+every module, logits out) that adds, for a decoder of a known layout (:mod:`hooked.lm.names.layouts`):
+
+* per-head hook points on every attention module ``P``: ``P.hook_z`` and ``P.hook_pattern``
+  (:mod:`hooked.lm.backends.heads`), listed in ``hook_dict`` right after ``P.hook_out``;
+* padded batches: with an ``attention_mask`` that pads rows on the left and no ``position_ids``,
+  each row's positions are counted from its first real token (as TransformerLens's bridge does,
+  and transformers' own ``generate``; the model's forward alone would count from the padding,
+  which is wrong for absolute position embeddings such as GPT-2's). Ids that look padded but
+  come without a mask warn (:func:`hooked.lm.text.tokens.warn_if_padded_without_mask`);
+* TransformerLens names (:func:`hooked.lm.names.hook_names.tl_aliases`: ``hook_embed``,
+  ``blocks.3.hook_resid_pre`` / ``hook_resid_mid`` / ``hook_resid_post``, ``hook_attn_out``,
+  ``hook_mlp_out``, ``attn.hook_z``, ``attn.hook_pattern``, ``ln1`` / ``ln2`` / ``ln_final``) work
+  wherever a hook name is taken: ``add_hook``, ``hooks``, ``run_with_hooks``, ``list_hooks`` and
+  ``run_with_cache`` (``names_filter``, ``stop_at``); a hook attached by such a name sees it as
+  ``hook.name``, and a filter function is offered both names of each hook point. Caches keep the
+  module-path keys and answer TransformerLens names too (``cache["blocks.3.hook_resid_pre"]``,
+  ``cache["resid_pre", 3]``).
+
+A model of no known layout is wrapped all the same, without per-head points and names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+
+from hooked.lm.backends.backend import LMBackend, attach, backend_of
+from hooked.lm.backends.forward import logits_of
+from hooked.lm.backends.seen_as import seen_as
+from hooked.lm.names.layouts import Decoder, decoder
+from hooked.lm.text.tokens import warn_if_padded_without_mask
+from hooked.protocol import hook_names, other_names
+from hooked.wrapping import Wrapped
+
+
+class WrappedLM(Wrapped):
+    """A transformers causal LM under :func:`hooked.wrap` (inputs too), with per-head hook points.
+
+    ``output`` is applied to the model's output (``hooked.lm.wrap_lm`` passes ``logits_of``).
+    ``arch`` is the resolved :class:`~hooked.lm.names.layouts.Decoder` (``None`` for an unknown layout).
+    """
+
+    def __init__(self, hf_model: Any, *, output: Callable[[Any], Any] | None = None):
+        super().__init__(hf_model, inputs=True, output=output)
+        arch = attach(self, LMBackend("wrap", hf_model, decoder(hf_model))).decoder
+        self.__dict__["_tl_aliases"] = {}
+        if arch is not None:
+            from hooked.lm.backends.heads import head_hook_points
+            from hooked.lm.names.hook_names import tl_aliases
+
+            heads = head_hook_points(arch)
+            points: dict[str, Any] = {}
+            for name, hp in self._points.items():
+                points[name] = hp
+                attn = name.removesuffix(".hook_out")
+                if name.endswith(".hook_out") and f"{attn}.hook_z" in heads:
+                    points[f"{attn}.hook_z"] = heads[f"{attn}.hook_z"]
+                    points[f"{attn}.hook_pattern"] = heads[f"{attn}.hook_pattern"]
+            points.update({n: hp for n, hp in heads.items() if n not in points})
+            object.__setattr__(self, "_points", points)
+            self.__dict__["_tl_aliases"] = tl_aliases(arch)
+
+    @property
+    def arch(self) -> Decoder | None:
+        """The resolved decoder layout (:mod:`hooked.lm.names.layouts`); ``None`` for an unknown one."""
+        return backend_of(self).decoder
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        ids = args[0] if args else kwargs.get("input_ids")
+        mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+        warn_if_padded_without_mask(self, ids, mask, stacklevel=4)
+        if (
+            isinstance(mask, Tensor)
+            and isinstance(ids, Tensor)
+            and mask.dim() == 2
+            and mask.shape == ids.shape
+            and len(args) < 3
+            and kwargs.get("position_ids") is None
+            and bool((mask[:, 0] == 0).any())
+            and self._takes_position_ids()
+        ):
+            kwargs["position_ids"] = (mask.long().cumsum(dim=1) - 1).clamp_min(0)
+        return super().forward(*args, **kwargs)
+
+    def _takes_position_ids(self) -> bool:
+        import inspect
+
+        return "position_ids" in inspect.signature(self.module.forward).parameters
+
+    def run_with_cache(self, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`hooked.HookedModule.run_with_cache`, taking TransformerLens names too; the cache
+        also answers them."""
+        if self._tl_aliases:
+            if "names_filter" in kwargs:
+                kwargs["names_filter"] = self._wrap_names(kwargs["names_filter"])
+            if isinstance(kwargs.get("stop_at"), str):
+                kwargs["stop_at"] = self._wrap_name(kwargs["stop_at"])
+        out, cache = super().run_with_cache(*args, **kwargs)
+        return out, cache.with_aliases(self._tl_aliases)
+
+    def list_hooks(self, name_filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`hooked.HookedModule.list_hooks`, taking TransformerLens names too (the result is
+        keyed by the hook points' names)."""
+        if self._tl_aliases and name_filter is not None:
+            name_filter = self._wrap_names(name_filter)
+        return super().list_hooks(name_filter, *args, **kwargs)
+
+    # ------------------------------------------------------------------ TransformerLens names
+    @property
+    def hook_name_aliases(self) -> dict[str, str]:
+        """TransformerLens name -> hook point name, for every name this model also takes."""
+        return dict(self._tl_aliases)
+
+    def _attach(self, specs: Any, dir: Any, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`hooked.HookedModule._attach`, with TransformerLens names turned into hook points'
+        names and the hook shown the name it was attached by."""
+        if self._tl_aliases:
+            specs = [s for spec in specs for s in self._wrap_spec(spec)]
+        return super()._attach(specs, dir, *args, **kwargs)
+
+    def _wrap_name(self, name: str) -> str:
+        return self._tl_aliases.get(name, name) if name not in self._points else name
+
+    def _wrap_names(self, spec: Any) -> Any:
+        if isinstance(spec, str):
+            return self._wrap_name(spec)
+        if callable(spec):
+            return hook_names(self, spec)  # the points whose name or TransformerLens name it takes
+        if isinstance(spec, (list, tuple)):
+            return [self._wrap_name(n) if isinstance(n, str) else n for n in spec]
+        return spec
+
+    def _wrap_spec(self, spec: Any) -> list[Any]:
+        """One ``(names, fn)`` spec as specs of hook points' names (malformed specs pass through,
+        for the caller's own error)."""
+        if not (isinstance(spec, (tuple, list)) and len(spec) == 2 and callable(spec[1])):
+            return [spec]
+        names, fn = spec
+        if isinstance(names, str):
+            return [(self._wrap_name(names), seen_as(fn, names) if names not in self._points else fn)]
+        if callable(names):
+            out = []
+            tl_names = other_names(self)
+            for name in self.hook_dict:
+                if names(name):
+                    out.append((name, fn))
+                elif t := next((t for t in tl_names.get(name, ()) if names(t)), None):
+                    out.append((name, seen_as(fn, t)))
+            return out
+        if isinstance(names, (list, tuple)):
+            return [s for n in names for s in self._wrap_spec((n, fn))] if names else [spec]
+        return [spec]
+
+
+def wrap_lm(hf_model: Any, tokenizer: Any = None) -> WrappedLM:
+    """``hooked.wrap`` of a transformers causal LM that returns logits (hook points on inputs too),
+    with per-head hook points and padded batches (:class:`hooked.lm.backends.wrapped.WrappedLM`)."""
+    if tokenizer is not None:
+        hf_model.tokenizer = tokenizer
+    return WrappedLM(hf_model, output=logits_of)

@@ -1,0 +1,154 @@
+"""Hook names of a language model's residual stream and heads on each backend.
+
+* :class:`LMNames` gives the hook name of each part of a decoder on one backend: TransformerLens
+  names on the bridge, module paths on ``hooked.wrap`` (``model.layers.3.hook_in``). The
+  residual-stream toolkit reads activations through it, so it runs on both backends.
+* :func:`tl_aliases` maps TransformerLens names to a wrapped model's module paths; caches of a
+  wrapped LM carry it, so ``cache["blocks.3.hook_resid_pre"]`` and ``cache["resid_pre", 3]`` work
+  there too (the shorthand itself is the core's :func:`hooked.names.act_name`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hooked.lm.names.layouts import Decoder
+
+
+class LMNames:
+    """The hook name of each part of a decoder on one backend (``bridge=True``: TransformerLens names).
+
+    Residual parts: ``resid_pre(l)``, ``resid_mid(l)`` (``None`` for a parallel block; it is the
+    second norm's input, on both backends: read it, but an edit there reaches only the MLP branch,
+    not the residual stream that skips the MLP), ``resid_post(l)``, ``attn_out(l)`` /
+    ``mlp_out(l)`` (what attention / the MLP add to the residual stream), ``z(l)``, ``pattern(l)``,
+    ``embed``, ``pos_embed`` (``None`` without learned positions), ``final_in`` (the final norm's
+    input: the last residual stream); :meth:`residual` lists the residual stream.
+
+    Made from a resolved layout (:meth:`of`); a family with no layout yet knows only its stack of
+    layers (``layers``, ``n_layers``, ``dec=None``): the residual stream's names, nothing else.
+    """
+
+    def __init__(self, layers: str, n_layers: int, *, bridge: bool, dec: Decoder | None = None):
+        self.layers = layers  # the stack's module path (names on wrap are under it)
+        self._n_layers = n_layers
+        self.bridge = bridge
+        self.dec = dec
+
+    @classmethod
+    def of(cls, dec: Decoder, *, bridge: bool) -> LMNames:
+        """The names of every part of a decoder whose layout is known."""
+        return cls(dec.layout.layers, dec.n_layers, bridge=bridge, dec=dec)
+
+    @property
+    def n_layers(self) -> int:
+        return self._n_layers
+
+    def layer(self, layer: int) -> int:
+        """``layer`` with negative values counted from the end; an IndexError when out of range."""
+        n = self._n_layers
+        if not -n <= layer < n:
+            raise IndexError(f"layer {layer} is out of range for a model with {n} layers")
+        return layer % n
+
+    def _block(self, layer: int, tl: str, wrap: str) -> str:
+        layer = self.layer(layer)
+        return f"blocks.{layer}.{tl}" if self.bridge else f"{self.layers}.{layer}.{wrap}"
+
+    def _layout(self, part: str) -> Decoder:
+        if self.dec is None:
+            raise ValueError(
+                f"{part}: this model's family has no known layout (hooked.lm.names.layouts.LAYOUTS), "
+                "so only its residual stream is named; add a Layout for it "
+                "(docs/developing/adding-an-lm-family.md)"
+            )
+        return self.dec
+
+    @property
+    def embed(self) -> str:
+        if self.bridge:
+            return "hook_embed"
+        root = self._layout("embed").root
+        return f"{_path_of(root, root.get_input_embeddings())}.hook_out"
+
+    @property
+    def pos_embed(self) -> str | None:
+        lay = self._layout("pos_embed").layout
+        if not lay.pos_embed:
+            return None
+        return "hook_pos_embed" if self.bridge else f"{lay.pos_embed}.hook_out"
+
+    def resid_pre(self, layer: int) -> str:
+        return self._block(layer, "hook_resid_pre", "hook_in")
+
+    def resid_post(self, layer: int) -> str:
+        return self._block(layer, "hook_resid_post", "hook_out")
+
+    def residual(self) -> list[str]:
+        """The residual stream entering each layer, then leaving the last one (``n_layers + 1``)."""
+        n = self._n_layers
+        return [self.resid_pre(i) for i in range(n)] + [self.resid_post(n - 1)]
+
+    def resid_mid(self, layer: int) -> str | None:
+        dec = self._layout("resid_mid")
+        if dec.parallel:
+            return None
+        return self._block(layer, "hook_resid_mid", f"{dec.layout.ln2}.hook_in")
+
+    def attn_out(self, layer: int) -> str:
+        lay = self._layout("attn_out").layout
+        return self._block(layer, lay.tl_attn_out, f"{lay.attn_out}.hook_out")
+
+    def mlp_out(self, layer: int) -> str:
+        lay = self._layout("mlp_out").layout
+        return self._block(layer, lay.tl_mlp_out, f"{lay.mlp_out}.hook_out")
+
+    def z(self, layer: int) -> str:
+        return self._block(layer, "attn.hook_z", f"{self._layout('z').layout.attn}.hook_z")
+
+    def pattern(self, layer: int) -> str:
+        return self._block(layer, "attn.hook_pattern", f"{self._layout('pattern').layout.attn}.hook_pattern")
+
+    @property
+    def final_in(self) -> str:
+        return self.resid_post(-1)
+
+
+def tl_aliases(dec: Decoder) -> dict[str, str]:
+    """TransformerLens name -> ``hooked.wrap`` name, for the parts :class:`LMNames` knows."""
+    wrap = LMNames.of(dec, bridge=False)
+    lay = dec.layout
+    aliases = {"hook_embed": wrap.embed}
+    if wrap.pos_embed:
+        aliases["hook_pos_embed"] = wrap.pos_embed
+    aliases["ln_final.hook_in"] = f"{lay.final_norm}.hook_in"
+    aliases["ln_final.hook_out"] = f"{lay.final_norm}.hook_out"
+    for i in range(dec.n_layers):
+        block = f"{lay.layers}.{i}"
+        aliases[f"blocks.{i}.hook_resid_pre"] = wrap.resid_pre(i)
+        if wrap.resid_mid(i) is not None:
+            aliases[f"blocks.{i}.hook_resid_mid"] = wrap.resid_mid(i)
+        aliases[f"blocks.{i}.hook_attn_out"] = f"{block}.{lay.attn}.hook_out"  # TL: attention's output
+        aliases[f"blocks.{i}.hook_mlp_out"] = f"{block}.{lay.mlp}.hook_out"
+        aliases[f"blocks.{i}.hook_resid_post"] = wrap.resid_post(i)
+        aliases[f"blocks.{i}.attn.hook_z"] = wrap.z(i)
+        aliases[f"blocks.{i}.attn.hook_pattern"] = wrap.pattern(i)
+        for tl, part in (("ln1", "ln1"), ("ln2", "ln2")):
+            aliases[f"blocks.{i}.{tl}.hook_in"] = f"{block}.{getattr(lay, part)}.hook_in"
+            aliases[f"blocks.{i}.{tl}.hook_out"] = f"{block}.{getattr(lay, part)}.hook_out"
+    return aliases
+
+
+def residual_labels(n_layers: int) -> list[str]:
+    """Labels for :meth:`LMNames.residual`'s names: ``pre 0`` ... ``pre L-1``, ``post L-1``."""
+    return [f"pre {i}" for i in range(n_layers)] + [f"post {n_layers - 1}"]
+
+
+def _path_of(root: Any, module: Any) -> str:
+    for name, m in root.named_modules():
+        if m is module:
+            return name
+    raise ValueError(f"{type(module).__name__} is not a submodule of {type(root).__name__}")
+
+
+__all__ = ["LMNames", "residual_labels", "tl_aliases"]

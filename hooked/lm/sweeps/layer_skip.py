@@ -1,0 +1,99 @@
+"""Starting a causal language model's forward at a later layer, on the base run's residual stream.
+
+A patch at a hook point inside decoder layer ``l`` changes nothing that layers ``0 .. l-1``
+compute, so a patched run can skip them: their output is the base run's. The stack of decoder
+layers is the one :func:`hooked.lm.names.layouts.decoder_layers` finds; :func:`layer_of` says in
+which layer a hook point of ``hooked.wrap`` (``model.layers.3.mlp.hook_out``) or of the bridge
+(``blocks.3.hook_resid_pre``) fires, :func:`layer_outputs` records every layer's output in one
+forward, and :func:`skipping` runs a forward in which layers ``0 .. n-1`` are stand-ins that
+hand the recorded output of layer ``n-1`` to layer ``n``.
+
+The stand-ins take the layers' places in their ``nn.ModuleList`` for the ``with`` block only, so
+the model's own loop (its masks, positions and per-layer settings, which it indexes by layer) runs
+unchanged; the skipped layers add nothing to a key-value cache. Used by
+:mod:`hooked.lm.sweeps.prefix_reuse`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+from torch import Tensor, nn
+
+
+def layer_of(hook: str, path: str) -> int:
+    """The decoder layer in which hook point ``hook`` fires: ``i`` for names under ``<path>.i.``
+    (``hooked.wrap``) or ``blocks.i.`` (the bridge); 0 (no layer skipped) for any other name."""
+    m = re.match(rf"(?:blocks|{re.escape(path)})\.(\d+)\.", hook)
+    return int(m.group(1)) if m else 0
+
+
+@contextlib.contextmanager
+def layer_outputs(layers: nn.ModuleList) -> Iterator[dict[str, Any]]:
+    """Record, during the ``with`` block, each layer's output tensor (``outputs[i]``) and how the
+    layers return it (``tuple_len``: ``None`` for a bare tensor, else the tuple's length)."""
+    record: dict[str, Any] = {"outputs": {}, "tuple_len": None}
+
+    def keep(i: int):
+        def hook(module: nn.Module, args: Any, out: Any) -> None:
+            if isinstance(out, (tuple, list)):
+                record["tuple_len"] = len(out)
+                out = out[0]
+            record["outputs"][i] = out.detach()
+
+        return hook
+
+    handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(layers)]
+    try:
+        yield record
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@contextlib.contextmanager
+def skipping(layers: nn.ModuleList, n: int, given: Tensor, tuple_len: int | None = None) -> Iterator[None]:
+    """Run layers ``0 .. n-1`` as stand-ins during the ``with`` block: they pass their input on,
+    the last one returns ``given`` (the input of layer ``n``, ``[batch, positions, d_model]`` of the
+    rows and positions the forward computes). ``n == 0`` changes nothing."""
+    if not 0 <= n <= len(layers):
+        raise ValueError(f"skipping: n={n}, expected 0..{len(layers)}")
+    keys = list(layers._modules)[:n]
+    saved = [layers._modules[k] for k in keys]
+    try:
+        for i, k in enumerate(keys):
+            layers._modules[k] = _Skipped(given if i == n - 1 else None, tuple_len)
+        yield
+    finally:
+        for k, module in zip(keys, saved, strict=True):
+            layers._modules[k] = module
+
+
+class _Skipped(nn.Module):
+    """A decoder layer's stand-in: returns ``given`` (or its input), shaped as the layer's output."""
+
+    def __init__(self, given: Tensor | None, tuple_len: int | None):
+        super().__init__()
+        self.given, self.tuple_len = given, tuple_len
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        hidden = args[0] if args else kwargs["hidden_states"]
+        if self.given is not None:
+            if self.given.shape != hidden.shape:
+                raise ValueError(
+                    f"skipping: the given residual stream is {tuple(self.given.shape)}, "
+                    f"the forward's is {tuple(hidden.shape)}"
+                )
+            hidden = self.given.to(hidden.device, hidden.dtype)
+        return hidden if self.tuple_len is None else (hidden,) + (None,) * (self.tuple_len - 1)
+
+
+def head_share(hf: nn.Module, layers: nn.ModuleList) -> float:
+    """How many decoder layers' worth of work the output head does per token (its weights against a
+    layer's): about 8 on SmolLM2-135M (a 49k-token vocabulary), under 1 on large models."""
+    head = hf.get_output_embeddings() if hasattr(hf, "get_output_embeddings") else None
+    per_layer = sum(p.numel() for p in layers[0].parameters()) or 1
+    return float(head.weight.numel() / per_layer) if isinstance(head, nn.Linear) else 1.0

@@ -1,0 +1,248 @@
+"""Patching sweeps on causal language models that recompute only what a patch changes.
+
+In a causal LM, a patch at position ``p`` in decoder layer ``l`` changes nothing at the positions
+before ``p`` and nothing that layers ``0 .. l-1`` compute. So the base run is done once, keeping
+its key-value cache and every layer's output, and a patched run recomputes only positions
+``p .. T-1`` (on top of the base cache cropped to ``p``) of layers ``l ..`` (on the base run's
+output of layer ``l-1``, :mod:`hooked.lm.sweeps.layer_skip`). Patches share forwards as rows of one
+batch, as in :func:`interventions.patching.patching_sweep`'s plain path; a forward runs from its
+patches' earliest position and layer, and :func:`plan` chooses which patches go together by a
+cost model of the forward (a fixed cost, :data:`FORWARD_OVERHEAD`, plus a cost per row and
+position, per layer run). With a per-row position (a padded batch, where the same token sits at
+other indices), a patch reuses the positions before the earliest of its rows' positions. A hook
+point outside the decoder layers (the embedding, the final norm) is patched with every layer run.
+
+The metric sees the whole sequence's logits, as it would after a full forward: the reused
+positions' logits are the base run's. On a T-token prompt with every residual position patched,
+a patch recomputes about ``(T + 1) / 2`` positions of half the layers instead of every position
+of every layer; the results equal the full recomputation within float noise (``tests/lm``).
+
+:func:`reuse_sweep` is the engine; :class:`hooked.lm.sweeps.strategy.LMSweep` decides when it runs
+(``patching_sweep``'s ``reuse_prefix``) and with which cost constants.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from hooked.lm.backends.forward import LMForward, prefix_cache
+from hooked.lm.sweeps import layer_skip
+from hooked.lm.text.tokens import batch_ids_and_mask
+from hooked.protocol import Batch
+from hooked.sweeps import PatchSweep
+
+# A forward's fixed cost (dispatch, reading every weight once) in row-tokens of its compute, the
+# one constant of the planner's cost model. Measured for SmolLM2-135M on a 2-core CPU at two
+# threads: a forward costs about 60 ms plus 1.6 ms per added row-token, 60 / 1.6 = 37
+# (benchmarks/lm.py times the sweeps). It sets how many patches are worth one forward: a larger
+# value (a GPU, where a forward's launch cost dwarfs a few more rows) packs more patches per
+# forward, a smaller one recomputes fewer positions. Override per sweep:
+# patching_sweep(..., strategy=hooked.lm.LMSweep(forward_overhead=...)).
+FORWARD_OVERHEAD = 37.0
+# At most this many start positions share a band (planning time grows with the cube of the width;
+# wider bands recompute many positions for their later patches).
+WIDEST_BAND = 8
+
+
+def causal_lm_forward(model: Any, base: Batch) -> LMForward | None:
+    """An :class:`hooked.lm.backends.forward.LMForward` for ``model`` when it is a causal language
+    model from :func:`hooked.lm.load` (or a ``hooked.wrap`` / bridge of one) and ``base`` is a token
+    batch; ``None`` otherwise."""
+    if not hasattr(model, "hook_dict"):
+        return None
+    try:
+        ids, _ = batch_ids_and_mask(base)
+        forward = LMForward(model, ())
+    except (TypeError, ValueError, AttributeError):
+        return None
+    can_generate = getattr(forward.hf, "can_generate", None)
+    if ids.dim() != 2 or ids.is_floating_point() or not callable(can_generate) or not can_generate():
+        return None
+    if getattr(getattr(forward.hf, "config", None), "is_encoder_decoder", False):
+        return None  # its encoder sees every position: nothing before a patch can be reused
+    return forward
+
+
+def reuse_sweep(
+    forward: LMForward,
+    sweep: PatchSweep,
+    starts: Sequence[int],
+    *,
+    overhead: float = FORWARD_OVERHEAD,
+    widest_band: int = WIDEST_BAND,
+) -> Tensor:
+    """The metric (mean over the base rows) after each patch of ``sweep``, patch ``j`` run from
+    position ``starts[j]`` (0: every position) and from the decoder layer its hook fires in, the
+    earlier positions and layers taken from one base run.
+
+    Args:
+        forward: from :func:`causal_lm_forward`.
+        sweep: the patches, and ``sweep.make_hooks(patches, start)`` that applies them to a forward
+            of the positions from ``start`` on.
+        starts: each patch's first position to recompute (at most its earliest row's position).
+        overhead, widest_band: the planner's constants (:func:`plan`).
+    Returns:
+        ``[len(sweep.hooks)]``.
+    """
+    base, names, metric, chunk = sweep.base, sweep.hooks, sweep.metric, sweep.chunk
+    ids, mask = batch_ids_and_mask(base)
+    mask = torch.ones_like(ids) if mask is None else mask.to(ids.device).long()
+    n_rows, length = ids.shape
+    position_ids = (mask.cumsum(dim=1) - 1).clamp_min(0)
+    stack = forward.backend.layers
+    firsts = [layer_skip.layer_of(h, stack[0]) if stack else 0 for h in names]
+    reuse_positions = any(starts)
+    cache = forward.new_cache(every_position=True) if reuse_positions else None
+    with torch.no_grad(), layer_skip.layer_outputs(stack[1] if stack else torch.nn.ModuleList()) as base_run:
+        base_logits = forward(ids, mask, position_ids, cache)
+    n_layers = len(stack[1]) if stack else 1
+    head = layer_skip.head_share(forward.hf, stack[1]) if stack else 0.0
+
+    def run(group: list[int], skip_layers: bool = True) -> Tensor:
+        """The metric after each patch of ``group``, in one forward."""
+        start, k = min(starts[j] for j in group), len(group)
+        first = min(firsts[j] for j in group) if skip_layers else 0
+        rows = torch.arange(n_rows, device=ids.device).repeat(k)  # patch-major, as the plain path
+        suffix = ids[:, start:].repeat(k, 1)
+        skip: Any = contextlib.nullcontext()
+        if first:  # layers before the group's first patched one: the base run's output
+            given = base_run["outputs"][first - 1][:, start:].repeat(k, 1, 1)
+            skip = layer_skip.skipping(stack[1], first, given, base_run["tuple_len"])
+        with torch.no_grad(), forward.hooks(sweep.make_hooks(group, start)), skip:
+            if start == 0:
+                logits = forward(suffix, mask.repeat(k, 1), position_ids.repeat(k, 1), None)
+            else:
+                past = prefix_cache(cache, start, rows)
+                logits = forward(suffix, mask.repeat(k, 1), position_ids[:, start:].repeat(k, 1), past)
+                logits = torch.cat([base_logits[:, :start].repeat(k, 1, 1), logits], dim=1)
+            return metric(logits).float().reshape(k, n_rows).mean(dim=1)
+
+    sizes = dict(n_layers=n_layers, head=head, rows=n_rows, length=length, chunk=chunk)
+    sizes.update(overhead=overhead, widest_band=widest_band)
+    groups = plan(starts, firsts, **sizes)
+    values = _sweep(run, groups, len(names), sweep.progress)
+    # Skipping layers assumes that a layer reads nothing of the layers before it but the residual
+    # stream (true of every layout hooked.lm knows; not of models that share keys and values
+    # across layers). The first sweep on a stack of layers recomputes one patch (the one with the
+    # fewest positions) through every layer to check it; later sweeps on the same layers trust it.
+    skipped = [j for g in groups if min(firsts[j] for j in g) > 0 for j in g]
+    if skipped and not _checked(stack[1]):
+        j = max(skipped, key=lambda i: starts[i])
+        again = run([j], skip_layers=False)
+        if torch.allclose(again, values[j : j + 1], atol=1e-4, rtol=1e-4):
+            _CHECKED[stack[1]] = tuple(map(id, stack[1]))
+        else:
+            warnings.warn(
+                f"reuse_prefix: starting at the patched layer changed the result of a patch at "
+                f"{names[j]!r} ({values[j].item():.6g} against {again.item():.6g} through every "
+                "layer); this model's layers depend on each other beyond the residual stream, so "
+                "every layer is recomputed",
+                stacklevel=3,
+            )
+            every_layer = plan(starts, [0] * len(names), **sizes)
+            values = _sweep(lambda g: run(g, skip_layers=False), every_layer, len(names), sweep.progress)
+    return values
+
+
+# layer stacks on which skipping was checked -> the ids of their layers then
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _checked(layers: torch.nn.ModuleList) -> bool:
+    return _CHECKED.get(layers) == tuple(map(id, layers))
+
+
+def _sweep(run: Callable[[list[int]], Tensor], groups: list[list[int]], n: int, progress: bool) -> Tensor:
+    values: Tensor | None = None
+    for group in _progress(groups, progress):
+        got = run(group)
+        if values is None:
+            values = got.new_empty(n)
+        values[torch.tensor(group, device=got.device)] = got
+    assert values is not None
+    return values
+
+
+def plan(
+    starts: Sequence[int],
+    firsts: Sequence[int],
+    *,
+    n_layers: int,
+    head: float,
+    rows: int,
+    length: int,
+    chunk: int,
+    overhead: float = FORWARD_OVERHEAD,
+    widest_band: int = WIDEST_BAND,
+) -> list[list[int]]:
+    """Which patches share a forward: groups of indices into ``starts`` / ``firsts``.
+
+    Patch ``j`` needs positions ``starts[j] ..`` of layers ``firsts[j] ..`` recomputed (and the
+    output head, worth ``head`` layers); a forward runs from its patches' earliest position and
+    earliest layer. The patches are cut into bands of up to ``widest_band`` neighbouring start
+    positions and each band, in order of first layer, into forwards of at most ``chunk`` patches,
+    so that the modelled cost
+    ``sum over forwards of (layers run + head) * (overhead + rows * patches * positions run)`` is
+    least (exact dynamic programmes, over bands and over the cuts within a band).
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk={chunk}: expected at least 1 patch per forward")
+    distinct = sorted(set(starts))
+    by_start: dict[int, list[int]] = {s: [] for s in distinct}
+    for j in range(len(starts)):
+        by_start[starts[j]].append(j)
+
+    def band(i: int, k: int) -> tuple[float, list[list[int]]]:
+        """The best forwards for the patches starting at ``distinct[i:k]``."""
+        items = sorted((j for s in distinct[i:k] for j in by_start[s]), key=lambda j: (firsts[j], starts[j]))
+        # a forward may begin where the first layer changes, and every `chunk` patches from there
+        # or from the band's beginning (so that plain packing in this order is one of the plans)
+        runs = [a for a in range(len(items)) if a == 0 or firsts[items[a]] != firsts[items[a - 1]]]
+        cuts = {c for a, b in zip(runs, runs[1:] + [len(items)]) for c in range(a, b, chunk)}
+        cuts = sorted(cuts | set(range(0, len(items), chunk)) | {len(items)})
+        best, back = [0.0] + [math.inf] * (len(cuts) - 1), [0] * len(cuts)
+        for e in range(1, len(cuts)):
+            first_pos = length
+            for c in range(e - 1, -1, -1):
+                n = cuts[e] - cuts[c]
+                if n > chunk:
+                    break
+                first_pos = min(first_pos, *(starts[j] for j in items[cuts[c] : cuts[c + 1]]))
+                layers = n_layers - firsts[items[cuts[c]]] + head
+                cost = best[c] + layers * (overhead + n * rows * (length - first_pos))
+                if cost < best[e]:
+                    best[e], back[e] = cost, c
+        groups, e = [], len(cuts) - 1
+        while e:
+            groups.append(items[cuts[back[e]] : cuts[e]])
+            e = back[e]
+        return best[-1], groups[::-1]
+
+    best, back = [0.0] + [math.inf] * len(distinct), [0] * (len(distinct) + 1)
+    bands: dict[tuple[int, int], list[list[int]]] = {}
+    for k in range(1, len(distinct) + 1):
+        for i in range(max(0, k - widest_band), k):
+            cost, bands[i, k] = band(i, k)
+            if best[i] + cost < best[k]:
+                best[k], back[k] = best[i] + cost, i
+    groups, k = [], len(distinct)
+    while k:
+        groups = bands[back[k], k] + groups
+        k = back[k]
+    return groups
+
+
+def _progress(it: Any, progress: bool) -> Any:
+    if not progress:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc="patching (prefix reuse)", leave=False)

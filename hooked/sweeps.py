@@ -1,0 +1,147 @@
+"""Sweep strategies: the seam through which a kind of model runs a batched patching sweep its own way.
+
+:func:`interventions.patching.patching_sweep` describes its work as a :class:`PatchSweep` (the
+patches, the source activations, the metric, and a function that makes the hooks applying any
+group of patches) and hands it to :func:`run_sweep`. A *strategy* is a callable
+``strategy(sweep) -> Tensor | None``: the metric after each patch (``[len(sweep.hooks)]``, the mean
+over the base rows), or ``None`` when the sweep is not one it knows how to run better (then the
+next strategy is asked). When none takes it, the sweep runs the plain batched way: the base batch
+repeated once per patch, every row computing everything.
+
+Where strategies come from: the one passed to ``patching_sweep(strategy=...)``; else the
+entry-point group ``hooked.sweep_strategies`` of every installed package (loaded on first use, not
+at ``import hooked``) and those registered in this process with :func:`register_sweep_strategy`.
+The core knows no strategy by name: this project's language-model layer declares its own
+(``lm = "hooked.lm.sweeps.strategy:lm_sweep"``: prefix reuse and layer skipping on causal LMs),
+so a model that layer never loaded (``hooked.wrap`` of a transformers model) gets it too.
+
+A strategy must give what the plain sweep gives (within float noise); ``sweep.required`` says the
+caller asked for the strategy's way (``patching_sweep(reuse_prefix=True)``): a strategy that knows
+the model but cannot run this sweep raises a ValueError saying why, and a sweep no strategy takes
+is an error too.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+ENTRY_POINT_GROUP = "hooked.sweep_strategies"
+
+HookFns = list[tuple[str, Callable]]
+
+
+@dataclass(frozen=True)
+class PatchSweep:
+    """A batched patching sweep, as :func:`interventions.patching.patching_sweep` hands it over.
+
+    Attributes:
+        model: the hookable model.
+        base: the base batch (a tensor, a tuple of arguments or a dict of keyword arguments).
+        hooks: the hook point of each patch.
+        positions: each patch's ``[rows]`` indices along ``pos_dim`` (one per base row), or
+            ``None``: every patch replaces its whole activation.
+        pos_dim: the position axis of the activations.
+        sources: the source run's activation at each hook.
+        metric: forward output -> one value per batch row.
+        rows: rows of the base batch.
+        chunk: at most this many patches per forward.
+        required: the caller asked for the strategy's way (an error where none can run it).
+        progress: show a progress bar.
+        make_hooks: ``(patches, start)`` -> the forward hooks that apply the patches (indices into
+            ``hooks``) to a forward of the base batch repeated once per patch, patch-major (row
+            ``r`` of the ``k``-th patch is batch row ``k * rows + r``), that computes only the
+            positions from ``start`` on (``start > 0``: positions along ``pos_dim`` only).
+    """
+
+    model: Any
+    base: Any
+    hooks: tuple[str, ...]
+    positions: tuple[Tensor, ...] | None
+    pos_dim: int
+    sources: Mapping[str, Tensor]
+    metric: Callable[[Any], Tensor]
+    rows: int
+    chunk: int
+    required: bool
+    progress: bool
+    make_hooks: Callable[[Sequence[int], int], HookFns]
+
+
+SweepStrategy = Callable[[PatchSweep], "Tensor | None"]
+
+_REGISTERED: list[SweepStrategy] = []
+_from_entry_points: list[SweepStrategy] | None = None
+
+
+def register_sweep_strategy(strategy: SweepStrategy) -> SweepStrategy:
+    """Add ``strategy`` to those :func:`run_sweep` asks (once; usable as a decorator)."""
+    if not callable(strategy):
+        raise TypeError(
+            f"a sweep strategy must be callable as strategy(sweep), got {type(strategy).__name__}"
+        )
+    if not any(s is strategy for s in _REGISTERED):
+        _REGISTERED.append(strategy)
+    return strategy
+
+
+def sweep_strategies() -> list[SweepStrategy]:
+    """The installed strategies (entry points, then those registered in this process), each once."""
+    global _from_entry_points
+    if _from_entry_points is None:
+        _from_entry_points = _load_entry_points()
+    out: list[SweepStrategy] = []
+    for s in (*_from_entry_points, *_REGISTERED):
+        if not any(s is o for o in out):
+            out.append(s)
+    return out
+
+
+def run_sweep(sweep: PatchSweep, strategy: SweepStrategy | None = None) -> Tensor | None:
+    """The metric after each patch of ``sweep`` (``[len(sweep.hooks)]``) from the first strategy
+    that takes it (``strategy`` alone when given), or ``None`` for the plain batched path."""
+    candidates = [strategy] if strategy is not None else sweep_strategies()
+    for s in candidates:
+        values = s(sweep)
+        if values is None:
+            continue
+        if not isinstance(values, Tensor) or tuple(values.shape) != (len(sweep.hooks),):
+            got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+            raise ValueError(f"sweep strategy {describe(s)} returned {got}, expected [{len(sweep.hooks)}]")
+        return values
+    if sweep.required:
+        tried = "; ".join(describe(s) for s in candidates) or "none installed"
+        raise ValueError(
+            f"patching_sweep(reuse_prefix=True): no sweep strategy reuses the base run for "
+            f"{type(sweep.model).__name__} on this batch (strategies: {tried}); pass reuse_prefix=None "
+            "or False for the plain batched sweep"
+        )
+    return None
+
+
+def describe(strategy: SweepStrategy) -> str:
+    """A strategy's name and the first line of its docstring."""
+    name = getattr(strategy, "__qualname__", None) or type(strategy).__name__
+    doc = (getattr(strategy, "__doc__", None) or "").strip().splitlines()
+    return f"{name} ({doc[0].rstrip('.')})" if doc else name
+
+
+def _load_entry_points() -> list[SweepStrategy]:
+    from importlib.metadata import entry_points
+
+    found = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            strategy = ep.load()
+        except Exception as e:  # a broken plugin must not break every sweep
+            warnings.warn(f"sweep strategy {ep.name} ({ep.value}) failed to load: {e}", stacklevel=3)
+            continue
+        if callable(strategy):
+            found.append(strategy)
+        else:
+            warnings.warn(f"sweep strategy {ep.name} ({ep.value}) is not callable; skipped", stacklevel=3)
+    return found
