@@ -352,3 +352,40 @@ def test_the_tools_of_the_protocol_read_features():
     # a dictionary is a hooked model of its own
     _, cache = sae.run_with_cache(clean)
     torch.testing.assert_close(cache["hook_sae_acts_post"], got)
+
+
+def test_a_perfect_dictionary_changes_nothing_and_an_imperfect_one_moves_the_output_by_its_error():
+    # the hook feeds a linear layer, so splicing without the error term moves the output by exactly
+    # (reconstruction - activation) @ W^T; both sides computed here from the weights, in float64
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(6, 8), nn.Linear(8, 3)).double()
+    model, hook, x = hooked.wrap(net), "0.hook_out", torch.randn(5, 6, dtype=torch.float64)
+    h = x @ net[0].weight.T + net[0].bias  # the activation at the hook, by hand
+    clean = h @ net[1].weight.T + net[1].bias
+
+    # relu(x - b) - relu(b - x) + b == x: a standard dictionary of width 2d that reconstructs exactly
+    perfect = S.SAE(8, 16, "standard", dtype=torch.float64).requires_grad_(False)
+    eye = torch.eye(8, dtype=torch.float64)
+    with torch.no_grad():
+        perfect.W_enc.copy_(torch.cat([eye, -eye], dim=1))
+        perfect.W_dec.copy_(torch.cat([eye, -eye], dim=0))
+        perfect.b_enc.zero_()
+        perfect.b_dec.copy_(torch.randn(8, dtype=torch.float64))
+    with S.spliced(model, {hook: perfect}, error_term=False) as m:
+        out, cache = m.run_with_cache(x)
+    torch.testing.assert_close(out, clean, atol=1e-12, rtol=0)
+    shifted = h - perfect.b_dec
+    torch.testing.assert_close(
+        cache[S.feature_name(hook)], torch.cat([shifted.relu(), (-shifted).relu()], -1)
+    )
+
+    sae = _random_sae(8, kind="standard", dtype=torch.float64)
+    f = ((h - sae.b_dec) @ sae.W_enc + sae.b_enc).relu()
+    error = f @ sae.W_dec + sae.b_dec - h
+    assert error.norm() > 0.1  # a real reconstruction error
+    with S.spliced(model, {hook: sae}, error_term=False) as m:
+        out, cache = m.run_with_cache(x)
+    torch.testing.assert_close(out - clean, error @ net[1].weight.T, atol=1e-12, rtol=1e-10)
+    torch.testing.assert_close(cache[f"{hook}.hook_sae_recons"], h + error, atol=1e-12, rtol=1e-10)
+    with S.spliced(model, {hook: sae}, error_term=True) as m:  # the error term gives it back
+        torch.testing.assert_close(m(x), clean, atol=1e-12, rtol=1e-10)
