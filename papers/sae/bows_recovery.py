@@ -151,7 +151,7 @@ def bows_recovery(
         latents: BOWS latent sizes of the synthetic models (12 features).
         n_features, n_samples: of the synthetic data.
         base_log_odds: added to every feature's log-odds of being active (0: the paper's data, about
-            6 of 12 features active per sample; -6: about 2.4, a sparse variant).
+            6 of 12 features active per sample; -6: about 3.4, a sparser variant).
         weight_decay: AdamW weight decay of the BOWS models (the paper's synthetic: 1 or 6).
         bows_epochs: epochs of the synthetic BOWS models (lr 1e-2, batch 256, cosine).
         widths, ks: SAE widths and k (L0) of the synthetic sweep.
