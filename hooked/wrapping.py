@@ -230,6 +230,9 @@ class Wrapped(HookedModule):
         super().__setstate__(state)
         for hp in self._points.values():
             object.__setattr__(hp, "_owner", weakref.ref(self))
+        # a copy's points are other objects: track its own live ones (the pass hooks on its module
+        # came with the copied module and are removed when the last of them is)
+        object.__setattr__(self, "_live_points", {id(hp) for hp in self._points.values() if hp._live})
 
     @property
     def hook_dict(self) -> dict[str, HookPoint]:
