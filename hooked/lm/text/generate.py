@@ -25,7 +25,8 @@ hook points see one position (``[batch, 1, ...]``). The last new token is never 
 The shape test ``act.shape[1] == 1`` is not a substitute: a one-token prompt has it too. Note that
 ``hook.step`` counts calls of a hook point *within one forward* (a recurrent layer's steps); it is
 not the generation pass. With ``use_cache=False`` every pass runs the whole sequence again (hook
-points then see all positions in every pass), which is slower and gives the same tokens.
+points then see all positions in every pass), which is slower and gives the same tokens; an
+``on_prompt`` / ``on_new_tokens`` hook is refused there (it would edit other positions).
 
 **Dtypes.** A hook's replacement must have the activation's dtype, on every backend (a
 :class:`hooked.HookReturnError` names the hook otherwise): on a bfloat16 model cast a float32
