@@ -7,10 +7,17 @@
   ``foo`` are refused before any work starts).
 * :func:`require_finite`: refuse NaN / inf activations or weights, saying how many and where, so
   that an analysis never reports a number computed from them.
+* :func:`flags`: options that must be ``True`` or ``False`` (a string ``"False"`` is truthy, so a
+  flag given as one would silently do the opposite of what it says).
+* :func:`finite_number`: a real number, finite and within bounds (learning rates, temperatures).
+* :func:`index_tensor`: an integer tensor whose values index an axis of a given size (token ids,
+  per-row positions, rows of another batch).
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import torch
@@ -33,6 +40,60 @@ def _at_least(low: int, what: str, values: dict[str, Any]) -> None:
     for name, v in values.items():
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
             raise OptionError(name, f"must be {what}, got {v!r}")
+
+
+def flags(**values: Any) -> None:
+    """Each keyword must be a bool (``flags(do_sample=do_sample)``)."""
+    for name, v in values.items():
+        if not isinstance(v, bool):
+            raise OptionError(name, f"must be True or False, got {v!r}")
+
+
+def finite_number(
+    name: str,
+    value: Any,
+    *,
+    above: float | None = None,
+    at_least: float | None = None,
+    at_most: float | None = None,
+) -> float:
+    """``value`` as a float if it is a real number (not a bool; a one-element float tensor too),
+    finite and within the bounds given (``above``: strictly greater), else an
+    :class:`~hooked.errors.OptionError`."""
+    bounds = [f"{op} {b}" for op, b in ((">", above), (">=", at_least), ("<=", at_most)) if b is not None]
+    want = " ".join(["a finite number", " and ".join(bounds)]).strip()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if not (isinstance(value, Tensor) and value.numel() == 1 and value.is_floating_point()):
+            raise OptionError(name, f"must be {want}, got {value!r}")
+    number = float(value)
+    if (
+        not math.isfinite(number)
+        or (above is not None and not number > above)
+        or (at_least is not None and not number >= at_least)
+        or (at_most is not None and not number <= at_most)
+    ):
+        raise OptionError(name, f"must be {want}, got {value!r}")
+    return number
+
+
+def index_tensor(name: str, t: Any, size: int, *, negative: bool = False, axis: str = "an axis") -> Tensor:
+    """``t`` if it is an integer tensor (not bool) whose values index ``axis`` of length ``size``
+    (``negative=True``: counted from the end too, as Python's ``-1``), else a clear error naming
+    ``name``, the first value out of range and the range. One device sync (its min and max)."""
+    if not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a tensor of integer indices, got {type(t).__name__}")
+    if t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+        raise TypeError(f"{name} must hold integer indices, got a {t.dtype} tensor")
+    if t.numel():
+        low = -size if negative else 0
+        lo, hi = (int(v) for v in torch.stack([t.min(), t.max()]).tolist())
+        if lo < low or hi >= size:
+            bad = lo if lo < low else hi
+            raise IndexError(
+                f"{name} holds {bad}, outside {axis} of {size} ({low}..{size - 1}"
+                f"{', negative ones counted from the end' if negative else ''})"
+            )
+    return t
 
 
 def torch_device(spec: str | torch.device) -> torch.device:

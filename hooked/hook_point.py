@@ -237,6 +237,20 @@ class HookPoint(nn.Module):
     def clear_context(self) -> None:
         self.ctx = {}
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A copy (``copy.deepcopy(model)``, ``copy.copy``) carries the hooks attached when it was
+        made, as PyTorch copies a module's hooks with it: the same functions, attached to the
+        copy's own hook point. They fire there (``hook`` is the copy's point), are listed and
+        removed there, and removing them on one model leaves the other's."""
+        super().__setstate__(state)
+        for d in ("fwd", "bwd"):
+            own = [
+                AttachedHook(self, d, h.fn, h.is_permanent, h.context_level) for h in state.get(f"_{d}", ())
+            ]
+            object.__setattr__(self, f"_{d}", own)
+        object.__setattr__(self, "_live", False)
+        self._refresh()  # registered as live (the hot path checks it) if it carries anything
+
     @property
     def fwd_hooks(self) -> list[AttachedHook]:
         """The attached forward hooks, in the order they run (TransformerLens's ``LensHandle``

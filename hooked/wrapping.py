@@ -39,6 +39,13 @@ calling ``module`` directly, or ``wrapped.generate(...)`` (one forward per new t
 steps per forward just as calling the wrapper does.
 
 ``wrapped.unwrap()`` (or :func:`unwrap`) removes every hook and returns the original module.
+
+Wrapping a module twice. The hook points belong to the modules, not to a wrapper: a second
+``hooked.wrap`` of a module (or of a module that contains an already wrapped one) gets the same
+hook point objects for the submodules both wrap, so a hook attached through one wrapper is
+listed, fires, and is removed through the other too (PyTorch's own module hooks behave so: every
+caller of the module runs them). Two sets of points on one module would let one wrapper edit the
+other's outputs while the other's ``list_hooks()`` says nothing is attached.
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ class ModuleHookPoint(HookPoint):
         if where not in ("in", "out"):
             raise ValueError(f"where must be 'in' or 'out', got {where!r}")
         object.__setattr__(self, "_target", module)  # a plain reference, not a child module
-        object.__setattr__(self, "_owner", None)  # weak reference to the Wrapped it belongs to
+        object.__setattr__(self, "_owners", [])  # weak references to the Wrapped models holding it
         self.where = where
         self._torch_handle: Any = None
 
@@ -83,14 +90,23 @@ class ModuleHookPoint(HookPoint):
         elif not self._live and self._torch_handle is not None:
             self._torch_handle.remove()
             self._torch_handle = None
-        owner = self._owner() if self._owner is not None else None
-        if owner is not None:
-            owner._point_live(self, self._live)
+        for ref in list(self._owners):
+            owner = ref()
+            if owner is not None:
+                owner._point_live(self, self._live)
+
+    def _add_owner(self, owner: Wrapped) -> None:
+        self._owners[:] = [r for r in self._owners if r() is not None and r() is not owner]
+        self._owners.append(weakref.ref(owner))
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
-        state["_owner"] = None  # a weak reference: the Wrapped that is copied with it links it again
+        state["_owners"] = []  # weak references: the Wrapped copied with it links it again
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        _SHARED.setdefault(self._target, {})[self.where] = weakref.ref(self)  # a copy's module's point
 
     # PyTorch hook callbacks ------------------------------------------------------------
     def _on_output(self, module: nn.Module, args: Any, output: Any) -> Any:
@@ -116,6 +132,21 @@ class ModuleHookPoint(HookPoint):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.where}put of {type(self._target).__name__}".lstrip(", ")
+
+
+# module -> {"in" / "out": its hook point}: every wrapper of a module uses the same points
+_SHARED: weakref.WeakKeyDictionary[nn.Module, dict[str, weakref.ref]] = weakref.WeakKeyDictionary()
+
+
+def _point_for(module: nn.Module, where: str) -> ModuleHookPoint:
+    """The hook point on ``module``'s input or output: the one a live wrapper already made, else new."""
+    points = _SHARED.setdefault(module, {})
+    ref = points.get(where)
+    point = ref() if ref is not None else None
+    if point is None:
+        point = ModuleHookPoint(module, where)
+        points[where] = weakref.ref(point)
+    return point
 
 
 class _Whole:
@@ -213,14 +244,17 @@ class Wrapped(HookedModule):
             sub = module.get_submodule(path)
             prefix = f"{path}." if path else ""
             if inputs:
-                points[prefix + "hook_in"] = ModuleHookPoint(sub, "in")
-            points[prefix + "hook_out"] = ModuleHookPoint(sub, "out")
+                points[prefix + "hook_in"] = _point_for(sub, "in")
+            points[prefix + "hook_out"] = _point_for(sub, "out")
         for name, hp in points.items():
             hp.name = name
-            object.__setattr__(hp, "_owner", weakref.ref(self))
+            hp._add_owner(self)
         object.__setattr__(self, "_points", points)  # not submodules: state_dict and .to() unchanged
         object.__setattr__(self, "_live_points", set())  # ids of points with hooks attached
         object.__setattr__(self, "_pass_handles", None)  # module's pass hooks while any point is live
+        for hp in points.values():  # points another wrapper of this module has hooks on
+            if hp._live:
+                self._point_live(hp, True)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         out = self.module(*args, **kwargs)
@@ -229,7 +263,10 @@ class Wrapped(HookedModule):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         for hp in self._points.values():
-            object.__setattr__(hp, "_owner", weakref.ref(self))
+            hp._add_owner(self)
+        # a copy's points are other objects: track its own live ones (the pass hooks on its module
+        # came with the copied module and are removed when the last of them is)
+        object.__setattr__(self, "_live_points", {id(hp) for hp in self._points.values() if hp._live})
 
     @property
     def hook_dict(self) -> dict[str, HookPoint]:
@@ -255,7 +292,8 @@ class Wrapped(HookedModule):
     def unwrap(self) -> nn.Module:
         """Remove every hook (permanent ones too) and return the original module."""
         for hp in self._points.values():
-            hp.remove_hooks("both", including_permanent=True)
+            hp.remove_hooks("both", including_permanent=True)  # another wrapper's of this module too
+            hp._owners[:] = [r for r in hp._owners if r() is not None and r() is not self]
         object.__setattr__(self, "_points", {})
         return self.module
 

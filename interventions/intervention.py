@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from hooked.checks import finite_number, index_tensor, positive
 from hooked.protocol import Batch, Hookable, check_hook, read_activation, run_with_hooks, to_device
 
 Loss = Callable[[Any, Any], Tensor]  # (model output, target) -> scalar
@@ -98,18 +99,31 @@ class Intervention(nn.Module):
         same as ``position``; a ``[source rows]`` tensor for a source batch padded differently).
         """
         args = args or {}
+        _check_position("position", position)
+        _check_position("source_position", source_position)
+        if isinstance(pos_dim, bool) or not isinstance(pos_dim, int):
+            raise TypeError(f"pos_dim must be an int (the position axis), got {pos_dim!r}")
         if source_position is None:
             source_position = position
 
         def hook(act: Tensor, hook: Any) -> Tensor:
-            base = act if position is None else _at(act, position, pos_dim)
+            where = f"the activation at {getattr(hook, 'name', None)!r}"
+            base = act if position is None else _at(act, position, pos_dim, "position", where)
             src = source
             if src is not None and position is not None and src.dim() == act.dim():
-                src = _at(src, source_position, pos_dim)
+                src = _at(src, source_position, pos_dim, "source_position", "the source activation")
             if self.uses_source and src is None:  # source rows from this very run
                 src = base.detach()
             if src is not None and source_index is not None:
-                src = src[source_index]
+                index_tensor(
+                    "source_index", source_index, src.shape[0], negative=True, axis="the source rows"
+                )
+                src = src[source_index.to(src.device)]
+            if src is not None and src.shape[0] != base.shape[0]:
+                raise ValueError(
+                    f"{type(self).__name__}: the source has {src.shape[0]} rows but {where} has "
+                    f"{base.shape[0]}; give one source row per base row (source_index picks them)"
+                )
             # the intervention runs where its parameters are; the edit goes back to the activation's
             # device (a model split over devices runs hook points on several)
             device = next((p.device for p in self.parameters()), act.device)
@@ -179,38 +193,67 @@ class Intervention(nn.Module):
 
         from hooked.typecheck import disabled
 
+        # every argument is checked before the model is touched
         check_hook(model, hook)
+        positive(steps=steps)
+        lr = finite_number("lr", lr, above=0)
+        weight_decay = finite_number("weight_decay", weight_decay, at_least=0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"seed must be an integer, got {seed!r}")
+        if not callable(data):
+            raise TypeError(
+                f"data must be a function fn(generator) -> InterventionBatch, got {type(data).__name__}"
+            )
+        if not callable(loss):
+            raise TypeError(
+                f"loss must be a function fn(output, target) -> scalar, got {type(loss).__name__}"
+            )
+        _check_position("position", position)
+        if not isinstance(progress, (bool, str)):
+            raise TypeError(f"progress must be True, False or a label, got {progress!r}")
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise ValueError(f"{type(self).__name__}.fit: this intervention has no trainable parameters")
         device = params[0].device
-        frozen = _freeze(model)
         g = torch.Generator().manual_seed(seed)
         opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
         losses: list[float] = []
         every = max(1, steps // 100)
-        self.train()
+        was_training = self.training
+        frozen = _freeze(model)
         bar = tqdm(
             range(steps),
             desc=progress if isinstance(progress, str) else type(self).__name__,
             disable=not progress,
             leave=False,
         )
+        finished = False
         try:
+            self.train()
             with disabled():  # shape checks cost more than a small training step
                 for step in bar:
-                    batch = data(g).to(device)
+                    batch = data(g)
+                    if not isinstance(batch, InterventionBatch):
+                        raise TypeError(
+                            f"{type(self).__name__}.fit: data(generator) must return an InterventionBatch, "
+                            f"got {type(batch).__name__}"
+                        )
+                    batch = batch.to(device)
                     out = self.run(model, hook, batch, position=position)
-                    value = loss(out, batch.target) + self.regularizer()
+                    value = _checked_loss(
+                        loss(out, batch.target) + self.regularizer(), step, type(self).__name__
+                    )
                     opt.zero_grad(set_to_none=True)
                     value.backward()
                     opt.step()
                     if step % every == 0 or step == steps - 1:
                         losses.append(value.item())
                         bar.set_postfix(loss=f"{losses[-1]:.3g}")
+            finished = True
         finally:
-            _unfreeze(model, frozen)
-            self.eval()
+            bar.close()
+            _unfreeze(frozen)
+            self.train(False if finished else was_training)
         return losses
 
     @torch.no_grad()
@@ -223,41 +266,123 @@ class Intervention(nn.Module):
         metric: Metric,
         position: int | None = None,
     ) -> float:
-        """Intervention accuracy: the mean over all rows of ``metric(edited output, target)``."""
+        """Intervention accuracy: the mean over all rows of ``metric(edited output, target)``
+        (``metric`` gives one value per row of the base batch). The intervention runs in eval
+        mode and is put back in the mode it was in."""
+        if not callable(metric):
+            raise TypeError(
+                f"metric must be a function fn(output, target) -> [rows], got {type(metric).__name__}"
+            )
+        was_training = self.training
         self.eval()
-        device = next(iter(self.parameters()), torch.empty(0)).device
-        total, n = 0.0, 0
-        for batch in batches:
-            batch = batch.to(device)
-            values = metric(self.run(model, hook, batch, position=position), batch.target).float()
-            total += float(values.sum())
-            n += values.numel()
-        return total / max(n, 1)
+        try:
+            device = next(iter(self.parameters()), torch.empty(0)).device
+            total, n = 0.0, 0
+            for batch in batches:
+                batch = batch.to(device)
+                values = metric(self.run(model, hook, batch, position=position), batch.target)
+                rows = _rows(batch.base)
+                if not isinstance(values, Tensor) or (rows is not None and values.numel() != rows):
+                    got = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+                    raise ValueError(
+                        f"{type(self).__name__}.evaluate: metric must return one value per row of the "
+                        f"base batch ({rows}), got {got}; a batch mean would weigh every batch alike"
+                    )
+                total += float(values.float().sum())
+                n += values.numel()
+        finally:
+            self.train(was_training)
+        if n == 0:
+            raise ValueError(f"{type(self).__name__}.evaluate: the batches hold no rows; nothing to evaluate")
+        return total / n
 
 
-def _at(act: Tensor, position: int | Tensor, pos_dim: int) -> Tensor:
-    """``act`` at one index along ``pos_dim`` (an int), or at one index per row (a [rows] tensor)."""
+def _check_position(name: str, position: Any) -> None:
+    """``position``: None, an int, or an integer tensor (one index per row); checked for its type
+    here, for its range against each activation it indexes (:func:`_at`)."""
+    if position is None or isinstance(position, Tensor):
+        if isinstance(position, Tensor) and (
+            position.dtype == torch.bool or position.is_floating_point() or position.dim() > 1
+        ):
+            raise TypeError(
+                f"{name} must be an int or a [rows] tensor of ints, got a {position.dtype} "
+                f"tensor of shape {tuple(position.shape)}"
+            )
+        return
+    if isinstance(position, bool) or not isinstance(position, int):
+        raise TypeError(f"{name} must be an int or a [rows] tensor of ints, got {position!r}")
+
+
+def _at(act: Tensor, position: int | Tensor, pos_dim: int, name: str, where: str) -> Tensor:
+    """``act`` at one index along ``pos_dim`` (an int), or at one index per row (a [rows] tensor);
+    an index outside the axis is an error (as Python's, negative ones count from the end)."""
+    if not -act.dim() <= pos_dim < act.dim() or pos_dim in (0, -act.dim()):
+        raise IndexError(
+            f"pos_dim={pos_dim} is not a position axis of {where} "
+            f"(shape {tuple(act.shape)}; axis 0 is the rows)"
+        )
+    size = act.shape[pos_dim]
+    axis = f"the {size} positions of {where} (axis {pos_dim})"
     if isinstance(position, Tensor):
+        index_tensor(name, position, size, negative=True, axis=axis)
+        if position.dim() == 1 and position.shape[0] != act.shape[0]:
+            raise ValueError(
+                f"{name} has {position.shape[0]} entries (one per row) but {where} has {act.shape[0]} rows"
+            )
         moved = act.movedim(pos_dim, 1)
         return moved[torch.arange(moved.shape[0], device=moved.device), position.to(moved.device)]
+    if not -size <= position < size:
+        raise IndexError(f"{name}={position} is outside {axis}")
     return act.select(pos_dim, position)
 
 
-def _freeze(model: Any) -> list[tuple[Tensor, bool, bool]]:
-    """Stop gradients into the model's parameters and put it in eval mode; returns what to restore."""
-    state = []
+def _rows(batch: Any) -> int | None:
+    """Rows of a batch: the leading size of its first tensor (tensor, tuple / list or dict)."""
+    if isinstance(batch, Tensor):
+        return batch.shape[0] if batch.dim() else None
+    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (tuple, list)) else ()
+    for item in items:
+        if isinstance(item, Tensor) and item.dim():
+            return item.shape[0]
+    return None
+
+
+def _checked_loss(value: Any, step: int, owner: str) -> Tensor:
+    """The training loss of one step, if it can be trained on: a scalar tensor with a gradient,
+    finite (a NaN loss would turn every parameter into NaN at the next optimiser step)."""
+    if not isinstance(value, Tensor) or value.numel() != 1:
+        got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+        raise ValueError(f"{owner}.fit: loss must return a scalar tensor, got {got}")
+    if not value.requires_grad:
+        raise ValueError(
+            f"{owner}.fit: the loss does not depend on the intervention's parameters (no gradient); "
+            "compute it from the output fit passes to loss(output, target)"
+        )
+    if not bool(torch.isfinite(value.detach())):
+        raise FloatingPointError(
+            f"{owner}.fit: the loss at step {step} is {value.item()}; the intervention keeps its "
+            "parameters from before that step (lower lr, or look for NaN in the data)"
+        )
+    return value.reshape(())
+
+
+def _freeze(model: Any) -> list[tuple[Any, bool]]:
+    """Stop gradients into the model's parameters and put it (every submodule) in eval mode;
+    returns each submodule's training flag and each parameter's ``requires_grad``, to restore."""
+    state: list[tuple[Any, bool]] = []
     if isinstance(model, nn.Module):
-        state.append((model, model.training, False))  # type: ignore[arg-type]
+        state.extend((m, m.training) for m in model.modules())
+        state.extend((p, p.requires_grad) for p in model.parameters())
         model.eval()
         for p in model.parameters():
-            state.append((p, p.requires_grad, True))
             p.requires_grad_(False)
     return state
 
 
-def _unfreeze(model: Any, state: list) -> None:
-    for obj, flag, is_param in state:
-        if is_param:
-            obj.requires_grad_(flag)
+def _unfreeze(state: list[tuple[Any, bool]]) -> None:
+    """Put back what :func:`_freeze` changed, exactly (modules with their own mode included)."""
+    for obj, flag in state:
+        if isinstance(obj, nn.Module):
+            obj.training = flag
         else:
-            obj.train(flag)
+            obj.requires_grad_(flag)

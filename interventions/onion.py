@@ -20,6 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from hooked.checks import finite_number, index_tensor, positive
 from hooked.typecheck import Float, Int, typechecked
 from interventions.intervention import Intervention
 from interventions.probes import TokenProbe
@@ -30,6 +31,10 @@ class OnionScale(nn.Module):
 
     def __init__(self, d: int, *, g: float = 1.0, gamma: float = 0.9, lam: float = 1.0, beta: float = 0.0):
         super().__init__()
+        positive(d=d)
+        g, gamma, lam, beta = (
+            finite_number(k, v) for k, v in (("g", g), ("gamma", gamma), ("lam", lam), ("beta", beta))
+        )
         self.g = nn.Parameter(torch.full((d,), float(g)))
         self.gamma = nn.Parameter(torch.full((d,), float(gamma)))
         self.lam = nn.Parameter(torch.full((d,), float(lam)))
@@ -65,6 +70,7 @@ class OnionIntervention(Intervention):
         seed: int | None = None,
     ):
         super().__init__()
+        positive(d=d, n_symbols=n_symbols)
         self.code = nn.Embedding(n_symbols, d)
         if seed is not None:
             with torch.no_grad():
@@ -84,6 +90,17 @@ class OnionIntervention(Intervention):
         pos: Int[Tensor, " batch"],
     ) -> Float[Tensor, "batch d"]:
         """``base`` holds ``new`` at ``pos``; return the state as if it held ``old``."""
+        n, d = self.code.weight.shape
+        if base.shape[-1] != d:
+            raise ValueError(
+                f"OnionIntervention: the activation has {base.shape[-1]} features, made for d={d}"
+            )
+        index_tensor("old", old, n, axis="the token codes")
+        index_tensor("new", new, n, axis="the token codes")
+        if bool((pos < 0).any()):
+            raise ValueError(
+                f"OnionIntervention: pos must be >= 0 (0-based positions), got {pos.min().item()}"
+            )
         delta = torch.tanh(self.code(old)) - torch.tanh(self.code(new))
         return base + self.scale(pos) * delta
 
@@ -110,6 +127,7 @@ class OnionProbe(TokenProbe):
         beta: float = 0.0,
     ):
         super().__init__()
+        positive(d=d, n_symbols=n_symbols, max_len=max_len)
         self.n_symbols, self.max_len = n_symbols, max_len
         self.norm = nn.LayerNorm(d)
         self.cls = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, n_symbols))

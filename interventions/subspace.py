@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import orthogonal
 
+from hooked.checks import finite_number, positive
 from hooked.typecheck import Bool, Float, typechecked
 from interventions.intervention import Intervention
 
@@ -57,6 +58,11 @@ class SubspaceIntervention(Intervention):
         if source is None:
             raise ValueError(f"{type(self).__name__} needs a source activation")
         r = self.rotation()
+        if base.shape[-1] != r.shape[1]:
+            raise ValueError(
+                f"{type(self).__name__}: the activation has {base.shape[-1]} features, but this "
+                f"intervention was made for d={r.shape[1]}"
+            )
         a = self.assignment()
         if vars is None:
             take = a.sum(dim=1).expand(base.shape[0], -1)
@@ -79,8 +85,13 @@ class FixedSubspace(SubspaceIntervention):
 
     def __init__(self, basis: Tensor, var_sizes: list[int] | None = None):
         super().__init__()
-        if basis.dim() != 2:
-            raise ValueError(f"FixedSubspace: basis must be [d, k], got shape {tuple(basis.shape)}")
+        if not isinstance(basis, Tensor) or not basis.is_floating_point():
+            got = f"a {basis.dtype} tensor" if isinstance(basis, Tensor) else type(basis).__name__
+            raise TypeError(f"FixedSubspace: basis must be a float tensor [d, k], got {got}")
+        if basis.dim() != 2 or basis.shape[1] == 0:
+            raise ValueError(
+                f"FixedSubspace: basis must be [d, k] with k >= 1, got shape {tuple(basis.shape)}"
+            )
         k = basis.shape[1]
         gram = basis.T @ basis
         if not torch.allclose(gram, torch.eye(k, dtype=basis.dtype, device=basis.device), atol=1e-4):
@@ -88,7 +99,12 @@ class FixedSubspace(SubspaceIntervention):
                 "FixedSubspace: basis columns must be orthonormal (basis.T @ basis == I); "
                 "orthonormalise with torch.linalg.qr"
             )
-        var_sizes = var_sizes or [k]
+        if var_sizes is None:
+            var_sizes = [k]
+        if not isinstance(var_sizes, (list, tuple)) or not var_sizes:
+            raise ValueError(f"FixedSubspace: var_sizes must be a non-empty list of sizes, got {var_sizes!r}")
+        positive(**{f"var_sizes[{i}]": v for i, v in enumerate(var_sizes)})
+        var_sizes = list(var_sizes)
         if sum(var_sizes) != k:
             raise ValueError(f"FixedSubspace: var_sizes {var_sizes} must sum to the basis size {k}")
         self.n_vars = len(var_sizes)
@@ -103,7 +119,14 @@ class FixedSubspace(SubspaceIntervention):
         return self._assign
 
 
+ROTATION_MAPS = ("cayley", "matrix_exp", "householder")
+
+
 def _orthogonal_map(d: int, seed: int | None, rotation_map: str) -> nn.Module:
+    if rotation_map not in ROTATION_MAPS:
+        raise ValueError(f"rotation_map must be one of {', '.join(ROTATION_MAPS)}; got {rotation_map!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise TypeError(f"seed must be an integer or None, got {seed!r}")
     lin = nn.Linear(d, d, bias=False)
     if seed is not None:
         with torch.no_grad():
@@ -132,8 +155,14 @@ class DAS(SubspaceIntervention):
         rotation_map: str = "cayley",
     ):
         super().__init__()
-        var_size = var_size or d // n_vars
-        if var_size < 1 or var_size * n_vars > d:
+        positive(d=d, n_vars=n_vars)
+        if var_size is None:
+            var_size = d // n_vars
+        else:
+            positive(var_size=var_size)
+        if n_vars > d:  # the subspace's rank n_vars * var_size would exceed d
+            raise ValueError(f"DAS: n_vars={n_vars} variables (of one dimension or more) exceed d={d}")
+        if var_size * n_vars > d:
             raise ValueError(f"DAS: {n_vars} variables of size {var_size} do not fit in d={d}")
         self.n_vars, self.var_size = n_vars, var_size
         self.rot = _orthogonal_map(d, seed, rotation_map)
@@ -171,6 +200,9 @@ class Autosegment(SubspaceIntervention):
         rotation_map: str = "cayley",
     ):
         super().__init__()
+        positive(d=d, n_vars=n_vars)
+        tau = finite_number("tau", tau, above=0)
+        mask_reg = finite_number("mask_reg", mask_reg)
         self.n_vars, self.tau, self.mask_reg = n_vars, tau, mask_reg
         self.rot = _orthogonal_map(d, seed, rotation_map)
         g = torch.Generator().manual_seed(seed) if seed is not None else None

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from hooked.checks import flags, positive
 from hooked.protocol import mask_ends, model_device
 
 PaddingSide = Literal["left", "right"]
@@ -44,8 +45,17 @@ def to_tokens(model: Any, text: str | list[str], *, bos: bool = False, length: i
     lengths go in a padded batch instead (:func:`tokenize`).
     """
     tokenizer = _tokenizer(model)
-    texts = [text] if isinstance(text, str) else list(text)
+    texts = _texts(text, "to_tokens")
+    flags(bos=bos)
+    if length is not None:
+        positive(length=length)  # length=-1 would cut the last token off each text, 0 every token
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    empty = [t for t, i in zip(texts, ids) if not i]
+    if empty and not bos:
+        raise ValueError(
+            f"to_tokens: {len(empty)} of the texts have no tokens (e.g. {empty[0]!r}); a forward needs "
+            "at least one position (bos=True prepends the BOS token)"
+        )
     if length is not None:
         short = [(t, len(i)) for t, i in zip(texts, ids) if len(i) < length]
         if short:
@@ -92,15 +102,14 @@ def tokenize(
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     tokenizer = _tokenizer(model)
-    texts = [texts] if isinstance(texts, str) else list(texts)
-    if not texts or not all(isinstance(t, str) for t in texts):
-        raise ValueError("tokenize: texts must be a string or a non-empty list of strings")
+    texts = _texts(texts, "tokenize")
+    flags(bos=bos)
+    if max_length is not None:
+        positive(max_length=max_length)
     rows = tokenizer(texts, add_special_tokens=False)["input_ids"]
     if bos:
         rows = [[_bos_id(model), *r] for r in rows]
     if max_length is not None:
-        if max_length < 1:
-            raise ValueError(f"max_length must be >= 1, got {max_length}")
         rows = [r[:max_length] for r in rows]
     empty = [t for t, r in zip(texts, rows) if not r]
     if empty:
@@ -120,7 +129,7 @@ def tokenize(
 def last_positions(batch: dict[str, Tensor] | Tensor) -> Tensor:
     """The index of each row's last real token ``[batch]`` (from the attention mask; a plain
     ids tensor has no padding, so its last position)."""
-    ids, mask = batch_ids_and_mask(batch)
+    ids, mask = _positioned(batch, "last_positions")
     if mask is None:
         return torch.full((ids.shape[0],), ids.shape[1] - 1, dtype=torch.long, device=ids.device)
     return mask_ends(mask)[1]
@@ -128,7 +137,7 @@ def last_positions(batch: dict[str, Tensor] | Tensor) -> Tensor:
 
 def first_positions(batch: dict[str, Tensor] | Tensor) -> Tensor:
     """The index of each row's first real token ``[batch]`` (0 for right padding or none)."""
-    ids, mask = batch_ids_and_mask(batch)
+    ids, mask = _positioned(batch, "first_positions")
     if mask is None:
         return torch.zeros(ids.shape[0], dtype=torch.long, device=ids.device)
     return mask_ends(mask)[0]
@@ -143,10 +152,18 @@ def batch_ids_and_mask(batch: Any) -> tuple[Tensor, Tensor | None]:
         ids = batch.get("input_ids", batch.get("input"))
         if isinstance(ids, Tensor):
             mask = batch.get("attention_mask")
-            if mask is not None and tuple(mask.shape) != tuple(ids.shape):
-                raise ValueError(
-                    f"attention_mask has shape {tuple(mask.shape)} but input_ids {tuple(ids.shape)}"
-                )
+            if mask is not None:
+                if not isinstance(mask, Tensor):
+                    raise TypeError(f"attention_mask must be a tensor, got {type(mask).__name__}")
+                if tuple(mask.shape) != tuple(ids.shape):
+                    raise ValueError(
+                        f"attention_mask has shape {tuple(mask.shape)} but input_ids {tuple(ids.shape)}"
+                    )
+                if bool(((mask != 0) & (mask != 1)).any()):  # e.g. 2s: positions would count double
+                    raise ValueError(
+                        "attention_mask must hold only 0 (padding) and 1 (real token), got values "
+                        f"{mask.unique().tolist()[:8]}"
+                    )
             return ids, mask
     raise TypeError(
         "expected a token batch: a tensor of ids [batch, pos] or a dict with 'input_ids' (and "
@@ -156,6 +173,8 @@ def batch_ids_and_mask(batch: Any) -> tuple[Tensor, Tensor | None]:
 
 def token_id(model: Any, text: str) -> int:
     """The id of ``text`` if it is exactly one token (e.g. ``" Paris"``), else a ValueError."""
+    if not isinstance(text, str):
+        raise TypeError(f"token_id needs a string, got {type(text).__name__}: {text!r}")
     ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
     if len(ids) != 1:
         pieces = model.tokenizer.convert_ids_to_tokens(ids)
@@ -188,10 +207,10 @@ def padding_without_mask(tokenizer: Any, ids: Any) -> str | None:
     if pad is None:
         return None
     is_pad = ids == pad
-    for side, flags in (("left", is_pad), ("right", is_pad.flip(1))):
-        if not bool(flags[:, 0].any()):
+    for side, edge in (("left", is_pad), ("right", is_pad.flip(1))):
+        if not bool(edge[:, 0].any()):
             continue
-        run = flags.long().cumprod(dim=1).sum(dim=1)  # pad tokens at that edge, per row
+        run = edge.long().cumprod(dim=1).sum(dim=1)  # pad tokens at that edge, per row
         if bool((run != run[0]).any()):
             return side
     return None
@@ -215,6 +234,29 @@ def warn_if_padded_without_mask(model: Any, ids: Any, attention_mask: Any, stack
 
 
 # ---------------------------------------------------------------------- helpers
+def _texts(text: Any, what: str) -> list[str]:
+    """``text`` (a string or a non-empty list / tuple of strings) as a list, else a clear error."""
+    texts = [text] if isinstance(text, str) else text
+    if not isinstance(texts, (list, tuple)):
+        raise TypeError(f"{what}: texts must be a string or a list of strings, got {type(text).__name__}")
+    odd = [t for t in texts if not isinstance(t, str)]
+    if odd:
+        raise TypeError(f"{what}: texts must be strings, got a {type(odd[0]).__name__}: {odd[0]!r}")
+    if not texts:
+        raise ValueError(f"{what}: texts is an empty list; give at least one text")
+    return list(texts)
+
+
+def _positioned(batch: Any, what: str) -> tuple[Tensor, Tensor | None]:
+    """``batch_ids_and_mask``, for ids ``[batch, pos]`` with at least one position."""
+    ids, mask = batch_ids_and_mask(batch)
+    if ids.dim() != 2 or ids.shape[1] == 0:
+        raise ValueError(
+            f"{what} needs token ids [batch, pos] with at least one position, got {tuple(ids.shape)}"
+        )
+    return ids, mask
+
+
 def _tokenizer(model: Any) -> Any:
     tokenizer = getattr(model, "tokenizer", None)
     if tokenizer is None:
