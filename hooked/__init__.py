@@ -8,6 +8,8 @@ satisfies too. Heavy dependencies (transformers, transformer_lens, matplotlib) l
 feature that needs them is used.
 """
 
+from typing import TYPE_CHECKING
+
 from hooked._steps import forward_pass
 from hooked.cache import ActivationCache
 from hooked.errors import HookedError, HookReturnError, StopForward, UnknownHookError
@@ -18,6 +20,10 @@ from hooked.protocol import Hookable
 from hooked.registry import register_analysis, register_model, register_repro
 
 __version__ = "0.1.0"
+
+
+if TYPE_CHECKING:  # loaded on first use (below); named here for type checkers
+    from hooked.wrapping import Wrapped, unwrap, wrap
 
 
 def __getattr__(name: str):

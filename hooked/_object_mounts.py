@@ -41,7 +41,7 @@ def _object_dict() -> dict:
 @contextmanager
 def objects_attributes_hidden() -> Iterator[dict[str, object]]:
     """Hide the unhashable attributes of ``object`` inside the block; yields what was hidden."""
-    hidden = {k: v for k, v in vars(object).items() if callable(v) and not _hashable(v)}
+    hidden: dict[str, object] = {k: v for k, v in vars(object).items() if callable(v) and not _hashable(v)}
     if not hidden:
         yield hidden
         return

@@ -251,7 +251,9 @@ def attached(on: bool) -> None:
 def _report_unreached(p: _Pass) -> None:
     for ref in tuple(_EXPECTING.values()):
         unreached = ref()
-        ran = None if unreached is None else p.calls.get(unreached.__self__)
+        if unreached is None:
+            continue  # the hook point is gone
+        ran = p.calls.get(unreached.__self__)
         if ran is None:
             continue  # the hook point did not run in this pass (another branch of the model)
         for message in unreached(ran):
@@ -345,6 +347,9 @@ def _outside_graphs() -> _Twins:
     """The functions that look at the stack, run outside ``torch.compile`` graphs (made once)."""
     global _TWINS
     if _TWINS is None:
-        off = torch.compiler.disable
+
+        def off(fn: Callable[..., Any]) -> Any:  # torch's annotation mixes in disable()'s no-argument form
+            return torch.compiler.disable(fn)
+
         _TWINS = _Twins(off(_pass_outside_forwards), off(_open_at_call), off(_close_at_return))
     return _TWINS

@@ -30,7 +30,7 @@ FORMAT = "hooked-checkpoint/1"
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 
-M = TypeVar("M", bound=type)
+M = TypeVar("M", bound=type[nn.Module])
 _CLASSES: dict[str, type[nn.Module]] = {}
 
 

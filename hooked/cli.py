@@ -226,6 +226,7 @@ def _cmd_run(args: argparse.Namespace, rest: list[str]) -> int:
     if opts.out is not None:  # checked before the work starts
         run_dir = RunDir.prepare(opts.out, finished="result.json", overwrite=opts.overwrite)
         _drop_stale_report(run_dir, opts.overwrite)
+    assert model_entry is not None  # the parser requires --model when an analysis runs
     with _flags_named({k.removeprefix("model."): v for k, v in flags.items() if k.startswith("model.")}):
         model, data = _build_model(model_entry, opts)
     if opts.data is not None:
@@ -307,8 +308,14 @@ def _repro_parser(entry: registry.Entry) -> tuple[argparse.ArgumentParser, dict[
 def _cmd_harvest(args: argparse.Namespace, rest: list[str]) -> int:
     from hooked.store.command import harvest_command
 
-    helpers = dict(model_parser=_model_parser, build_model=_build_model, find_model=_model_entry)
-    return harvest_command(rest, show_help=args.help, debug=args.debug, **helpers)
+    return harvest_command(
+        rest,
+        show_help=args.help,
+        debug=args.debug,
+        model_parser=_model_parser,
+        build_model=_build_model,
+        find_model=_model_entry,
+    )
 
 
 def _cmd_report(args: argparse.Namespace, rest: list[str]) -> int:

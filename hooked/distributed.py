@@ -154,10 +154,11 @@ def sweep(
     if gather == "all":
         parts = all_gather(done)
     else:
-        parts = [None] * world if me == 0 else None
-        dist.gather_object(done, parts, dst=0)
-        if me != 0:
+        gathered: list[Any] | None = [None] * world if me == 0 else None
+        dist.gather_object(done, gathered, dst=0)
+        if gathered is None:  # not rank 0
             return None
+        parts = gathered
     merged: dict[int, Any] = {}
     for part in parts:
         merged.update(part)

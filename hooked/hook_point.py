@@ -29,6 +29,7 @@ Design notes
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -401,6 +402,7 @@ class HookPoint(nn.Module):
                     out = out[0]  # TransformerLens's backward hooks may return (grad,)
                 if out is not None:
                     _check_replacement(self, h.fn, grad, out, "gradient")
+                    assert isinstance(out, Tensor)  # _check_replacement refuses anything else
                     grad = out
         return grad
 
@@ -408,7 +410,8 @@ class HookPoint(nn.Module):
         try:
             return fn(x, hook=self)
         except Exception as e:
-            e.add_note(f"(raised by hook function {describe(fn)} at {self._label()}, step {step})")
+            if sys.version_info >= (3, 11):  # no notes on Python 3.10: the exception goes as it is
+                e.add_note(f"(raised by hook function {describe(fn)} at {self._label()}, step {step})")
             raise
 
     def extra_repr(self) -> str:

@@ -37,7 +37,7 @@ from hooked.hook_fns import HookFn, declare
 from hooked.hook_point import AttachedHook, Direction, Directions, HookHandle, HookPoint, directions
 from hooked.names import NamesSpec, resolve_names
 
-HookSpec = tuple[str | Callable[[str], bool], HookFn]
+HookSpec = tuple[str | Sequence[str] | Callable[[str], bool], HookFn]
 
 
 def _in_a_pass(forward: Callable[..., Any]) -> Callable[..., Any]:

@@ -14,7 +14,7 @@ and never hold more than one batch's activations unless asked to concatenate the
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, overload, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -192,6 +192,26 @@ def mask_ends(mask: Tensor) -> tuple[Tensor, Tensor]:
     return first, last
 
 
+@overload
+def iter_activations(
+    model: Hookable,
+    batches: Iterable[Batch],
+    names: NamesSpec,
+    *,
+    device: torch.device | str | None = None,
+    progress: bool | str = False,
+    with_mask: Literal[False] = False,
+) -> Iterator[dict[str, Tensor]]: ...
+@overload
+def iter_activations(
+    model: Hookable,
+    batches: Iterable[Batch],
+    names: NamesSpec,
+    *,
+    device: torch.device | str | None = None,
+    progress: bool | str = False,
+    with_mask: Literal[True],
+) -> Iterator[tuple[dict[str, Tensor], Tensor | None]]: ...
 def iter_activations(
     model: Hookable,
     batches: Iterable[Batch],
@@ -200,7 +220,7 @@ def iter_activations(
     device: torch.device | str | None = None,
     progress: bool | str = False,
     with_mask: bool = False,
-) -> Iterator[dict[str, Tensor]] | Iterator[tuple[dict[str, Tensor], Tensor | None]]:
+) -> Iterator[dict[str, Tensor] | tuple[dict[str, Tensor], Tensor | None]]:
     """Yield ``{name: activation}`` for each batch in turn (streaming, no gradients).
 
     With ``with_mask=True`` yield ``(activations, mask)`` pairs instead, ``mask`` being the batch's

@@ -91,7 +91,8 @@ class Entry:
         **call_kwargs)``, a class as ``cls(**options)(*args, **call_kwargs)``."""
         options = options or {}
         if inspect.isclass(self.obj):
-            return self.obj(**options)(*args, **call_kwargs)
+            instance: Any = self.obj(**options)  # a class entry's instances are callable
+            return instance(*args, **call_kwargs)
         return self.obj(*args, **options, **call_kwargs)
 
     @property
@@ -266,6 +267,8 @@ def _import_plugin(spec: str) -> None:
     digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
     module_name = f"hooked_plugin_{re.sub(r'[^0-9a-zA-Z_]', '_', path.stem)}_{digest}"
     module_spec = importlib.util.spec_from_file_location(module_name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"plugin file {path} is not a Python module (a .py file)")
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[module_name] = module
     try:

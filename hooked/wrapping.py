@@ -71,6 +71,9 @@ class ModuleHookPoint(HookPoint):
     hook function is attached to it.
     """
 
+    _target: nn.Module  # set with object.__setattr__ (not a child module), as is _owner
+    _owner: Callable[[], Any] | None
+
     def __init__(self, module: nn.Module, where: str):
         super().__init__()
         if where not in ("in", "out"):

@@ -74,6 +74,15 @@ class _HookedRNN(HookedModule):
     _torch_cls: type[nn.RNNBase]
     _gates: tuple[str, ...]
     _states: tuple[str, ...]  # in call order within a step
+    # set by nn.RNNBase, the other base class of HookedGRU and HookedLSTM
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bias: bool
+    batch_first: bool
+    dropout: float
+    bidirectional: bool
+    _flat_weights_names: list[str]
 
     def _setup(self, kind: str, config: dict[str, Any]) -> None:
         if self.bidirectional:
@@ -168,6 +177,7 @@ class _HookedRNN(HookedModule):
         c_n = final[0] if len(final) == 2 else None
 
         if packed:
+            assert lengths is not None  # set with x from the PackedSequence
             order = input.sorted_indices
             rows = out if order is None else out[order]
             lens = lengths if order is None else lengths[order]
@@ -257,6 +267,7 @@ class _HookedRNN(HookedModule):
             if s < steps:
                 v = None if valid is None else valid[:, s, None]
                 if s in column:
+                    assert xw is not None  # computed for every step in `column`
                     h, state = self._cell(layer, xw[:, column[s]], state, v, s + offset)
                 else:
                     h, state = self._fused_cell(layer, x[:, s], state, v, s + offset)
@@ -335,9 +346,11 @@ class _HookedRNN(HookedModule):
             step = t + offset
             local = t - start
             if gates_used:
+                assert gates is not None  # computed above when gates_used
                 for g in self._gates:
                     points[g](gates[g][:, local], step=step)
             if c_used:
+                assert cells is not None  # computed above when c_used
                 points["c"](cells[:, local], step=step)
             points["h"](out[:, local], step=step)
 

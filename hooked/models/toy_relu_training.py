@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -30,7 +30,7 @@ BatchFn = Callable[[int, torch.Generator], Tensor]
 
 def set_hidden_sizes(model: nn.Module, sizes: Sequence[int]) -> None:
     """Give instance i hidden size ``sizes[i]`` by zeroing rows ``sizes[i]:`` of its W (they stay zero)."""
-    W = model.W
+    W = model.get_parameter("W")
     if len(sizes) != W.shape[0] or max(sizes) > W.shape[1] or min(sizes) < 1:
         raise ValueError(f"set_hidden_sizes: need {W.shape[0]} sizes in 1..{W.shape[1]}, got {list(sizes)}")
     rows = torch.arange(W.shape[1])[None, :] < torch.tensor(sizes)[:, None]
@@ -112,10 +112,11 @@ def train_instances(
             per_instance.sum().backward()
             with torch.no_grad():
                 if grad_clip is not None:
-                    sq = sum(p.grad.pow(2).flatten(1).sum(1) for p in params)
+                    grads = [p.grad for p in params if p.grad is not None]
+                    sq = torch.stack([g.pow(2).flatten(1).sum(1) for g in grads]).sum(0)
                     factor = (grad_clip / (sq.sqrt() + 1e-6)).clamp(max=1.0)
-                    for p in params:
-                        p.grad.mul_(factor.view(-1, *[1] * (p.dim() - 1)))
+                    for g in grads:
+                        g.mul_(factor.view(-1, *[1] * (g.dim() - 1)))
                 if bool((wd != 0).any()):
                     keep = 1 - lr_t * wd
                     for p in params:
@@ -146,7 +147,7 @@ def epoch_batches(dataset: Callable[[Tensor], Tensor], n_samples: int, batch_siz
     if n_samples < batch_size:
         raise ValueError(f"epoch_batches: {n_samples} samples is fewer than one batch of {batch_size}")
     per_epoch = n_samples // batch_size
-    state: dict[str, Tensor | int] = {"epoch": -1}
+    state: dict[str, Any] = {"epoch": -1}
 
     def batch(step: int, generator: torch.Generator) -> Tensor:
         epoch, k = divmod(step, per_epoch)

@@ -208,8 +208,9 @@ def vocabulary_size(model: Any) -> int | None:
             embedding = get()
         except (AttributeError, NotImplementedError, TypeError):
             embedding = None
-        if isinstance(getattr(embedding, "num_embeddings", None), int):
-            return embedding.num_embeddings
+        rows = getattr(embedding, "num_embeddings", None)
+        if isinstance(rows, int):
+            return rows
     d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
     return d_vocab if isinstance(d_vocab, int) and d_vocab > 0 else None
 

@@ -135,7 +135,9 @@ def check_manifest(manifest: Any, where: str | os.PathLike) -> dict[str, Any]:
             raise StoreError(f"{where}: manifest shard {i} must be an object")
         for key, kind in SHARD_KEYS.items():
             value = shard.get(key)
-            if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+            if not isinstance(value, kind) or (
+                isinstance(value, int) and (isinstance(value, bool) or value < 0)
+            ):
                 what = "a non-negative int" if kind is int else f"a {kind.__name__}"
                 raise StoreError(
                     f"{where}: manifest shard {i} field {key!r} must be {what}, got {value!r:.80}"

@@ -45,7 +45,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain
@@ -275,7 +275,7 @@ def _plan(
         settings=settings,
         fingerprint=fingerprint,
         batches=chain([first], it),
-        total=len(batches) if hasattr(batches, "__len__") else None,
+        total=len(batches) if isinstance(batches, Sized) else None,
         rows=None if rows is None else int(rows),
         batches_per_shard=batches_per_shard,
         record_mb=float(record_mb),
@@ -286,7 +286,9 @@ def _plan(
     )
     outcome = _claim(plan) if rank == 0 else None
     try:
-        state, detail = distributed.broadcast(outcome)
+        claimed = distributed.broadcast(outcome)
+        assert claimed is not None  # rank 0's claim
+        state, detail = claimed
         if state == "error":
             raise StoreError(detail)
         plan.state = state
@@ -735,6 +737,7 @@ def _finish(plan: _Plan, written: _Written | Exception) -> None:
             r, message = failed[0]
             raise StoreError(f"rank {r} failed, so the harvest stopped: {message}")
         for r, theirs in enumerate(everyone):
+            assert isinstance(theirs, _Written)  # a failed rank was raised above
             if theirs.inputs != written.inputs:
                 differ = next(
                     (s for s, (a, b) in enumerate(zip(written.inputs, theirs.inputs)) if a != b),
@@ -744,6 +747,7 @@ def _finish(plan: _Plan, written: _Written | Exception) -> None:
                     f"rank {r} read other data than rank {plan.rank} (from shard {differ}, batch "
                     f"{differ * plan.batches_per_shard} on); every rank must be given the same batches"
                 )
+    assert isinstance(written, _Written)  # an exception was raised above (in one process: by harvest)
     if plan.state == "done":
         if plan.progress:
             print(f"hooked harvest: {plan.out} is already finished with these settings", file=sys.stderr)

@@ -182,15 +182,17 @@ def text_panel(
     tips: Sequence[Sequence[str]] | None = None,
     note: str = "",
 ) -> dict[str, Any]:
+    token_rows: Sequence[Any] = tokens  # one row of tokens, or several
+    tip_rows: Sequence[Any] | None = tips
     if not tokens or isinstance(tokens[0], str):
-        tokens, values = [list(tokens)], [values]
-        tips = [tips] if tips is not None else None
+        token_rows, values = [list(tokens)], [values]
+        tip_rows = [tips] if tips is not None else None
     else:
         values = list(values) if not hasattr(values, "shape") else [values[i] for i in range(len(tokens))]
-    if len(values) != len(tokens):
-        raise ValueError(f"shaded_text: {len(tokens)} rows of tokens but {len(values)} rows of values")
+    if len(values) != len(token_rows):
+        raise ValueError(f"shaded_text: {len(token_rows)} rows of tokens but {len(values)} rows of values")
     rows, all_values = [], []
-    for k, (toks, vals) in enumerate(zip(tokens, values)):
+    for k, (toks, vals) in enumerate(zip(token_rows, values)):
         a = as_numpy(vals, "values").ravel()
         toks = [str(t) for t in toks]
         if a.size != len(toks):
@@ -198,15 +200,15 @@ def text_panel(
         row: dict[str, Any] = {"tokens": toks, "values": array(a)}
         if row_labels is not None:
             row["label"] = str(row_labels[k])
-        if tips is not None:
-            row["tips"] = labels(tips[k], len(toks), f"shaded_text tips of row {k}")
+        if tip_rows is not None:
+            row["tips"] = labels(tip_rows[k], len(toks), f"shaded_text tips of row {k}")
         rows.append(row)
         all_values.append(a)
     if scale is None:
         finite = np.concatenate(all_values) if all_values else np.zeros(0)
         finite = finite[np.isfinite(finite)]
         scale = "diverging" if finite.size and finite.min() < 0 else "sequential"
-    spec = {"kind": scale} if isinstance(scale, str) else dict(scale)
+    spec: dict[str, Any] = {"kind": scale} if isinstance(scale, str) else dict(scale)
     if spec["kind"] == "sequential" and "min" not in spec:
         spec["min"] = 0.0
     return {

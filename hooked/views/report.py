@@ -465,7 +465,7 @@ def build_report(
     return document(title, body, style=_STYLE), b.problems
 
 
-def _human(n: int) -> str:
+def _human(n: float) -> str:
     if n < 0:
         return "?"
     for unit in ("B", "kB", "MB", "GB"):

@@ -15,6 +15,8 @@ from hooked import distributed, store
 from tests.multiproc import free_port, run_world
 from tests.toys import MLPStack
 
+pytestmark = pytest.mark.distributed  # every test here starts a gloo world of processes
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

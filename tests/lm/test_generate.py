@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from hooked import HookReturnError, lm
-from tests.lm.conftest import TEXTS, needs_smollm2
+from tests.lm.conftest import TEXTS
 
 BACKENDS = ["hf", "wrap", "bridge"]
 HOOKED = ["wrap", "bridge"]
@@ -252,7 +252,7 @@ def test_bfloat16_greedy_is_transformers_greedy(tiny_folder):
 PROMPTS = ["The weather today is", "Once upon a time, in a small village, there was", "Paris is"]
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", HOOKED)
 def test_smollm2_greedy_is_transformers_greedy(smol, backend):
@@ -265,7 +265,7 @@ def test_smollm2_greedy_is_transformers_greedy(smol, backend):
     assert lm.generate(model, "The weather today is", 12) == " 2022-01-01 "
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning")
 def test_smollm2_bridge_generate_with_its_cache_is_right(smol):

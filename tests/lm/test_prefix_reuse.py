@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from hooked import lm
 from hooked.lm.sweeps import prefix_reuse
 from interventions.patching import patching_sweep
-from tests.lm.conftest import needs_smollm2
 
 
 def last_logit(answer: int):
@@ -239,7 +238,7 @@ def test_reuse_prefix_is_refused_clearly_where_it_does_not_apply(mlp):
 
 
 @pytest.mark.slow
-@needs_smollm2
+@pytest.mark.smollm2
 @pytest.mark.parametrize("backend", ["wrap", "bridge"])
 def test_prefix_reuse_on_smollm2_equals_full(smol, backend):
     from papers.lm.prompt_patching import EIFFEL, logit_diff

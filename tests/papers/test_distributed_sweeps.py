@@ -13,6 +13,8 @@ import torch
 from hooked.io import RunDir, to_jsonable
 from tests.multiproc import run_world
 
+pytestmark = pytest.mark.distributed  # every test here starts a gloo world of processes
+
 
 @contextmanager
 def one_thread():

@@ -29,6 +29,7 @@ def page_timing(browser, path, rounds: int = 3) -> tuple[float, float]:
     return statistics.median(loads), statistics.median(draws)
 
 
+@pytest.mark.smollm2
 def test_smollm2_attention_view_is_small_and_draws_in_under_two_seconds(browser, tmp_path):
     from hooked import lm
 

@@ -134,9 +134,11 @@ def lm_names(model: Any, what: str = "this") -> LMNames:
             f"{what} needs a language model from hooked.lm.load (backend 'bridge' or 'wrap'), "
             f"got {type(model).__name__}"
         )
-    if backend.names is None or backend.names.dec is None:
+    names = backend.names
+    if names is None or names.dec is None:
         require_decoder(backend.hf, what)  # raises, naming the known layouts
-    return backend.names
+        raise TypeError(f"{what}: the names of this {type(model).__name__} were made without its layout")
+    return names
 
 
 def act_name(model: Any, name: str, layer: int | None = None, layer_type: str | None = None) -> str:
@@ -151,6 +153,7 @@ def act_name(model: Any, name: str, layer: int | None = None, layer_type: str | 
     full = tl_act_name(name, layer, layer_type)
     if names.bridge:
         return full
+    assert names.dec is not None  # lm_names gives names with a layout
     wrap = tl_aliases(names.dec).get(full)
     if wrap is None:
         raise KeyError(
@@ -188,7 +191,8 @@ def stream_hooks(model: Any, *, heads: bool = True) -> list[str]:
     out = [names.embed] + ([names.pos_embed] if names.pos_embed else [])
     for i in range(names.n_layers):
         out += [names.resid_pre(i), names.attn_out(i)]
-        out += [names.resid_mid(i)] if names.resid_mid(i) else []
+        mid = names.resid_mid(i)
+        out += [mid] if mid else []
         out += [names.mlp_out(i), names.resid_post(i)]
         out += [names.z(i)] if heads else []
     return out

@@ -67,7 +67,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -98,7 +98,8 @@ def check_transformer_lens(installed: str | None = None) -> str:
         try:
             installed = version("transformer-lens")
         except PackageNotFoundError:
-            installed = getattr(__import__("transformer_lens"), "__version__", "0")
+            installed = str(getattr(__import__("transformer_lens"), "__version__", "0"))
+    assert installed is not None
     (lo, hi) = TRANSFORMER_LENS_RANGE
     try:
         major_minor = tuple(int(p) for p in installed.split(".")[:2])
@@ -146,6 +147,7 @@ def hooked_bridge(bridge: TransformerBridge) -> HookedBridge:
         check_transformer_lens()
         bridge.__class__ = HookedBridge
     fix_kv_cache(bridge)
+    assert isinstance(bridge, HookedBridge)  # the class swapped above
     return bridge
 
 
@@ -217,7 +219,9 @@ class HookedBridge(TransformerBridge):
                     self._set_gate(reason, False)
 
     # ------------------------------------------------------------------ TransformerLens's hook API
-    def add_hook(self, name: Any, hook_fn: Any, dir: str = "fwd", is_permanent: bool = False) -> None:
+    def add_hook(
+        self, name: Any, hook_fn: Any, dir: Literal["fwd", "bwd"] = "fwd", is_permanent: bool = False
+    ) -> None:
         """``TransformerBridge.add_hook``: the replacement checked, the name seen as attached and
         gates switched on."""
         hook_dict = self.hook_dict
@@ -229,7 +233,9 @@ class HookedBridge(TransformerBridge):
             [hook_dict[name]] if isinstance(name, str) and name in hook_dict else hook_dict.values()
         )
 
-    def reset_hooks(self, clear_contexts: bool = True, direction: str = "both", **kwargs: Any) -> None:
+    def reset_hooks(
+        self, clear_contexts: bool = True, direction: Literal["fwd", "bwd", "both"] = "both", **kwargs: Any
+    ) -> None:
         """``TransformerBridge.reset_hooks``; flags switched on by ``add_hook`` go off with the last hook
         (reads TransformerLens's private ``_hook_registry`` and ``_gated_hook_reason``: fix 3)."""
         super().reset_hooks(clear_contexts=clear_contexts, direction=direction, **kwargs)
@@ -282,8 +288,8 @@ class HookedBridge(TransformerBridge):
         with self._gates_open([n for n, _ in fwd + bwd], hook_dict, keep=not reset_hooks_end):
             return super().run_with_hooks(
                 input,
-                fwd_hooks=fwd,
-                bwd_hooks=bwd,
+                fwd_hooks=[*fwd],  # new lists of the type TransformerLens declares (lists are invariant)
+                bwd_hooks=[*bwd],
                 reset_hooks_end=reset_hooks_end,
                 clear_contexts=clear_contexts,
                 **kwargs,

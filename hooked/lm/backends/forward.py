@@ -35,7 +35,7 @@ class LMForward:
         self.model = model
         self.fwd_hooks = list(fwd_hooks or ())
         self.backend = backend_of(model, "LMForward")
-        self.hf = self.backend.hf  # the transformers model
+        self.hf: Any = self.backend.hf  # the transformers model (Any: its config, forward, ...)
         if self.backend.is_bridge:
             from hooked.lm.backends.bridge import fix_kv_cache
 

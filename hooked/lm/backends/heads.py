@@ -80,6 +80,9 @@ class PatternHookPoint(HookPoint):
     any of its pattern hook points has a hook attached (see the module docstring).
     """
 
+    _attn: nn.Module  # set with object.__setattr__ (not child modules), as is _switch
+    _switch: EagerSwitch
+
     def __init__(self, attn: nn.Module, switch: EagerSwitch):
         super().__init__()
         object.__setattr__(self, "_attn", attn)  # plain references, not child modules
@@ -114,7 +117,8 @@ class EagerSwitch:
     _switches: weakref.WeakKeyDictionary[nn.Module, EagerSwitch] = weakref.WeakKeyDictionary()
 
     def __init__(self, hf_model: nn.Module):
-        self._model = weakref.ref(hf_model)
+        # Any: a transformers PreTrainedModel (its config and set_attn_implementation)
+        self._model: weakref.ref[Any] = weakref.ref(hf_model)
         self._holders = 0
         self._before: str | None = None
 
@@ -128,6 +132,7 @@ class EagerSwitch:
     def acquire(self) -> None:
         if self._holders == 0:
             model = self._model()
+            assert model is not None  # the hook points that hold this switch hold the model
             before = model.config._attn_implementation
             base = before if before in ("sdpa", "eager") else "eager"
             model.set_attn_implementation(_register(base))

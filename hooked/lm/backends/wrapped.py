@@ -25,7 +25,7 @@ A model of no known layout is wrapped all the same, without per-head points and 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor
 
@@ -129,8 +129,8 @@ class WrappedLM(Wrapped):
     def _wrap_names(self, spec: Any) -> Any:
         if isinstance(spec, str):
             return self._wrap_name(spec)
-        if callable(spec):
-            return hook_names(self, spec)  # the points whose name or TransformerLens name it takes
+        if callable(spec):  # the points whose name or TransformerLens name it takes
+            return hook_names(self, cast(Callable[[str], bool], spec))  # a filter, as callable() can't say
         if isinstance(spec, (list, tuple)):
             return [self._wrap_name(n) if isinstance(n, str) else n for n in spec]
         return spec

@@ -126,8 +126,9 @@ def tl_aliases(dec: Decoder) -> dict[str, str]:
     for i in range(dec.n_layers):
         block = f"{lay.layers}.{i}"
         aliases[f"blocks.{i}.hook_resid_pre"] = wrap.resid_pre(i)
-        if wrap.resid_mid(i) is not None:
-            aliases[f"blocks.{i}.hook_resid_mid"] = wrap.resid_mid(i)
+        mid = wrap.resid_mid(i)
+        if mid is not None:
+            aliases[f"blocks.{i}.hook_resid_mid"] = mid
         aliases[f"blocks.{i}.hook_attn_out"] = f"{block}.{lay.attn}.hook_out"  # TL: attention's output
         aliases[f"blocks.{i}.hook_mlp_out"] = f"{block}.{lay.mlp}.hook_out"
         aliases[f"blocks.{i}.hook_resid_post"] = wrap.resid_post(i)

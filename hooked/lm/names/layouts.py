@@ -110,7 +110,7 @@ class Decoder:
     n_layers: int
     n_heads: int
     parallel: bool  # attention and MLP both read the layer's input (no resid_mid)
-    root: nn.Module  # the transformers model
+    root: Any  # the transformers model (a PreTrainedModel: config, get_input_embeddings, ...)
 
     def path(self, layer: int, part: str) -> str:
         """Module path of ``part`` (a Layout field name: ``"attn"``, ``"o_proj"``, ...) in ``layer``."""
@@ -126,7 +126,13 @@ class Decoder:
     @property
     def layers(self) -> nn.ModuleList:
         """The ``nn.ModuleList`` of decoder layers (the one the model's forward runs through)."""
-        return self.module(self.layout.layers)
+        layers = self.module(self.layout.layers)
+        if not isinstance(layers, nn.ModuleList):
+            raise TypeError(
+                f"{self.layout.layers} of {type(self.root).__name__} is a {type(layers).__name__}, "
+                f"not the nn.ModuleList of decoder layers that layout {self.layout.name!r} expects"
+            )
+        return layers
 
 
 def decoder(hf_model: nn.Module, layouts: Sequence[Layout] | None = None) -> Decoder | None:
@@ -169,7 +175,8 @@ def decoder_layers(hf_model: nn.Module) -> tuple[str, nn.ModuleList] | None:
     if found is not None:
         return found.layout.layers, found.layers
     config = getattr(hf_model, "config", None)
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    get_text_config = getattr(config, "get_text_config", None)
+    text = get_text_config() if callable(get_text_config) else config
     n = getattr(text, "num_hidden_layers", None)
     if not n:
         return None

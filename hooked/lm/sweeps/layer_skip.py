@@ -94,6 +94,7 @@ class _Skipped(nn.Module):
 def head_share(hf: nn.Module, layers: nn.ModuleList) -> float:
     """How many decoder layers' worth of work the output head does per token (its weights against a
     layer's): about 8 on SmolLM2-135M (a 49k-token vocabulary), under 1 on large models."""
-    head = hf.get_output_embeddings() if hasattr(hf, "get_output_embeddings") else None
+    get_head = getattr(hf, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
     per_layer = sum(p.numel() for p in layers[0].parameters()) or 1
     return float(head.weight.numel() / per_layer) if isinstance(head, nn.Linear) else 1.0

@@ -114,6 +114,7 @@ def reuse_sweep(
         suffix = ids[:, start:].repeat(k, 1)
         skip: Any = contextlib.nullcontext()
         if first:  # layers before the group's first patched one: the base run's output
+            assert stack is not None  # layers are skipped only on a known stack
             given = base_run["outputs"][first - 1][:, start:].repeat(k, 1, 1)
             skip = layer_skip.skipping(stack[1], first, given, base_run["tuple_len"])
         with torch.no_grad(), forward.hooks(sweep.make_hooks(group, start)), skip:
@@ -125,16 +126,27 @@ def reuse_sweep(
                 logits = torch.cat([base_logits[:, :start].repeat(k, 1, 1), logits], dim=1)
             return metric(logits).float().reshape(k, n_rows).mean(dim=1)
 
-    sizes = dict(n_layers=n_layers, head=head, rows=n_rows, length=length, chunk=chunk)
-    sizes.update(overhead=overhead, widest_band=widest_band)
-    groups = plan(starts, firsts, **sizes)
+    def plan_for(layer_firsts: Sequence[int]) -> list[list[int]]:
+        return plan(
+            starts,
+            layer_firsts,
+            n_layers=n_layers,
+            head=head,
+            rows=n_rows,
+            length=length,
+            chunk=chunk,
+            overhead=overhead,
+            widest_band=widest_band,
+        )
+
+    groups = plan_for(firsts)
     values = _sweep(run, groups, len(names), sweep.progress)
     # Skipping layers assumes that a layer reads nothing of the layers before it but the residual
     # stream (true of every layout hooked.lm knows; not of models that share keys and values
     # across layers). The first sweep on a stack of layers recomputes one patch (the one with the
     # fewest positions) through every layer to check it; later sweeps on the same layers trust it.
     skipped = [j for g in groups if min(firsts[j] for j in g) > 0 for j in g]
-    if skipped and not _checked(stack[1]):
+    if skipped and stack is not None and not _checked(stack[1]):  # skipped: only with a stack
         j = max(skipped, key=lambda i: starts[i])
         again = run([j], skip_layers=False)
         if torch.allclose(again, values[j : j + 1], atol=1e-4, rtol=1e-4):
@@ -147,7 +159,7 @@ def reuse_sweep(
                 "every layer is recomputed",
                 stacklevel=3,
             )
-            every_layer = plan(starts, [0] * len(names), **sizes)
+            every_layer = plan_for([0] * len(names))
             values = _sweep(lambda g: run(g, skip_layers=False), every_layer, len(names), sweep.progress)
     return values
 

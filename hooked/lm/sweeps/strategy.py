@@ -50,18 +50,26 @@ class LMSweep:
         forward = causal_lm_forward(sweep.model, sweep.base)
         if forward is None:
             return None  # not a causal LM on a token batch: not this strategy's sweep
-        kw = dict(overhead=self.forward_overhead, widest_band=self.widest_band)
         length = batch_ids_and_mask(sweep.base)[0].shape[1]
         why = _why_not_by_position(sweep, length)
         if why is None:
+            assert sweep.positions is not None  # _why_not_by_position said so
             starts = [int((p % length).min()) for p in sweep.positions]
-            return reuse_sweep(forward, sweep, starts, **kw)
+            return reuse_sweep(
+                forward, sweep, starts, overhead=self.forward_overhead, widest_band=self.widest_band
+            )
         if sweep.required:
             raise ValueError(f"patching_sweep(reuse_prefix=True): {why}")
         stack = forward.backend.layers
         if stack is None or not any(layer_of(h, stack[0]) > 0 for h in sweep.hooks):
             return None
-        return reuse_sweep(forward, sweep, [0] * len(sweep.hooks), **kw)
+        return reuse_sweep(
+            forward,
+            sweep,
+            [0] * len(sweep.hooks),
+            overhead=self.forward_overhead,
+            widest_band=self.widest_band,
+        )
 
 
 def _why_not_by_position(sweep: PatchSweep, length: int) -> str | None:

@@ -61,10 +61,15 @@ class _Norm:
             )
         self.eps = eps
         weight = next(module.parameters(), None)
-        d = module.normalized_shape[-1] if self.centred else weight.shape[-1]
+        if isinstance(module, nn.LayerNorm):
+            d = module.normalized_shape[-1]
+        elif weight is not None:
+            d = weight.shape[-1]
+        else:
+            raise ValueError(f"cannot read the width of the norm {type(module).__name__} (it has no gain)")
         ref = weight if weight is not None else torch.zeros(d)
         with torch.no_grad():
-            if self.centred:
+            if isinstance(module, nn.LayerNorm):
                 self.gain = module.weight if module.weight is not None else torch.ones_like(ref)
                 self.bias = module.bias
             else:  # RMS: module(ones) = gain / sqrt(1 + eps), whatever form the gain takes (w, 1 + w)
@@ -103,6 +108,7 @@ class _Parts:
 
     def __init__(self, model: Any, what: str):
         self.names: LMNames = lm_names(model, what)
+        assert self.names.dec is not None  # lm_names gives names with a layout
         self.dec = self.names.dec
         self.n_layers = self.dec.n_layers
         self._norms: dict[str, _Norm] = {}
@@ -210,9 +216,11 @@ def logit_lens(
 ) -> Tensor | tuple[Tensor, list[str]]:
     """Logits of the residual stream entering every layer and leaving the last:
     ``[n_layers + 1, batch, pos, vocab]``; the last entry is the model's own logits."""
-    stack, labels = accumulated_resid(
+    stack_and_labels = accumulated_resid(
         model, cache, incl_mid=incl_mid, apply_ln=True, pos_slice=pos_slice, return_labels=True
     )
+    assert isinstance(stack_and_labels, tuple)  # return_labels=True
+    stack, labels = stack_and_labels
     logits = unembed(model, stack, apply_ln=False)
     return (logits, labels) if return_labels else logits
 
