@@ -475,9 +475,19 @@ def patching_pairs(
     from hooked import distributed
 
     pairs = list(pairs)
+    if not pairs:
+        raise ValueError("patching_pairs: pairs is empty; give at least one (base, source) pair")
+    bad = [i for i, p in enumerate(pairs) if not (isinstance(p, (tuple, list)) and len(p) == 2)]
+    if bad:
+        raise TypeError(
+            f"patching_pairs: pair {bad[0]} is not a (base, source) pair: {type(pairs[bad[0]]).__name__}"
+        )
     metrics = list(metric) if isinstance(metric, (list, tuple)) else [metric] * len(pairs)
     if len(metrics) != len(pairs):
         raise ValueError(f"patching_pairs: {len(metrics)} metrics for {len(pairs)} pairs")
+    for m in metrics:
+        checks.function(m, "metric", "patching_pairs")
+    hooks = checks.hook_list(model, hooks, "patching_pairs")  # refused before any pair runs
 
     def one(i: int) -> Tensor:
         base, source = pairs[i]

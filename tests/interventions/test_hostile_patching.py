@@ -62,6 +62,8 @@ The cache cases (names given twice, nested runs, keys) are in ``tests/core/test_
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -72,7 +74,7 @@ from torch import nn
 import hooked
 from hooked.errors import OptionError, UnknownHookError
 from interventions.attribution import attribution_patching
-from interventions.patching import patch, patching_sweep
+from interventions.patching import patch, patching_pairs, patching_sweep
 from tests.toys import MLPStack, TinyRNN
 
 T = 6  # positions of every base batch below
@@ -214,7 +216,7 @@ def check_paths_agree(s: Setup, **kw):
 
 def refused(s: Setup, error, match, **kw):
     got = check_paths_agree(s, **kw)
-    assert got[0] is not "value" and issubclass(got[0], error), got  # noqa: F632
+    assert got[0] != "value" and issubclass(got[0], error), got
     assert match in got[1], got
 
 
@@ -377,6 +379,46 @@ def test_patch_checks_as_the_sweep_does():
     want = s.metric(patch(s.model, s.base, s.source, h, 2)).mean()
     got = patching_sweep(s.model, s.base, s.source, [h], s.metric, [2])
     torch.testing.assert_close(got[0, 0], want)
+
+
+def test_sweeps_started_from_two_threads_on_one_model_take_turns():
+    s = _toy()
+    other = s.make_input(ROWS, T, 9)
+    kw = dict(positions=list(range(T)), chunk=2)
+    want = [
+        patching_sweep(s.model, s.base, s.source, s.hooks, s.metric, **kw),
+        patching_sweep(s.model, other, s.base, s.hooks, s.metric, **kw),
+    ]
+    got = [None, None]
+
+    def run(i, base, source):
+        got[i] = patching_sweep(s.model, base, source, s.hooks, s.metric, **kw)
+
+    for _ in range(5):  # without the lock, 4 runs in 5 went wrong
+        threads = [
+            threading.Thread(target=run, args=(0, s.base, s.source)),
+            threading.Thread(target=run, args=(1, other, s.base)),
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w)
+    assert not s.model.list_hooks()  # nothing left behind
+
+
+def test_patching_pairs_refuses_before_any_pair_runs():
+    s = _toy()
+    with pytest.raises(ValueError, match="pairs is empty"):
+        patching_pairs(s.model, [], s.hooks, s.metric)
+    with pytest.raises(TypeError, match="not a \\(base, source\\) pair"):
+        patching_pairs(s.model, [s.base], s.hooks, s.metric)
+    with pytest.raises(ValueError, match="given twice"):
+        patching_pairs(s.model, [(s.base, s.source)], [s.hooks[0], s.hooks[0]], s.metric)
+    got = patching_pairs(s.model, [(s.base, s.source)] * 2, s.hooks, s.metric, positions=[1, -1])
+    want = patching_sweep(s.model, s.base, s.source, s.hooks, s.metric, [1, -1])
+    torch.testing.assert_close(got, torch.stack([want, want]))
 
 
 # ---------------------------------------------------------------------- attribution patching
