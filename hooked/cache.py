@@ -8,17 +8,20 @@ stay reachable with :meth:`ActivationCache.steps`. The cache holds tensors only,
 so keeping a cache does not keep a model (or its autograd graph) alive.
 
 :func:`pos_index` and :func:`slice_positions` implement ``run_with_cache(pos_slice=...)`` with
-TransformerLens's ``Slice`` semantics.
+TransformerLens's ``Slice`` semantics. :class:`OwnForward` tells a cache's recording hooks which
+calls of their hook points belong to the forward being recorded (not to a forward that a hook
+starts inside it, nor to another thread's).
 """
 
 from __future__ import annotations
 
 import numbers
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from hooked.errors import UnknownHookError
 from hooked.names import act_name
@@ -79,11 +82,16 @@ class ActivationCache(Mapping[str, Tensor]):
     def __getitem__(self, name: str | tuple) -> Tensor:
         if isinstance(name, tuple):  # TransformerLens's shorthand: cache["resid_pre", 3]
             name = _shorthand(*name)
+        elif not isinstance(name, str):
+            raise KeyError(
+                f"a cache is keyed by hook names (str) or TransformerLens's (name, layer) shorthand, not "
+                f"{type(name).__name__} {name!r}; its names: list(cache)"
+            )
         try:
             return self._data[name]
         except KeyError:
             pass
-        other = self._aliases.get(name) or self._aliases.get(act_name(name))
+        other = self._other_name(name)
         if other is not None and other != name and other in self:
             return self[other]
         if name in self._ragged:
@@ -108,6 +116,15 @@ class ActivationCache(Mapping[str, Tensor]):
     def aliases(self) -> dict[str, str]:
         """The other names the activations are found under (``{other name: stored name}``)."""
         return dict(self._aliases)
+
+    def _other_name(self, name: str) -> str | None:
+        """The stored name that ``name`` is another name of (``<alias>_grad``: the gradient of the
+        stored name), or None."""
+        other = self._aliases.get(name) or self._aliases.get(act_name(name))
+        if other is None and name.endswith("_grad"):
+            point = self._aliases.get(name[: -len("_grad")])
+            other = None if point is None else point + "_grad"
+        return other
 
     def with_aliases(self, aliases: Mapping[str, str]) -> ActivationCache:
         """The same activations, also found under other names (``{other name: stored name}``)."""
@@ -143,11 +160,23 @@ class ActivationCache(Mapping[str, Tensor]):
         return self.to("cpu")
 
     def apply(self, fn: Callable[[Tensor], Tensor]) -> ActivationCache:
-        """A new cache with ``fn`` applied to every tensor."""
+        """A new cache with ``fn`` applied to every tensor (which must return a tensor)."""
+        if not callable(fn):
+            raise TypeError(f"ActivationCache.apply needs a function of a tensor, got {type(fn).__name__}")
+
+        def applied(name: str, t: Tensor) -> Tensor:
+            out = fn(t)
+            if not isinstance(out, Tensor):
+                raise TypeError(
+                    f"ActivationCache.apply: the function returned {type(out).__name__} for {name!r}, "
+                    "not a tensor; return the new activation (e.g. lambda t: t.float())"
+                )
+            return out
+
         return ActivationCache(
-            {k: fn(v) for k, v in self._data.items()},
+            {k: applied(k, v) for k, v in self._data.items()},
             self._time_dims,
-            {k: [fn(t) for t in v] for k, v in self._ragged.items()},
+            {k: [applied(k, t) for t in v] for k, v in self._ragged.items()},
             self._aliases,
             order=self._order,
         )
@@ -249,10 +278,20 @@ class _Keep:
 PosIndex = _Keep | int | slice | Tensor
 
 
-def _shorthand(name: str, layer: int | None = None, layer_type: str | None = None) -> str:
+def _shorthand(*key: Any) -> str:
     """``cache[name, layer(, layer_type)]``: :func:`hooked.names.act_name` of the key, also found
     through the aliases the model gave its caches (a wrapped LM: ``model.layers.3.hook_in``)."""
-    if isinstance(layer, int) and layer < 0:
+    if not 1 <= len(key) <= 3 or not isinstance(key[0], str):
+        raise KeyError(
+            f"cache[{', '.join(map(repr, key))}]: the shorthand is cache[name, layer] or "
+            "cache[name, layer, layer_type] (TransformerLens's get_act_name), e.g. cache['resid_pre', 3]"
+        )
+    name, layer, layer_type = (*key, None, None)[:3]
+    if layer is not None and (isinstance(layer, bool) or not isinstance(layer, (numbers.Integral, str))):
+        raise KeyError(f"cache[{name!r}, {layer!r}]: the layer must be an integer")
+    if layer_type is not None and not isinstance(layer_type, str):
+        raise KeyError(f"cache[{name!r}, {layer!r}, {layer_type!r}]: the layer type must be a string")
+    if isinstance(layer, numbers.Integral) and layer < 0:
         raise KeyError(
             f"cache[{name!r}, {layer}]: a cache does not know the number of layers; use "
             f"cache[hooked.lm.act_name(model, {name!r}, {layer})]"
@@ -329,3 +368,47 @@ def pos_axis(name: str, pos_dim: int | None) -> int:
     if pos_dim is not None:
         return pos_dim
     return -2 if name.endswith(("hook_pattern", "hook_attn_scores")) else 1
+
+
+# ---------------------------------------------------------------------- whose calls a cache records
+class OwnForward:
+    """Which calls of a hook point belong to the forward a cache records.
+
+    While the ``with`` block runs, ``mine()`` is true in the thread that opened it, outside any
+    call of ``root`` or in its outermost one: a forward that a hook starts inside the recorded one
+    (``model(other)`` in a hook) and other threads' forwards of the same model are not recorded
+    (they used to be stacked into the cache as extra steps). ``root`` is the module whose call is
+    the forward (a ``HookedModule``, or the module ``hooked.wrap`` wraps); two PyTorch hooks on it
+    count the calls while the block runs.
+    """
+
+    __slots__ = ("_root", "_thread", "_depth", "_handles")
+
+    def __init__(self, root: nn.Module):
+        self._root = root
+        self._thread = threading.get_ident()
+        self._depth = 0
+        self._handles: tuple = ()
+
+    def mine(self) -> bool:
+        return self._depth <= 1 and threading.get_ident() == self._thread
+
+    def _enter(self, module: nn.Module, args: Any) -> None:
+        if threading.get_ident() == self._thread:
+            self._depth += 1
+
+    def _leave(self, module: nn.Module, args: Any, output: Any) -> None:
+        if threading.get_ident() == self._thread:
+            self._depth -= 1
+
+    def __enter__(self) -> OwnForward:
+        self._handles = (
+            self._root.register_forward_pre_hook(self._enter, prepend=True),
+            self._root.register_forward_hook(self._leave, always_call=True),
+        )
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = ()

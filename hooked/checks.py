@@ -12,12 +12,19 @@
 * :func:`finite_number`: a real number, finite and within bounds (learning rates, temperatures).
 * :func:`index_tensor`: an integer tensor whose values index an axis of a given size (token ids,
   per-row positions, rows of another batch).
+* :func:`hook_list`, :func:`positions`, :func:`position_in_range`, :func:`axis`, :func:`positive`
+  (chunk sizes), :func:`function`, :func:`flag`, :func:`metric_values`, :func:`batch_rows`,
+  :func:`source_rows`: the arguments of patching sweeps, attribution patching and the sweep
+  strategies, checked by one set of functions so that every path of a function refuses the same
+  inputs with the same message.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import operator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -143,3 +150,192 @@ def require_finite(t: Tensor, what: str) -> Tensor:
                 f"{tuple(t.shape)}); nothing computed from them would mean anything"
             )
     return t
+
+
+# ---------------------------------------------------------------------- hooks, positions, metrics, batches
+# One set of checks for every function that takes a list of hooks, positions, a chunk size, a metric
+# or a batch (interventions.patching, interventions.attribution, the sweep strategies), so that every
+# path of a function (plain, batched, prefix-reusing) refuses the same inputs with the same message.
+
+
+def hook_list(model: Any, hooks: Any, caller: str) -> list[str]:
+    """``hooks`` (one hook name or a list of them) as a list of hook names of ``model``, each
+    naming another hook point, in the order given.
+
+    For functions whose result has one entry per name given (a sweep's rows, a store's columns): a
+    name given twice, or two names of one hook point (a TransformerLens name and the module path
+    of ``hooked.wrap``, an alias and its canonical name on the bridge), would make two entries of
+    one activation, so it is refused, naming both. Unknown names raise
+    :class:`~hooked.errors.UnknownHookError` with the closest names.
+    """
+    from hooked.protocol import hook_point
+
+    names = [hooks] if isinstance(hooks, str) else hooks
+    if isinstance(names, (bytes, Tensor)) or not isinstance(names, Iterable):
+        raise TypeError(f"{caller}: hooks must be a hook name or a list of hook names, got {_short(hooks)}")
+    names = list(names)
+    if not names:
+        raise ValueError(f"{caller}: hooks is empty; give at least one hook name")
+    seen: dict[int, str] = {}
+    for name in names:
+        if not isinstance(name, str):
+            raise TypeError(
+                f"{caller}: hook names must be strings, got {type(name).__name__}: {_short(name)}"
+            )
+        key = id(hook_point(model, name))
+        if key in seen:
+            if seen[key] == name:
+                raise ValueError(f"{caller}: hook {name!r} is given twice in hooks; give each hook once")
+            raise ValueError(
+                f"{caller}: hooks {seen[key]!r} and {name!r} are two names of one hook point; "
+                "give one of them"
+            )
+        seen[key] = name
+    return names
+
+
+def positions(values: Any, caller: str, rows: int | None = None) -> list[int | Tensor] | None:
+    """``positions`` of a sweep: ``None`` (whole activations), or a non-empty list whose entries are
+    each an int (numpy and 0-d integer tensors included) or a ``[rows]`` integer tensor (one index
+    per batch row). Floats, bools, slices and tensors of another shape are refused (``2.7`` is not
+    position 2); ranges are checked against the activations by :func:`position_in_range`."""
+    if values is None:
+        return None
+    if isinstance(values, (str, bytes, slice)) or not isinstance(values, Iterable):
+        raise TypeError(
+            f"{caller}: positions must be a list of positions (ints, or [rows] integer tensors) or None, "
+            f"got {_short(values)}"
+        )
+    out: list[int | Tensor] = []
+    for p in values:
+        if isinstance(p, Tensor) and p.dim() == 1:
+            if p.dtype == torch.bool or p.is_floating_point() or p.is_complex():
+                raise TypeError(
+                    f"{caller}: a per-row position must be an integer tensor, got dtype {p.dtype}"
+                )
+            if rows is not None and p.shape[0] != rows:
+                raise ValueError(
+                    f"{caller}: a per-row position must be a [{rows}] tensor (one index per base row), "
+                    f"got {tuple(p.shape)}"
+                )
+            out.append(p.long())
+            continue
+        out.append(_index(p, caller, "a position"))
+    if not out:
+        raise ValueError(f"{caller}: positions is empty; pass None to patch each hook's whole activation")
+    return out
+
+
+def position_in_range(position: int | Tensor, length: int, caller: str, where: str) -> None:
+    """``position`` (an int or per-row indices) must index an axis of ``length`` (``-length ..
+    length - 1``); ``where`` says which axis (``"the source's activation at 'h' (axis 1)"``)."""
+    if isinstance(position, Tensor):
+        if not position.numel():
+            return
+        low, high = int(position.min()), int(position.max())
+    else:
+        low = high = position
+    if low < -length or high >= length:
+        shown = position.tolist() if isinstance(position, Tensor) else position
+        raise ValueError(
+            f"{caller}: position {shown} is out of range for {where}, which has {length} positions "
+            f"(-{length} .. {length - 1})"
+        )
+
+
+def function(fn: Any, name: str, caller: str) -> Callable:
+    """``fn`` if it is callable, else a TypeError naming the argument."""
+    if not callable(fn):
+        raise TypeError(f"{caller}: {name} must be a function, got {type(fn).__name__}: {_short(fn)}")
+    return fn
+
+
+def flag(value: Any, name: str, caller: str, *, none: bool = False) -> bool | None:
+    """``value`` if it is a bool (or ``None`` where ``none``), else a TypeError naming the argument."""
+    if isinstance(value, bool) or (none and value is None):
+        return value
+    allowed = "True, False or None" if none else "True or False"
+    raise TypeError(f"{caller}: {name} must be {allowed}, got {_short(value)}")
+
+
+def axis(value: Any, ndim: int, caller: str, name: str, where: str) -> int:
+    """``value`` as an axis (``0 .. ndim - 1``) of an activation of ``ndim`` axes other than its
+    batch axis 0; negative values count from the end."""
+    i = _index(value, caller, name)
+    if not -ndim <= i < ndim:
+        raise ValueError(f"{caller}: {name}={i} is not an axis of {where}, which has {ndim} axes")
+    i %= ndim
+    if i == 0:
+        raise ValueError(
+            f"{caller}: {name}={value} is the batch axis of {where}; positions are along another"
+        )
+    return i
+
+
+def metric_values(values: Any, rows: int, caller: str) -> Tensor:
+    """A metric's result on a forward of ``rows`` batch rows: one real value per row (``[rows]``)."""
+    if not isinstance(values, Tensor):
+        raise TypeError(
+            f"{caller}: metric must return a tensor of one value per batch row of the forward it is "
+            f"given (a [rows] tensor), got {type(values).__name__}"
+        )
+    if values.is_complex() or values.dtype == torch.bool:
+        raise TypeError(f"{caller}: metric must return real values, got dtype {values.dtype}")
+    if tuple(values.shape) != (rows,):
+        hint = (
+            "; a scalar (a mean or sum over rows) mixes the patches that share a forward: return "
+            "each row's value and leave the mean to the caller"
+            if values.dim() == 0
+            else ""
+        )
+        # not the forward's row count: batched paths run several patches' rows in one forward, and
+        # every path must refuse a metric with the same message
+        raise ValueError(
+            f"{caller}: metric must return one value per batch row of the forward it is given (a [rows] "
+            f"tensor); got {tuple(values.shape)}{hint}"
+        )
+    return values
+
+
+def batch_rows(batch: Any, caller: str, what: str = "batch") -> int:
+    """How many rows a batch (a tensor, a tuple of arguments or a dict of keyword arguments) has:
+    the first axis of its first tensor with at least one axis."""
+    from hooked.protocol import split_batch
+
+    if batch is None:
+        raise TypeError(f"{caller}: the {what} is None; give a tensor, a tuple or a dict of tensors")
+    args, kwargs = split_batch(batch)
+    for v in (*args, *kwargs.values()):
+        if isinstance(v, Tensor) and v.dim() > 0:
+            if v.shape[0] == 0:
+                raise ValueError(f"{caller}: the {what} has no rows (a tensor of shape {tuple(v.shape)})")
+            return v.shape[0]
+    raise ValueError(
+        f"{caller}: the {what} must hold at least one tensor with a batch axis, got {_short(batch)}"
+    )
+
+
+def source_rows(source: int, base: int, caller: str, where: str = "") -> None:
+    """A source of patches has the base's rows, or one row that every base row takes."""
+    if source not in (base, 1):
+        raise ValueError(
+            f"{caller}: the source{where} has {source} rows and the base {base}; give the source one row "
+            "per base row, or one row for all of them"
+        )
+
+
+def _index(value: Any, caller: str, name: str) -> int:
+    """An integer (Python, numpy or a 0-d integer tensor), never a bool or a float."""
+    if isinstance(value, bool) or (isinstance(value, Tensor) and (value.dtype == torch.bool or value.dim())):
+        raise TypeError(f"{caller}: {name} must be an integer, got {_short(value)}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(
+            f"{caller}: {name} must be an integer, got {type(value).__name__}: {_short(value)}"
+        ) from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

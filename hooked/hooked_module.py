@@ -31,11 +31,12 @@ import torch
 from torch import Tensor, nn
 
 from hooked import _steps, fast_lookup, hook_point
-from hooked.cache import ActivationCache, pos_axis, pos_index, slice_positions
+from hooked.cache import ActivationCache, OwnForward, pos_axis, pos_index, slice_positions
 from hooked.errors import StopForward, UnknownHookError
 from hooked.hook_fns import HookFn, declare
 from hooked.hook_point import AttachedHook, Direction, Directions, HookHandle, HookPoint, directions
 from hooked.names import NamesSpec, resolve_names
+from hooked.protocol import batch_keywords
 
 HookSpec = tuple[str | Sequence[str] | Callable[[str], bool], HookFn]
 
@@ -215,8 +216,11 @@ class HookedModule(nn.Module):
     ) -> Any:
         """Run the forward with hooks attached, then remove them (also if the forward raises).
 
-        Backward hooks are bound to this forward's graph: they fire in a later ``.backward()``.
+        Backward hooks are bound to this forward's graph: they fire in a later ``.backward()``. A
+        batch mapping passed as the one positional argument is passed as the keywords it holds
+        where the forward takes them (:func:`hooked.protocol.batch_keywords`).
         """
+        args, kwargs = batch_keywords(self._batch_forward(), args, kwargs)
         with self.hooks(fwd_hooks, bwd_hooks, reset_hooks_end, clear_contexts):
             return self(*args, **kwargs)
 
@@ -236,10 +240,13 @@ class HookedModule(nn.Module):
         """Run the forward and record activations; returns ``(output, cache)``.
 
         The cache's keys come in the order the hook points ran (gradients after, in the order the
-        backward pass produced them).
+        backward pass produced them). It records this forward only: not a forward that a hook
+        starts inside it, nor another thread's. A batch mapping passed as the one positional
+        argument is passed as the keywords it holds (as in :meth:`run_with_hooks`).
 
         Args:
-            names_filter: which hook points to record (a name, a list, a filter, or all).
+            names_filter: which hook points to record (a name, a list, a filter, or all); a name
+                given twice is recorded once.
             device: move recorded activations there as they are recorded (e.g. ``"cpu"``).
             incl_bwd: also record gradients as ``"<name>_grad"``: ``backward()`` is called on
                 ``metric(output)``, or on the output itself when no metric is given (which must
@@ -259,7 +266,8 @@ class HookedModule(nn.Module):
         """
         hook_dict = self.hook_dict
         owner = type(self).__name__
-        names = resolve_names(hook_dict, names_filter, owner)
+        names = list(dict.fromkeys(resolve_names(hook_dict, names_filter, owner)))
+        args, kwargs = batch_keywords(self._batch_forward(), args, kwargs)
         if stop_at is not None and stop_at not in hook_dict:
             raise UnknownHookError(stop_at, hook_dict, owner)
         if incl_bwd and stop_at is not None:
@@ -274,15 +282,19 @@ class HookedModule(nn.Module):
         index = pos_index(pos_slice)
 
         points = {n: hook_dict[n] for n in names}
-        recorder = _Recorder(device, clone, index)
+        own = OwnForward(self._forward_root())
+        recorder = _Recorder(device, clone, index, own)
         fwd = [(n, recorder.hook(n, n, points[n])) for n in names]
-        bwd = [(n, recorder.hook(n + "_grad", n, points[n])) for n in names] if incl_bwd else []
+        bwd = (
+            [(n, recorder.hook(n + "_grad", n, points[n], backward=True)) for n in names] if incl_bwd else []
+        )
         if stop_at is not None:
             fwd.append((stop_at, _stop_forward))
         handle = self._attach_many(fwd, bwd, hook_dict, level=self.context_level + 1)
         try:
             try:
-                out = self(*args, **kwargs)
+                with own:
+                    out = self(*args, **kwargs)
             except StopForward:
                 out = None
             if incl_bwd:
@@ -311,6 +323,14 @@ class HookedModule(nn.Module):
         return out, cache
 
     # ------------------------------------------------------------------ internals
+    def _forward_root(self) -> nn.Module:
+        """The module whose call is this model's forward (:class:`hooked.cache.OwnForward`)."""
+        return self
+
+    def _batch_forward(self) -> Callable[..., Any]:
+        """The function whose parameters say which keywords a batch mapping may hold."""
+        return self.forward
+
     def _attach(
         self,
         specs: Sequence[HookSpec],
@@ -417,24 +437,33 @@ def _select_steps(
     return out, still
 
 
+def _always() -> bool:
+    return True
+
+
 class _Recorder:
     """Collects (step, tensor) per name while a cached forward (and backward) runs; names are
     kept in the order they first fired."""
 
-    def __init__(self, device: torch.device | str | None, clone: bool, index: Any = None):
+    def __init__(self, device: torch.device | str | None, clone: bool, index: Any, own: OwnForward):
         self.device = device
         self.clone = clone
         self.index = index
+        self.own = own
         self.calls: dict[str, list[tuple[int, Tensor, int]]] = {}
 
-    def hook(self, name: str, point_name: str, point: HookPoint) -> HookFn:
-        """A hook that records under ``name`` what the hook point ``point_name`` sees."""
+    def hook(self, name: str, point_name: str, point: HookPoint, backward: bool = False) -> HookFn:
+        """A hook that records under ``name`` what the hook point ``point_name`` sees (``backward``:
+        a gradient, which the autograd engine may hand over in another thread)."""
         calls = self.calls
         device, clone = self.device, self.clone
         index = None if point.recurrent else self.index  # recurrent: steps are selected afterwards
         axis = pos_axis(point_name, point.pos_dim)
+        mine = _always if backward else self.own.mine
 
         def record(act: Tensor, hook: HookPoint) -> None:
+            if not mine():
+                return  # a forward started inside the recorded one, or another thread's
             t = act.detach()
             if index is not None and t.dim() >= 2:
                 t = slice_positions(t, index, axis, name)

@@ -13,7 +13,11 @@ and never hold more than one batch's activations unless asked to concatenate the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import contextlib
+import inspect
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, Protocol, overload, runtime_checkable
 
 import torch
@@ -84,6 +88,15 @@ def hook_point(model: Hookable, name: str) -> Any:
     raise UnknownHookError(name, hooks, type(model).__name__)
 
 
+def hook_key(model: Hookable, name: str) -> str:
+    """The name under which ``model.hook_dict`` holds the hook point ``name`` (``name`` itself, or
+    the hook point's name where ``name`` is another name the model takes for it)."""
+    if name in check_hookable(model).hook_dict:
+        return name
+    hook_point(model, name)  # unknown: UnknownHookError with the closest names
+    return _name_aliases(model)[name]
+
+
 def other_names(model: Hookable) -> dict[str, list[str]]:
     """Hook name -> the other names ``model`` takes for that hook point (``hook_name_aliases``)."""
     out: dict[str, list[str]] = {}
@@ -107,6 +120,63 @@ def split_batch(batch: Batch) -> tuple[tuple, dict]:
     if isinstance(batch, tuple):
         return batch, {}
     return (batch,), {}
+
+
+def batch_keywords(forward: Callable[..., Any], args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """``(args, kwargs)`` with a batch mapping passed as the one positional argument turned into the
+    keywords it holds, where it is one: ``run_with_hooks(batch)`` runs as ``run_with_hooks(**batch)``
+    (``patch(model, batch, ...)`` takes a tokenized batch positionally too).
+
+    A mapping is a batch of keywords when its keys are strings that name ``forward``'s parameters
+    (or ``forward`` takes ``**kwargs``) and one of them is the parameter it was passed as (a
+    tokenizer's ``{"input_ids", "attention_mask"}`` for ``forward(input_ids, attention_mask, ...)``);
+    a mapping that is the forward's argument itself (a model that takes a dict of features) is
+    passed on as it is.
+    """
+    if len(args) != 1 or not isinstance(args[0], Mapping):
+        return args, kwargs
+    batch = args[0]
+    try:
+        params = list(inspect.signature(forward).parameters.values())
+    except (TypeError, ValueError):
+        return args, kwargs
+    if not params or params[0].kind not in (params[0].POSITIONAL_OR_KEYWORD, params[0].POSITIONAL_ONLY):
+        return args, kwargs
+    named = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    any_keyword = any(p.kind == p.VAR_KEYWORD for p in params)
+    keys = list(batch)
+    if (
+        params[0].name not in keys
+        or not all(isinstance(k, str) and (k in named or any_keyword) for k in keys)
+        or any(k in kwargs for k in keys)
+    ):
+        return args, kwargs
+    return (), {**batch, **kwargs}
+
+
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def exclusive(model: Any) -> Iterator[None]:
+    """Run the ``with`` block alone among the blocks on ``model`` (other threads wait; the same
+    thread may nest them).
+
+    Hooks are the model's state: a forward in any thread sees every hook attached to its hook
+    points. A function that attaches hooks for many forwards (a patching sweep, attribution
+    patching) runs in this block, so that two of them started from two threads on one model take
+    turns instead of patching each other's forwards."""
+    try:
+        with _LOCKS_GUARD:
+            lock = _LOCKS.get(model)
+            if lock is None:
+                lock = _LOCKS[model] = threading.RLock()
+    except TypeError:  # a model without weak references: nothing to take turns on
+        yield
+        return
+    with lock:
+        yield
 
 
 def run_with_hooks(

@@ -60,6 +60,7 @@ from torch import Tensor, nn
 from hooked import _steps
 from hooked.hook_point import HookPoint
 from hooked.hooked_module import HookedModule
+from hooked.protocol import batch_keywords
 
 PathSpec = str | Sequence[str] | Callable[[str], bool] | None
 
@@ -260,6 +261,8 @@ class Wrapped(HookedModule):
                 self._point_live(hp, True)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if len(args) == 1 and isinstance(args[0], Mapping):  # a tokenized batch: its keywords
+            args, kwargs = batch_keywords(self.module.forward, args, kwargs)
         out = self.module(*args, **kwargs)
         return out if self._output is None else self._output(out)
 
@@ -291,6 +294,12 @@ class Wrapped(HookedModule):
     @property
     def mod_dict(self) -> dict[str, nn.Module]:
         return {name: m for name, m in self.module.named_modules() if name}
+
+    def _forward_root(self) -> nn.Module:
+        return self.module  # a hook may call the wrapped module itself: that is a forward too
+
+    def _batch_forward(self) -> Callable[..., Any]:
+        return self.module.forward
 
     def unwrap(self) -> nn.Module:
         """Remove every hook (permanent ones too) and return the original module."""

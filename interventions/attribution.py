@@ -31,7 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hooked.protocol import Batch, Hookable, cache_batch, check_hook, split_batch
+from hooked import checks
+from hooked.protocol import Batch, Hookable, cache_batch, exclusive, hook_key, split_batch
 
 Metric = Callable[[Any], Tensor]  # forward output -> one value per batch row
 
@@ -53,47 +54,76 @@ def attribution_patching(
     Args:
         model: a hooked model whose ``run_with_cache`` takes ``incl_bwd=True, metric=fn``.
         base: the run that is patched (e.g. the corrupted prompt); a batch as for ``patching_sweep``.
-        source: the run the activations come from (e.g. the clean prompt); same shapes as ``base``.
-        hooks: hook names (e.g. every layer's residual stream, or every layer's ``hook_z``).
-        metric: forward output -> one value per batch row (``[rows]``).
-        positions: indices along ``pos_dim`` to estimate one at a time (per-step hook points: steps);
-            ``None`` estimates patching each hook's whole activation at once.
+        source: the run the activations come from (e.g. the clean prompt); same shapes as ``base``
+            (or one row, taken by every base row).
+        hooks: hook names (e.g. every layer's residual stream, or every layer's ``hook_z``), each
+            once (a name given twice, or two names of one hook point, is refused).
+        metric: forward output -> one value per batch row (``[rows]``; a scalar is refused: a mean
+            over rows would scale every estimate by ``1 / rows``).
+        positions: indices along ``pos_dim`` to estimate one at a time (per-step hook points: steps),
+            each an int or a ``[rows]`` integer tensor (one index per base row), checked as
+            :func:`interventions.patching.patching_sweep` checks them; ``None`` estimates patching
+            each hook's whole activation at once.
         pos_dim: the position axis of the activations.
         per_head: the axis after ``pos_dim`` is a head axis (``hook_z``: ``[batch, pos, head,
-            d_head]``): estimate each head separately.
+            d_head]``): estimate each head separately. An activation without a head axis and a
+            feature axis after it (a residual stream) is refused.
     Returns:
         ``[len(hooks), len(positions)]`` (``[len(hooks)]`` when ``positions`` is None), with a last
         head axis when ``per_head``.
     """
-    hooks = list(hooks)
-    if not hooks:
-        raise ValueError("attribution_patching: hooks is empty")
-    for h in hooks:
-        check_hook(model, h)
-    base_acts, grads = _forward_backward(model, base, hooks, metric)
-    with torch.no_grad():
-        _, source_cache = cache_batch(model, source, hooks)
+    caller = "attribution_patching"
+    hooks = checks.hook_list(model, hooks, caller)
+    checks.function(metric, "metric", caller)
+    n_rows = checks.batch_rows(base, caller, "base batch")
+    positions = checks.positions(positions, caller, rows=n_rows)
+    checks.flag(per_head, "per_head", caller)
+    keys = [hook_key(model, h) for h in hooks]  # each point by its own name (a cache stores those)
+    with exclusive(model):
+        base_acts, grads = _forward_backward(model, base, keys, metric, n_rows)
+        with torch.no_grad():
+            _, source_cache = cache_batch(model, source, keys)
     rows = []
-    for h in hooks:
-        src, act, grad = source_cache[h], base_acts[h], grads[h]
-        if src.shape != act.shape:
+    for h, key in zip(hooks, keys):
+        src, act, grad = source_cache[key], base_acts[key], grads[key]
+        checks.source_rows(src.shape[0] if src.dim() else 0, n_rows, caller, f"'s activation at {h!r}")
+        if src.shape[1:] != act.shape[1:]:
             raise ValueError(
-                f"attribution_patching: the source's activation at {h!r} has shape {tuple(src.shape)}, "
-                f"the base's {tuple(act.shape)}; patching needs the same shapes (same token counts)"
+                f"{caller}: the source's activation at {h!r} has shape {tuple(src.shape)}, the base's "
+                f"{tuple(act.shape)}; patching needs the same shapes (same token counts)"
             )
+        where = f"the activation at {h!r} ({tuple(act.shape)})"
+        axis = checks.axis(pos_dim, act.dim(), caller, "pos_dim", where)
         effect = (src.float() - act.float()) * grad.float()  # [batch, ..., pos, ..., features]
-        effect = effect.movedim(pos_dim, 1)
-        keep = 3 if per_head else 2
-        if effect.dim() < keep:
-            raise ValueError(f"attribution_patching: {h!r} has shape {tuple(act.shape)}, no head axis")
-        effect = effect.flatten(keep).sum(-1) if effect.dim() > keep else effect
-        effect = effect.mean(0)  # [pos] or [pos, head]
-        rows.append(effect.sum(0) if positions is None else effect[torch.as_tensor(list(positions))])
+        effect = effect.movedim(axis, 1)
+        if per_head:
+            if effect.dim() < 4:
+                raise ValueError(
+                    f"{caller}(per_head=True): {where} has no head axis: per-head activations are "
+                    f"[batch, pos, head, d_head] (hook_z, hook_q, ...), with the heads on the axis after "
+                    f"pos_dim={pos_dim}; pass per_head=False for {h!r}"
+                )
+            effect = effect.flatten(3).sum(-1)  # [batch, pos, head]
+        else:
+            effect = effect.flatten(2).sum(-1) if effect.dim() > 2 else effect  # [batch, pos]
+        if positions is None:
+            rows.append(effect.sum(1).mean(0))
+            continue
+        length = effect.shape[1]
+        picked = []
+        for p in positions:
+            checks.position_in_range(p, length, caller, f"{where} (axis {axis})")
+            if isinstance(p, Tensor):
+                at = p.to(effect.device)
+                picked.append(effect[torch.arange(effect.shape[0], device=effect.device), at].mean(0))
+            else:
+                picked.append(effect[:, p].mean(0))
+        rows.append(torch.stack(picked))
     return torch.stack(rows)
 
 
 def _forward_backward(
-    model: Hookable, batch: Batch, hooks: list[str], metric: Metric
+    model: Hookable, batch: Batch, hooks: list[str], metric: Metric, n_rows: int
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Activations at ``hooks`` and the gradient of ``metric`` summed over rows, from one forward
     and one backward.
@@ -110,10 +140,10 @@ def _forward_backward(
     kwargs = {k: _with_grad(v) for k, v in kwargs.items()}
     params = list(nn.Module.parameters(model)) if isinstance(model, nn.Module) else []
     if params and callable(getattr(model, "hooks", None)):
-        found = _pass(model, args, kwargs, hooks, metric, params, activations_only=True)
+        found = _pass(model, args, kwargs, hooks, metric, n_rows, params, activations_only=True)
         if found is not None:
             return found
-    found = _pass(model, args, kwargs, hooks, metric, params, activations_only=False)
+    found = _pass(model, args, kwargs, hooks, metric, n_rows, params, activations_only=False)
     if found is None:
         raise ValueError(
             "attribution_patching: no gradient reached some hooks: the metric does not depend on "
@@ -128,6 +158,7 @@ def _pass(
     kwargs: dict,
     hooks: list[str],
     metric: Metric,
+    n_rows: int,
     params: list[nn.Parameter],
     activations_only: bool,
 ) -> tuple[dict[str, Tensor], dict[str, Tensor]] | None:
@@ -146,7 +177,9 @@ def _pass(
                 *args,
                 names_filter=hooks,
                 incl_bwd=True,
-                metric=lambda out: metric(out).float().sum(),
+                metric=lambda out: (
+                    checks.metric_values(metric(out), n_rows, "attribution_patching").float().sum()
+                ),
                 **kwargs,
             )
     except RuntimeError as e:

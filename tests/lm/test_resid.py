@@ -210,6 +210,35 @@ def test_pos_slice_follows_transformerlens_helpers(runs):
     torch.testing.assert_close(last, lm.apply_ln_to_stack(model, cache, full)[:, :, -1])
 
 
+@pytest.mark.parametrize("backend", ["wrap", "bridge"])
+def test_a_stack_sliced_without_its_pos_slice_is_refused_not_broadcast(runs, backend, family):
+    """Issue 22: a stack sliced to positions without the same ``pos_slice`` was divided by every
+    position's scale ([C, B, 1, d] / [B, T, 1] -> [C, B, T, d]) and tokens of another shape broadcast
+    too; both now raise, and the sliced answer equals the full one at those positions."""
+    model, _, cache = runs[backend]
+    x = tokens()
+    stack = lm.decompose_resid(model, cache)
+    full = lm.logit_attrs(model, cache, stack, x[:, -1])
+    for sliced, pos_slice in (
+        (stack[:, :, -1:], [-1]),
+        (stack[:, :, 2:4], slice(2, 4)),
+        (stack[:, :, -1], -1),
+    ):
+        with pytest.raises(ValueError, match="pos_slice"):
+            lm.logit_attrs(model, cache, sliced, x[:, -1])
+        with pytest.raises(ValueError, match="pos_slice"):
+            lm.apply_ln_to_stack(model, cache, sliced)
+        got = lm.logit_attrs(model, cache, sliced, x[:, -1], pos_slice=pos_slice)
+        want = (
+            full[:, :, -1] if pos_slice == -1 else full[:, :, -1:] if pos_slice == [-1] else full[:, :, 2:4]
+        )
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="do not fit the stack"):  # [batch, pos] tokens, one position kept
+        lm.logit_attrs(model, cache, stack[:, :, -1:], x, pos_slice=[-1])
+    with pytest.raises(ValueError, match="do not fit the stack"):  # 3 answers for 2 rows
+        lm.logit_attrs(model, cache, stack, torch.tensor([4, 5, 6])[:, None].expand(3, 6))
+
+
 def test_a_cache_without_the_names_says_what_to_cache(wrapped):
     with torch.no_grad():
         _, cache = wrapped.run_with_cache(tokens(), names_filter=lm.residual_hooks(wrapped))

@@ -64,7 +64,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
@@ -73,7 +73,7 @@ import torch
 from torch import Tensor
 from transformer_lens.model_bridge import TransformerBridge
 
-from hooked.cache import ActivationCache, pos_axis, pos_index, slice_positions
+from hooked.cache import ActivationCache, OwnForward, pos_axis, pos_index, slice_positions
 from hooked.errors import HookedError, HookReturnError
 from hooked.lm.backends.seen_as import seen_as as _seen_as
 from hooked.lm.text.tokens import warn_if_padded_without_mask
@@ -157,6 +157,12 @@ class HookedBridge(TransformerBridge):
 
     # ------------------------------------------------------------------ token batches (5)
     def forward(self, input: Any = None, *args: Any, input_ids: Any = None, **kwargs: Any) -> Any:
+        if isinstance(input, Mapping) and "input_ids" in input:  # a tokenized batch, as hooked.wrap takes it
+            given = [k for k in input if k in kwargs or k == "input_ids" and input_ids is not None]
+            if given:
+                raise TypeError(f"the batch and the keywords both give {given}; pass each once")
+            kwargs = {**{k: v for k, v in input.items() if k != "input_ids"}, **kwargs}
+            input = input["input_ids"]
         input = _one_input(input, input_ids)
         warn_if_padded_without_mask(self, input, kwargs.get("attention_mask"), stacklevel=3)
         return super().forward(input, *args, **kwargs)
@@ -353,9 +359,12 @@ class HookedBridge(TransformerBridge):
             kwargs["output_attentions"] = True  # as TransformerLens's run_with_cache: patterns fire
 
         calls: dict[str, list[Tensor]] = {}
+        own = OwnForward(self)  # not a forward that a hook starts inside this one, nor another thread's
 
-        def recorder(key: str) -> Callable:
+        def recorder(key: str, backward: bool = False) -> Callable:
             def record(act: Any, hook: Any) -> None:
+                if not backward and not own.mine():
+                    return
                 if isinstance(act, tuple):
                     act = act[0] if act and isinstance(act[0], Tensor) else None
                 if not isinstance(act, Tensor):
@@ -367,10 +376,11 @@ class HookedBridge(TransformerBridge):
             return record
 
         fwd = [(n, recorder(n)) for n in names]
-        bwd = [(n, recorder(n + "_grad")) for n in names] if incl_bwd else []
+        bwd = [(n, recorder(n + "_grad", backward=True)) for n in names] if incl_bwd else []
         with self._gates_open(names, hook_dict):
             with TransformerBridge.hooks(self, fwd, bwd, reset_hooks_end, clear_contexts):
-                out = self(input, *args, **kwargs)
+                with own:
+                    out = self(input, *args, **kwargs)
                 if hasattr(out, "logits"):
                     out = out.logits
                 if incl_bwd:

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from hooked import checks
 from hooked.lm.backends.forward import LMForward, prefix_cache
 from hooked.lm.sweeps import layer_skip
 from hooked.lm.text.tokens import batch_ids_and_mask
@@ -124,7 +125,8 @@ def reuse_sweep(
                 past = prefix_cache(cache, start, rows)
                 logits = forward(suffix, mask.repeat(k, 1), position_ids[:, start:].repeat(k, 1), past)
                 logits = torch.cat([base_logits[:, :start].repeat(k, 1, 1), logits], dim=1)
-            return metric(logits).float().reshape(k, n_rows).mean(dim=1)
+            values = checks.metric_values(metric(logits), k * n_rows, "patching_sweep")
+            return values.float().reshape(k, n_rows).mean(dim=1)
 
     def plan_for(layer_firsts: Sequence[int]) -> list[list[int]]:
         return plan(

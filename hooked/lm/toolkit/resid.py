@@ -381,7 +381,21 @@ def apply_ln_to_stack(
         norm = parts.norm(dec.path(layer, "ln2" if mlp_input else "ln1"))
         resid = _mid(parts, layer) if mlp_input and not dec.parallel else names.resid_pre(layer)
     scale = _pos(norm.scale(_act(cache, resid, "apply_ln_to_stack")), pos_slice, -2)
+    _same_positions(stack, scale, pos_slice, "apply_ln_to_stack")
     return norm.linear(stack, scale)
+
+
+def _same_positions(stack: Tensor, scale: Tensor, pos_slice: PosSlice, caller: str) -> None:
+    """``stack``'s axes before ``d_model`` end with the cached stream's (``scale``: ``[..., 1]``),
+    else one would broadcast over the other (a stack sliced to one position against every
+    position's scale)."""
+    lead = scale.shape[:-1]
+    if stack.dim() < scale.dim() or tuple(stack.shape[-scale.dim() : -1]) != tuple(lead):
+        raise ValueError(
+            f"{caller}: the stack is {tuple(stack.shape)} ([components, ..., d_model]) but the cached "
+            f"residual stream is {tuple(lead)} (batch, pos) with pos_slice={pos_slice!r}; slice the "
+            "stack and pass the same pos_slice (e.g. cache.decompose_resid(pos_slice=-1) with pos_slice=-1)"
+        )
 
 
 def logit_attrs(
@@ -415,6 +429,16 @@ def logit_attrs(
     normed = apply_ln_to_stack(model, cache, stack, None, pos_slice=pos_slice)
     if directions.dim() == 2 and normed.dim() == 4 and directions.shape[0] == normed.shape[1]:
         directions = directions[:, None]  # one answer per row, at every position
+    try:
+        fits = torch.broadcast_shapes(normed.shape, directions.shape) == normed.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise ValueError(
+            f"logit_attrs: tokens of shape {tuple(directions.shape[:-1])} do not fit the stack "
+            f"{tuple(normed.shape)} ([components, batch, pos, d_model] after pos_slice={pos_slice!r}); give "
+            "one token, one per row ([batch]) or one per row and position ([batch, pos], sliced as the stack)"
+        )
     return (normed * directions.to(normed.dtype)).sum(-1)
 
 
