@@ -62,18 +62,18 @@ def edge_attribution_patching(
     if steps is not None and (not isinstance(steps, int) or steps < 1):
         raise ValueError(f"edge_attribution_patching: steps must be None (EAP) or an int >= 1, got {steps!r}")
     corr = sender_outputs(model, graph, corrupt)
-    clean_out = sender_outputs(model, graph, clean)
-    delta = corr - clean_out  # [S, rows, ..., d]
-    if steps is None:
-        grads = _receiver_grads(model, graph, clean, metric, rows)
+    if steps is None:  # the clean run that gives the gradients also gives the senders' outputs
+        grads, clean_out = _receiver_grads(model, graph, clean, metric, rows)
     else:
+        clean_out = sender_outputs(model, graph, clean)
         first = min(s.rank for s in graph.senders)
         inputs = [i for i, s in enumerate(graph.senders) if s.rank == first]
         grads = None
         for k in range(1, steps + 1):
-            g = _receiver_grads(model, graph, clean, metric, rows, (inputs, corr, clean_out, k / steps))
+            g, _ = _receiver_grads(model, graph, clean, metric, rows, (inputs, corr, clean_out, k / steps))
             grads = g if grads is None else grads + g
         grads = grads / steps
+    delta = corr - clean_out  # [S, rows, ..., d]
     S, R = len(graph.senders), len(graph.receivers)
     scores = delta.reshape(S, -1).double() @ grads.reshape(R, -1).double().t() / rows
     scores = scores.float().cpu()
@@ -91,14 +91,19 @@ def _receiver_grads(
     metric: Metric,
     rows: int,
     interpolate: tuple[list[int], Tensor, Tensor, float] | None = None,
-) -> Tensor:
-    """``d sum(metric) / d x_r`` for every receiver ``r``, stacked ``[receivers, rows, ..., d]``."""
+) -> tuple[Tensor, Tensor]:
+    """``d sum(metric) / d x_r`` for every receiver ``r``, stacked ``[receivers, rows, ..., d]``, and
+    the senders' outputs in that run ``[senders, rows, ..., d]``."""
     probes: dict[str, Tensor] = {}
+    outputs: dict[str, Tensor] = {}
 
     def probe(act: Tensor, hook: Any) -> Tensor:
         p = torch.zeros_like(act, requires_grad=True)
         probes[hook.name] = p
         return act + p
+
+    def keep(act: Tensor, hook: Any) -> None:
+        outputs[hook.name] = act.detach()
 
     hooks: list[tuple[str, Any]] = []
     if interpolate is not None:
@@ -110,6 +115,7 @@ def _receiver_grads(
             hooks.append((name, _interpolation_hook(graph, ids, corr, clean_out, alpha)))
     receiver_hooks = sorted({r.hook for r in graph.receivers})
     hooks += [(name, probe) for name in receiver_hooks]
+    hooks += [(name, keep) for name in sorted({s.hook for s in graph.senders})]
     with torch.enable_grad():
         out = run_with_hooks(model, clean, hooks)
         values = check_metric(metric(out), rows)
@@ -122,7 +128,10 @@ def _receiver_grads(
     by_name = {
         n: (g if g is not None else torch.zeros_like(probes[n])) for n, g in zip(receiver_hooks, grads)
     }
-    return torch.stack([take(by_name[r.hook], r.index).detach() for r in graph.receivers])
+    grads_out = torch.stack([take(by_name[r.hook], r.index).detach() for r in graph.receivers])
+    with torch.no_grad():
+        senders = torch.stack([s.read(outputs[s.hook]) for s in graph.senders])
+    return grads_out, senders
 
 
 def _interpolation_hook(graph: Graph, ids: list[int], corr: Tensor, clean_out: Tensor, alpha: float) -> Any:

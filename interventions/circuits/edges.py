@@ -192,7 +192,9 @@ def _patched_forward(
     by_hook: dict[str, tuple[list[int], list[int]]] = {}
     for i, s in enumerate(graph.senders):
         by_hook.setdefault(s.hook, ([], []))[0].append(i)
-    live = masks.abs().sum(dim=(0, 1)) > 0
+    nonzero = (masks != 0).any(0)  # [S, R]
+    live = nonzero.any(0)
+    last = [int(col.nonzero().max()) + 1 if col.any() else 0 for col in nonzero.t()]
     for j, r in enumerate(graph.receivers):
         if live[j]:
             by_hook.setdefault(r.hook, ([], []))[1].append(j)
@@ -212,7 +214,8 @@ def _patched_forward(
                             f"circuits: receiver {r.name} ({r.hook}) ran before sender {s.name} ({s.hook}); "
                             "the graph's ranks do not follow the model's order"
                         )
-                    d = torch.einsum("gs,sg...->g...", m, diff.view(S, g, rows, *diff.shape[2:]))
+                    k = last[j]  # senders are read up to the last one this receiver is patched from
+                    d = torch.einsum("gs,sg...->g...", m[:, :k], diff[:k].view(k, g, rows, *diff.shape[2:]))
                     view = new[(Ellipsis, *r.index, slice(None))] if r.index else new
                     view += d.reshape(view.shape).to(view.dtype)
             for i in sends:
