@@ -176,3 +176,62 @@ def test_lm_graph_shapes():
     assert [s.name for s in g2.senders] == ["embed", "a0", "m0", "a1", "m1"] and "residual" in g2.note
     neox = graph_of(lm.wrap_lm(tiny_hf("gpt_neox")))  # parallel: no edge from a layer's heads to its MLP
     assert ("a0.h0", "m0") not in neox.edges() and ("a0.h0", "m1") in neox.edges()
+
+
+def _tl_name(node) -> str:
+    kind = node.kind
+    if kind == "embed" or kind == "logits":
+        return kind
+    if kind == "attn_head_out":
+        return f"a{node.layer}.h{node.head}"
+    if kind in ("mlp_out", "mlp_in"):
+        return f"m{node.layer}"
+    return f"a{node.layer}.h{node.head}<{kind[0]}>"  # q_input, k_input, v_input
+
+
+@pytest.mark.slow  # TransformerLens's bridge and its attribution module take a while to import and boot
+@pytest.mark.parametrize("fam", ["llama", "gpt2"])
+def test_eap_equals_transformerlens_edge_attribution_on_the_bridge(fam):
+    """TransformerLens 4.3's own edge attribution (bridge, per position, gradient on the corrupt run)
+    summed over positions equals ours with clean and corrupt swapped, edge for edge."""
+    import copy
+
+    import transformers
+    from transformer_lens.tools.analysis.attribution_patching import EdgeAttributionConfig, attribution_patch
+
+    from tests.lm.tiny_models import tiny_config, tiny_tokenizer, tokenizer_folder
+
+    if fam == "llama":  # TransformerLens refuses grouped-query attention: 4 key-value heads
+        cfg = tiny_config("llama")
+        cfg.num_key_value_heads = H
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            hf = transformers.LlamaForCausalLM(cfg).eval()
+            with torch.no_grad():
+                for name, p in hf.named_parameters():
+                    if "norm" in name:
+                        p.add_(0.3 * torch.randn_like(p))
+    else:
+        hf = tiny_hf(fam)
+    wrapped = lm.wrap_lm(copy.deepcopy(hf))
+    bridge = lm.bridge(hf, tiny_tokenizer(tokenizer_folder()), f"tiny-{fam}")
+    clean, corrupt = data(3)
+    ours = edge_attribution_patching(wrapped, corrupt, clean, metric)
+    theirs = attribution_patch(
+        bridge,
+        clean,
+        corrupt,
+        lambda logits: metric(logits[None] if logits.dim() == 2 else logits)[0],
+        EdgeAttributionConfig(granularity="edge"),
+    )
+    summed: dict[tuple[str, str], float] = {}
+    for (w, r), v in theirs.edge_scores.items():
+        key = (_tl_name(w), _tl_name(r))
+        summed[key] = summed.get(key, 0.0) + float(v)
+    # GPT-2: TransformerLens's embed writer is the token embedding alone (no position embedding)
+    pairs = [k for k in summed if not (fam == "gpt2" and k[0] == "embed")]
+    assert set(pairs) <= {(s, r) for s, r, _ in ours.edges()} and len(pairs) > 80
+    tl = torch.tensor([summed[k] for k in pairs])
+    mine = torch.tensor([ours[k] for k in pairs])
+    assert tl.abs().max() > 1e-3
+    torch.testing.assert_close(mine, tl, atol=1e-6, rtol=1e-4)
