@@ -34,6 +34,8 @@ job, in this order of dependence (a room imports only those before it and the co
   its names), the ``wrap`` backend (``WrappedLM``, per-head hook points), the ``bridge`` backend
   (``HookedBridge``, pinned TransformerLens), one forward with a key-value cache;
 * :mod:`hooked.lm.toolkit`: the residual-stream toolkit (logit lens, decompositions, attribution);
+* :mod:`hooked.lm.circuits`: the circuit graph of a wrapped decoder (heads with q/k/v inputs), for
+  :mod:`interventions.circuits` through the core's seam :mod:`hooked.circuit_graph`;
 * :mod:`hooked.lm.sweeps`: the patching sweep strategy of causal LMs (prefix reuse, layer
   skipping: ``LMSweep``), found by :func:`interventions.patching.patching_sweep` through the core's
   :mod:`hooked.sweeps`;
@@ -56,6 +58,7 @@ from hooked.lm.backends.backend import (
 )
 from hooked.lm.backends.forward import logits_of
 from hooked.lm.backends.wrapped import WrappedLM, wrap_lm
+from hooked.lm.circuits.graph import lm_graph
 from hooked.lm.loading.loader import (
     EMBEDDED,
     EmbeddedLM,
@@ -143,4 +146,6 @@ __all__ = [
     "unembed",
     # sweeps
     "LMSweep",
+    # circuits
+    "lm_graph",
 ]

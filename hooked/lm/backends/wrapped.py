@@ -4,7 +4,9 @@
 every module, logits out) that adds, for a decoder of a known layout (:mod:`hooked.lm.names.layouts`):
 
 * per-head hook points on every attention module ``P``: ``P.hook_z`` and ``P.hook_pattern``
-  (:mod:`hooked.lm.backends.heads`), listed in ``hook_dict`` right after ``P.hook_out``;
+  (:mod:`hooked.lm.backends.heads`), and each head's query, key and value input
+  ``P.hook_q_input`` / ``hook_k_input`` / ``hook_v_input`` (:mod:`hooked.lm.backends.head_inputs`),
+  listed in ``hook_dict`` right after ``P.hook_out``;
 * padded batches: with an ``attention_mask`` that pads rows on the left and no ``position_ids``,
   each row's positions are counted from its first real token (as TransformerLens's bridge does,
   and transformers' own ``generate``; the model's forward alone would count from the padding,
@@ -50,20 +52,24 @@ class WrappedLM(Wrapped):
         arch = attach(self, LMBackend("wrap", hf_model, decoder(hf_model))).decoder
         self.__dict__["_tl_aliases"] = {}
         if arch is not None:
+            from hooked.lm.backends.head_inputs import head_input_aliases, head_input_points
             from hooked.lm.backends.heads import head_hook_points
             from hooked.lm.names.hook_names import tl_aliases
 
             heads = head_hook_points(arch)
+            inputs = head_input_points(arch)
+            heads.update(inputs)
             points: dict[str, Any] = {}
             for name, hp in self._points.items():
                 points[name] = hp
                 attn = name.removesuffix(".hook_out")
                 if name.endswith(".hook_out") and f"{attn}.hook_z" in heads:
-                    points[f"{attn}.hook_z"] = heads[f"{attn}.hook_z"]
-                    points[f"{attn}.hook_pattern"] = heads[f"{attn}.hook_pattern"]
+                    for part in ("hook_z", "hook_pattern", "hook_q_input", "hook_k_input", "hook_v_input"):
+                        if f"{attn}.{part}" in heads:
+                            points[f"{attn}.{part}"] = heads[f"{attn}.{part}"]
             points.update({n: hp for n, hp in heads.items() if n not in points})
             object.__setattr__(self, "_points", points)
-            self.__dict__["_tl_aliases"] = tl_aliases(arch)
+            self.__dict__["_tl_aliases"] = {**tl_aliases(arch), **head_input_aliases(arch, inputs)}
 
     @property
     def arch(self) -> Decoder | None:

@@ -1,0 +1,43 @@
+"""Circuit discovery over the edges of a hooked model's computational graph (:mod:`hooked.circuit_graph`).
+
+* :mod:`.edges`: :class:`~.edges.EdgeScores`; running a model with any set of edges patched to a
+  corrupt run, batched (:func:`~.edges.run_patched_edges`), the exact effect of every edge
+  (:func:`~.edges.edge_patching`) and path patching (:func:`~.edges.path_patching`).
+* :mod:`.eap`: edge attribution patching (EAP) and its integrated-gradients form (EAP-IG).
+* :mod:`.search`: circuits (top-n edges by score, greedy pruning), their faithfulness curve, JSON.
+* :mod:`.show`: an offline HTML view of scores, circuit and curve; the circuit as a PNG graph.
+
+Written against the core's protocol only: the graph comes from :func:`hooked.circuit_graph.graph_of`
+(a model's own ``circuit_graph()``, or the language-model layer's provider), so the same code runs
+on a toy :class:`~hooked.hooked_module.HookedModule` and on ``hooked.wrap`` of a transformers model.
+"""
+
+from interventions.circuits.eap import edge_attribution_patching
+from interventions.circuits.edges import EdgeScores, edge_patching, path_patching, run_patched_edges
+from interventions.circuits.search import (
+    Circuit,
+    acdc,
+    evaluate_circuit,
+    faithfulness_curve,
+    load_circuit,
+    save_circuit,
+    top_edges,
+)
+from interventions.circuits.show import circuit_view, draw_circuit
+
+__all__ = [
+    "Circuit",
+    "EdgeScores",
+    "acdc",
+    "circuit_view",
+    "draw_circuit",
+    "edge_attribution_patching",
+    "edge_patching",
+    "evaluate_circuit",
+    "faithfulness_curve",
+    "load_circuit",
+    "path_patching",
+    "run_patched_edges",
+    "save_circuit",
+    "top_edges",
+]

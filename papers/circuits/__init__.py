@@ -1,0 +1,1 @@
+"""Circuit discovery worked cases: indirect-object identification on SmolLM2-135M (:mod:`.ioi`)."""

@@ -1,0 +1,237 @@
+"""Circuits on ``hooked.wrap`` of tiny transformers decoders, checked against hand-written PyTorch
+hooks on the unhooked transformers model (edge patching, path patching = node patching, EAP's
+gradient), and the LM graph (heads with q/k/v inputs; residual-level for Gemma 2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hooked import lm
+from hooked.circuit_graph import graph_of
+from interventions.circuits import edge_attribution_patching, edge_patching, path_patching
+from tests.lm.tiny_models import tiny_hf
+
+H, D = 4, 32  # tiny models: heads, d_model
+
+
+def metric(out):
+    logits = getattr(out, "logits", out)  # the wrap gives logits, the transformers model an output
+    return logits[:, -1, 5] - logits[:, -1, 7]
+
+
+def data(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(4, 64, (3, 6), generator=g), torch.randint(4, 64, (3, 6), generator=g)
+
+
+def parts(hf, fam):
+    if fam == "gpt2":
+        t = hf.transformer
+        return t.h, "attn.c_proj", "ln_2", t.ln_f
+    return hf.model.layers, "self_attn.o_proj", "post_attention_layernorm", hf.model.norm
+
+
+def head_delta(hf, fam, clean, corrupt, layer, head):
+    """(z_corrupt - z_clean) of one head times its output-projection columns, by hand."""
+    layers, o_proj, _, _ = parts(hf, fam)
+    proj = layers[layer].get_submodule(o_proj)
+    seen = []
+    h = proj.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    with torch.no_grad():
+        hf(clean)
+        hf(corrupt)
+    h.remove()
+    dh = D // H
+    cols = slice(head * dh, (head + 1) * dh)
+    dz = (seen[1] - seen[0])[..., cols]
+    w = proj.weight[cols, :] if fam == "gpt2" else proj.weight[:, cols].t()  # [d_head, d_model]
+    return dz @ w
+
+
+def run_adding(hf, module, delta):
+    h = module.register_forward_pre_hook(lambda m, args: (args[0] + delta, *args[1:]))
+    try:
+        with torch.no_grad():
+            return metric(hf(*clean_args)).mean()
+    finally:
+        h.remove()
+
+
+clean_args: tuple = ()
+
+
+@pytest.mark.parametrize("fam", ["llama", "gpt2"])
+def test_edge_patching_equals_hand_written_hooks(fam):
+    global clean_args
+    model = lm.wrap_lm(tiny_hf(fam))
+    hf = model.module
+    clean, corrupt = data()
+    clean_args = (clean,)
+    delta = head_delta(hf, fam, clean, corrupt, 0, 1)
+    layers, _, ln2, final = parts(hf, fam)
+    with torch.no_grad():
+        base = metric(hf(clean)).mean()
+    to_logits = run_adding(hf, final, delta) - base
+    to_mlp = run_adding(hf, layers[1].get_submodule(ln2), delta) - base
+    scores = edge_patching(model, clean, corrupt, metric, edges=[("a0.h1", "logits"), ("a0.h1", "m1")])
+    assert scores["a0.h1", "logits"] == pytest.approx(float(to_logits), abs=1e-5)
+    assert scores["a0.h1", "m1"] == pytest.approx(float(to_mlp), abs=1e-5)
+    assert abs(float(to_mlp)) > 1e-4  # the edge does something, so the comparison means something
+
+
+def test_edges_into_each_query_equal_hand_written_hooks_llama():
+    model = lm.wrap_lm(tiny_hf("llama"))
+    hf = model.module
+    clean, corrupt = data()
+    delta = head_delta(hf, "llama", clean, corrupt, 0, 1)
+    layer = hf.model.layers[1]
+    dh = D // H
+    with torch.no_grad():
+        base = metric(hf(clean)).mean()
+    resid = []
+    grab = layer.register_forward_pre_hook(
+        lambda m, args, kwargs: resid.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True
+    )
+    by_hand = []
+    for head in range(H):
+        cols = slice(head * dh, (head + 1) * dh)
+
+        def query_from_patched_copy(m, args, out, cols=cols):  # this head's query alone, by hand
+            out = out.clone()
+            out[..., cols] = layer.input_layernorm(resid[-1] + delta) @ m.weight[cols].t()
+            return out
+
+        h = layer.self_attn.q_proj.register_forward_hook(query_from_patched_copy)
+        with torch.no_grad():
+            by_hand.append(float(metric(hf(clean)).mean() - base))
+        h.remove()
+    grab.remove()
+    edges = [("a0.h1", f"a1.h{k}<q>") for k in range(H)]
+    scores = edge_patching(model, clean, corrupt, metric, edges=edges, progress=False)
+    assert max(abs(v) for v in by_hand) > 2e-5  # small in a random model, but far above float noise
+    assert [scores[e] for e in edges] == pytest.approx(by_hand, rel=1e-3, abs=2e-7)
+
+
+@pytest.mark.parametrize("fam", ["llama", "gpt_neox"])
+def test_path_patching_into_every_later_receiver_equals_node_patching(fam):
+    model = lm.wrap_lm(tiny_hf(fam))
+    graph = graph_of(model)
+    clean, corrupt = data(1)
+    later = [r.name for r in graph.receivers if r.rank > graph.sender("a0.h3").rank]
+    effect = path_patching(model, clean, corrupt, metric, ["a0.h3", "a0.h0"], later)
+    z = lm.act_name(model, "z", 0)
+    with torch.no_grad():
+        _, cache = model.run_with_cache(corrupt, names_filter=[z])
+        for k, head in enumerate([3, 0]):
+
+            def swap(act, hook, head=head):
+                act = act.clone()
+                act[:, :, head] = cache[z][:, :, head]
+                return act
+
+            node = (
+                metric(model.run_with_hooks(clean, fwd_hooks=[(z, swap)])).mean()
+                - metric(model(clean)).mean()
+            )
+            assert float(effect[k]) == pytest.approx(float(node), abs=1e-5)
+
+
+def test_eap_score_into_the_logits_equals_delta_times_a_hand_computed_gradient():
+    model = lm.wrap_lm(tiny_hf("llama"))
+    hf = model.module
+    clean, corrupt = data(2)
+    delta = head_delta(hf, "llama", clean, corrupt, 1, 2)
+    grabbed = []
+
+    def grab(m, args):
+        x = args[0].detach().requires_grad_(True)
+        grabbed.append(x)
+        return (x,)
+
+    h = hf.model.norm.register_forward_pre_hook(grab)
+    (g,) = torch.autograd.grad(metric(hf(clean)).sum(), grabbed)
+    h.remove()
+    scores = edge_attribution_patching(model, clean, corrupt, metric)
+    assert scores["a1.h2", "logits"] == pytest.approx(float((delta * g).sum() / 3), rel=1e-4, abs=1e-7)
+
+
+def test_eap_ig_tracks_exact_edge_patching_on_a_tiny_llama():
+    model = lm.wrap_lm(tiny_hf("llama"))
+    clean, corrupt = data()
+    exact = edge_patching(model, clean, corrupt, metric, progress=False).values()
+    ig = edge_attribution_patching(model, clean, corrupt, metric, steps=8).values()
+    rank = torch.corrcoef(torch.stack([exact.argsort().argsort().float(), ig.argsort().argsort().float()]))[
+        0, 1
+    ]
+    assert rank > 0.8
+
+
+def test_lm_graph_shapes():
+    g = graph_of(lm.wrap_lm(tiny_hf("llama")))  # 4 query heads, 2 key-value heads, 2 layers
+    assert len(g.senders) == 1 + 2 * (H + 1)
+    assert len(g.receivers) == 2 * (H + 2 + 2 + 1) + 1
+    assert g.receiver("a1.kv1<v>").node == "a1.kv1" and "heads" in g.note
+    g2 = graph_of(lm.wrap_lm(tiny_hf("gemma2")))
+    assert [s.name for s in g2.senders] == ["embed", "a0", "m0", "a1", "m1"] and "residual" in g2.note
+    neox = graph_of(lm.wrap_lm(tiny_hf("gpt_neox")))  # parallel: no edge from a layer's heads to its MLP
+    assert ("a0.h0", "m0") not in neox.edges() and ("a0.h0", "m1") in neox.edges()
+
+
+def _tl_name(node) -> str:
+    kind = node.kind
+    if kind == "embed" or kind == "logits":
+        return kind
+    if kind == "attn_head_out":
+        return f"a{node.layer}.h{node.head}"
+    if kind in ("mlp_out", "mlp_in"):
+        return f"m{node.layer}"
+    return f"a{node.layer}.h{node.head}<{kind[0]}>"  # q_input, k_input, v_input
+
+
+@pytest.mark.slow  # TransformerLens's bridge and its attribution module take a while to import and boot
+@pytest.mark.parametrize("fam", ["llama", "gpt2"])
+def test_eap_equals_transformerlens_edge_attribution_on_the_bridge(fam):
+    """TransformerLens 4.3's own edge attribution (bridge, per position, gradient on the corrupt run)
+    summed over positions equals ours with clean and corrupt swapped, edge for edge."""
+    import copy
+
+    import transformers
+    from transformer_lens.tools.analysis.attribution_patching import EdgeAttributionConfig, attribution_patch
+
+    from tests.lm.tiny_models import tiny_config, tiny_tokenizer, tokenizer_folder
+
+    if fam == "llama":  # TransformerLens refuses grouped-query attention: 4 key-value heads
+        cfg = tiny_config("llama")
+        cfg.num_key_value_heads = H
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            hf = transformers.LlamaForCausalLM(cfg).eval()
+            with torch.no_grad():
+                for name, p in hf.named_parameters():
+                    if "norm" in name:
+                        p.add_(0.3 * torch.randn_like(p))
+    else:
+        hf = tiny_hf(fam)
+    wrapped = lm.wrap_lm(copy.deepcopy(hf))
+    bridge = lm.bridge(hf, tiny_tokenizer(tokenizer_folder()), f"tiny-{fam}")
+    clean, corrupt = data(3)
+    ours = edge_attribution_patching(wrapped, corrupt, clean, metric)
+    theirs = attribution_patch(
+        bridge,
+        clean,
+        corrupt,
+        lambda logits: metric(logits[None] if logits.dim() == 2 else logits)[0],
+        EdgeAttributionConfig(granularity="edge"),
+    )
+    summed: dict[tuple[str, str], float] = {}
+    for (w, r), v in theirs.edge_scores.items():
+        key = (_tl_name(w), _tl_name(r))
+        summed[key] = summed.get(key, 0.0) + float(v)
+    # GPT-2: TransformerLens's embed writer is the token embedding alone (no position embedding)
+    pairs = [k for k in summed if not (fam == "gpt2" and k[0] == "embed")]
+    assert set(pairs) <= {(s, r) for s, r, _ in ours.edges()} and len(pairs) > 80
+    tl = torch.tensor([summed[k] for k in pairs])
+    mine = torch.tensor([ours[k] for k in pairs])
+    assert tl.abs().max() > 1e-3
+    torch.testing.assert_close(mine, tl, atol=1e-6, rtol=1e-4)
