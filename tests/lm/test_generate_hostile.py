@@ -11,8 +11,8 @@ import torch
 
 from hooked import lm
 from hooked.errors import OptionError
-from tests.lm.conftest import TEXTS
-from tests.lm.test_generate import hf_greedy
+from tests.lm.conftest import TEXTS, needs_smollm2
+from tests.lm.test_generate import PROMPTS, hf_greedy
 
 PROMPT = "the cat sat"
 IDS = torch.tensor([[4, 6, 8], [4, 7, 8]])
@@ -303,3 +303,23 @@ def test_token_lengths_and_empty_texts_answer_what_they_say(tiny):
         [0, 1],
         [1, 1],
     ]
+
+
+@needs_smollm2
+@pytest.mark.slow
+def test_smollm2_stop_tokens_and_padding_sides_are_transformers(smol):
+    """On SmolLM2, prompts of different lengths with caller-given stop ids, left- or right-padded:
+    the tokens and where each row stops are transformers' own greedy ``generate``."""
+    hf, model = smol["hf"], smol["wrap"]
+    batch = lm.tokenize(hf, PROMPTS)
+    free = hf_greedy(hf, batch, 10)
+    stops = [int(free[0, 3]), int(free[1, 1])]
+    want = hf_greedy(hf, batch, 10, eos_token_id=stops)
+    for prompts in (PROMPTS, lm.tokenize(model, PROMPTS, padding_side="right")):
+        got = lm.generate(model, prompts, 10, eos_token_id=stops, return_tokens=True)
+        assert got.tokens.shape == want.shape
+        for row, mine, n in zip(want.tolist(), got.tokens.tolist(), got.lengths.tolist()):
+            first = next((i for i, t in enumerate(row) if t in stops), None)
+            assert n == (len(row) if first is None else first + 1)  # up to its stop token, included
+            assert mine[:n] == row[:n]  # (the padding after it may use another pad id)
+        assert got.lengths[0] <= 4 and got.lengths[1] <= 2
