@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hooked.protocol import Batch, Hookable, cache_batch, check_hook, split_batch
+from hooked.protocol import Batch, Hookable, cache_batch, check_hooks, split_batch
 
 Metric = Callable[[Any], Tensor]  # forward output -> one value per batch row
 
@@ -68,8 +68,7 @@ def attribution_patching(
     hooks = list(hooks)
     if not hooks:
         raise ValueError("attribution_patching: hooks is empty")
-    for h in hooks:
-        check_hook(model, h)
+    check_hooks(model, hooks)
     base_acts, grads = _forward_backward(model, base, hooks, metric)
     with torch.no_grad():
         _, source_cache = cache_batch(model, source, hooks)

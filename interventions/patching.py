@@ -38,7 +38,16 @@ import torch
 from torch import Tensor
 
 from hooked.hook_fns import at_step
-from hooked.protocol import Batch, Hookable, cache_batch, check_hook, hook_point, run_with_hooks, split_batch
+from hooked.protocol import (
+    Batch,
+    Hookable,
+    cache_batch,
+    check_hook,
+    check_hooks,
+    hook_point,
+    run_with_hooks,
+    split_batch,
+)
 from hooked.sweeps import PatchSweep, SweepStrategy, run_sweep
 
 Metric = Callable[[Any], Tensor]  # forward output -> one value per batch row
@@ -53,8 +62,7 @@ Position = int | slice | Tensor | None  # a [rows] tensor: one index per row
 
 def source_activations(model: Hookable, source: Batch, hooks: Sequence[str]) -> dict[str, Tensor]:
     """The source run's activations at ``hooks`` (per-step points stacked on their time axis)."""
-    for h in hooks:
-        check_hook(model, h)
+    check_hooks(model, hooks)
     with torch.no_grad():
         _, cache = cache_batch(model, source, list(hooks))
     return {h: cache[h] for h in hooks}
@@ -205,6 +213,8 @@ def patching_sweep(
 
     n_rows = _batch_rows(base)
     chunk = chunk or len(grid)
+    hook_dict = model.hook_dict  # read once: a bridge builds it afresh on each read
+    recurrent = {h: bool(getattr(hook_point(model, h, hook_dict), "recurrent", False)) for h in hooks}
     if reuse_prefix is not False:
         per_row = None if positions is None else [_positions_of(p, n_rows, acts[h].device) for h, p in grid]
         sweep = PatchSweep(
@@ -220,7 +230,7 @@ def patching_sweep(
             required=bool(reuse_prefix),
             progress=progress,
             make_hooks=lambda patches, start=0: _grid_hooks(
-                model, [grid[j] for j in patches], acts, n_rows, pos_dim, start
+                recurrent, [grid[j] for j in patches], acts, n_rows, pos_dim, start
             ),
         )
         values = run_sweep(sweep, strategy)
@@ -231,7 +241,7 @@ def patching_sweep(
         for start in _progress(range(0, len(grid), chunk), progress):
             part = grid[start : start + chunk]
             repeated = _repeat_batch(base, len(part))
-            fwd_hooks = _grid_hooks(model, part, acts, n_rows, pos_dim)
+            fwd_hooks = _grid_hooks(recurrent, part, acts, n_rows, pos_dim)
             out = run_with_hooks(model, repeated, fwd_hooks)
             values = metric(out).float().reshape(len(part), n_rows).mean(dim=1)
             results.append(values)
@@ -269,7 +279,7 @@ def patching_pairs(
 
 
 def _grid_hooks(
-    model: Hookable,
+    recurrent_at: dict[str, bool],
     part: list[tuple[str, int | None]],
     acts: dict[str, Tensor],
     n_rows: int,
@@ -277,11 +287,12 @@ def _grid_hooks(
     start: int = 0,
 ) -> list[tuple[str, Callable]]:
     """One hook per hook point; it patches, in one indexing op, the rows of every patch aimed at it.
-    ``start > 0``: the forward computes only the positions from ``start`` on (along ``pos_dim``)."""
+    ``start > 0``: the forward computes only the positions from ``start`` on (along ``pos_dim``).
+    ``recurrent_at``: whether each hook point is recurrent (patched by step)."""
     fwd = []
     for h, (rows, src_rows, positions) in _rows_by_hook(part, acts, n_rows).items():
         src = acts[h]
-        recurrent = _is_recurrent(model, h)
+        recurrent = recurrent_at[h]
         if start and (positions[0] is None or recurrent):
             raise ValueError(
                 f"patching_sweep: {h!r} is patched {'by step' if recurrent else 'whole'}; only patches at "
