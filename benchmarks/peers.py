@@ -326,8 +326,11 @@ def _plain_residual_grad(raw, tokens: Tensor, metric: Callable) -> list[tuple[Te
     layers = raw.model.layers
 
     def keep(x: Tensor) -> Tensor:
-        x = x.view_as(x)
-        x.retain_grad()
+        if x.requires_grad:  # a node of its own, whose gradient is kept
+            x = x.view_as(x)
+            x.retain_grad()
+        else:  # the first one, where the weights need no gradient: a leaf
+            x = x.detach().requires_grad_(True)
         kept.append(x)
         return x
 
@@ -368,7 +371,7 @@ def _generation(m: _Models) -> list[Row]:
         return act + vector
 
     rows = []
-    for batch_size in m.ctx.pick((1,), (1, 4)):
+    for batch_size in (1, 4):
         batch = {k: v.to(m.ctx.device) for k, v in lm.tokenize(m.raw, list(PROMPTS[:batch_size])).items()}
         steer_w = [(f"model.layers.{LAYER}.hook_in", steer)]
         steer_b = [(f"blocks.{LAYER}.hook_resid_pre", steer)]
