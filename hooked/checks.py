@@ -177,12 +177,13 @@ def hook_list(model: Any, hooks: Any, caller: str) -> list[str]:
     if not names:
         raise ValueError(f"{caller}: hooks is empty; give at least one hook name")
     seen: dict[int, str] = {}
+    points = model.hook_dict  # read once: a bridge builds it afresh on each read
     for name in names:
         if not isinstance(name, str):
             raise TypeError(
                 f"{caller}: hook names must be strings, got {type(name).__name__}: {_short(name)}"
             )
-        key = id(hook_point(model, name))
+        key = id(hook_point(model, name, points))
         if key in seen:
             if seen[key] == name:
                 raise ValueError(f"{caller}: hook {name!r} is given twice in hooks; give each hook once")

@@ -358,8 +358,12 @@ class HookedModule(nn.Module):
                     f"hook for {names!r} must be callable as fn(activation, hook), "
                     f"got {type(fn).__name__}: {fn!r}"
                 )
-            plan.extend((hook_dict[n], fn) for n in resolve_names(hook_dict, names, owner))
-        return HookHandle.merge(hp.add_hook(fn, dir, is_permanent, level, prepend) for hp, fn in plan)
+            point = hook_dict.get(names) if isinstance(names, str) else None
+            if point is not None:  # one exact name (the common case): no list of every name
+                plan.append((point, fn))
+            else:
+                plan.extend((hook_dict[n], fn) for n in resolve_names(hook_dict, names, owner))
+        return HookHandle([(hp, dir, hp._attach(fn, dir, is_permanent, prepend, level)) for hp, fn in plan])
 
     def _attach_many(
         self,

@@ -45,7 +45,10 @@ class Hookable(Protocol):
 
 def check_hookable(model: Any, argument: str = "model") -> Hookable:
     """Return ``model`` if it follows the protocol, else raise a TypeError that says what is missing."""
-    missing = [a for a in ("hook_dict", "run_with_hooks", "run_with_cache") if not hasattr(model, a)]
+    # the class first: ``hasattr(model, "hook_dict")`` would build a property's whole dict to say yes
+    kind = type(model)
+    needed = ("hook_dict", "run_with_hooks", "run_with_cache")
+    missing = [a for a in needed if not (hasattr(kind, a) or hasattr(model, a))]
     if missing:
         raise TypeError(
             f"{argument} must be a hooked model (a hooked.HookedModule, hooked.wrap(module), or a "
@@ -75,11 +78,22 @@ def check_hook(model: Hookable, name: str) -> str:
     return name
 
 
-def hook_point(model: Hookable, name: str) -> Any:
-    """The hook point ``name`` of ``model``: by its name in ``hook_dict``, or by another name the
-    model takes for it (an optional ``hook_name_aliases`` mapping, ``{other name: hook name}``: a
-    wrapped language model's TransformerLens names)."""
+def check_hooks(model: Hookable, names: Iterable[str]) -> list[str]:
+    """:func:`check_hook` for each of ``names``, reading ``model.hook_dict`` once (a bridge builds
+    it afresh on each read); returns the names as a list."""
+    names = list(names)
     hooks = check_hookable(model).hook_dict
+    for name in names:
+        hook_point(model, name, hooks)
+    return names
+
+
+def hook_point(model: Hookable, name: str, hooks: Mapping[str, Any] | None = None) -> Any:
+    """The hook point ``name`` of ``model``: by its name in ``hook_dict`` (``hooks``, when the caller
+    read it already), or by another name the model takes for it (an optional ``hook_name_aliases``
+    mapping, ``{other name: hook name}``: a wrapped language model's TransformerLens names)."""
+    if hooks is None:
+        hooks = check_hookable(model).hook_dict
     if name in hooks:
         return hooks[name]
     other = _name_aliases(model).get(name)

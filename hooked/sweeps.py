@@ -15,6 +15,11 @@ The core knows no strategy by name: this project's language-model layer declares
 (``lm = "hooked.lm.sweeps.strategy:lm_sweep"``: prefix reuse and layer skipping on causal LMs),
 so a model that layer never loaded (``hooked.wrap`` of a transformers model) gets it too.
 
+A metric may declare the positions of the output it reads (:func:`reads_positions`, e.g. the last
+one: ``reads_positions(metric, [-1])``); a strategy may then compute the output only there (a
+language model's output head at those positions alone, :mod:`hooked.lm.sweeps.prefix_reuse`),
+and the metric sees NaN at every other position. Undeclared metrics get the whole output.
+
 A strategy must give what the plain sweep gives (within float noise); ``sweep.required`` says the
 caller asked for the strategy's way (``patching_sweep(reuse_prefix=True)``): a strategy that knows
 the model but cannot run this sweep raises a ValueError saying why, and a sweep no strategy takes
@@ -121,6 +126,27 @@ def run_sweep(sweep: PatchSweep, strategy: SweepStrategy | None = None) -> Tenso
             "or False for the plain batched sweep"
         )
     return None
+
+
+def reads_positions(metric: Callable, positions: Sequence[int]) -> Callable:
+    """Declare that ``metric`` reads its output only at ``positions`` (indices along the position
+    axis, negative ones from the end, the same for every row: ``[-1]`` is the last position, the
+    last real token of each row of a left-padded batch); returns ``metric``. A sweep strategy may
+    then compute the output at those positions only (:func:`metric_positions`)."""
+    if not callable(metric):
+        raise TypeError(f"reads_positions: metric must be callable, got {type(metric).__name__}")
+    if isinstance(positions, (str, bytes)) or not isinstance(positions, Sequence):
+        raise TypeError(f"reads_positions: positions must be a list of ints, got {positions!r}")
+    if not positions or not all(isinstance(p, int) and not isinstance(p, bool) for p in positions):
+        raise ValueError(f"reads_positions: positions must be a non-empty list of ints, got {positions!r}")
+    metric.reads_positions = tuple(positions)  # type: ignore[attr-defined]
+    return metric
+
+
+def metric_positions(metric: Callable) -> tuple[int, ...] | None:
+    """The positions ``metric`` declared with :func:`reads_positions`; ``None``: it reads them all."""
+    positions = getattr(metric, "reads_positions", None)
+    return None if positions is None else tuple(positions)
 
 
 def describe(strategy: SweepStrategy) -> str:

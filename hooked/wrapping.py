@@ -86,18 +86,21 @@ class ModuleHookPoint(HookPoint):
 
     def _refresh(self) -> None:
         super()._refresh()
-        if self._live and self._torch_handle is None:
+        live, handle = self._live, self._torch_handle
+        # plain attribute writes: nn.Module.__setattr__ would cost more than registering the hook
+        if live and handle is None:
             if self.where == "out":
-                self._torch_handle = self._target.register_forward_hook(self._on_output)
+                handle = self._target.register_forward_hook(self._on_output)
             else:
-                self._torch_handle = self._target.register_forward_pre_hook(self._on_input, with_kwargs=True)
-        elif not self._live and self._torch_handle is not None:
-            self._torch_handle.remove()
-            self._torch_handle = None
+                handle = self._target.register_forward_pre_hook(self._on_input, with_kwargs=True)
+            object.__setattr__(self, "_torch_handle", handle)
+        elif not live and handle is not None:
+            handle.remove()
+            object.__setattr__(self, "_torch_handle", None)
         for ref in list(self._owners):
             owner = ref()
             if owner is not None:
-                owner._point_live(self, self._live)
+                owner._point_live(self, live)
 
     def _add_owner(self, owner: Wrapped) -> None:
         self._owners[:] = [r for r in self._owners if r() is not None and r() is not owner]

@@ -41,7 +41,7 @@ model take turns when started from several threads (:func:`hooked.protocol.exclu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -63,8 +63,10 @@ from hooked.sweeps import PatchSweep, SweepStrategy, run_sweep
 Metric = Callable[[Any], Tensor]  # forward output -> one value per batch row
 
 
-def _is_recurrent(model: Hookable, name: str) -> bool:
-    return bool(getattr(hook_point(model, name), "recurrent", False))
+def _is_recurrent(model: Hookable, name: str, hooks: Any = None) -> bool:
+    """Whether ``name`` runs once per step (``hooks``: the model's ``hook_dict``, when read already;
+    a bridge builds it afresh on each read)."""
+    return bool(getattr(hook_point(model, name, hooks), "recurrent", False))
 
 
 Position = int | slice | Tensor | None  # a [rows] tensor: one index per row
@@ -369,6 +371,8 @@ def patching_sweep(
             return torch.stack(values).reshape(shape)
 
         chunk = chunk or len(grid)
+        points = model.hook_dict  # read once: a bridge builds it afresh on each read
+        recurrent = {h: _is_recurrent(model, h, points) for h in hooks}
         if reuse_prefix is not False:
             per_row = (
                 None if positions is None else [_positions_of(p, n_rows, acts[h].device) for h, p in grid]
@@ -386,7 +390,7 @@ def patching_sweep(
                 required=bool(reuse_prefix),
                 progress=progress,
                 make_hooks=lambda patches, start=0: _grid_hooks(
-                    model, [grid[j] for j in patches], acts, n_rows, pos_dim, start, applied
+                    recurrent, [grid[j] for j in patches], acts, n_rows, pos_dim, start, applied
                 ),
             )
             values = run_sweep(sweep, strategy)
@@ -398,7 +402,7 @@ def patching_sweep(
             for start in _progress(range(0, len(grid), chunk), progress):
                 part = grid[start : start + chunk]
                 repeated = _repeat_batch(base, len(part))
-                fwd_hooks = _grid_hooks(model, part, acts, n_rows, pos_dim, 0, applied)
+                fwd_hooks = _grid_hooks(recurrent, part, acts, n_rows, pos_dim, 0, applied)
                 out = run_with_hooks(model, repeated, fwd_hooks)
                 values = checks.metric_values(metric(out), len(part) * n_rows, caller)
                 results.append(values.float().reshape(len(part), n_rows).mean(dim=1))
@@ -497,7 +501,7 @@ def patching_pairs(
 
 
 def _grid_hooks(
-    model: Hookable,
+    recurrent_at: Mapping[str, bool],
     part: list[tuple[str, int | None]],
     acts: dict[str, Tensor],
     n_rows: int,
@@ -507,11 +511,12 @@ def _grid_hooks(
 ) -> list[tuple[str, Callable]]:
     """One hook per hook point; it patches, in one indexing op, the rows of every patch aimed at it.
     ``start > 0``: the forward computes only the positions from ``start`` on (along ``pos_dim``).
+    ``recurrent_at``: whether each hook point runs once per step (patched by step).
     ``applied`` collects ``(hook, steps, seen)`` for :func:`_check_applied`."""
     fwd = []
     for h, (rows, src_rows, positions) in _rows_by_hook(part, acts, n_rows).items():
         src = acts[h]
-        recurrent = _is_recurrent(model, h)
+        recurrent = recurrent_at[h]
         if start and (positions[0] is None or recurrent):
             raise ValueError(
                 f"patching_sweep: {h!r} is patched {'by step' if recurrent else 'whole'}; only patches at "

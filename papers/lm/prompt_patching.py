@@ -25,6 +25,7 @@ from torch import Tensor
 
 from hooked.lm import logits_of, residual_hooks, residual_labels, to_tokens, token_id
 from hooked.protocol import Hookable, check_hookable
+from hooked.sweeps import reads_positions
 from hooked.typecheck import Int, typechecked
 from interventions.patching import patching_sweep
 
@@ -55,7 +56,7 @@ def logit_diff(answer: int, wrong: int, position: int = -1) -> Callable[[Any], T
         return logits[:, answer] - logits[:, wrong]
 
     metric.__qualname__ = f"logit_diff({answer}, {wrong})"
-    return metric
+    return reads_positions(metric, [position])  # a sweep may run the output head there only
 
 
 @dataclass

@@ -170,6 +170,8 @@ class HookedBridge(TransformerBridge):
     # ------------------------------------------------------------------ names (2)
     def _resolve(self, spec: NamesSpec, hook_dict: dict[str, Any], dedupe: bool) -> list[str]:
         """The names ``spec`` selects; a filter's matches of one hook point count once if ``dedupe``."""
+        if isinstance(spec, str) and spec in hook_dict:
+            return [spec]  # one exact name: no list of all the bridge's names
         if callable(spec) and not isinstance(spec, str):
             names, seen = [], set()
             for name, hp in hook_dict.items():
@@ -271,7 +273,7 @@ class HookedBridge(TransformerBridge):
         bwd = self._named(_checked_specs(bwd_hooks, "bwd"), hook_dict)
         with self._gates_open([n for n, _ in fwd + bwd], hook_dict, keep=not reset_hooks_end):
             with super().hooks(fwd, bwd, reset_hooks_end, clear_contexts):
-                _show_user_hooks(hook_dict.values())
+                _show_user_hooks({id(hp): hp for hp in (hook_dict[n] for n, _ in fwd + bwd)}.values())
                 yield self
 
     def run_with_hooks(

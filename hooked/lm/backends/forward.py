@@ -48,6 +48,8 @@ class LMForward:
         params = inspect.signature(self.hf.forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.pass_positions = "position_ids" in params
+        # computing the output head at some positions only (transformers' causal LMs since 4.45)
+        self.keep_kwarg = next((k for k in ("logits_to_keep", "num_logits_to_keep") if k in params), None)
 
     def new_cache(self, every_position: bool = False) -> Any:
         """An empty key-value cache for this model. ``every_position``: every layer keeps every
@@ -69,9 +71,15 @@ class LMForward:
         with self.model.hooks(fwd_hooks=fwd_hooks):
             yield
 
-    def __call__(self, ids: Tensor, mask: Tensor, positions: Tensor, cache: Any) -> Tensor:
-        """Logits ``[batch, len(ids), vocab]``; ``mask`` covers the cached and the new positions."""
+    def __call__(
+        self, ids: Tensor, mask: Tensor, positions: Tensor, cache: Any, keep: Tensor | None = None
+    ) -> Tensor:
+        """Logits ``[batch, len(ids), vocab]``; ``mask`` covers the cached and the new positions.
+        ``keep``: indices into ``ids``' positions; the logits are then ``[batch, len(keep), vocab]``,
+        the output head run there only (where the model cannot, at every position, then indexed)."""
         kwargs: dict[str, Any] = {"attention_mask": mask}
+        if keep is not None and self.keep_kwarg is not None:
+            kwargs[self.keep_kwarg] = keep
         if self.pass_positions:
             kwargs["position_ids"] = positions
         if cache is not None:
@@ -80,8 +88,12 @@ class LMForward:
         else:
             kwargs["use_cache"] = False
         if self.backend.is_bridge:
-            return self.model(ids, **kwargs)
-        return logits_of(self.model(input_ids=ids, **kwargs))
+            logits = self.model(ids, **kwargs)
+        else:
+            logits = logits_of(self.model(input_ids=ids, **kwargs))
+        if keep is not None and logits.shape[1] != len(keep):
+            logits = logits[:, keep]  # the model ignored the request: index its whole output
+        return logits
 
 
 def prefix_cache(cache: Any, length: int, rows: Tensor) -> Any:

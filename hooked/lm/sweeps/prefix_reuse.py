@@ -38,7 +38,7 @@ from hooked.lm.backends.forward import LMForward, prefix_cache
 from hooked.lm.sweeps import layer_skip
 from hooked.lm.text.tokens import batch_ids_and_mask
 from hooked.protocol import Batch
-from hooked.sweeps import PatchSweep
+from hooked.sweeps import PatchSweep, metric_positions
 
 # A forward's fixed cost (dispatch, reading every weight once) in row-tokens of its compute, the
 # one constant of the planner's cost model. Measured for SmolLM2-135M on a 2-core CPU at two
@@ -107,6 +107,8 @@ def reuse_sweep(
     n_layers = len(stack[1]) if stack else 1
     head = layer_skip.head_share(forward.hf, stack[1]) if stack else 0.0
 
+    reads = _read_positions(sweep.metric, length)
+
     def run(group: list[int], skip_layers: bool = True) -> Tensor:
         """The metric after each patch of ``group``, in one forward."""
         start, k = min(starts[j] for j in group), len(group)
@@ -119,11 +121,12 @@ def reuse_sweep(
             given = base_run["outputs"][first - 1][:, start:].repeat(k, 1, 1)
             skip = layer_skip.skipping(stack[1], first, given, base_run["tuple_len"])
         with torch.no_grad(), forward.hooks(sweep.make_hooks(group, start)), skip:
-            if start == 0:
-                logits = forward(suffix, mask.repeat(k, 1), position_ids.repeat(k, 1), None)
-            else:
-                past = prefix_cache(cache, start, rows)
-                logits = forward(suffix, mask.repeat(k, 1), position_ids[:, start:].repeat(k, 1), past)
+            past = None if start == 0 else prefix_cache(cache, start, rows)
+            args = (suffix, mask.repeat(k, 1), position_ids[:, start:].repeat(k, 1), past)
+            if reads is not None:  # the output head only where the metric reads
+                return _declared(metric, reads, forward, args, base_logits, start, k, n_rows)
+            logits = forward(*args)
+            if start:
                 logits = torch.cat([base_logits[:, :start].repeat(k, 1, 1), logits], dim=1)
             values = checks.metric_values(metric(logits), k * n_rows, "patching_sweep")
             return values.float().reshape(k, n_rows).mean(dim=1)
@@ -164,6 +167,49 @@ def reuse_sweep(
             every_layer = plan_for([0] * len(names))
             values = _sweep(lambda g: run(g, skip_layers=False), every_layer, len(names), sweep.progress)
     return values
+
+
+def _read_positions(metric: Callable, length: int) -> list[int] | None:
+    """The positions (``0 .. length-1``, sorted) ``metric`` declared it reads; ``None``: all."""
+    declared = metric_positions(metric)
+    if declared is None:
+        return None
+    bad = [p for p in declared if not -length <= p < length]
+    if bad:
+        raise ValueError(
+            f"patching_sweep: the metric reads positions {bad}, outside a prompt of {length} tokens"
+        )
+    return sorted({p % length for p in declared})
+
+
+def _declared(
+    metric: Callable,
+    reads: list[int],
+    forward: LMForward,
+    args: tuple,
+    base: Tensor,
+    start: int,
+    k: int,
+    rows: int,
+) -> Tensor:
+    """The metric of a forward (``args``: from position ``start`` on, ``k`` patches of ``rows``
+    rows) whose output head runs only at the positions the metric reads (``reads``); the earlier
+    ones are the base run's, every other position is NaN (a metric reading one shows NaN: an error)."""
+    new = [p - start for p in reads if p >= start]
+    old = [p for p in reads if p < start]
+    head = forward(*args, keep=torch.tensor(new, device=base.device)) if new else None
+    logits = base.new_full((k * rows, base.shape[1], base.shape[2]), math.nan)
+    if head is not None:
+        logits[:, [p + start for p in new]] = head.to(logits.dtype)
+    if old:
+        logits[:, old] = base[:, old].repeat(k, 1, 1)
+    values = metric(logits).float()
+    if values.isnan().any():
+        raise ValueError(
+            f"patching_sweep: the metric gave NaN on logits computed only at the positions it declared "
+            f"(reads_positions: {reads}); it reads other positions too: declare them, or none"
+        )
+    return values.reshape(k, rows).mean(dim=1)
 
 
 # layer stacks on which skipping was checked -> the ids of their layers then
