@@ -102,12 +102,15 @@ def hook_point(model: Hookable, name: str, hooks: Mapping[str, Any] | None = Non
     raise UnknownHookError(name, hooks, type(model).__name__)
 
 
-def hook_key(model: Hookable, name: str) -> str:
+def hook_key(model: Hookable, name: str, hooks: Mapping[str, Any] | None = None) -> str:
     """The name under which ``model.hook_dict`` holds the hook point ``name`` (``name`` itself, or
-    the hook point's name where ``name`` is another name the model takes for it)."""
-    if name in check_hookable(model).hook_dict:
+    the hook point's name where ``name`` is another name the model takes for it; ``hooks``: the
+    ``hook_dict`` when the caller read it already)."""
+    if hooks is None:
+        hooks = check_hookable(model).hook_dict
+    if name in hooks:
         return name
-    hook_point(model, name)  # unknown: UnknownHookError with the closest names
+    hook_point(model, name, hooks)  # unknown: UnknownHookError with the closest names
     return _name_aliases(model)[name]
 
 

@@ -78,7 +78,8 @@ def attribution_patching(
     n_rows = checks.batch_rows(base, caller, "base batch")
     positions = checks.positions(positions, caller, rows=n_rows)
     checks.flag(per_head, "per_head", caller)
-    keys = [hook_key(model, h) for h in hooks]  # each point by its own name (a cache stores those)
+    points = model.hook_dict  # read once: a bridge builds it afresh on each read
+    keys = [hook_key(model, h, points) for h in hooks]  # each point by its own name (a cache stores those)
     with exclusive(model):
         base_acts, grads = _forward_backward(model, base, keys, metric, n_rows)
         with torch.no_grad():
