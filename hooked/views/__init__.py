@@ -16,6 +16,9 @@ Views of transformer results (tensors, an ActivationCache and token strings; no 
 * :func:`shaded_text` - tokens shaded by any value per token;
 * :func:`feature_page` - a sparse-autoencoder feature from ``features.json``.
 
+Circuits (:mod:`interventions.circuits`): :func:`circuit_view` (edge scores, the circuit, its
+faithfulness curve) and :func:`draw_circuit` (the circuit as a PNG graph).
+
 General charts for other figures: :func:`heatmap`, :func:`bars`, :func:`lines` (of :func:`series`).
 :mod:`hooked.views.report` builds ``report.html`` of a run folder (``hooked report RUN_DIR``).
 
@@ -23,6 +26,7 @@ This package sits on the core (it reads tensors and caches); the core never impo
 """
 
 from hooked.views.charts import bars, heatmap, lines, series, shaded_text
+from hooked.views.circuits import circuit_view, draw_circuit
 from hooked.views.features import feature_page, read_features
 from hooked.views.page import View
 from hooked.views.transformer import (
@@ -38,6 +42,8 @@ __all__ = [
     "View",
     "attention",
     "bars",
+    "circuit_view",
+    "draw_circuit",
     "feature_page",
     "head_attribution",
     "heatmap",

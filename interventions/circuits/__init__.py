@@ -5,11 +5,11 @@
   (:func:`~.edges.edge_patching`) and path patching (:func:`~.edges.path_patching`).
 * :mod:`.eap`: edge attribution patching (EAP) and its integrated-gradients form (EAP-IG).
 * :mod:`.search`: circuits (top-n edges by score, greedy pruning), their faithfulness curve, JSON.
-* :mod:`.show`: an offline HTML view of scores, circuit and curve; the circuit as a PNG graph.
 
 Written against the core's protocol only: the graph comes from :func:`hooked.circuit_graph.graph_of`
 (a model's own ``circuit_graph()``, or the language-model layer's provider), so the same code runs
 on a toy :class:`~hooked.hooked_module.HookedModule` and on ``hooked.wrap`` of a transformers model.
+Pictures: :func:`hooked.views.circuit_view` (HTML) and :func:`hooked.views.draw_circuit` (PNG).
 """
 
 from interventions.circuits.eap import edge_attribution_patching
@@ -23,14 +23,11 @@ from interventions.circuits.search import (
     save_circuit,
     top_edges,
 )
-from interventions.circuits.show import circuit_view, draw_circuit
 
 __all__ = [
     "Circuit",
     "EdgeScores",
     "acdc",
-    "circuit_view",
-    "draw_circuit",
     "edge_attribution_patching",
     "edge_patching",
     "evaluate_circuit",

@@ -22,9 +22,8 @@ from torch import Tensor
 
 from hooked.circuit_graph import graph_of
 from hooked.io import write_tensors
+from hooked.views import circuit_view, draw_circuit
 from interventions.circuits import (
-    circuit_view,
-    draw_circuit,
     edge_attribution_patching,
     faithfulness_curve,
     save_circuit,

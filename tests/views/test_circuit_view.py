@@ -6,9 +6,8 @@ import math
 
 import numpy as np
 
+from hooked.views import circuit_view, draw_circuit
 from interventions.circuits import (
-    circuit_view,
-    draw_circuit,
     edge_attribution_patching,
     faithfulness_curve,
     top_edges,

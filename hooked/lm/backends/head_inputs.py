@@ -20,8 +20,10 @@ computes queries, keys or values carries a forward hook. A projection hook fires
 the residual stream expanded to one (view) copy per head; a hook that returns it unchanged leaves
 the projection's output untouched (reading is free and bit-identical), a replacement (or a
 backward hook, which must see the per-head path) recomputes those heads from their own copies.
-The projection's input must be the norm's output itself (checked at every call; a model that
-changes it in between is refused, never silently mis-split).
+An edited copy moves what the projection read by the change of that head's normed copy
+(``norm(copy) - norm(residual)``), so an edit of the norm's output by another hook is kept; the
+projection's input must have the norm output's shape (checked at every call). A replacement equal
+to the copies (and not part of a gradient) leaves the output untouched, bit for bit.
 
 Projections understood: separate ``q_proj`` / ``k_proj`` / ``v_proj`` linears (Llama, SmolLM2,
 Mistral, Qwen2/3, Gemma, Gemma 2, ...), GPT-2's fused ``c_attn`` (queries, keys, values, each
@@ -105,7 +107,7 @@ class _SplitInputs:
 
     def _on_projection(self, module: nn.Module, args: tuple, output: Tensor) -> Tensor | None:
         stash = self._stash
-        if stash is None or not args or args[0] is not stash[1]:
+        if stash is None or not args or not isinstance(args[0], Tensor) or args[0].shape != stash[1].shape:
             raise RuntimeError(
                 f"per-head inputs: the input of {type(module).__name__} is not the output of the norm "
                 f"{type(self.norm).__name__} that runs before it, so its heads' inputs cannot be split; "
@@ -119,17 +121,20 @@ class _SplitInputs:
                 continue
             copies = resid.unsqueeze(-2).expand(*resid.shape[:-1], part.units, resid.shape[-1])
             new = point(copies)
-            if new is copies:
-                continue
+            if new is copies or (not new.requires_grad and torch.equal(new, copies)):
+                continue  # unchanged (a copy of the same values too): the projection's output as it is
             if out is None:
                 out = output.clone()
-            out[..., part.columns.flatten()] = _project(self.norm, module, part, new).to(out.dtype)
+            # the change of each head's normed copy, added to what the projection read (which keeps an
+            # edit of the norm's output made by another hook)
+            shift = self.norm.forward(new) - self.norm.forward(stash[0]).unsqueeze(-2)
+            moved = (args[0].unsqueeze(-2) + shift).to(args[0].dtype)
+            out[..., part.columns.flatten()] = _project_normed(module, part, moved).to(out.dtype)
         return out
 
 
-def _project(norm: nn.Module, proj: nn.Module, part: _Part, copies: Tensor) -> Tensor:
-    """Each unit's own copy normed and projected onto that unit's columns: ``[..., units * d_head]``."""
-    normed = norm.forward(copies)  # .forward: no module hooks (they fired once, for the real call)
+def _project_normed(proj: nn.Module, part: _Part, normed: Tensor) -> Tensor:
+    """Each unit's own normed copy projected onto that unit's columns: ``[..., units * d_head]``."""
     weight = _weight_rows(proj)[part.columns.to(normed.device)]  # [units, d_head, d_model]
     out = torch.einsum("...ud,ued->...ue", normed.to(weight.dtype), weight)
     bias = getattr(proj, "bias", None)

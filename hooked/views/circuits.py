@@ -1,5 +1,9 @@
 """Pictures of circuits: an offline HTML view of edge scores and faithfulness, and a PNG graph.
 
+They read the results of :mod:`interventions.circuits` by their attributes (an ``EdgeScores``:
+``senders``, ``receivers``, ``scores``, ``what``; a ``Circuit``: ``edges``, ``what``, ``nodes(graph)``),
+so this package, which sits on the core, imports nothing above it.
+
 * :func:`circuit_view`: a :class:`hooked.views.View` (offline HTML, hover for exact values) made of
   the views' own charts: the senders x receivers score grid (non-edges hatched), the circuit's
   edges as bars, and the faithfulness curve against the number of edges kept.
@@ -13,18 +17,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from hooked.circuit_graph import Graph
 from hooked.io import save_figure
-from hooked.views import View, series
-from hooked.views.charts import bars_panel, heatmap_panel, lines_panel
-from interventions.circuits.edges import EdgeScores
-from interventions.circuits.search import Circuit
+from hooked.views.charts import bars_panel, heatmap_panel, lines_panel, series
+from hooked.views.page import View
 
 
 def circuit_view(
-    scores: EdgeScores,
-    circuit: Circuit | None = None,
+    scores: Any,
+    circuit: Any = None,
     curve: Mapping[str, Sequence[float]] | None = None,
     *,
     title: str = "circuit",
@@ -69,7 +72,7 @@ def circuit_view(
     return View(panels, title)
 
 
-def draw_circuit(path: str | os.PathLike, circuit: Circuit, graph: Graph, *, title: str = "") -> Path:
+def draw_circuit(path: str | os.PathLike, circuit: Any, graph: Graph, *, title: str = "") -> Path:
     """Write the circuit as a PNG graph (see the module docstring); returns the path."""
     import matplotlib
 
