@@ -154,6 +154,9 @@ class HookedBridge(TransformerBridge):
     TransformerLens needs (see :mod:`hooked.lm.backends.bridge`); made by :func:`hooked_bridge`."""
 
     # ------------------------------------------------------------------ token batches (5)
+    # TransformerLens's cache methods for this model's caches: set by hooked.lm.toolkit.cache_methods
+    cache_methods: Callable[[Any], Any] | None = None
+
     def forward(self, input: Any = None, *args: Any, input_ids: Any = None, **kwargs: Any) -> Any:
         input = _one_input(input, input_ids)
         warn_if_padded_without_mask(self, input, kwargs.get("attention_mask"), stacklevel=3)
@@ -390,6 +393,8 @@ class HookedBridge(TransformerBridge):
             cache = _slice_positions(cache, pos_slice, hook_dict)
         if remove_batch_dim:
             cache = cache.remove_batch_dim()
+        if HookedBridge.cache_methods is not None:  # TransformerLens's cache methods (hooked.lm.toolkit)
+            cache = cache.with_methods(HookedBridge.cache_methods(self))
         return out, (cache if return_cache_object else dict(cache.items()))
 
 

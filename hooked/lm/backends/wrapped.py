@@ -48,6 +48,10 @@ class WrappedLM(TLModelAPI, Wrapped):
     ``arch`` is the resolved :class:`~hooked.lm.names.layouts.Decoder` (``None`` for an unknown layout).
     """
 
+    # TransformerLens's cache methods for this model's caches: set by the room above that has
+    # them (hooked.lm.toolkit.cache_methods), so that this room does not import it
+    cache_methods: Callable[[WrappedLM], Any] | None = None
+
     def __init__(self, hf_model: Any, *, output: Callable[[Any], Any] | None = None):
         super().__init__(hf_model, inputs=True, output=output)
         self.training = hf_model.training  # the wrapper is in the model's mode (eval after loading)
@@ -110,13 +114,16 @@ class WrappedLM(TLModelAPI, Wrapped):
 
     def run_with_cache(self, *args: Any, **kwargs: Any) -> Any:
         """:meth:`hooked.HookedModule.run_with_cache`, taking TransformerLens names too; the cache
-        also answers them."""
+        also answers them, and has TransformerLens's cache methods
+        (:mod:`hooked.lm.toolkit.cache_methods`)."""
         if self._tl_aliases:
             if "names_filter" in kwargs:
                 kwargs["names_filter"] = self._wrap_names(kwargs["names_filter"])
             if isinstance(kwargs.get("stop_at"), str):
                 kwargs["stop_at"] = self._wrap_name(kwargs["stop_at"])
         out, cache = super().run_with_cache(*args, **kwargs)
+        if self.arch is not None and WrappedLM.cache_methods is not None:
+            cache = cache.with_methods(WrappedLM.cache_methods(self))
         return out, cache.with_aliases(self._tl_aliases)
 
     def list_hooks(self, name_filter: Any = None, *args: Any, **kwargs: Any) -> Any:
