@@ -52,7 +52,7 @@ def test_token_strings_as_transformer_lens(pair):
             got = wrap.get_token_position("cat", text, mode=mode, prepend_bos=bos)
             assert got == bridge.get_token_position("cat", text, mode=mode, prepend_bos=bos)
     assert wrap.get_token_position("cat", text, mode="last") == 6  # BOS, the, cat, sat, on, the, cat
-    with pytest.raises(ValueError, match="not in the input"):
+    with pytest.raises(ValueError, match="is not in input"):
         wrap.get_token_position("dog", text)
 
 
@@ -171,3 +171,43 @@ def test_enable_compatibility_mode_warns_on_wrap(pair):
     wrap, _ = pair
     with pytest.warns(UserWarning, match="not processed"):
         wrap.enable_compatibility_mode(disable_warnings=True)
+
+
+def test_cache_methods_on_wrap_as_transformer_lens(pair):
+    """TransformerLens's cache methods on a wrap cache: equal to the bridge's own (TransformerLens's
+    ActivationCache) where no norm is applied, and to hooked.lm's functions of (model, cache)."""
+    from transformer_lens import ActivationCache as TLCache
+
+    wrap, bridge = pair
+    _, wc = wrap.run_with_cache(TEXT)
+    _, ours = bridge.run_with_cache(TEXT)
+    acts = {}
+    for name in bridge.hook_dict:  # every name TransformerLens may read, alias or canonical
+        try:
+            acts[name] = ours[name]
+        except KeyError:
+            pass
+    bc = TLCache(acts, bridge)
+    got, labels = wc.accumulated_resid(layer=-1, incl_mid=True, pos_slice=-1, return_labels=True)
+    want, want_labels = bc.accumulated_resid(layer=-1, incl_mid=True, pos_slice=-1, return_labels=True)
+    torch.testing.assert_close(got, want)
+    assert labels == want_labels
+    got, labels = wc.decompose_resid(layer=-1, pos_slice=-1, return_labels=True)
+    want, want_labels = bc.decompose_resid(layer=-1, pos_slice=-1, return_labels=True)
+    torch.testing.assert_close(got, want)
+    assert labels == want_labels
+    torch.testing.assert_close(wc.stack_activation("resid_post"), bc.stack_activation("resid_post"))
+    torch.testing.assert_close(wc.stack_activation("pattern", 1), bc.stack_activation("pattern", 1))
+    stack = wc.decompose_resid(layer=-1)
+    torch.testing.assert_close(
+        wc.apply_ln_to_stack(stack, layer=-1), lm.apply_ln_to_stack(wrap, wc, stack, -1)
+    )
+    torch.testing.assert_close(wc.stack_head_results(layer=-1), lm.stack_head_results(wrap, wc, -1))
+    assert wc.cache_dict.keys() == wc.to_dict().keys()
+    kept = wc.remove_batch_dim().cpu()  # the methods are kept through new caches
+    torch.testing.assert_close(kept.stack_activation("resid_pre"), wc.stack_activation("resid_pre")[:, 0])
+    torch.testing.assert_close(
+        ours.accumulated_resid(layer=-1), bc.accumulated_resid(layer=-1)
+    )  # on the bridge
+    with pytest.raises(AttributeError, match="no attribute 'nothing'"):
+        wc.nothing  # noqa: B018

@@ -480,6 +480,17 @@ class TLModelAPI:
             stacklevel=2,
         )
 
+    def set_use_attn_result(self, use_attn_result: bool) -> None:
+        """Accepted so that TransformerLens code runs; ``wrap`` has no ``hook_result`` hook point
+        (per-head outputs: ``cache.stack_head_results``), so asking for it warns."""
+        if use_attn_result:
+            warnings.warn(
+                "set_use_attn_result(True) on a wrap model: there is no per-head hook_result here; "
+                "cache.stack_head_results() gives each head's output from hook_z",
+                UserWarning,
+                stacklevel=2,
+            )
+
     # ------------------------------------------------------------------ weights
     @property
     def W_U(self) -> Tensor:
