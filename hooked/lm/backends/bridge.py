@@ -75,6 +75,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from hooked.cache import ActivationCache, pos_axis, pos_index, slice_positions
 from hooked.errors import HookedError, HookReturnError
+from hooked.lm.backends.backend import cache_methods
 from hooked.lm.backends.seen_as import seen_as as _seen_as
 from hooked.lm.text.tokens import warn_if_padded_without_mask
 from hooked.names import NamesSpec, resolve_names
@@ -154,9 +155,6 @@ class HookedBridge(TransformerBridge):
     TransformerLens needs (see :mod:`hooked.lm.backends.bridge`); made by :func:`hooked_bridge`."""
 
     # ------------------------------------------------------------------ token batches (5)
-    # TransformerLens's cache methods for this model's caches: set by hooked.lm.toolkit.cache_methods
-    cache_methods: Callable[[Any], Any] | None = None
-
     def forward(self, input: Any = None, *args: Any, input_ids: Any = None, **kwargs: Any) -> Any:
         input = _one_input(input, input_ids)
         warn_if_padded_without_mask(self, input, kwargs.get("attention_mask"), stacklevel=3)
@@ -393,8 +391,9 @@ class HookedBridge(TransformerBridge):
             cache = _slice_positions(cache, pos_slice, hook_dict)
         if remove_batch_dim:
             cache = cache.remove_batch_dim()
-        if HookedBridge.cache_methods is not None:  # TransformerLens's cache methods (hooked.lm.toolkit)
-            cache = cache.with_methods(HookedBridge.cache_methods(self))
+        methods = cache_methods(self)  # TransformerLens's cache methods (hooked.lm.toolkit)
+        if methods is not None:
+            cache = cache.with_methods(methods)
         return out, (cache if return_cache_object else dict(cache.items()))
 
 

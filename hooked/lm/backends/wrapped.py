@@ -30,7 +30,7 @@ from typing import Any
 
 from torch import Tensor
 
-from hooked.lm.backends.backend import LMBackend, attach, backend_of
+from hooked.lm.backends.backend import LMBackend, attach, backend_of, cache_methods
 from hooked.lm.backends.forward import logits_of
 from hooked.lm.backends.seen_as import seen_as
 from hooked.lm.backends.tl_model import TLModelAPI
@@ -47,10 +47,6 @@ class WrappedLM(TLModelAPI, Wrapped):
     ``output`` is applied to the model's output (``hooked.lm.wrap_lm`` passes ``logits_of``).
     ``arch`` is the resolved :class:`~hooked.lm.names.layouts.Decoder` (``None`` for an unknown layout).
     """
-
-    # TransformerLens's cache methods for this model's caches: set by the room above that has
-    # them (hooked.lm.toolkit.cache_methods), so that this room does not import it
-    cache_methods: Callable[[WrappedLM], Any] | None = None
 
     def __init__(self, hf_model: Any, *, output: Callable[[Any], Any] | None = None):
         super().__init__(hf_model, inputs=True, output=output)
@@ -122,8 +118,9 @@ class WrappedLM(TLModelAPI, Wrapped):
             if isinstance(kwargs.get("stop_at"), str):
                 kwargs["stop_at"] = self._wrap_name(kwargs["stop_at"])
         out, cache = super().run_with_cache(*args, **kwargs)
-        if self.arch is not None and WrappedLM.cache_methods is not None:
-            cache = cache.with_methods(WrappedLM.cache_methods(self))
+        methods = cache_methods(self) if self.arch is not None else None
+        if methods is not None:
+            cache = cache.with_methods(methods)
         return out, cache.with_aliases(self._tl_aliases)
 
     def list_hooks(self, name_filter: Any = None, *args: Any, **kwargs: Any) -> Any:

@@ -7,8 +7,8 @@ cache (the seam: the core imports nothing of ``hooked.lm``): ``cache.accumulated
 ``cache.cache_dict`` and ``cache.toggle_autodiff`` with TransformerLens's arguments, each the
 function of :mod:`hooked.lm.toolkit.resid` of the same name on the model the cache came from.
 :class:`hooked.lm.WrappedLM` and the bridge (:class:`hooked.lm.backends.bridge.HookedBridge`)
-attach them in ``run_with_cache`` (this module registers the class as their ``cache_methods``
-when imported, which ``import hooked.lm`` does).
+attach them in ``run_with_cache`` (this module registers the class in
+``hooked.lm.backends.backend.CACHE_METHODS`` when imported, which ``import hooked.lm`` does).
 
 Differences from TransformerLens's methods are those of :mod:`hooked.lm.toolkit.resid` (norms
 applied with their gains, as an unprocessed model needs); ``compute_head_results`` is a no-op
@@ -24,8 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from hooked.lm.backends.bridge import HookedBridge
-from hooked.lm.backends.wrapped import WrappedLM
+from hooked.lm.backends.backend import CACHE_METHODS
 from hooked.lm.toolkit import resid
 
 
@@ -173,4 +172,4 @@ class TLCacheMethods:
     cache_dict.cache_property = True  # type: ignore[attr-defined]
 
 
-WrappedLM.cache_methods = HookedBridge.cache_methods = TLCacheMethods
+CACHE_METHODS["class"] = TLCacheMethods
