@@ -11,10 +11,16 @@ so keeping a cache does not keep a model (or its autograd graph) alive.
 TransformerLens's ``Slice`` semantics. :class:`OwnForward` tells a cache's recording hooks which
 calls of their hook points belong to the forward being recorded (not to a forward that a hook
 starts inside it, nor to another thread's).
+
+Methods from a layer above: :meth:`ActivationCache.with_methods` gives a cache that also answers
+the methods of an object handed in (``cache.accumulated_resid(...)`` calls
+``methods.accumulated_resid(cache, ...)``). The language-model layer hands in TransformerLens's
+cache methods that way (:mod:`hooked.lm.toolkit.cache_methods`); the core knows none of them.
 """
 
 from __future__ import annotations
 
+import functools
 import numbers
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -52,6 +58,7 @@ class ActivationCache(Mapping[str, Tensor]):
         if sorted(self._order) != sorted([*self._data, *self._ragged]):
             raise ValueError("ActivationCache: order must list every name of data and ragged once")
         self._aliases = dict(aliases or {})  # other names of stored keys (see with_aliases)
+        self._methods: Any = None  # an object whose methods this cache also answers (with_methods)
 
     @classmethod
     def from_calls(
@@ -109,7 +116,11 @@ class ActivationCache(Mapping[str, Tensor]):
         return len(self._data) + len(self._ragged)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._data or name in self._ragged
+        """True for a stored name and for another name of one (:meth:`with_aliases`), as lookups."""
+        if name in self._data or name in self._ragged:
+            return True
+        other = self._other_name(name) if isinstance(name, str) else None
+        return other is not None and other != name and (other in self._data or other in self._ragged)
 
     # ------------------------------------------------------------------ names
     @property
@@ -128,9 +139,29 @@ class ActivationCache(Mapping[str, Tensor]):
 
     def with_aliases(self, aliases: Mapping[str, str]) -> ActivationCache:
         """The same activations, also found under other names (``{other name: stored name}``)."""
-        return ActivationCache(
+        out = ActivationCache(
             self._data, self._time_dims, self._ragged, {**self._aliases, **aliases}, order=self._order
         )
+        out._methods = self._methods
+        return out
+
+    def with_methods(self, methods: Any) -> ActivationCache:
+        """The same activations, also answering ``methods``' public methods, each called with this
+        cache first: ``cache.f(*args)`` is ``methods.f(cache, *args)``, and a method marked
+        ``f.cache_property = True`` is read as an attribute, ``cache.f`` (a seam for the layers
+        above the core; kept by :meth:`with_aliases`, :meth:`apply`, :meth:`to`,
+        :meth:`remove_batch_dim`)."""
+        out = self.with_aliases({})
+        out._methods = methods
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        methods = self.__dict__.get("_methods")
+        if methods is not None and not name.startswith("_"):
+            fn = getattr(methods, name, None)
+            if callable(fn):
+                return fn(self) if getattr(fn, "cache_property", False) else functools.partial(fn, self)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}")
 
     # ------------------------------------------------------------------ steps
     def is_stacked(self, name: str) -> bool:
@@ -173,13 +204,15 @@ class ActivationCache(Mapping[str, Tensor]):
                 )
             return out
 
-        return ActivationCache(
+        out = ActivationCache(
             {k: applied(k, v) for k, v in self._data.items()},
             self._time_dims,
             {k: [applied(k, t) for t in v] for k, v in self._ragged.items()},
             self._aliases,
             order=self._order,
         )
+        out._methods = self._methods
+        return out
 
     def remove_batch_dim(self) -> ActivationCache:
         """Drop the batch axis (of size 1) from every tensor: each step's axis 0, which a stack
@@ -199,13 +232,15 @@ class ActivationCache(Mapping[str, Tensor]):
                 raise ValueError(
                     f"remove_batch_dim needs batch size 1, but the steps of {name!r} have shapes {shapes}"
                 )
-        return ActivationCache(
+        out = ActivationCache(
             {k: v.select(batch_axis.get(k, 0), 0) for k, v in self._data.items()},
             {k: d if d < batch_axis[k] else d - 1 for k, d in self._time_dims.items()},
             {k: [t[0] for t in v] for k, v in self._ragged.items()},
             self._aliases,
             order=self._order,
         )
+        out._methods = self._methods
+        return out
 
     @property
     def nbytes(self) -> int:

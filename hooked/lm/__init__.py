@@ -84,6 +84,7 @@ from hooked.lm.text.tokens import (
     token_id,
     tokenize,
 )
+from hooked.lm.toolkit.cache_methods import TLCacheMethods
 from hooked.lm.toolkit.resid import (
     accumulated_resid,
     apply_ln_to_stack,
@@ -136,6 +137,7 @@ __all__ = [
     "token_id",
     "tokenize",
     # toolkit
+    "TLCacheMethods",
     "accumulated_resid",
     "apply_ln_to_stack",
     "decompose_resid",

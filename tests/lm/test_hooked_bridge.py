@@ -81,7 +81,8 @@ def test_cache_keys_are_the_names_asked_for(bridge, tokens):
     assert torch.equal(cache["blocks.1.hook_resid_mid"], cache["blocks.1.ln2.hook_in"])
     assert torch.equal(cache["resid_mid", 1], cache["blocks.1.ln2.hook_in"])
     # no names_filter: every hook point once, canonical names, aliases still answer
-    assert "blocks.0.hook_in" in everything and "blocks.0.hook_resid_pre" not in everything
+    assert "blocks.0.hook_in" in list(everything) and "blocks.0.hook_resid_pre" not in list(everything)
+    assert "blocks.0.hook_resid_pre" in everything  # `in` answers what a lookup answers (issue 27)
     assert torch.equal(everything["blocks.0.hook_resid_pre"], cache["blocks.0.hook_resid_pre"])
     assert torch.equal(everything["resid_pre", 0], cache["blocks.0.hook_resid_pre"])
 

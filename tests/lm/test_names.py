@@ -56,6 +56,8 @@ def test_aliases_find_stored_names_and_survive_copies():
         {"blocks.1.hook_resid_pre": "model.layers.1.hook_in"}
     )
     assert cache["blocks.1.hook_resid_pre"] is t and cache["resid_pre", 1] is t
-    assert list(cache) == ["model.layers.1.hook_in"] and "blocks.1.hook_resid_pre" not in cache
+    assert list(cache) == ["model.layers.1.hook_in"] and len(cache) == 1
+    # `in` answers what a lookup answers (issue 27), and nothing else
+    assert "blocks.1.hook_resid_pre" in cache and "blocks.0.hook_resid_pre" not in cache
     assert torch.equal(cache.to(dtype=torch.float64)["resid_pre", 1], t.double())
     assert cache.apply(lambda x: x * 2)["blocks.1.hook_resid_pre"].equal(2 * t)

@@ -34,6 +34,17 @@ BACKENDS: tuple[Backend, ...] = ("bridge", "wrap", "hf")
 
 _ATTRIBUTE = "_hooked_lm_backend"  # where a model keeps its backend (in its __dict__)
 
+# TransformerLens's cache methods, handed to the caches of run_with_cache on both backends: set by
+# the room that has them (hooked.lm.toolkit.cache_methods, imported by ``import hooked.lm``) so
+# that this room does not import it; a class taking the model
+CACHE_METHODS: dict[str, Any] = {"class": None}
+
+
+def cache_methods(model: Any) -> Any:
+    """TransformerLens's cache methods for ``model``'s caches (None before they are registered)."""
+    cls = CACHE_METHODS["class"]
+    return None if cls is None else cls(model)
+
 
 class LMBackend:
     """The backend of one loaded language model (see the module docstring); from :func:`backend_of`.

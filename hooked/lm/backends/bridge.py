@@ -75,6 +75,7 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from hooked.cache import ActivationCache, OwnForward, pos_axis, pos_index, slice_positions
 from hooked.errors import HookedError, HookReturnError
+from hooked.lm.backends.backend import cache_methods
 from hooked.lm.backends.seen_as import seen_as as _seen_as
 from hooked.lm.text.tokens import warn_if_padded_without_mask
 from hooked.names import NamesSpec, resolve_names
@@ -408,6 +409,9 @@ class HookedBridge(TransformerBridge):
             cache = _slice_positions(cache, pos_slice, hook_dict)
         if remove_batch_dim:
             cache = cache.remove_batch_dim()
+        methods = cache_methods(self)  # TransformerLens's cache methods (hooked.lm.toolkit)
+        if methods is not None:
+            cache = cache.with_methods(methods)
         return out, (cache if return_cache_object else dict(cache.items()))
 
 

@@ -26,22 +26,25 @@ A model of no known layout is wrapped all the same, without per-head points and 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any, cast
 
 from torch import Tensor
 
-from hooked.lm.backends.backend import LMBackend, attach, backend_of
+from hooked.lm.backends.backend import LMBackend, attach, backend_of, cache_methods
 from hooked.lm.backends.forward import logits_of
 from hooked.lm.backends.seen_as import seen_as
+from hooked.lm.backends.tl_model import TLModelAPI
 from hooked.lm.names.layouts import Decoder, decoder
-from hooked.lm.text.tokens import warn_if_padded_without_mask
+from hooked.lm.text.tokens import UnmaskedPaddingWarning, warn_if_padded_without_mask
 from hooked.protocol import hook_names, other_names
 from hooked.wrapping import Wrapped
 
 
-class WrappedLM(Wrapped):
-    """A transformers causal LM under :func:`hooked.wrap` (inputs too), with per-head hook points.
+class WrappedLM(TLModelAPI, Wrapped):
+    """A transformers causal LM under :func:`hooked.wrap` (inputs too), with per-head hook points
+    and TransformerLens's model API (:class:`hooked.lm.backends.tl_model.TLModelAPI`).
 
     ``output`` is applied to the model's output (``hooked.lm.wrap_lm`` passes ``logits_of``).
     ``arch`` is the resolved :class:`~hooked.lm.names.layouts.Decoder` (``None`` for an unknown layout).
@@ -49,6 +52,7 @@ class WrappedLM(Wrapped):
 
     def __init__(self, hf_model: Any, *, output: Callable[[Any], Any] | None = None):
         super().__init__(hf_model, inputs=True, output=output)
+        self.training = hf_model.training  # the wrapper is in the model's mode (eval after loading)
         arch = attach(self, LMBackend("wrap", hf_model, decoder(hf_model))).decoder
         self.__dict__["_tl_aliases"] = {}
         if arch is not None:
@@ -77,9 +81,21 @@ class WrappedLM(Wrapped):
         return backend_of(self).decoder
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The transformers model's forward (logits out), taking TransformerLens's arguments too: a
+        text or list of texts, ``return_type``, ``loss_per_token``, ``prepend_bos``, ``padding_side``."""
+        args, kwargs, tl = self._tl_forward_args(args, kwargs)
+        if tl.pop("_right_padded", False):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UnmaskedPaddingWarning)
+                out = self._forward(args, kwargs)
+        else:
+            out = self._forward(args, kwargs)
+        return self._tl_output(out, args, kwargs, tl) if tl else out
+
+    def _forward(self, args: tuple, kwargs: dict) -> Any:
         ids = args[0] if args else kwargs.get("input_ids")
         mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
-        warn_if_padded_without_mask(self, ids, mask, stacklevel=4)
+        warn_if_padded_without_mask(self, ids, mask, stacklevel=5)
         if (
             isinstance(mask, Tensor)
             and isinstance(ids, Tensor)
@@ -100,13 +116,17 @@ class WrappedLM(Wrapped):
 
     def run_with_cache(self, *args: Any, **kwargs: Any) -> Any:
         """:meth:`hooked.HookedModule.run_with_cache`, taking TransformerLens names too; the cache
-        also answers them."""
+        also answers them, and has TransformerLens's cache methods
+        (:mod:`hooked.lm.toolkit.cache_methods`)."""
         if self._tl_aliases:
             if "names_filter" in kwargs:
                 kwargs["names_filter"] = self._wrap_names(kwargs["names_filter"])
             if isinstance(kwargs.get("stop_at"), str):
                 kwargs["stop_at"] = self._wrap_name(kwargs["stop_at"])
         out, cache = super().run_with_cache(*args, **kwargs)
+        methods = cache_methods(self) if self.arch is not None else None
+        if methods is not None:
+            cache = cache.with_methods(methods)
         return out, cache.with_aliases(self._tl_aliases)
 
     def list_hooks(self, name_filter: Any = None, *args: Any, **kwargs: Any) -> Any:

@@ -126,6 +126,8 @@ def tl_aliases(dec: Decoder) -> dict[str, str]:
     for i in range(dec.n_layers):
         block = f"{lay.layers}.{i}"
         aliases[f"blocks.{i}.hook_resid_pre"] = wrap.resid_pre(i)
+        aliases[f"blocks.{i}.hook_in"] = wrap.resid_pre(i)  # the block's input and output, as the bridge
+        aliases[f"blocks.{i}.hook_out"] = wrap.resid_post(i)
         mid = wrap.resid_mid(i)
         if mid is not None:
             aliases[f"blocks.{i}.hook_resid_mid"] = mid
