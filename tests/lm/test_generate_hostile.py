@@ -11,7 +11,7 @@ import torch
 
 from hooked import lm
 from hooked.errors import OptionError
-from tests.lm.conftest import TEXTS, needs_smollm2
+from tests.lm.conftest import TEXTS
 from tests.lm.test_generate import PROMPTS, hf_greedy
 
 PROMPT = "the cat sat"
@@ -305,7 +305,7 @@ def test_token_lengths_and_empty_texts_answer_what_they_say(tiny):
     ]
 
 
-@needs_smollm2
+@pytest.mark.smollm2
 @pytest.mark.slow
 def test_smollm2_stop_tokens_and_padding_sides_are_transformers(smol):
     """On SmolLM2, prompts of different lengths with caller-given stop ids, left- or right-padded:

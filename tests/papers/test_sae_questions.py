@@ -50,12 +50,9 @@ def test_the_bows_recovery_experiment_runs(tmp_path):
     assert (tmp_path / "bows_recovery.json").is_file()
 
 
+@pytest.mark.smollm2
 @pytest.mark.slow
 def test_the_calendar_experiment_runs(tmp_path):
-    from tests.lm.conftest import needs_smollm2
-
-    if needs_smollm2.args[0]:
-        pytest.skip(needs_smollm2.kwargs["reason"])
     from papers.sae.calendar import calendar
 
     out = calendar(

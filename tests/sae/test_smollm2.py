@@ -16,13 +16,12 @@ import torch
 import hooked.sae as S
 from hooked import lm, store
 from hooked.sae.texts import wiki_texts
-from tests.lm.conftest import needs_smollm2
 
 HOOK = "model.layers.10.hook_out"
 
 
 @pytest.mark.slow
-@needs_smollm2
+@pytest.mark.smollm2
 def test_train_evaluate_splice_and_steer_on_smollm2(tmp_path):
     model = lm.load("smollm2-135m", backend="wrap")
     texts = wiki_texts("train", 96)

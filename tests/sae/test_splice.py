@@ -314,13 +314,10 @@ def test_bad_splices_are_refused_and_leave_no_hooks(tiny_lms):
     assert not _hooks_left(bridge)
 
 
+@pytest.mark.smollm2
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["wrap", "bridge"])
 def test_smollm2_logits_are_unchanged_with_the_error_term(backend):
-    from tests.lm.conftest import needs_smollm2
-
-    if needs_smollm2.args[0]:
-        pytest.skip(needs_smollm2.kwargs["reason"])
     model = lm.load("smollm2-135m", backend=backend)
     hook = "blocks.10.hook_resid_post" if backend == "bridge" else "model.layers.10.hook_out"
     sae = _random_sae(576, width=16 * 576, k=32)
