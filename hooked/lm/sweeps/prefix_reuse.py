@@ -120,6 +120,10 @@ def reuse_sweep(
             assert stack is not None  # layers are skipped only on a known stack
             given = base_run["outputs"][first - 1][:, start:].repeat(k, 1, 1)
             skip = layer_skip.skipping(stack[1], first, given, base_run["tuple_len"])
+        if reads is not None and start > reads[-1]:
+            # every patch of the group starts after the last position the metric reads, which a
+            # decoder computes without looking ahead: the base run's logits answer, no forward runs
+            return _declared(metric, reads, forward, (), base_logits, start, k, n_rows)
         with torch.no_grad(), forward.hooks(sweep.make_hooks(group, start)), skip:
             past = None if start == 0 else prefix_cache(cache, start, rows)
             args = (suffix, mask.repeat(k, 1), position_ids[:, start:].repeat(k, 1), past)
