@@ -321,7 +321,8 @@ def _shorthand(*key: Any) -> str:
             f"cache[{', '.join(map(repr, key))}]: the shorthand is cache[name, layer] or "
             "cache[name, layer, layer_type] (TransformerLens's get_act_name), e.g. cache['resid_pre', 3]"
         )
-    name, layer, layer_type = (*key, None, None)[:3]
+    name: str = key[0]
+    layer, layer_type = (*key[1:], None, None)[:2]
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, (numbers.Integral, str))):
         raise KeyError(f"cache[{name!r}, {layer!r}]: the layer must be an integer")
     if layer_type is not None and not isinstance(layer_type, str):
@@ -331,7 +332,7 @@ def _shorthand(*key: Any) -> str:
             f"cache[{name!r}, {layer}]: a cache does not know the number of layers; use "
             f"cache[hooked.lm.act_name(model, {name!r}, {layer})]"
         )
-    return act_name(name, layer, layer_type)
+    return act_name(name, int(layer) if isinstance(layer, numbers.Integral) else layer, layer_type)
 
 
 def pos_index(spec: Any) -> PosIndex | None:

@@ -338,8 +338,14 @@ def _cmd_report(args: argparse.Namespace, rest: list[str]) -> int:
 def _cmd_sae(args: argparse.Namespace, rest: list[str]) -> int:
     from hooked.sae.command import sae_command
 
-    helpers = dict(model_parser=_model_parser, build_model=_build_model, find_model=_model_entry)
-    return sae_command(args.action, rest, show_help=args.help, **helpers)
+    return sae_command(
+        args.action,
+        rest,
+        show_help=args.help,
+        model_parser=_model_parser,
+        build_model=_build_model,
+        find_model=_model_entry,
+    )
 
 
 # ---------------------------------------------------------------------- helpers

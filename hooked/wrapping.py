@@ -72,8 +72,8 @@ class ModuleHookPoint(HookPoint):
     hook function is attached to it.
     """
 
-    _target: nn.Module  # set with object.__setattr__ (not a child module), as is _owner
-    _owner: Callable[[], Any] | None
+    _target: nn.Module  # set with object.__setattr__ (not a child module), as is _owners
+    _owners: list[weakref.ref[Wrapped]]
 
     def __init__(self, module: nn.Module, where: str):
         super().__init__()

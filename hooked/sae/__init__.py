@@ -17,6 +17,8 @@ Command line: ``hooked sae train ...`` and ``hooked sae eval ...``. The generic 
 core's protocol; :mod:`hooked.sae.evaluation` alone uses :mod:`hooked.lm`.
 """
 
+from typing import TYPE_CHECKING
+
 from hooked.sae.dictionary import KINDS, SAE, Transcoder
 from hooked.sae.files import SAEFileError, dictionary_folders, load, save
 from hooked.sae.splice import (
@@ -30,6 +32,10 @@ from hooked.sae.splice import (
     spliced,
     steer,
 )
+
+if TYPE_CHECKING:  # loaded on first use (below); named here for type checkers
+    from hooked.sae.evaluation import evaluate
+    from hooked.sae.training import TrainingError, train
 
 __all__ = [
     "KINDS",

@@ -38,6 +38,7 @@ def sae_command(
 ) -> int:
     """Run ``hooked sae ACTION`` with the arguments ``rest``; returns the exit code."""
     if action is None or action not in ACTIONS:
+        assert __doc__ is not None  # this module has a docstring (it is the usage text)
         print(__doc__.strip().split("\n\n")[1] if action is None else "")
         if action is not None:
             raise ValueError(f"unknown action {action!r}; one of {', '.join(ACTIONS)}")

@@ -154,7 +154,7 @@ class SAE(HookedModule):
             w_enc = w_dec.T.clone()
         else:
             w_enc = torch.randn(d_in, width, generator=g, dtype=torch.float64) / math.sqrt(d_in)
-        kw = dict(dtype=dtype, device=device)
+        kw: dict[str, Any] = dict(dtype=dtype, device=device)
         self.W_enc = nn.Parameter(w_enc.to(**kw).contiguous())
         self.b_enc = nn.Parameter(torch.zeros(width, **kw))
         self.W_dec = nn.Parameter(w_dec.to(**kw).contiguous())
@@ -253,6 +253,7 @@ class SAE(HookedModule):
         if self.kind == "standard":
             return torch.relu(pre)
         if self.kind == "topk":
+            assert self.k is not None  # check_shape_args refuses kind="topk" without k
             values, index = pre.topk(self.k, dim=-1, sorted=False)
             return torch.zeros_like(pre).scatter_(-1, index, torch.relu(values))
         return torch.relu(pre) * (pre > self.threshold)  # jumprelu, batchtopk

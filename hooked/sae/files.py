@@ -30,7 +30,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -272,6 +272,7 @@ def _build(
         kind = "jumprelu"  # no k recorded: it is a JumpReLU as far as anything here can tell
     if isinstance(k, float) and k.is_integer():
         k = int(k)
+    k = cast("int | None", k)  # any other JSON value: the constructor refuses it (SAEFileError below)
     try:
         if arch in _TRANSCODER_ARCHS or arch == "topk_transcoder":
             d_out = cfg.get("d_out")

@@ -247,6 +247,7 @@ class Learner:
             with torch.no_grad():
                 pre = torch.addmm(p["b_enc"], c, p["enc"].T)
             if spec.kind == "topk":
+                assert spec.k is not None  # check_shape_args (in __init__) refuses a top-k kind without k
                 rows, cols, offsets = topk_bags(pre, spec.k)
             else:
                 rows, cols, offsets = mask_bags(self._batch_selection(pre, n, comm))
@@ -257,6 +258,7 @@ class Learner:
         elif spec.kind in ("topk", "batchtopk"):  # narrow: dense matmuls cost no more than the kernels
             pre = torch.addmm(p["b_enc"], c, p["enc"].T)
             if spec.kind == "topk":
+                assert spec.k is not None  # check_shape_args (in __init__) refuses a top-k kind without k
                 index = pre.detach().topk(spec.k, dim=-1, sorted=False).indices
                 f = torch.zeros_like(pre).scatter(1, index, torch.relu(pre.gather(1, index)))
             else:
@@ -302,6 +304,7 @@ class Learner:
 
     def _batch_selection(self, pre: Tensor, n: int, comm: Comm) -> Tensor:
         """BatchTopK: the ``k * n`` largest positive pre-activations over every rank's rows."""
+        assert self.spec.k is not None  # check_shape_args (in __init__) refuses a top-k kind without k
         K = self.spec.k * n
         with torch.no_grad():
             flat = torch.relu(pre).reshape(-1)

@@ -417,7 +417,7 @@ def _feature_index(features: Any) -> Any:
         return features.long()
     if isinstance(features, int) and not isinstance(features, bool):
         return [features]
-    items = list(features)
+    items = [] if isinstance(features, bool) else list(features)  # a bool gets the message below
     if not items or not all(isinstance(i, int) and not isinstance(i, bool) for i in items):
         raise TypeError(f"features must be an int, a list of ints or a tensor of indices, got {features!r}")
     return items

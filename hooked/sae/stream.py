@@ -60,7 +60,7 @@ class StoreStream:
         self.store = store_path(store)
         self.columns = list(dict.fromkeys(columns))
         self.shapes = store_columns(self.store, self.columns)
-        self.rows = manifest_of(self.store)["rows"]
+        self.rows: int = manifest_of(self.store)["rows"]
         if self.rows < batch_size:
             raise StoreError(
                 f"the store {self.store} has {self.rows} rows, fewer than one batch ({batch_size})"

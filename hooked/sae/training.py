@@ -174,7 +174,7 @@ def train(
             _check_finite(batch, columns, step, comm, run)
             for learner, init_sae in zip(learners, inits):
                 x = batch[learner.spec.hook].float()
-                y = batch[learner.spec.hook_out].float() if learner.transcoder else x
+                y = batch[learner.spec.hook_out].float() if learner.spec.hook_out is not None else x
                 if not learner.initialised:
                     learner.initialise(x, y, batch_size, comm, init_sae)
                 loss = learner.loss(x, y, batch_size, comm)

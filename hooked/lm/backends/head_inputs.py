@@ -34,7 +34,7 @@ Other attention modules get no per-head input points.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +57,8 @@ class _Part:
 
 class HeadInputHookPoint(HookPoint):
     """``P.hook_{q,k,v}_input``: the residual stream each head (key-value head) of one kind reads."""
+
+    _split: _SplitInputs  # set with object.__setattr__ (a plain reference, not a child module)
 
     def __init__(self, split: _SplitInputs, kind: str):
         super().__init__()
@@ -148,7 +150,7 @@ def _weight_rows(proj: nn.Module) -> Tensor:
     if isinstance(proj, nn.Linear):
         return proj.weight
     if type(proj).__name__ == "Conv1D":
-        return proj.weight.t()
+        return cast(Tensor, proj.weight).t()
     raise TypeError(f"per-head inputs: {type(proj).__name__} is neither a Linear nor GPT-2's Conv1D")
 
 
@@ -165,8 +167,8 @@ def _parts(dec: Decoder, layer: int) -> dict[str, _Part] | None:
     attn = dec.part(layer, "attn")
     h = dec.n_heads
     mods = attn._modules
-    if all(isinstance(mods.get(f"{k}_proj"), nn.Linear) for k in KINDS):
-        q, k, v = (mods[f"{kind}_proj"] for kind in KINDS)
+    q, k, v = (mods.get(f"{kind}_proj") for kind in KINDS)
+    if isinstance(q, nn.Linear) and isinstance(k, nn.Linear) and isinstance(v, nn.Linear):
         if q.out_features % h:
             return None
         d_head = q.out_features // h
@@ -174,7 +176,8 @@ def _parts(dec: Decoder, layer: int) -> dict[str, _Part] | None:
             return None
         g = k.out_features // d_head
         cols = {"q": _blocks(h, d_head), "k": _blocks(g, d_head), "v": _blocks(g, d_head)}
-        return {kind: _Part(kind, mods[f"{kind}_proj"], cols[kind], len(cols[kind])) for kind in KINDS}
+        projs = {"q": q, "k": k, "v": v}
+        return {kind: _Part(kind, projs[kind], cols[kind], len(cols[kind])) for kind in KINDS}
     fused = mods.get("c_attn")  # GPT-2: [queries | keys | values], each head-major
     if fused is not None and dec.layout.name == "gpt2":
         width = _out_features(fused)

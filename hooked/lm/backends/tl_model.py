@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
 
+from hooked.hook_point import HookPoint
 from hooked.lm.names.layouts import Decoder
 from hooked.protocol import model_device
 
@@ -55,7 +56,7 @@ class TLConfig:
     d_head: int
     d_vocab: int
     d_vocab_out: int
-    n_ctx: int
+    n_ctx: int | None  # None where the config names no context length
     d_mlp: int | None
     n_key_value_heads: int
     device: str
@@ -106,8 +107,9 @@ def _heads(w: Tensor, n: int) -> Tensor:
 def attention_weights(dec: Decoder, layer: int) -> dict[str, Tensor | None]:
     """``W_Q, W_K, W_V, W_O, b_Q, b_K, b_V, b_O`` of one layer, shaped as TransformerLens's bridge
     shapes them (``b_*`` is None where the projection has no bias)."""
-    attn = dec.part(layer, "attn")
-    o_proj = dec.part(layer, "o_proj")
+    # Any: transformers modules, whose projections each family names its own way (below)
+    attn: Any = dec.part(layer, "attn")
+    o_proj: Any = dec.part(layer, "o_proj")
     cfg = dec.root.config
     n, n_kv = dec.n_heads, getattr(cfg, "num_key_value_heads", None) or dec.n_heads
     name = dec.layout.name
@@ -116,6 +118,7 @@ def attention_weights(dec: Decoder, layer: int) -> dict[str, Tensor | None]:
         b = getattr(module, "bias", None)
         return None if b is None else b.unflatten(0, (n_heads, -1))
 
+    out: dict[str, Tensor | None]
     if name in ("llama", "gemma2") and all(hasattr(attn, p) for p in ("q_proj", "k_proj", "v_proj")):
         out = {
             "W_Q": _heads(attn.q_proj.weight.T, n),
@@ -150,12 +153,13 @@ def attention_weights(dec: Decoder, layer: int) -> dict[str, Tensor | None]:
 
 def _stack(dec: Decoder, key: str) -> Tensor:
     parts = [attention_weights(dec, i)[key] for i in range(dec.n_layers)]
-    if parts[0] is None:
+    present = [p for p in parts if p is not None]
+    if len(present) < len(parts):
         raise AttributeError(
             f"{key}: this model's attention projections have no bias (TransformerLens's bridge has "
             "none either); use zeros if an analysis needs one"
         )
-    return torch.stack(parts)
+    return torch.stack(present)
 
 
 def _repeat_kv(w: Tensor, n_heads: int) -> Tensor:
@@ -246,6 +250,12 @@ class TLModelAPI:
     transformers model) and ``self.hook_name_aliases``.
     """
 
+    # what the class this is mixed into (WrappedLM) has; declared here for type checkers
+    arch: Decoder | None
+    module: Any  # the transformers model (config, generate, get_output_embeddings, ...)
+    hook_dict: dict[str, HookPoint]
+    hook_name_aliases: dict[str, str]
+
     # ------------------------------------------------------------------ layout
     def _tl_arch(self, what: str) -> Decoder:
         arch = self.arch
@@ -259,7 +269,7 @@ class TLModelAPI:
     @property
     def cfg(self) -> TLConfig:
         """TransformerLens's config fields of this model (a fresh :class:`TLConfig` each time)."""
-        return tl_config(self._tl_arch("cfg"), self)
+        return tl_config(self._tl_arch("cfg"), cast(nn.Module, self))  # mixed into WrappedLM, a module
 
     # ------------------------------------------------------------------ tokens
     def _tl_tokenizer(self) -> Any:
@@ -411,6 +421,8 @@ class TLModelAPI:
         if return_type not in ("loss", "both"):
             raise ValueError(f"return_type must be 'logits', 'loss', 'both' or None, got {return_type!r}")
         ids = args[0] if args else kwargs.get("input_ids")
+        if ids is None:
+            raise ValueError(f"return_type={return_type!r} needs the token ids (input_ids) for the loss")
         loss = self.loss_fn(
             logits, ids, kwargs.get("attention_mask"), per_token=tl.get("loss_per_token", False)
         )
@@ -446,7 +458,7 @@ class TLModelAPI:
         )
         if not texts and not any(k in kwargs for k in _TL_GENERATE):
             return self.module.generate(input, max_new_tokens=max_new_tokens, **kwargs)
-        from hooked.lm.text.generate import generate
+        from hooked.lm.text.generate import Generation, generate
 
         kwargs.pop("verbose", None)
         kwargs.pop("return_type", None)
@@ -457,6 +469,7 @@ class TLModelAPI:
             ids, mask = self._tl_tokens(input, prepend_bos, "left")
             batch = ids if mask is None else {"input_ids": ids, "attention_mask": mask}
             out = generate(self, batch, max_new_tokens, use_cache=use_cache, return_tokens=True, **kwargs)
+            assert isinstance(out, Generation)  # return_tokens=True
             bos = 1 if prepend_bos is None or prepend_bos else 0
             tokenizer = self._tl_tokenizer()
             text = [
@@ -465,6 +478,7 @@ class TLModelAPI:
             ]
             return text[0] if isinstance(input, str) else text
         out = generate(self, input, max_new_tokens, use_cache=use_cache, return_tokens=True, **kwargs)
+        assert isinstance(out, Generation)  # return_tokens=True
         return torch.cat([torch.as_tensor(input).to(out.tokens.device), out.tokens], dim=1)
 
     def enable_compatibility_mode(self, *args: Any, **kwargs: Any) -> None:
@@ -514,10 +528,11 @@ class TLModelAPI:
     @property
     def W_pos(self) -> Tensor:
         """Learned position embedding ``[n_ctx, d_model]`` (models with absolute positions only)."""
-        lay = self._tl_arch("W_pos").layout
+        dec = self._tl_arch("W_pos")
+        lay = dec.layout
         if not lay.pos_embed:
             raise AttributeError("W_pos: this model has no learned position embedding (rotary positions)")
-        return self.arch.module(lay.pos_embed).weight
+        return cast(Tensor, dec.module(lay.pos_embed).weight)
 
     W_Q = property(lambda self: _stack(self._tl_arch("W_Q"), "W_Q"), doc="``[layer, head, d_model, d_head]``")
     W_K = property(lambda self: _stack(self._tl_arch("W_K"), "W_K"), doc="``[layer, kv, d_model, d_head]``")

@@ -24,7 +24,7 @@ TransformerLens's bridge gets no graph yet (``None``: a clear error from ``graph
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -110,7 +110,7 @@ def _output_columns(proj: nn.Module) -> Tensor:
     if isinstance(proj, nn.Linear):
         return proj.weight
     if type(proj).__name__ == "Conv1D":  # GPT-2: weight is [in, out]
-        return proj.weight.t()
+        return cast(Tensor, proj.weight).t()
     raise TypeError(f"circuit graph: {type(proj).__name__} is neither a Linear nor GPT-2's Conv1D")
 
 

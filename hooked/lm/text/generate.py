@@ -293,7 +293,7 @@ def _check_positions(forward: LMForward, mask: Tensor, max_new_tokens: int) -> N
     call that would need them (the model would fail with an index error part-way)."""
     dec = forward.backend.decoder
     path = dec.layout.pos_embed if dec is not None else None
-    if path is None:
+    if dec is None or path is None:
         return
     table = getattr(dec.module(path), "num_embeddings", None)
     longest = int(mask.sum(dim=1).max())

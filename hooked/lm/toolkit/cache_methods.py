@@ -19,7 +19,7 @@ applied with their gains, as an unprocessed model needs); ``compute_head_results
 from __future__ import annotations
 
 import weakref
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -67,7 +67,7 @@ class TLCacheMethods:
         cache: Any,
         layer: int | None = None,
         mlp_input: bool = False,
-        mode: str = "all",
+        mode: Literal["all", "mlp", "attn"] = "all",
         apply_ln: bool = False,
         pos_slice: Any = None,
         incl_embeds: bool = True,
