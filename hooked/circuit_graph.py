@@ -24,12 +24,13 @@ name: the language-model layer declares its own (``lm = "hooked.lm.circuits.grap
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
+
+from hooked._plugins import Plugins
 
 ENTRY_POINT_GROUP = "hooked.circuit_graphs"
 
@@ -110,19 +111,12 @@ def take(act: Tensor, index: tuple[int, ...]) -> Tensor:
 
 GraphProvider = Callable[[Any], "Graph | None"]
 
-_REGISTERED: list[GraphProvider] = []
-_from_entry_points: list[GraphProvider] | None = None
+_PROVIDERS: Plugins[GraphProvider] = Plugins(ENTRY_POINT_GROUP, "circuit graph provider", "provider(model)")
 
 
 def register_graph_provider(provider: GraphProvider) -> GraphProvider:
     """Add ``provider`` to those :func:`graph_of` asks (once; usable as a decorator)."""
-    if not callable(provider):
-        raise TypeError(
-            f"a graph provider must be callable as provider(model), got {type(provider).__name__}"
-        )
-    if not any(p is provider for p in _REGISTERED):
-        _REGISTERED.append(provider)
-    return provider
+    return _PROVIDERS.register(provider)
 
 
 def graph_of(model: Any) -> Graph:
@@ -135,10 +129,7 @@ def graph_of(model: Any) -> Graph:
                 f"{type(model).__name__}.circuit_graph() returned {type(graph).__name__}, expected a Graph"
             )
         return graph
-    global _from_entry_points
-    if _from_entry_points is None:
-        _from_entry_points = _load_entry_points()
-    for provider in (*_from_entry_points, *_REGISTERED):
+    for provider in _PROVIDERS.all():
         graph = provider(model)
         if graph is not None:
             return graph
@@ -152,18 +143,3 @@ def _some(names: Any, n: int = 8) -> str:
     names = list(names)
     more = f", ... ({len(names)} in all)" if len(names) > n else ""
     return ", ".join(names[:n]) + more
-
-
-def _load_entry_points() -> list[GraphProvider]:
-    from importlib.metadata import entry_points
-
-    found = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            provider = ep.load()
-        except Exception as e:  # a broken plugin must not break every graph
-            warnings.warn(f"circuit graph provider {ep.name} ({ep.value}) failed to load: {e}", stacklevel=3)
-            continue
-        if callable(provider):
-            found.append(provider)
-    return found

@@ -28,12 +28,13 @@ is an error too.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
+
+from hooked._plugins import Plugins
 
 ENTRY_POINT_GROUP = "hooked.sweep_strategies"
 
@@ -79,31 +80,17 @@ class PatchSweep:
 
 SweepStrategy = Callable[[PatchSweep], "Tensor | None"]
 
-_REGISTERED: list[SweepStrategy] = []
-_from_entry_points: list[SweepStrategy] | None = None
+_STRATEGIES: Plugins[SweepStrategy] = Plugins(ENTRY_POINT_GROUP, "sweep strategy", "strategy(sweep)")
 
 
 def register_sweep_strategy(strategy: SweepStrategy) -> SweepStrategy:
     """Add ``strategy`` to those :func:`run_sweep` asks (once; usable as a decorator)."""
-    if not callable(strategy):
-        raise TypeError(
-            f"a sweep strategy must be callable as strategy(sweep), got {type(strategy).__name__}"
-        )
-    if not any(s is strategy for s in _REGISTERED):
-        _REGISTERED.append(strategy)
-    return strategy
+    return _STRATEGIES.register(strategy)
 
 
 def sweep_strategies() -> list[SweepStrategy]:
     """The installed strategies (entry points, then those registered in this process), each once."""
-    global _from_entry_points
-    if _from_entry_points is None:
-        _from_entry_points = _load_entry_points()
-    out: list[SweepStrategy] = []
-    for s in (*_from_entry_points, *_REGISTERED):
-        if not any(s is o for o in out):
-            out.append(s)
-    return out
+    return _STRATEGIES.all()
 
 
 def run_sweep(sweep: PatchSweep, strategy: SweepStrategy | None = None) -> Tensor | None:
@@ -154,20 +141,3 @@ def describe(strategy: SweepStrategy) -> str:
     name = getattr(strategy, "__qualname__", None) or type(strategy).__name__
     doc = (getattr(strategy, "__doc__", None) or "").strip().splitlines()
     return f"{name} ({doc[0].rstrip('.')})" if doc else name
-
-
-def _load_entry_points() -> list[SweepStrategy]:
-    from importlib.metadata import entry_points
-
-    found = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            strategy = ep.load()
-        except Exception as e:  # a broken plugin must not break every sweep
-            warnings.warn(f"sweep strategy {ep.name} ({ep.value}) failed to load: {e}", stacklevel=3)
-            continue
-        if callable(strategy):
-            found.append(strategy)
-        else:
-            warnings.warn(f"sweep strategy {ep.name} ({ep.value}) is not callable; skipped", stacklevel=3)
-    return found

@@ -89,7 +89,7 @@ def test_hooks_for_later_positions_refuse_an_activation_of_the_wrong_length():
 
 
 def test_registered_strategies_are_asked_once_each(monkeypatch):
-    monkeypatch.setattr(sweeps, "_REGISTERED", [])
+    monkeypatch.setattr(sweeps._STRATEGIES, "registered", [])
     model, (base, source) = MLPStack(), batches()
     asked = []
 
