@@ -9,7 +9,7 @@ placed inside a HookedModule contributes its hook points under its path.
 The methods follow TransformerLens's ``HookedRootModule`` names and semantics: ``hook_dict``,
 ``mod_dict``, ``add_hook``, ``add_perma_hook``, ``list_hooks``, ``remove_all_hook_fns``,
 ``reset_hooks``, ``clear_contexts``, ``hooks``, ``run_with_hooks``, ``run_with_cache`` (with
-``pos_slice``); README.md's "Coming from TransformerLens" lists where they differ on purpose.
+``pos_slice``); docs/guide/transformerlens.md lists where they differ on purpose.
 Everything that attaches hooks for the span of one call removes exactly what it attached, also
 when the forward raises.
 

@@ -3,7 +3,7 @@ of a plain module and, where it applies, against TransformerLens 4.3's own objec
 
 Each behaviour is observed on our models and on a twin built from TransformerLens's
 ``HookedRootModule`` (same structure, names and weights; TL's code is the reference), and the
-observations must agree; the deliberate differences (README, "Coming from TransformerLens") are
+observations must agree; the deliberate differences (docs/guide/transformerlens.md) are
 checked as differences. ``pos_slice``, cache order and backward hooks are also compared with a
 ``TransformerBridge`` booted around a tiny random Llama, against ``hooked.wrap`` of its twin.
 """
