@@ -55,7 +55,7 @@ def _run(code: str) -> subprocess.CompletedProcess:
     "first",
     [
         "import nnsight",
-        "import nnsight, pyvene, transformer_lens",
+        pytest.param("import nnsight, pyvene, transformer_lens", marks=pytest.mark.slow),
         pytest.param("import pyvene", marks=pytest.mark.slow),
         pytest.param("import transformer_lens", marks=pytest.mark.slow),
     ],
@@ -83,6 +83,7 @@ def test_nnsight_keeps_its_save_method_after_hooked_is_imported():
     assert done.returncode == 0 and "SAVE-OK" in done.stdout, done.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_peers_import_after_hooked():
     done = _run("import hooked, hooked.typecheck\nimport nnsight, pyvene, transformer_lens\n" + USE_HOOKED)
     assert done.returncode == 0 and "HOOKED-OK" in done.stdout, done.stderr[-3000:]

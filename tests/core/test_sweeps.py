@@ -121,6 +121,7 @@ def test_pyproject_declares_the_lm_strategy_and_it_is_the_one_registered():
     not any(ep.name == "lm" for ep in importlib.metadata.entry_points(group=sweeps.ENTRY_POINT_GROUP)),
     reason="the installed metadata predates the hooked.sweep_strategies group: pip install -e . again",
 )
+@pytest.mark.slow
 def test_a_wrap_made_without_hooked_lm_gets_the_lm_strategy_from_the_entry_point():
     code = """
 import sys, torch, transformers, hooked

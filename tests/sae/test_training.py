@@ -141,6 +141,7 @@ RESUMED = dict(
 )
 
 
+@pytest.mark.slow
 def test_a_run_killed_by_sigkill_resumes_to_the_same_dictionary(planted_store, tmp_path):
     path = planted_store[0]
     run = tmp_path / "killed"
