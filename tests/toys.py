@@ -1,4 +1,4 @@
-"""Small hooked models shared by the tests: an MLP stack and a hand-unrolled RNN."""
+"""Small hooked models shared by the tests: an MLP stack, its sequence versions, a hand-unrolled RNN."""
 
 from __future__ import annotations
 
@@ -21,6 +21,26 @@ class MLPStack(hooked.HookedModule):
         for block in self.blocks:
             x = block(x)
         return self.hook_out(x)
+
+
+class SeqMLP(MLPStack):
+    """The MLP stack on [batch, pos, d] sequences, mixing positions at the end (nonlinear)."""
+
+    def forward(self, x):
+        return super().forward(x).cumsum(dim=1)
+
+
+class SeqLinear(hooked.HookedModule):
+    """A linear model of sequences from ``hook_mid`` on: attribution patching is exact on it."""
+
+    def __init__(self, d=5):
+        super().__init__()
+        torch.manual_seed(1)
+        self.a, self.b = nn.Linear(d, d), nn.Linear(d, 3)
+        self.hook_mid = hooked.HookPoint()
+
+    def forward(self, x):
+        return self.b(self.hook_mid(self.a(x)).cumsum(dim=1))
 
 
 class Block(nn.Module):

@@ -11,27 +11,7 @@ from torch import nn
 import hooked
 from interventions.attribution import attribution_patching
 from interventions.patching import patching_sweep
-from tests.toys import MLPStack, TinyRNN
-
-
-class SeqMLP(MLPStack):
-    """The MLP stack on [batch, pos, d] sequences, mixing positions at the end (nonlinear)."""
-
-    def forward(self, x):
-        return super().forward(x).cumsum(dim=1)
-
-
-class SeqLinear(hooked.HookedModule):
-    """A linear model of sequences: attribution patching is exact on it."""
-
-    def __init__(self, d=5):
-        super().__init__()
-        torch.manual_seed(1)
-        self.a, self.b = nn.Linear(d, d), nn.Linear(d, 3)
-        self.hook_mid = hooked.HookPoint()
-
-    def forward(self, x):
-        return self.b(self.hook_mid(self.a(x)).cumsum(dim=1))
+from tests.toys import SeqLinear, SeqMLP, TinyRNN
 
 
 def metric(out):

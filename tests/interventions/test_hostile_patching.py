@@ -75,30 +75,10 @@ import hooked
 from hooked.errors import OptionError, UnknownHookError
 from interventions.attribution import attribution_patching
 from interventions.patching import patch, patching_pairs, patching_sweep
-from tests.toys import MLPStack, TinyRNN
+from tests.toys import SeqLinear, SeqMLP, TinyRNN
 
 T = 6  # positions of every base batch below
 ROWS = 2
-
-
-class SeqMLP(MLPStack):
-    """The MLP stack on [batch, pos, d] sequences, mixing positions at the end."""
-
-    def forward(self, x):
-        return super().forward(x).cumsum(dim=1)
-
-
-class SeqLinear(hooked.HookedModule):
-    """Linear from ``hook_mid`` on: attribution patching is exact."""
-
-    def __init__(self, d=5):
-        super().__init__()
-        torch.manual_seed(1)
-        self.a, self.b = nn.Linear(d, d), nn.Linear(d, 3)
-        self.hook_mid = hooked.HookPoint()
-
-    def forward(self, x):
-        return self.b(self.hook_mid(self.a(x)).cumsum(dim=1))
 
 
 def last_feature(out):

@@ -17,25 +17,31 @@ TEXT = [
 ] * 6
 
 
+# settings small enough for a test, every stage of `hooked repro tms` still run (also tests/views)
+TINY_TMS = (
+    "--steps",
+    "60",
+    "--big-steps",
+    "30",
+    "--phase-steps",
+    "30",
+    "--phase-grid",
+    "3",
+    "--sparsities",
+    "3",
+    "--big-sparsities",
+    "3",
+    "--restarts",
+    "2",
+)
+
+
 def test_repro_tms_tiny(tmp_path, capsys):
     out = tmp_path / "tms"
     args = [
         "repro",
         "tms",
-        "--steps",
-        "60",
-        "--big-steps",
-        "30",
-        "--phase-steps",
-        "30",
-        "--phase-grid",
-        "3",
-        "--sparsities",
-        "3",
-        "--big-sparsities",
-        "3",
-        "--restarts",
-        "2",
+        *TINY_TMS,
         "--no-progress",
         "--out",
         str(out),

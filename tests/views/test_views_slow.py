@@ -10,6 +10,7 @@ import pytest
 
 from hooked import cli, views
 from hooked.io import read_json
+from tests.papers.test_superposition_repro import TINY_TMS
 from tests.views.browser import cells, hover_text, load, screenshot_is_blank
 
 PROMPT = "The Eiffel Tower is in the city of Paris, which is the capital of"  # 16 SmolLM2 tokens
@@ -73,24 +74,7 @@ def _repro(tmp_path, name, *args):
 
 
 def test_tms_report_from_a_tiny_run(browser, tmp_path):
-    out, page = _repro(
-        tmp_path,
-        "tms",
-        "--steps",
-        "60",
-        "--big-steps",
-        "30",
-        "--phase-steps",
-        "30",
-        "--phase-grid",
-        "3",
-        "--sparsities",
-        "3",
-        "--big-sparsities",
-        "3",
-        "--restarts",
-        "2",
-    )
+    out, page = _repro(tmp_path, "tms", *TINY_TMS)
     assert page.count("(interactive)") == 3 and "The paper vs this run" in page
     assert not load(browser, out / "report.html")
     figs = browser.find_elements("css selector", "figure.interactive")
