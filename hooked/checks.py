@@ -168,7 +168,7 @@ def hook_list(model: Any, hooks: Any, caller: str) -> list[str]:
     one activation, so it is refused, naming both. Unknown names raise
     :class:`~hooked.errors.UnknownHookError` with the closest names.
     """
-    from hooked.protocol import hook_point
+    from hooked.protocol import check_hookable, hook_point
 
     names = [hooks] if isinstance(hooks, str) else hooks
     if isinstance(names, (bytes, Tensor)) or not isinstance(names, Iterable):
@@ -177,7 +177,7 @@ def hook_list(model: Any, hooks: Any, caller: str) -> list[str]:
     if not names:
         raise ValueError(f"{caller}: hooks is empty; give at least one hook name")
     seen: dict[int, str] = {}
-    points = model.hook_dict  # read once: a bridge builds it afresh on each read
+    points = check_hookable(model).hook_dict  # read once: a bridge builds it afresh on each read
     for name in names:
         if not isinstance(name, str):
             raise TypeError(

@@ -454,3 +454,10 @@ def test_attribution_of_two_names_of_one_point_is_refused_not_summed_twice():
     by_tl = attribution_patching(s.model, s.base, s.source, [tl], s.metric, [5])
     by_path = attribution_patching(s.model, s.base, s.source, [s.hooks[1]], s.metric, [5])
     torch.testing.assert_close(by_tl, by_path)
+
+
+@pytest.mark.parametrize("fn", [patching_sweep, attribution_patching])
+def test_a_model_without_hook_points_is_refused_as_such(fn):
+    x = torch.zeros(2, T, 4)
+    with pytest.raises(TypeError, match="must be a hooked model"):
+        fn(nn.Linear(4, 4), x, x, ["hook_mid"], last_feature)

@@ -112,6 +112,10 @@ def reuse_sweep(
     def run(group: list[int], skip_layers: bool = True) -> Tensor:
         """The metric after each patch of ``group``, in one forward."""
         start, k = min(starts[j] for j in group), len(group)
+        if reads is not None and start > reads[-1]:
+            # every patch of the group starts after the last position the metric reads, which a
+            # decoder computes without looking ahead: the base run's logits answer, no forward runs
+            return _declared(metric, reads, forward, (), base_logits, start, k, n_rows)
         first = min(firsts[j] for j in group) if skip_layers else 0
         rows = torch.arange(n_rows, device=ids.device).repeat(k)  # patch-major, as the plain path
         suffix = ids[:, start:].repeat(k, 1)
@@ -120,10 +124,6 @@ def reuse_sweep(
             assert stack is not None  # layers are skipped only on a known stack
             given = base_run["outputs"][first - 1][:, start:].repeat(k, 1, 1)
             skip = layer_skip.skipping(stack[1], first, given, base_run["tuple_len"])
-        if reads is not None and start > reads[-1]:
-            # every patch of the group starts after the last position the metric reads, which a
-            # decoder computes without looking ahead: the base run's logits answer, no forward runs
-            return _declared(metric, reads, forward, (), base_logits, start, k, n_rows)
         with torch.no_grad(), forward.hooks(sweep.make_hooks(group, start)), skip:
             past = None if start == 0 else prefix_cache(cache, start, rows)
             args = (suffix, mask.repeat(k, 1), position_ids[:, start:].repeat(k, 1), past)
