@@ -354,8 +354,10 @@ def patching_sweep(
     checks.flag(reuse_prefix, "reuse_prefix", caller, none=True)
     if strategy is not None:
         checks.function(strategy, "strategy", caller)
+    points = model.hook_dict  # read once: a bridge builds it afresh on each read
+    recurrent = {h: _is_recurrent(model, h, points) for h in hooks}  # patched by step
     with exclusive(model):
-        acts = _sources(model, source, hooks, n_rows, positions, pos_dim, caller)
+        acts = _sources(model, source, hooks, recurrent, n_rows, positions, pos_dim, caller)
         grid = [(h, p) for h in hooks for p in (positions if positions is not None else [None])]
         shape = (len(hooks), len(positions)) if positions is not None else (len(hooks),)
         applied: list[tuple[str, set | None, set]] = []
@@ -364,15 +366,13 @@ def patching_sweep(
             with torch.no_grad():
                 for h, p in _progress(grid, progress):
                     out = run_with_hooks(
-                        model, base, [(h, _reference_hook(model, acts[h], h, p, pos_dim, applied))]
+                        model, base, [(h, _reference_hook(recurrent[h], acts[h], h, p, pos_dim, applied))]
                     )
                     values.append(checks.metric_values(metric(out), n_rows, caller).float().mean())
             _check_applied(caller, applied)
             return torch.stack(values).reshape(shape)
 
         chunk = chunk or len(grid)
-        points = model.hook_dict  # read once: a bridge builds it afresh on each read
-        recurrent = {h: _is_recurrent(model, h, points) for h in hooks}
         if reuse_prefix is not False:
             per_row = (
                 None if positions is None else [_positions_of(p, n_rows, acts[h].device) for h, p in grid]
@@ -414,6 +414,7 @@ def _sources(
     model: Hookable,
     source: Batch,
     hooks: list[str],
+    recurrent: Mapping[str, bool],
     n_rows: int,
     positions: list[int | Tensor] | None,
     pos_dim: int,
@@ -430,7 +431,7 @@ def _sources(
             raise ValueError(f"{caller}: {where} is a scalar; there is nothing to patch row by row")
         checks.source_rows(a.shape[0], n_rows, caller, f"'s activation at {h!r}")
         if positions is not None:
-            if _is_recurrent(model, h):
+            if recurrent[h]:
                 for p in positions:
                     if isinstance(p, Tensor):
                         raise TypeError(
@@ -446,11 +447,12 @@ def _sources(
 
 
 def _reference_hook(
-    model: Hookable, src: Tensor, h: str, p: int | Tensor | None, pos_dim: int, applied: list
+    recurrent: bool, src: Tensor, h: str, p: int | Tensor | None, pos_dim: int, applied: list
 ) -> Callable:
-    """The one-patch hook of the reference loop (:func:`patch_hook`, as :func:`patch` builds it)."""
+    """The one-patch hook of the reference loop (:func:`patch_hook`, as :func:`patch` builds it;
+    ``recurrent``: ``h`` runs once per step)."""
     seen: set = set()
-    if _is_recurrent(model, h):
+    if recurrent:
         if p is None:
             applied.append((h, set(range(src.shape[1])), seen))
             return _all_steps_hook(src, seen)
