@@ -46,7 +46,7 @@ KINDS = ("q", "k", "v")
 
 
 @dataclass(frozen=True)
-class _Part:
+class Part:
     """One kind (q, k or v) computed by one projection: which output columns each unit fills."""
 
     kind: str
@@ -82,7 +82,7 @@ class HeadInputHookPoint(HookPoint):
 class _SplitInputs:
     """The torch hooks of one attention layer's per-head inputs, installed while a point is live."""
 
-    def __init__(self, norm: nn.Module, parts: dict[str, _Part]):
+    def __init__(self, norm: nn.Module, parts: dict[str, Part]):
         self.norm = norm
         self.parts = parts
         self.points = {kind: HeadInputHookPoint(self, kind) for kind in parts}
@@ -135,9 +135,9 @@ class _SplitInputs:
         return out
 
 
-def _project_normed(proj: nn.Module, part: _Part, normed: Tensor) -> Tensor:
+def _project_normed(proj: nn.Module, part: Part, normed: Tensor) -> Tensor:
     """Each unit's own normed copy projected onto that unit's columns: ``[..., units * d_head]``."""
-    weight = _weight_rows(proj)[part.columns.to(normed.device)]  # [units, d_head, d_model]
+    weight = weight_rows(proj)[part.columns.to(normed.device)]  # [units, d_head, d_model]
     out = torch.einsum("...ud,ued->...ue", normed.to(weight.dtype), weight)
     bias = getattr(proj, "bias", None)
     if bias is not None:
@@ -145,7 +145,7 @@ def _project_normed(proj: nn.Module, part: _Part, normed: Tensor) -> Tensor:
     return out.flatten(-2)
 
 
-def _weight_rows(proj: nn.Module) -> Tensor:
+def weight_rows(proj: nn.Module) -> Tensor:
     """The projection's weight as ``[out_features, in_features]`` (a Linear's; GPT-2's Conv1D transposed)."""
     if isinstance(proj, nn.Linear):
         return proj.weight
@@ -162,7 +162,7 @@ def _out_features(proj: Any) -> int | None:
     return None
 
 
-def _parts(dec: Decoder, layer: int) -> dict[str, _Part] | None:
+def qkv_parts(dec: Decoder, layer: int) -> dict[str, Part] | None:
     """The q, k and v parts of ``layer``'s attention, or ``None`` for projections not understood."""
     attn = dec.part(layer, "attn")
     h = dec.n_heads
@@ -177,7 +177,7 @@ def _parts(dec: Decoder, layer: int) -> dict[str, _Part] | None:
         g = k.out_features // d_head
         cols = {"q": _blocks(h, d_head), "k": _blocks(g, d_head), "v": _blocks(g, d_head)}
         projs = {"q": q, "k": k, "v": v}
-        return {kind: _Part(kind, projs[kind], cols[kind], len(cols[kind])) for kind in KINDS}
+        return {kind: Part(kind, projs[kind], cols[kind], len(cols[kind])) for kind in KINDS}
     fused = mods.get("c_attn")  # GPT-2: [queries | keys | values], each head-major
     if fused is not None and dec.layout.name == "gpt2":
         width = _out_features(fused)
@@ -185,7 +185,7 @@ def _parts(dec: Decoder, layer: int) -> dict[str, _Part] | None:
             return None
         d_head = width // (3 * h)
         return {
-            kind: _Part(kind, fused, i * h * d_head + _blocks(h, d_head), h) for i, kind in enumerate(KINDS)
+            kind: Part(kind, fused, i * h * d_head + _blocks(h, d_head), h) for i, kind in enumerate(KINDS)
         }
     fused = mods.get("query_key_value")  # GPT-NeoX: per head [query | key | value]
     if isinstance(fused, nn.Linear) and dec.layout.name == "gpt_neox":
@@ -193,7 +193,7 @@ def _parts(dec: Decoder, layer: int) -> dict[str, _Part] | None:
             return None
         d_head = fused.out_features // (3 * h)
         per_head = torch.arange(h)[:, None] * 3 * d_head + torch.arange(d_head)[None, :]
-        return {kind: _Part(kind, fused, per_head + i * d_head, h) for i, kind in enumerate(KINDS)}
+        return {kind: Part(kind, fused, per_head + i * d_head, h) for i, kind in enumerate(KINDS)}
     return None
 
 
@@ -206,7 +206,7 @@ def head_input_points(dec: Decoder) -> dict[str, HeadInputHookPoint]:
     projections this module understands (see the module docstring); others get none."""
     points: dict[str, HeadInputHookPoint] = {}
     for layer in range(dec.n_layers):
-        parts = _parts(dec, layer)
+        parts = qkv_parts(dec, layer)
         if parts is None:
             continue
         split = _SplitInputs(dec.part(layer, "ln1"), parts)
@@ -215,14 +215,3 @@ def head_input_points(dec: Decoder) -> dict[str, HeadInputHookPoint]:
             point.name = f"{path}.hook_{kind}_input"
             points[point.name] = point
     return points
-
-
-def head_input_aliases(dec: Decoder, points: dict[str, HeadInputHookPoint]) -> dict[str, str]:
-    """TransformerLens name (``blocks.3.attn.hook_q_input``) -> the wrap name, for ``points``."""
-    out = {}
-    for layer in range(dec.n_layers):
-        path = dec.path(layer, "attn")
-        for kind in KINDS:
-            if f"{path}.hook_{kind}_input" in points:
-                out[f"blocks.{layer}.attn.hook_{kind}_input"] = f"{path}.hook_{kind}_input"
-    return out

@@ -40,8 +40,12 @@ from hooked.hook_point import HookPoint
 from hooked.lm.names.layouts import Decoder
 from hooked.wrapping import ModuleHookPoint
 
-# attention module -> its pattern hook point, for the modules whose pattern is hooked right now
-_PATTERN_POINTS: weakref.WeakKeyDictionary[nn.Module, PatternHookPoint] = weakref.WeakKeyDictionary()
+# attention module -> its attention-function hook points by kind ("pattern", "attn_scores", "rot_q",
+# "rot_k"), for the modules one of whose points is hooked right now
+_ATTENTION_POINTS: weakref.WeakKeyDictionary[nn.Module, dict[str, AttentionHookPoint]] = (
+    weakref.WeakKeyDictionary()
+)
+ATTENTION_KINDS = ("pattern", "attn_scores", "rot_q", "rot_k")
 
 
 class HeadHookPoint(ModuleHookPoint):
@@ -73,21 +77,30 @@ class HeadHookPoint(ModuleHookPoint):
         return f"name={self.name!r}, {self.n_heads} heads, input of {type(self._target).__name__}"
 
 
-class PatternHookPoint(HookPoint):
-    """``P.hook_pattern``: attention probabilities ``[batch, head, query, key]`` of one attention module.
+class AttentionHookPoint(HookPoint):
+    """A hook point fired inside the attention function of one attention module: ``P.hook_pattern``
+    (probabilities ``[batch, head, query, key]``), ``P.hook_attn_scores`` (scores before the softmax,
+    same shape), ``P.hook_rot_q`` / ``P.hook_rot_k`` (queries / keys after rotary positions,
+    ``[batch, pos, head or kv_head, d_head]``).
 
-    Fired from inside the ``"hooked_eager"`` attention implementation, which the model runs while
-    any of its pattern hook points has a hook attached (see the module docstring).
+    Fired from inside the ``"hooked_<impl>"`` attention implementation, which the model runs while
+    any of its attention-function hook points has a hook attached (see the module docstring).
     """
 
-    _attn: nn.Module  # set with object.__setattr__ (not child modules), as is _switch
+    _attn: nn.Module  # set with object.__setattr__ (not child modules), as are _switch and _points
     _switch: EagerSwitch
+    _points: dict[str, AttentionHookPoint]  # this module's attention-function points, by kind
 
-    def __init__(self, attn: nn.Module, switch: EagerSwitch):
+    def __init__(
+        self, attn: nn.Module, switch: EagerSwitch, kind: str, points: dict[str, AttentionHookPoint]
+    ):
         super().__init__()
         object.__setattr__(self, "_attn", attn)  # plain references, not child modules
         object.__setattr__(self, "_switch", switch)
+        object.__setattr__(self, "_points", points)
+        self.kind = kind
         self._holding = False
+        points[kind] = self
 
     def _refresh(self) -> None:
         super()._refresh()
@@ -99,15 +112,16 @@ class PatternHookPoint(HookPoint):
                 self._bwd.clear()
                 super()._refresh()
                 raise
-            _PATTERN_POINTS[self._attn] = self
+            _ATTENTION_POINTS[self._attn] = self._points
             self._holding = True
         elif not self._live and self._holding:
-            _PATTERN_POINTS.pop(self._attn, None)
             self._holding = False
+            if not any(p._holding for p in self._points.values()):
+                _ATTENTION_POINTS.pop(self._attn, None)
             self._switch.release()
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, pattern of {type(self._attn).__name__}".lstrip(", ")
+        return f"{super().extra_repr()}, {self.kind} of {type(self._attn).__name__}".lstrip(", ")
 
 
 class EagerSwitch:
@@ -149,13 +163,20 @@ class EagerSwitch:
 
 
 def head_hook_points(dec: Decoder, switch: EagerSwitch | None = None) -> dict[str, HookPoint]:
-    """``{P.hook_z, P.hook_pattern}`` for the attention module ``P`` of every layer of ``dec``."""
+    """For the attention module ``P`` of every layer of ``dec``: ``P.hook_z``, ``P.hook_pattern``,
+    ``P.hook_attn_scores``, and for rotary models (no learned positions) ``P.hook_rot_q`` /
+    ``P.hook_rot_k``."""
     switch = switch or EagerSwitch.of(dec.root)
+    rotary = dec.layout.pos_embed is None
     points: dict[str, HookPoint] = {}
     for layer in range(dec.n_layers):
         path = dec.path(layer, "attn")
+        attn = dec.part(layer, "attn")
         points[f"{path}.hook_z"] = HeadHookPoint(dec.part(layer, "o_proj"), dec.n_heads)
-        points[f"{path}.hook_pattern"] = PatternHookPoint(dec.part(layer, "attn"), switch)
+        by_kind: dict[str, AttentionHookPoint] = {}
+        for kind in ATTENTION_KINDS:  # listed pattern first (the order hook_dict had before the others)
+            if rotary or not kind.startswith("rot_"):
+                points[f"{path}.hook_{kind}"] = AttentionHookPoint(attn, switch, kind, by_kind)
     for name, hp in points.items():
         hp.name = name
     return points
@@ -173,35 +194,96 @@ def _eager_of(module: nn.Module) -> Any:
 
 
 def _attention(base: str) -> Any:
-    """The ``"hooked_<base>"`` attention function: ``base`` attention, then the layer's pattern hook."""
+    """The ``"hooked_<base>"`` attention function: ``base`` attention, with the layer's rotated
+    queries and keys, scores and pattern hooked where they are."""
 
     def attention(
         module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Any, **kwargs: Any
     ) -> tuple[Tensor, Tensor | None]:
-        eager = _eager_of(module)
         if base == "eager":
-            out, weights = eager(module, query, key, value, attention_mask, **kwargs)
+            run = _eager_of(module)
         else:
             from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-            out, weights = ALL_ATTENTION_FUNCTIONS[base](module, query, key, value, attention_mask, **kwargs)
-        point = _PATTERN_POINTS.get(module)
-        if point is None:
+            run = ALL_ATTENTION_FUNCTIONS[base]
+        points = _ATTENTION_POINTS.get(module)
+        if points is None:
+            return run(module, query, key, value, attention_mask, **kwargs)
+        query, key = _rotated(points, query, key)
+        out, weights = run(module, query, key, value, attention_mask, **kwargs)
+        scores_point, pattern_point = points.get("attn_scores"), points.get("pattern")
+        scores_live = scores_point is not None and scores_point._live
+        pattern_live = pattern_point is not None and pattern_point._live
+        if not (scores_live or pattern_live):
             return out, weights
-        if weights is None:  # a fused kernel: the same attention, eager, for its probabilities
-            _, weights = eager(
-                module, query, key, value, _additive_mask(attention_mask, query, key), **kwargs
-            )
-        new = point(weights)
-        if new is weights:
+        changed = False
+        if scores_live or weights is None:  # a fused kernel forms no probabilities: form them here
+            scores = _scores(query, key, attention_mask, kwargs)
+            if scores_live:
+                assert scores_point is not None
+                new = scores_point(scores)
+                changed = new is not scores
+                scores = new
+            if changed or weights is None:
+                weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+        if pattern_live:
+            assert pattern_point is not None
+            new = pattern_point(weights)
+            changed = changed or new is not weights
+            weights = new
+        if not changed:
             return out, weights
-        groups = new.shape[1] // value.shape[1]  # query heads per key-value head
+        groups = weights.shape[1] // value.shape[1]  # query heads per key-value head
         values = value.repeat_interleave(groups, dim=1) if groups > 1 else value
-        out = torch.matmul(new.to(values.dtype), values).transpose(1, 2).contiguous()
-        return out, new
+        out = torch.matmul(weights.to(values.dtype), values).transpose(1, 2).contiguous()
+        return out, weights
 
     attention.__qualname__ = f"hooked_{base}_attention"
     return attention
+
+
+def _rotated(points: dict[str, AttentionHookPoint], query: Tensor, key: Tensor) -> tuple[Tensor, Tensor]:
+    """``hook_rot_q`` / ``hook_rot_k`` on the queries and keys the attention function was given
+    (``[batch, head, pos, d_head]``, shown as ``[batch, pos, head, d_head]``); with cached keys,
+    ``hook_rot_k`` sees this forward's new positions (the last ones), as TransformerLens's bridge."""
+    rot_q, rot_k = points.get("rot_q"), points.get("rot_k")
+    if rot_q is not None and rot_q._live:
+        seen = query.transpose(1, 2)
+        new = rot_q(seen)
+        if new is not seen:
+            query = new.transpose(1, 2)
+    if rot_k is not None and rot_k._live:
+        n = query.shape[-2]
+        cached = key.shape[-2] > n
+        seen = (key[:, :, -n:] if cached else key).transpose(1, 2)
+        new = rot_k(seen)
+        if new is not seen:
+            if cached:
+                raise NotImplementedError(
+                    f"{rot_k.name}: an edit of rotated keys with a key-value cache (generation) would "
+                    "not reach the keys already cached; edit hook_k (before rotation, cached as edited)"
+                )
+            key = new.transpose(1, 2)
+    return query, key
+
+
+def _scores(query: Tensor, key: Tensor, mask: Tensor | None, kwargs: dict) -> Tensor:
+    """Attention scores before the softmax as the eager attention functions of transformers form
+    them (scaled, soft-capped where the model caps them, masked with the dtype's lowest value):
+    TransformerLens's bridge's ``hook_attn_scores``."""
+    groups = query.shape[1] // key.shape[1]
+    keys = key.repeat_interleave(groups, dim=1) if groups > 1 else key
+    scaling = kwargs.get("scaling")
+    scores = torch.matmul(query, keys.transpose(2, 3)) * (
+        query.shape[-1] ** -0.5 if scaling is None else scaling
+    )
+    softcap = kwargs.get("softcap")
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    additive = _additive_mask(mask, query, key)
+    if additive is not None:
+        scores = scores + additive[..., : key.shape[-2]]
+    return scores
 
 
 def _additive_mask(mask: Tensor | None, query: Tensor, key: Tensor) -> Tensor | None:

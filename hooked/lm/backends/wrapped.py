@@ -56,24 +56,29 @@ class WrappedLM(TLModelAPI, Wrapped):
         arch = attach(self, LMBackend("wrap", hf_model, decoder(hf_model))).decoder
         self.__dict__["_tl_aliases"] = {}
         if arch is not None:
-            from hooked.lm.backends.head_inputs import head_input_aliases, head_input_points
+            from hooked.lm.backends.head_inputs import head_input_points
             from hooked.lm.backends.heads import head_hook_points
-            from hooked.lm.names.hook_names import tl_aliases
+            from hooked.lm.backends.norms import norm_points
+            from hooked.lm.backends.projections import projection_points
+            from hooked.lm.names.hook_names import tl_aliases, tl_point_aliases
 
-            heads = head_hook_points(arch)
-            inputs = head_input_points(arch)
-            heads.update(inputs)
+            extra: dict[str, Any] = {
+                **head_hook_points(arch),
+                **head_input_points(arch),
+                **projection_points(arch),
+                **norm_points(arch),
+            }
+            after: dict[str, list[str]] = {}  # a module's hook_out -> its extra points, listed after it
+            for name in extra:
+                after.setdefault(f"{name.rsplit('.', 1)[0]}.hook_out", []).append(name)
             points: dict[str, Any] = {}
             for name, hp in self._points.items():
                 points[name] = hp
-                attn = name.removesuffix(".hook_out")
-                if name.endswith(".hook_out") and f"{attn}.hook_z" in heads:
-                    for part in ("hook_z", "hook_pattern", "hook_q_input", "hook_k_input", "hook_v_input"):
-                        if f"{attn}.{part}" in heads:
-                            points[f"{attn}.{part}"] = heads[f"{attn}.{part}"]
-            points.update({n: hp for n, hp in heads.items() if n not in points})
+                for e in after.get(name, ()):
+                    points[e] = extra[e]
+            points.update({n: hp for n, hp in extra.items() if n not in points})
             object.__setattr__(self, "_points", points)
-            self.__dict__["_tl_aliases"] = {**tl_aliases(arch), **head_input_aliases(arch, inputs)}
+            self.__dict__["_tl_aliases"] = {**tl_aliases(arch), **tl_point_aliases(arch, extra)}
 
     @property
     def arch(self) -> Decoder | None:

@@ -6,10 +6,14 @@
 * :func:`tl_aliases` maps TransformerLens names to a wrapped model's module paths; caches of a
   wrapped LM carry it, so ``cache["blocks.3.hook_resid_pre"]`` and ``cache["resid_pre", 3]`` work
   there too (the shorthand itself is the core's :func:`hooked.names.act_name`).
+  :func:`tl_point_aliases` does the same for the hook points that ``wrap`` adds inside attention
+  and the norms (:data:`ATTN_POINTS`, :data:`NORM_POINTS`: TransformerLens's names, which are
+  also the suffixes of the wrap names), for those a model has.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from hooked.lm.names.layouts import Decoder
@@ -139,12 +143,61 @@ def tl_aliases(dec: Decoder) -> dict[str, str]:
         for tl, part in (("ln1", "ln1"), ("ln2", "ln2")):
             aliases[f"blocks.{i}.{tl}.hook_in"] = f"{block}.{getattr(lay, part)}.hook_in"
             aliases[f"blocks.{i}.{tl}.hook_out"] = f"{block}.{getattr(lay, part)}.hook_out"
+        # the MLP's pre-activation (gate), linear branch and post-activation: module hook points
+        for tl, part, where in (
+            ("hook_pre", lay.mlp_pre, "hook_out"),
+            ("hook_pre_linear", lay.mlp_pre_linear, "hook_out"),
+            ("hook_post", lay.mlp_post, "hook_in"),
+        ):
+            if part is not None and _has(dec, f"{block}.{part}"):
+                aliases[f"blocks.{i}.mlp.{tl}"] = f"{block}.{part}.{where}"
     return aliases
+
+
+# Hook points the wrap backend adds on each attention module ``P`` (``P.<suffix>``) and on each norm
+# ``N`` (``N.<suffix>``); the suffix is TransformerLens's own name under ``blocks.L.attn`` /
+# ``blocks.L.ln1`` / ``blocks.L.ln2`` / ``ln_final``. Built by hooked.lm.backends (heads,
+# head_inputs, projections, norms).
+ATTN_POINTS = (
+    "hook_q_input",
+    "hook_k_input",
+    "hook_v_input",
+    "hook_q",
+    "hook_k",
+    "hook_v",
+    "hook_rot_q",
+    "hook_rot_k",
+    "hook_attn_scores",
+    "hook_result",
+)
+NORM_POINTS = ("hook_scale", "hook_normalized")
+
+
+def tl_point_aliases(dec: Decoder, names: Collection[str]) -> dict[str, str]:
+    """TransformerLens name -> wrap name of the :data:`ATTN_POINTS` / :data:`NORM_POINTS` hook points
+    among ``names`` (a model has only those its architecture has: no ``hook_rot_q`` without rotary
+    positions, no ``hook_q`` for projections not understood)."""
+    lay = dec.layout
+    pairs = []
+    for i in range(dec.n_layers):
+        pairs += [(f"blocks.{i}.attn.{p}", f"{dec.path(i, 'attn')}.{p}") for p in ATTN_POINTS]
+        for tl, part in (("ln1", "ln1"), ("ln2", "ln2")):
+            pairs += [(f"blocks.{i}.{tl}.{p}", f"{dec.path(i, part)}.{p}") for p in NORM_POINTS]
+    pairs += [(f"ln_final.{p}", f"{lay.final_norm}.{p}") for p in NORM_POINTS]
+    return {tl: wrap for tl, wrap in pairs if wrap in names}
 
 
 def residual_labels(n_layers: int) -> list[str]:
     """Labels for :meth:`LMNames.residual`'s names: ``pre 0`` ... ``pre L-1``, ``post L-1``."""
     return [f"pre {i}" for i in range(n_layers)] + [f"post {n_layers - 1}"]
+
+
+def _has(dec: Decoder, path: str) -> bool:
+    try:
+        dec.module(path)
+    except AttributeError:
+        return False
+    return True
 
 
 def _path_of(root: Any, module: Any) -> str:
@@ -154,4 +207,4 @@ def _path_of(root: Any, module: Any) -> str:
     raise ValueError(f"{type(module).__name__} is not a submodule of {type(root).__name__}")
 
 
-__all__ = ["LMNames", "residual_labels", "tl_aliases"]
+__all__ = ["ATTN_POINTS", "NORM_POINTS", "LMNames", "residual_labels", "tl_aliases", "tl_point_aliases"]

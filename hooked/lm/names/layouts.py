@@ -45,6 +45,13 @@ class Layout:
     # TransformerLens bridge names (block-relative) of what attention / the MLP add to the residual
     tl_attn_out: str = "hook_attn_out"
     tl_mlp_out: str = "hook_mlp_out"
+    # the MLP's projections (from one decoder layer): TransformerLens's ``mlp.hook_pre`` is the output
+    # of ``mlp_pre`` (before the activation function; the gate of a gated MLP), ``hook_pre_linear``
+    # the output of ``mlp_pre_linear`` (a gated MLP's linear branch; None for a plain MLP), and
+    # ``hook_post`` the input of ``mlp_post`` (after the activation, and the gating)
+    mlp_pre: str | None = None
+    mlp_pre_linear: str | None = None
+    mlp_post: str | None = None
 
 
 LAYOUTS: tuple[Layout, ...] = (
@@ -61,6 +68,9 @@ LAYOUTS: tuple[Layout, ...] = (
         final_norm="model.norm",
         tl_attn_out="ln1_post.hook_out",
         tl_mlp_out="ln2_post.hook_out",
+        mlp_pre="mlp.gate_proj",
+        mlp_pre_linear="mlp.up_proj",
+        mlp_post="mlp.down_proj",
     ),
     Layout(
         "llama",
@@ -73,6 +83,9 @@ LAYOUTS: tuple[Layout, ...] = (
         attn_out="self_attn",
         mlp_out="mlp",
         final_norm="model.norm",
+        mlp_pre="mlp.gate_proj",
+        mlp_pre_linear="mlp.up_proj",
+        mlp_post="mlp.down_proj",
     ),
     Layout(
         "gpt2",
@@ -86,6 +99,8 @@ LAYOUTS: tuple[Layout, ...] = (
         mlp_out="mlp",
         final_norm="transformer.ln_f",
         pos_embed="transformer.wpe",
+        mlp_pre="mlp.c_fc",
+        mlp_post="mlp.c_proj",
     ),
     Layout(
         "gpt_neox",
@@ -98,6 +113,8 @@ LAYOUTS: tuple[Layout, ...] = (
         attn_out="attention",
         mlp_out="mlp",
         final_norm="gpt_neox.final_layer_norm",
+        mlp_pre="mlp.dense_h_to_4h",
+        mlp_post="mlp.dense_4h_to_h",
     ),
 )
 
