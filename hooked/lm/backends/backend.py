@@ -165,11 +165,14 @@ def act_name(model: Any, name: str, layer: int | None = None, layer_type: str | 
     if names.bridge:
         return full
     assert names.dec is not None  # lm_names gives names with a layout
-    wrap = tl_aliases(names.dec).get(full)
+    known = getattr(model, "hook_name_aliases", None)  # a WrappedLM's: its hook points inside modules too
+    wrap = (known if isinstance(known, dict) else tl_aliases(names.dec)).get(full)
     if wrap is None:
         raise KeyError(
             f"act_name: the wrap backend has no name for {full!r}; known TransformerLens names are "
-            "resid_pre/mid/post, attn_out, mlp_out, z, pattern, embed, pos_embed, ln1/ln2 in/out"
+            "resid_pre/mid/post, attn_out, mlp_out, z, pattern, q, k, v, rot_q, rot_k, attn_scores, "
+            "result, pre, post, scale, normalized, embed, pos_embed, ln1/ln2 in/out (where the model "
+            "has them)"
         )
     return wrap
 

@@ -22,7 +22,11 @@ layout that :mod:`hooked.lm.names.layouts` resolves, so every family with a layo
   the weights of that block (``model.blocks[3].attn.W_Q``, ``model.unembed.b_U``);
 * the forward's TransformerLens arguments: a text or a list of texts instead of ids,
   ``return_type="logits" | "loss" | "both" | None``, ``loss_per_token``, ``prepend_bos``,
-  ``padding_side``; :meth:`~TLModelAPI.loss_fn`; :meth:`~TLModelAPI.generate` on a text.
+  ``padding_side``, ``stop_at_layer`` (:meth:`~TLModelAPI._tl_run_until`);
+  :meth:`~TLModelAPI.loss_fn`; :meth:`~TLModelAPI.generate` on a text;
+* :meth:`~TLModelAPI.tl_parameters` / :meth:`~TLModelAPI.tl_named_parameters`: every weight by
+  its TransformerLens name (``blocks.0.attn.W_Q``, ``blocks.0.mlp.W_in``, ``ln_final.w``, ...),
+  the keys and shapes of TransformerLens 4's bridge.
 
 Numbers are those of the transformers model, which TransformerLens's bridge also runs: ids, weights
 and losses equal the bridge's (``tests/lm/test_tl_model.py``). Only the bridge's
@@ -43,7 +47,7 @@ from hooked.lm.names.layouts import Decoder
 from hooked.protocol import model_device
 
 ReturnType = Literal["logits", "loss", "both"] | None
-TL_FORWARD_KWARGS = ("return_type", "loss_per_token", "prepend_bos", "padding_side")
+TL_FORWARD_KWARGS = ("return_type", "loss_per_token", "prepend_bos", "padding_side", "stop_at_layer")
 
 
 @dataclass
@@ -174,6 +178,33 @@ def _factored(a: Tensor, b: Tensor) -> Any:
     except ImportError as e:  # pragma: no cover - transformer_lens is a dependency here
         raise ImportError("OV / QK are TransformerLens FactoredMatrix objects: install it") from e
     return FactoredMatrix(a, b)
+
+
+class _Stopped(Exception):
+    """Raised by the ``stop_at_layer`` pre-hook, carrying the residual stream it stopped at."""
+
+    def __init__(self, resid: Any):
+        super().__init__("stop_at_layer")
+        self.resid = resid
+
+
+def _in_out(module: Any) -> Tensor:
+    """A projection's weight as ``[in, out]`` (a Linear's transposed; GPT-2's Conv1D as it is)."""
+    return module.weight if type(module).__name__ == "Conv1D" else module.weight.T
+
+
+def _bias(module: Any, zeros: Tensor) -> Tensor:
+    b = getattr(module, "bias", None)
+    return zeros if b is None else b
+
+
+def _norm_params(prefix: str, norm: Any) -> dict[str, Tensor]:
+    out = {}
+    if isinstance(getattr(norm, "weight", None), Tensor):
+        out[f"{prefix}.w"] = norm.weight
+    if isinstance(getattr(norm, "bias", None), Tensor):
+        out[f"{prefix}.b"] = norm.bias
+    return out
 
 
 _TL_GENERATE = ("verbose", "use_past_kv_cache", "prepend_bos", "return_type", "stop_at_eos")
@@ -481,6 +512,90 @@ class TLModelAPI:
         assert isinstance(out, Generation)  # return_tokens=True
         return torch.cat([torch.as_tensor(input).to(out.tokens.device), out.tokens], dim=1)
 
+    def _tl_run_until(self, stop_at_layer: int, run: Any) -> Tensor:
+        """``run()`` (a forward) stopped where the residual stream enters block ``stop_at_layer``,
+        which is returned ``[batch, pos, d_model]`` (after any hook on that block's input), as
+        TransformerLens's ``stop_at_layer``: negative values count from the end, ``0`` gives the
+        embeddings, ``n_layers`` the residual stream after the last block (the final norm's input,
+        as TransformerLens's ``HookedTransformer``; its bridge runs the whole model there)."""
+        dec = self._tl_arch("stop_at_layer")
+        n = dec.n_layers
+        if isinstance(stop_at_layer, bool) or not isinstance(stop_at_layer, int):
+            raise TypeError(f"stop_at_layer must be an int, got {type(stop_at_layer).__name__}")
+        if not -n <= stop_at_layer <= n:
+            raise ValueError(f"stop_at_layer={stop_at_layer} is out of range for a model with {n} blocks")
+        layer = stop_at_layer % n if stop_at_layer < n else n
+        target = dec.layers[layer] if layer < n else dec.module(dec.layout.final_norm)
+
+        def stop(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            resid = args[0] if args and isinstance(args[0], Tensor) else kwargs.get("hidden_states")
+            raise _Stopped(resid)
+
+        handle = target.register_forward_pre_hook(stop, with_kwargs=True)  # after hooks on its input
+        try:
+            run()
+        except _Stopped as stopped:
+            return cast(Tensor, stopped.resid)
+        finally:
+            handle.remove()
+        raise RuntimeError(f"stop_at_layer={stop_at_layer}: the forward never reached block {layer}")
+
+    def tl_parameters(self) -> dict[str, Tensor]:
+        """Every weight by its TransformerLens name, with the keys and shapes of TransformerLens 4's
+        bridge (``get_params``): ``embed.W_E``, ``pos_embed.W_pos`` (learned positions only),
+        ``blocks.L.attn.W_Q / W_K / W_V / W_O`` (key-value heads repeated per query head, as there)
+        and ``b_*`` (zeros where the model has no bias), ``blocks.L.mlp.W_in / W_out / b_in / b_out``
+        (+ ``W_gate`` / ``b_gate`` for a gated MLP), ``blocks.L.ln1.w`` / ``.b`` (where the norm
+        has them), ``ln2``, ``ln_final``, ``unembed.W_U`` / ``b_U``. The model's own weights (no
+        folding), so a gradient step on them changes the model."""
+        dec = self._tl_arch("tl_parameters")
+        cfg = self.cfg
+        first = self.W_E
+        zeros = lambda *shape: torch.zeros(*shape, dtype=first.dtype, device=first.device)  # noqa: E731
+        out: dict[str, Tensor] = {"embed.W_E": first}
+        if dec.layout.pos_embed:
+            out["pos_embed.W_pos"] = self.W_pos
+        lay = dec.layout
+        for i in range(dec.n_layers):
+            w = attention_weights(dec, i)
+            for k in ("W_Q", "W_K", "W_V"):
+                out[f"blocks.{i}.attn.{k}"] = _repeat_kv(cast(Tensor, w[k]), cfg.n_heads)
+            out[f"blocks.{i}.attn.W_O"] = cast(Tensor, w["W_O"])
+            for k in ("b_Q", "b_K", "b_V"):
+                b = w[k]
+                out[f"blocks.{i}.attn.{k}"] = (
+                    zeros(cfg.n_heads, cfg.d_head)
+                    if b is None
+                    else b.repeat_interleave(cfg.n_heads // b.shape[0], dim=0)
+                )
+            b_o = w["b_O"]
+            out[f"blocks.{i}.attn.b_O"] = b_o if b_o is not None else zeros(cfg.d_model)
+            gated = lay.mlp_pre_linear is not None
+            mlp_in = lay.mlp_pre_linear if gated else lay.mlp_pre
+            if mlp_in is not None and lay.mlp_post is not None:
+                up = dec.module(f"{lay.layers}.{i}.{mlp_in}")
+                down = dec.module(f"{lay.layers}.{i}.{lay.mlp_post}")
+                out[f"blocks.{i}.mlp.W_in"] = _in_out(up)
+                out[f"blocks.{i}.mlp.W_out"] = _in_out(down)
+                d_mlp = out[f"blocks.{i}.mlp.W_in"].shape[1]
+                out[f"blocks.{i}.mlp.b_in"] = _bias(up, zeros(d_mlp))
+                out[f"blocks.{i}.mlp.b_out"] = _bias(down, zeros(cfg.d_model))
+                if gated and lay.mlp_pre is not None:
+                    gate = dec.module(f"{lay.layers}.{i}.{lay.mlp_pre}")
+                    out[f"blocks.{i}.mlp.W_gate"] = _in_out(gate)
+                    if getattr(gate, "bias", None) is not None:
+                        out[f"blocks.{i}.mlp.b_gate"] = gate.bias
+            for tl in ("ln1", "ln2"):
+                out.update(_norm_params(f"blocks.{i}.{tl}", dec.part(i, tl)))
+        out.update(_norm_params("ln_final", dec.module(lay.final_norm)))
+        out["unembed.W_U"] = self.W_U
+        out["unembed.b_U"] = self.b_U
+        return out
+
+    def tl_named_parameters(self) -> Any:
+        """``(name, weight)`` pairs of :meth:`tl_parameters` (TransformerLens's iterator form)."""
+        return iter(self.tl_parameters().items())
+
     def enable_compatibility_mode(self, *args: Any, **kwargs: Any) -> None:
         """Accepted so that TransformerLens code runs, but no weights are processed on ``wrap``
         (warns): norms are not folded and the unembedding is not centred, so logits differ from
@@ -495,15 +610,9 @@ class TLModelAPI:
         )
 
     def set_use_attn_result(self, use_attn_result: bool) -> None:
-        """Accepted so that TransformerLens code runs; ``wrap`` has no ``hook_result`` hook point
-        (per-head outputs: ``cache.stack_head_results``), so asking for it warns."""
-        if use_attn_result:
-            warnings.warn(
-                "set_use_attn_result(True) on a wrap model: there is no per-head hook_result here; "
-                "cache.stack_head_results() gives each head's output from hook_z",
-                UserWarning,
-                stacklevel=2,
-            )
+        """Accepted so that TransformerLens code runs; nothing to switch on ``wrap``: its
+        ``blocks.L.attn.hook_result`` computes the per-head outputs whenever a hook is attached
+        there, and costs nothing otherwise."""
 
     # ------------------------------------------------------------------ weights
     @property

@@ -87,8 +87,15 @@ class WrappedLM(TLModelAPI, Wrapped):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         """The transformers model's forward (logits out), taking TransformerLens's arguments too: a
-        text or list of texts, ``return_type``, ``loss_per_token``, ``prepend_bos``, ``padding_side``."""
+        text or list of texts, ``return_type``, ``loss_per_token``, ``prepend_bos``, ``padding_side``,
+        ``stop_at_layer`` (the residual stream entering that block is returned)."""
         args, kwargs, tl = self._tl_forward_args(args, kwargs)
+        stop = tl.pop("stop_at_layer", None)
+        if stop is not None:
+            return self._tl_run_until(stop, lambda: self._forward_padded(args, kwargs, tl))
+        return self._forward_padded(args, kwargs, tl)
+
+    def _forward_padded(self, args: tuple, kwargs: dict, tl: dict) -> Any:
         if tl.pop("_right_padded", False):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UnmaskedPaddingWarning)
