@@ -450,3 +450,34 @@ def test_tl_parameters_equal_the_bridge(models, family):
     # the model's own weights, not copies
     module = hand(wrap.module, family)["post"]
     assert ours[f"blocks.{LAYER}.mlp.W_out"].data_ptr() == module.weight.data_ptr()
+
+
+def test_left_padded_batch_scores_and_values_equal_the_bridge(models):
+    wrap, bridge, _ = models("llama")
+    ids = torch.tensor([[3, 3, 1, 5, 6, 7], [1, 11, 12, 13, 14, 15]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    names = [f"blocks.{LAYER}.attn.hook_{k}" for k in ("attn_scores", "pattern", "q", "rot_k", "result")]
+    with torch.no_grad():
+        _, cache = wrap.run_with_cache(ids, attention_mask=mask, names_filter=names)
+        _, ref = bridge.run_with_cache(ids, attention_mask=mask, names_filter=names)
+    for name in names[:2]:  # [batch, head, query, key]: every entry, padded keys masked alike
+        torch.testing.assert_close(cache[name], ref[name], msg=name)
+    assert (cache[names[0]][0, :, :, :2] == torch.finfo(torch.float32).min).all()
+    real = mask.bool()
+    for name in names[2:]:  # [batch, pos, ...]: the real positions (padding's own values are junk)
+        torch.testing.assert_close(cache[name][real], ref[name][real], msg=name)
+
+
+def test_an_edit_at_a_norm_it_does_not_describe_is_refused():
+    wrap = lm.wrap_lm(tiny_hf("llama"))  # its own: the check is made once per norm, at the first edit
+    norm = wrap.module.model.layers[LAYER].input_layernorm
+    original = norm.forward
+    norm.forward = lambda x: 2 * original(x)  # not w * x / rms(x) any more
+    try:
+        with torch.no_grad():
+            _, cache = wrap.run_with_cache(IDS, names_filter=f"blocks.{LAYER}.ln1.hook_scale")
+            with pytest.raises(NotImplementedError, match="does not compute"):
+                wrap_logits(wrap, f"blocks.{LAYER}.ln1.hook_scale", lambda act, hook: act * 2)
+    finally:
+        del norm.forward
+    assert cache[f"blocks.{LAYER}.ln1.hook_scale"].shape == (2, IDS.shape[1], 1)

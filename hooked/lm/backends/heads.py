@@ -1,7 +1,7 @@
 """Per-head hook points on the attention modules of a wrapped transformers decoder.
 
-Two hook points per attention module at path ``P`` (``model.layers.3.self_attn``,
-``transformer.h.3.attn``, ``gpt_neox.layers.3.attention``):
+Hook points per attention module at path ``P`` (``model.layers.3.self_attn``,
+``transformer.h.3.attn``, ``gpt_neox.layers.3.attention``), with TransformerLens's shapes:
 
 * ``P.hook_z`` ``[batch, pos, head, d_head]``: each head's output before the output projection
   (the projection's input, split into heads). Editable: a replacement is merged back into
@@ -10,19 +10,28 @@ Two hook points per attention module at path ``P`` (``model.layers.3.self_attn``
   softmax and the causal / padding mask; rows sum to 1). Editable: a replacement is multiplied
   with the values in place of the model's own probabilities (query heads share their key-value
   head as the model does), so setting a row to a one-hot attention knocks attention out.
+* ``P.hook_attn_scores`` ``[batch, head, query, key]``: the scores before the softmax (scaled,
+  soft-capped where the model caps them, masked entries set to the dtype's lowest value, as
+  TransformerLens's bridge has them). Editable: the probabilities are the softmax of the
+  replacement (then ``hook_pattern`` fires on them).
+* ``P.hook_rot_q`` / ``P.hook_rot_k`` ``[batch, pos, head or kv_head, d_head]`` (models with rotary
+  positions): queries and keys after rotation, as the attention function receives them.
+  Editable: the attention runs on the replacement.
 
 How. ``hook_z`` is a forward pre-hook on the output projection that reshapes its input to heads
-and back. ``hook_pattern`` needs the probabilities, which the fused kernels (sdpa) never form.
-While any ``hook_pattern`` of a model has a hook attached, the model runs the attention
+and back. The others live inside the attention function, and the probabilities are never formed
+by the fused kernels (sdpa). While any of them has a hook attached, the model runs the attention
 implementation ``"hooked_<impl>"`` (registered with transformers' ``AttentionInterface``, with
-``<impl>``'s own mask function): every layer runs ``<impl>`` as before, and a layer whose pattern
-is hooked also runs its own eager attention function on the same inputs (mask converted to eager's
-additive form) to get the probabilities, then its pattern hook point. Reading patterns therefore
-leaves the outputs bit-identical; an edited pattern replaces that layer's attention output by
-``pattern @ values``. The switch is made when the first pattern hook is attached and undone when
-the last is removed. Implementations other than ``sdpa`` and ``eager`` (flash attention on a GPU)
-are switched to ``"hooked_eager"`` instead (every layer eager while hooked; logits then differ from
-the fused kernel's by float rounding).
+``<impl>``'s own mask function): every layer runs ``<impl>`` as before; a layer with a hooked
+point fires its rotated queries and keys first, then runs ``<impl>`` on them, and when scores or
+pattern are hooked forms the scores as the eager attention functions of transformers do (mask
+converted to eager's additive form) and their softmax, then its hook points. Reading therefore
+leaves the outputs bit-identical; an edited score or pattern replaces that layer's attention
+output by ``pattern @ values``. The switch is made when the first such hook is attached and undone
+when the last is removed. Implementations other than ``sdpa`` and ``eager`` (flash attention on a
+GPU) are switched to ``"hooked_eager"`` instead (every layer eager while hooked; logits then differ
+from the fused kernel's by float rounding). Dropout on the probabilities is not applied to an
+edited pattern (the models are in eval mode after loading).
 
 Nothing is attached while no hook is: an unhooked wrapped model runs the transformers code as is.
 """

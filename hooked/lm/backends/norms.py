@@ -96,7 +96,8 @@ class _Norm:
         if not self._checked:
             with torch.no_grad():
                 expected = self._affine(xf * torch.rsqrt(variance), output.dtype)
-            if not torch.allclose(expected, output, rtol=1e-4, atol=1e-5):
+            tol = 1e-4 if output.dtype in (torch.float32, torch.float64) else 2e-2  # half precision
+            if not torch.allclose(expected, output, rtol=tol, atol=tol / 10):
                 raise NotImplementedError(
                     f"hook_scale / hook_normalized: {type(module).__name__} does not compute "
                     f"{self._formula()}, so an edit here cannot be put through it"

@@ -3,10 +3,13 @@
 :class:`WrappedLM` is a :class:`hooked.Wrapped` (hook points ``P.hook_in`` / ``P.hook_out`` on
 every module, logits out) that adds, for a decoder of a known layout (:mod:`hooked.lm.names.layouts`):
 
-* per-head hook points on every attention module ``P``: ``P.hook_z`` and ``P.hook_pattern``
-  (:mod:`hooked.lm.backends.heads`), and each head's query, key and value input
-  ``P.hook_q_input`` / ``hook_k_input`` / ``hook_v_input`` (:mod:`hooked.lm.backends.head_inputs`),
-  listed in ``hook_dict`` right after ``P.hook_out``;
+* per-head hook points on every attention module ``P``: ``P.hook_z``, ``P.hook_pattern``,
+  ``P.hook_attn_scores`` and (rotary models) ``P.hook_rot_q`` / ``hook_rot_k``
+  (:mod:`hooked.lm.backends.heads`), each head's query, key and value input ``P.hook_q_input`` /
+  ``hook_k_input`` / ``hook_v_input`` (:mod:`hooked.lm.backends.head_inputs`), its query, key and
+  value ``P.hook_q`` / ``hook_k`` / ``hook_v`` and its output ``P.hook_result``
+  (:mod:`hooked.lm.backends.projections`), listed in ``hook_dict`` right after ``P.hook_out``;
+  ``N.hook_scale`` / ``N.hook_normalized`` on each norm ``N`` (:mod:`hooked.lm.backends.norms`);
 * padded batches: with an ``attention_mask`` that pads rows on the left and no ``position_ids``,
   each row's positions are counted from its first real token (as TransformerLens's bridge does,
   and transformers' own ``generate``; the model's forward alone would count from the padding,
@@ -14,7 +17,9 @@ every module, logits out) that adds, for a decoder of a known layout (:mod:`hook
   come without a mask warn (:func:`hooked.lm.text.tokens.warn_if_padded_without_mask`);
 * TransformerLens names (:func:`hooked.lm.names.hook_names.tl_aliases`: ``hook_embed``,
   ``blocks.3.hook_resid_pre`` / ``hook_resid_mid`` / ``hook_resid_post``, ``hook_attn_out``,
-  ``hook_mlp_out``, ``attn.hook_z``, ``attn.hook_pattern``, ``ln1`` / ``ln2`` / ``ln_final``) work
+  ``hook_mlp_out``, ``attn.hook_z``, ``attn.hook_pattern``, ``ln1`` / ``ln2`` / ``ln_final``, the
+  points above by their TransformerLens names (:mod:`hooked.lm.names.hook_names`), ``mlp.hook_pre``
+  / ``hook_pre_linear`` / ``hook_post``) work
   wherever a hook name is taken: ``add_hook``, ``hooks``, ``run_with_hooks``, ``list_hooks`` and
   ``run_with_cache`` (``names_filter``, ``stop_at``); a hook attached by such a name sees it as
   ``hook.name``, and a filter function is offered both names of each hook point. Caches keep the
