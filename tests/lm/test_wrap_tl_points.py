@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from hooked import lm
+from hooked.lm.backends.forward import LMForward
 from tests.lm.tiny_models import tiny_bridge, tiny_hf, tiny_tokenizer, tokenizer_folder
 
 FAST = ["llama"]
@@ -481,3 +482,39 @@ def test_an_edit_at_a_norm_it_does_not_describe_is_refused():
     finally:
         del norm.forward
     assert cache[f"blocks.{LAYER}.ln1.hook_scale"].shape == (2, IDS.shape[1], 1)
+
+
+def test_edits_inside_attention_with_a_key_value_cache_equal_uncached(models):
+    wrap, _, _ = models("llama")
+    ids = IDS[:1]
+
+    def edit_k(act, hook):
+        act = act.clone()
+        act[:, :, 0] *= 1.7  # a sharper attention for the heads of key-value head 0
+        return act
+
+    def edit_scores(act, hook):
+        act = act.clone()
+        act[:, 0, :, 0] += 3.0
+        return act
+
+    with torch.no_grad():
+        plain = wrap(ids)[:, -1]
+        for name, fn in (
+            (f"blocks.{LAYER}.attn.hook_k", edit_k),
+            (f"blocks.{LAYER}.attn.hook_attn_scores", edit_scores),
+        ):
+            forward = LMForward(wrap, [])
+            cache = {forward.cache_kwarg: forward.new_cache()}  # ``cache=`` or ``past_key_values=``
+            with wrap.hooks(fwd_hooks=[(name, fn)]):
+                full = wrap(ids)[:, -1]
+                wrap.module(ids[:, :-1], use_cache=True, **cache)  # keys cached as edited
+                step = wrap.module(ids[:, -1:], use_cache=True, **cache).logits[:, -1]
+            torch.testing.assert_close(step, full, msg=name)
+            assert not torch.allclose(full, plain), name
+    # an edited rotated key cannot reach the keys already cached: refused, not answered differently
+    with pytest.raises(NotImplementedError, match="edit hook_k"):
+        lm.generate(
+            wrap, ids[:, :4], 3, fwd_hooks=[(f"blocks.{LAYER}.attn.hook_rot_k", edit_k)], use_cache=True
+        )
+    assert wrap.module.config._attn_implementation in ("sdpa", "eager")  # switched back after the error
