@@ -138,3 +138,26 @@ def test_forward_head_results_read_the_cached_hook_result(tiny):
         full.stack_head_results(-1), z_only.stack_head_results(-1), atol=1e-5, rtol=1e-4
     )
     assert torch.equal(full.stack_head_results(-1)[:4], full["blocks.0.attn.hook_result"].movedim(-2, 0))
+
+
+@pytest.mark.parametrize("backend", ["wrap", "bridge"])
+def test_head_results_and_the_lens_run_no_hook_of_the_model(tiny, backend):
+    """The toolkit computes from cached values with the model's modules: a hook left on the model
+    (Exploratory Analysis ablates a head with a hook_z hook, then reads stack_head_results of its
+    cache) must not run on that computation."""
+    model = tiny[backend]
+    tokens = model.to_tokens(CLEAN)
+    _, cache = model.run_with_cache(tokens)
+    want = cache.stack_head_results(-1)
+    lens = lm.unembed(model, cache[lm.act_name(model, "resid_pre", 1)])
+    calls = []
+    names = [lm.act_name(model, "z", 0), lm.act_name(model, "resid_post", 1)]
+    for name in names:
+        model.add_hook(name, lambda act, hook: calls.append(hook.name))
+    try:
+        torch.testing.assert_close(cache.stack_head_results(-1), want)
+        torch.testing.assert_close(lm.unembed(model, cache[lm.act_name(model, "resid_pre", 1)]), lens)
+        cache.decompose_resid(-1, apply_ln=True)
+        assert calls == []
+    finally:
+        model.reset_hooks()

@@ -17,6 +17,10 @@ module paths; :class:`hooked.lm.names.hook_names.LMNames` maps one to the other)
 
 Run the model with :func:`hooked.lm.stream_hooks` cached (``names_filter=lm.stream_hooks(model)``) first.
 
+Modules of the model (norms, output projections, the unembedding) are run through their own
+``forward``, never ``__call__``: the hooks on them (a ``wrap`` model's hook points, a user's
+ablation at ``hook_z``) belong to the model's forward, not to a computation on cached values.
+
 **Norms are read from the model**: each norm module decides itself (RMSNorm for Llama, Qwen2,
 Mistral; Gemma's ``1 + weight`` RMSNorm; LayerNorm for GPT-2 and GPT-NeoX). Where a norm is applied
 to one component with the scale of the whole stream it is used as the linear map it is at that
@@ -74,7 +78,7 @@ class _Norm:
                 self.bias = module.bias
             else:  # RMS: module(ones) = gain / sqrt(1 + eps), whatever form the gain takes (w, 1 + w)
                 ones = torch.ones(d, device=ref.device, dtype=torch.float32)
-                self.gain = module(ones).float() * (1 + eps) ** 0.5
+                self.gain = module.forward(ones).float() * (1 + eps) ** 0.5
                 self.bias = None
             self._check(d, ref)
 
@@ -93,7 +97,7 @@ class _Norm:
 
     def _check(self, d: int, ref: Tensor) -> None:
         x = torch.randn(3, d, generator=torch.Generator().manual_seed(0)).to(ref.device, ref.dtype)
-        want = self.module(x).float()
+        want = self.module.forward(x).float()
         got = self.linear(x, self.scale(x)).float() + (self.bias.float() if self.bias is not None else 0)
         tol = 1e-4 if ref.dtype == torch.float32 else 5e-2
         if not torch.allclose(got, want, atol=tol * want.abs().max().item() + tol, rtol=tol):
@@ -161,8 +165,8 @@ def unembed(
     soft-capping where the config asks for it. ``unembed(model, last residual)`` is the model's
     logits."""
     parts = _Parts(model, "unembed")
-    x = parts.final_norm().module(resid) if apply_ln else resid
-    logits = parts.unembedding()(x)
+    x = parts.final_norm().module.forward(resid) if apply_ln else resid
+    logits = parts.unembedding().forward(x)
     cap = getattr(parts.dec.root.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
@@ -326,9 +330,11 @@ def head_results(
     n_heads, d_head = z.shape[-2], z.shape[-1]
     eye = torch.eye(n_heads, device=z.device, dtype=z.dtype)
     spread = (z.unsqueeze(-3) * eye[:, :, None]).flatten(-2)  # [..., head, head*d_head]: one head each
+    # the projection's own forward, not its __call__: hooks on it (hook_z on wrap is its input, a
+    # user's ablation there among them) belong to the model's forward, not to this computation
     with torch.no_grad():
-        bias = o_proj(torch.zeros(n_heads * d_head, device=z.device, dtype=z.dtype))
-    results = o_proj(spread) - bias
+        bias = o_proj.forward(torch.zeros(n_heads * d_head, device=z.device, dtype=z.dtype))
+    results = o_proj.forward(spread) - bias
     lay = parts.dec.layout
     if lay.attn_out != lay.attn:  # a norm after attention (Gemma-2): linear at the output's scale
         post = parts.norm(parts.dec.path(layer, "attn_out"))
@@ -447,7 +453,7 @@ def apply_ln_to_stack(
         if mlp_input:
             raise ValueError("apply_ln_to_stack: mlp_input needs a layer below n_layers")
         if recompute_ln:
-            return norm.module(stack)
+            return norm.module.forward(stack)
     else:
         dec = parts.dec
         norm = parts.norm(dec.path(layer, "ln2" if mlp_input else "ln1"))
