@@ -32,9 +32,12 @@ TransformerLens behaviour and can go when upstream fixes it; each says what to c
    warning, or raises. A hook or a cache that names one (or a filter that matches one) switches its
    flag on for that call and back off afterwards (a hook attached with ``add_hook`` or
    ``hooks(reset_hooks_end=False)`` keeps it on until ``reset_hooks()``). ``names_filter=None``
-   does not switch flags on (it caches what runs anyway). ``hook_result`` costs a ``[batch, pos,
-   head, d_model]`` tensor per layer while on. This reads TransformerLens's private
-   ``_gated_hook_reason``, ``_check_hook_fireable`` and ``_hook_registry``
+   does not switch flags on (it caches what runs anyway). Flags that exclude each other
+   (``use_attn_in``, ``use_split_qkv_input``): for names given as strings that raises; a filter's
+   matches (``lambda n: n.startswith("blocks.0.")``) get every flag that can be switched on, and
+   the rest are left off with a warning naming them, as TransformerLens skips them.
+   ``hook_result`` costs a ``[batch, pos, head, d_model]`` tensor per layer while on. This reads
+   TransformerLens's private ``_gated_hook_reason``, ``_check_hook_fireable`` and ``_hook_registry``
    (``transformer_lens/model_bridge/bridge_core.py``), hence the pinned range.
 4. **A hook's replacement must match the activation** (shape, dtype, device), or a
    :class:`hooked.HookReturnError` names the hook, as on every :class:`hooked.HookedModule`
@@ -212,14 +215,30 @@ class HookedBridge(TransformerBridge):
 
     @contextmanager
     def _gates_open(
-        self, names: Sequence[str], hook_dict: dict[str, Any], keep: bool = False
-    ) -> Iterator[None]:
-        opened = []
+        self, names: Sequence[str], hook_dict: dict[str, Any], keep: bool = False, asked: Any = ()
+    ) -> Iterator[set[str]]:
+        """Switch on the flags ``names`` need; yields the names left gated off. A flag that cannot
+        be switched on (``use_attn_in`` and ``use_split_qkv_input`` exclude each other) raises if a
+        name in ``asked`` (the names given as strings) needs it; names only a filter matched are
+        left off with a warning, as TransformerLens skips a filter's gated-off matches."""
+        opened, skipped = [], set()
         try:
             for reason in self._gates(names, hook_dict):
-                self._set_gate(reason, True)
+                try:
+                    self._set_gate(reason, True)
+                except ValueError as e:
+                    needing = [n for n in names if self._gated_hook_reason(hook_dict[n].name or n) == reason]
+                    if any(n in asked for n in needing):
+                        raise
+                    warnings.warn(
+                        f"a filter matched {len(needing)} hook(s) gated by {reason}, which cannot be "
+                        f"switched on beside the others it matched ({e}); not hooked: {needing}",
+                        stacklevel=4,
+                    )
+                    skipped.update(needing)
+                    continue
                 opened.append(reason)
-            yield
+            yield skipped
         finally:
             if keep:
                 self.__dict__.setdefault("_hooked_kept_gates", set()).update(opened)
@@ -235,9 +254,10 @@ class HookedBridge(TransformerBridge):
         gates switched on."""
         hook_dict = self.hook_dict
         named = self._named([(name, _checked(hook_fn, name, dir))], hook_dict)
-        with self._gates_open([n for n, _ in named], hook_dict, keep=True):
+        with self._gates_open([n for n, _ in named], hook_dict, True, _asked([(name, 0)])) as off:
             for n, fn in named:
-                super().add_hook(n, fn, dir=dir, is_permanent=is_permanent)
+                if n not in off:
+                    super().add_hook(n, fn, dir=dir, is_permanent=is_permanent)
         _show_user_hooks(
             [hook_dict[name]] if isinstance(name, str) and name in hook_dict else hook_dict.values()
         )
@@ -272,7 +292,9 @@ class HookedBridge(TransformerBridge):
         hook_dict = self.hook_dict
         fwd = self._named(_checked_specs(fwd_hooks, "fwd"), hook_dict)
         bwd = self._named(_checked_specs(bwd_hooks, "bwd"), hook_dict)
-        with self._gates_open([n for n, _ in fwd + bwd], hook_dict, keep=not reset_hooks_end):
+        asked = _asked([*fwd_hooks, *bwd_hooks])
+        with self._gates_open([n for n, _ in fwd + bwd], hook_dict, not reset_hooks_end, asked) as off:
+            fwd, bwd = [h for h in fwd if h[0] not in off], [h for h in bwd if h[0] not in off]
             with super().hooks(fwd, bwd, reset_hooks_end, clear_contexts):
                 _show_user_hooks({id(hp): hp for hp in (hook_dict[n] for n, _ in fwd + bwd)}.values())
                 yield self
@@ -294,7 +316,9 @@ class HookedBridge(TransformerBridge):
         hook_dict = self.hook_dict
         fwd = self._named(_checked_specs(fwd_hooks, "fwd"), hook_dict)
         bwd = self._named(_checked_specs(bwd_hooks, "bwd"), hook_dict)
-        with self._gates_open([n for n, _ in fwd + bwd], hook_dict, keep=not reset_hooks_end):
+        asked = _asked([*fwd_hooks, *bwd_hooks])
+        with self._gates_open([n for n, _ in fwd + bwd], hook_dict, not reset_hooks_end, asked) as off:
+            fwd, bwd = [h for h in fwd if h[0] not in off], [h for h in bwd if h[0] not in off]
             return super().run_with_hooks(
                 input,
                 fwd_hooks=[*fwd],  # new lists of the type TransformerLens declares (lists are invariant)
@@ -380,7 +404,8 @@ class HookedBridge(TransformerBridge):
 
         fwd = [(n, recorder(n)) for n in names]
         bwd = [(n, recorder(n + "_grad", backward=True)) for n in names] if incl_bwd else []
-        with self._gates_open(names, hook_dict):
+        with self._gates_open(names, hook_dict, asked=_asked([(names_filter, 0)])) as off:
+            fwd, bwd = [h for h in fwd if h[0] not in off], [h for h in bwd if h[0] not in off]
             with TransformerBridge.hooks(self, fwd, bwd, reset_hooks_end, clear_contexts):
                 with own:
                     out = self(input, *args, **kwargs)
@@ -454,6 +479,19 @@ def _show_user_hooks(hook_points: Iterable[Any]) -> None:
             user = getattr(handle.user_hook, "_hooked_user_fn", None)
             if user is not None:
                 handle.user_hook = user
+
+
+def _asked(specs: Iterable[Any]) -> set[str]:
+    """The hook names given as strings (alone or in a list) in ``(names, fn)`` specs: a gated flag
+    they need must switch on or raise; a filter's matches may be left off (``_gates_open``)."""
+    out: set[str] = set()
+    for spec in specs:
+        names = spec[0] if isinstance(spec, (tuple, list)) and spec else None
+        if isinstance(names, str):
+            out.add(names)
+        elif isinstance(names, (list, tuple)):
+            out.update(n for n in names if isinstance(n, str))
+    return out
 
 
 def _one_input(input: Any, input_ids: Any) -> Any:

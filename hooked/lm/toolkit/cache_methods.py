@@ -12,13 +12,27 @@ attach them in ``run_with_cache`` (this module registers the class in
 
 Differences from TransformerLens's methods are those of :mod:`hooked.lm.toolkit.resid` (norms
 applied with their gains, as an unprocessed model needs); ``compute_head_results`` is a no-op
-(per-head results are computed from ``hook_z`` on demand), ``toggle_autodiff`` sets
-``torch.set_grad_enabled`` as TransformerLens's does.
+(per-head results are read from ``hook_result`` or computed from ``hook_z`` on demand),
+``toggle_autodiff`` sets ``torch.set_grad_enabled`` as TransformerLens's does.
+
+**Gradient caches.** TransformerLens users build a cache of gradients by hand (backward hooks, then
+``ActivationCache(grads, model)``) and call the same methods on it; its ``stack_head_results``
+then needs the gradients at ``hook_result`` (mapping ``hook_z``'s gradient through ``W_O`` is a
+forward map applied to a gradient, and wrong). Here a cache knows what it holds: one from
+``run_with_cache`` is a forward cache (its ``<name>_grad`` entries, with ``incl_bwd=True``, are
+never read by these methods), and ``cache.gradients()`` gives the gradient cache: the
+``<name>_grad`` entries under the forward names, whose methods know they read gradients.
+On it ``stack_head_results`` gives the gradient with respect to each head's result (``hook_result``'s
+gradient, else the attention output's, the same for every head; it refuses otherwise),
+``accumulated_resid`` / ``decompose_resid`` / ``stack_activation`` stack gradients as
+TransformerLens's do, and what needs forward activations (norms: ``apply_ln``,
+``apply_ln_to_stack``, ``logit_attrs``) refuses.
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
 import torch
@@ -30,10 +44,36 @@ from hooked.lm.toolkit import resid
 
 class TLCacheMethods:
     """TransformerLens's cache methods for the caches of one model (held weakly: a cache never
-    keeps its model alive; a method called after the model is gone says so)."""
+    keeps its model alive; a method called after the model is gone says so). ``gradient=True``:
+    the methods of a gradient cache (:meth:`gradients`)."""
 
-    def __init__(self, model: Any):
+    def __init__(self, model: Any, gradient: bool = False):
         self._model = weakref.ref(model)
+        self.gradient = gradient
+
+    def _forward_only(self, what: str) -> None:
+        if self.gradient:
+            raise ValueError(
+                f"{what} applies norms at the scales of the forward's residual stream, and this is a "
+                "gradient cache (cache.gradients()): call it on the forward cache"
+            )
+
+    def gradients(self, cache: Any) -> Any:
+        """The gradient cache: this cache's ``<name>_grad`` entries (``run_with_cache(...,
+        incl_bwd=True)``) under their forward names, answering these methods as gradients (see the
+        module docstring)."""
+        if self.gradient:
+            raise ValueError("cache.gradients(): this cache holds gradients already")
+        grads = {name.removesuffix("_grad"): t for name, t in cache.items() if name.endswith("_grad")}
+        if not grads:
+            raise ValueError(
+                "cache.gradients(): this cache holds no gradients; run run_with_cache(..., "
+                "incl_bwd=True, metric=fn) to record them"
+            )
+        from hooked.cache import ActivationCache
+
+        aliases = {k: v for k, v in cache.aliases.items() if v in grads}
+        return ActivationCache(grads, aliases=aliases).with_methods(TLCacheMethods(self.model(), True))
 
     def model(self) -> Any:
         model = self._model()
@@ -51,6 +91,8 @@ class TLCacheMethods:
         mlp_input: bool = False,
         return_labels: bool = False,
     ) -> Any:
+        if apply_ln:
+            self._forward_only("accumulated_resid(apply_ln=True)")
         return resid.accumulated_resid(
             self.model(),
             cache,
@@ -73,6 +115,8 @@ class TLCacheMethods:
         incl_embeds: bool = True,
         return_labels: bool = False,
     ) -> Any:
+        if apply_ln:
+            self._forward_only("decompose_resid(apply_ln=True)")
         return resid.decompose_resid(
             self.model(),
             cache,
@@ -94,14 +138,17 @@ class TLCacheMethods:
         pos_slice: Any = None,
         apply_ln: bool = False,
     ) -> Any:
+        """Every head's output, or on a gradient cache the gradient with respect to it
+        (:func:`hooked.lm.stack_head_results` with ``grad``)."""
         return resid.stack_head_results(
             self.model(),
-            cache,
+            _GradNames(cache) if self.gradient else cache,
             layer,
             return_labels=return_labels,
             incl_remainder=incl_remainder,
             pos_slice=pos_slice,
             apply_ln=apply_ln,
+            grad=self.gradient,
         )
 
     def apply_ln_to_stack(
@@ -115,6 +162,7 @@ class TLCacheMethods:
         has_batch_dim: bool = True,
         recompute_ln: bool = False,
     ) -> Tensor:
+        self._forward_only("apply_ln_to_stack")
         if batch_slice is not None or not has_batch_dim:
             raise NotImplementedError(
                 "apply_ln_to_stack: batch_slice / has_batch_dim=False are not supported"
@@ -139,6 +187,7 @@ class TLCacheMethods:
         batch_slice: Any = None,
         has_batch_dim: bool = True,
     ) -> Tensor:
+        self._forward_only("logit_attrs")
         if batch_slice is not None or not has_batch_dim:
             raise NotImplementedError("logit_attrs: batch_slice / has_batch_dim=False are not supported")
         return resid.logit_attrs(
@@ -160,7 +209,9 @@ class TLCacheMethods:
         )
 
     def compute_head_results(self, cache: Any) -> None:
-        """Per-head results are computed from ``hook_z`` when asked for (``stack_head_results``)."""
+        """Per-head results are read from ``hook_result`` or computed from ``hook_z`` when asked for
+        (``stack_head_results``; on a gradient cache, from the gradients at ``hook_result`` or the
+        attention output)."""
 
     def toggle_autodiff(self, cache: Any, mode: bool = False) -> None:
         torch.set_grad_enabled(mode)
@@ -170,6 +221,28 @@ class TLCacheMethods:
         return cache.to_dict()
 
     cache_dict.cache_property = True  # type: ignore[attr-defined]
+
+
+class _GradNames(Mapping[str, Tensor]):
+    """A gradient cache seen with the ``<name>_grad`` names of ``run_with_cache(incl_bwd=True)``,
+    which :mod:`hooked.lm.toolkit.resid` reads with ``grad=True``."""
+
+    def __init__(self, cache: Any):
+        self._cache = cache
+
+    def __getitem__(self, name: str) -> Tensor:
+        if not name.endswith("_grad"):
+            raise KeyError(f"{name!r}: a gradient cache holds gradients only")
+        return self._cache[name.removesuffix("_grad")]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.endswith("_grad") and name.removesuffix("_grad") in self._cache
+
+    def __iter__(self) -> Iterator[str]:
+        return (name + "_grad" for name in self._cache)
+
+    def __len__(self) -> int:
+        return len(self._cache)
 
 
 CACHE_METHODS["class"] = TLCacheMethods

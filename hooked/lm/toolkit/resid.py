@@ -10,12 +10,16 @@ module paths; :class:`hooked.lm.names.hook_names.LMNames` maps one to the other)
   leaving the last), optionally through the final norm / into logits.
 * :func:`decompose_resid`: the residual stream as a sum of embeddings and each layer's attention
   and MLP outputs.
-* :func:`stack_head_results`: each head's output (``z_h`` through its slice of the output
-  projection), from the cached ``hook_z``.
+* :func:`stack_head_results`: each head's output (the cached ``hook_result``, or ``z_h`` through
+  its slice of the output projection), or with ``grad=True`` the gradient with respect to it.
 * :func:`apply_ln_to_stack` / :func:`logit_attrs`: components through a norm with the scale the
   whole residual stream had there, then dotted with answer directions (direct logit attribution).
 
 Run the model with :func:`hooked.lm.stream_hooks` cached (``names_filter=lm.stream_hooks(model)``) first.
+
+Modules of the model (norms, output projections, the unembedding) are run through their own
+``forward``, never ``__call__``: the hooks on them (a ``wrap`` model's hook points, a user's
+ablation at ``hook_z``) belong to the model's forward, not to a computation on cached values.
 
 **Norms are read from the model**: each norm module decides itself (RMSNorm for Llama, Qwen2,
 Mistral; Gemma's ``1 + weight`` RMSNorm; LayerNorm for GPT-2 and GPT-NeoX). Where a norm is applied
@@ -74,7 +78,7 @@ class _Norm:
                 self.bias = module.bias
             else:  # RMS: module(ones) = gain / sqrt(1 + eps), whatever form the gain takes (w, 1 + w)
                 ones = torch.ones(d, device=ref.device, dtype=torch.float32)
-                self.gain = module(ones).float() * (1 + eps) ** 0.5
+                self.gain = module.forward(ones).float() * (1 + eps) ** 0.5
                 self.bias = None
             self._check(d, ref)
 
@@ -93,7 +97,7 @@ class _Norm:
 
     def _check(self, d: int, ref: Tensor) -> None:
         x = torch.randn(3, d, generator=torch.Generator().manual_seed(0)).to(ref.device, ref.dtype)
-        want = self.module(x).float()
+        want = self.module.forward(x).float()
         got = self.linear(x, self.scale(x)).float() + (self.bias.float() if self.bias is not None else 0)
         tol = 1e-4 if ref.dtype == torch.float32 else 5e-2
         if not torch.allclose(got, want, atol=tol * want.abs().max().item() + tol, rtol=tol):
@@ -161,8 +165,8 @@ def unembed(
     soft-capping where the config asks for it. ``unembed(model, last residual)`` is the model's
     logits."""
     parts = _Parts(model, "unembed")
-    x = parts.final_norm().module(resid) if apply_ln else resid
-    logits = parts.unembedding()(x)
+    x = parts.final_norm().module.forward(resid) if apply_ln else resid
+    logits = parts.unembedding().forward(x)
     cap = getattr(parts.dec.root.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
@@ -290,26 +294,92 @@ def decompose_resid(
     return (stack, labels) if return_labels else stack
 
 
-def head_results(model: Any, cache: Any, layer: int, *, pos_slice: PosSlice = None) -> Tensor:
-    """``[batch, pos, head, d_model]``: what each head of ``layer`` adds to the residual stream
-    (``z_h`` through its slice of the output projection; the projection's bias, and any norm after
-    attention, applied at the whole output's scale). Sums over heads to the attention output minus
-    its bias."""
+def head_results(
+    model: Any, cache: Any, layer: int, *, pos_slice: PosSlice = None, grad: bool = False
+) -> Tensor:
+    """``[batch, pos, head, d_model]``: what each head of ``layer`` adds to the residual stream:
+    the cached per-head ``hook_result`` where the cache has it, else ``z_h`` through its slice of
+    the output projection (the projection's bias, and any norm after attention, applied at the
+    whole output's scale). Sums over heads to the attention output minus its bias.
+
+    ``grad=True`` reads a cache of gradients (the ``<name>_grad`` entries of
+    ``run_with_cache(incl_bwd=True)``) and gives the gradient with respect to each head's result,
+    as TransformerLens reads it at ``hook_result``: the cached ``hook_result_grad``, else the
+    gradient at the attention's output, the same for every head (the output is the heads' sum plus
+    a bias). Mapping ``hook_z``'s gradient through the output projection would be a forward map
+    applied to a gradient, so it is never done: without either gradient (or with a norm after
+    attention, whose input's gradient is not cached) this raises."""
     parts = _Parts(model, "head_results")
     layer = parts.names.layer(layer)
-    z = _pos(_act(cache, parts.names.z(layer), "head_results"), pos_slice, -3)
+    z_name = parts.names.z(layer)
+    result_name = z_name.removesuffix("hook_z") + "hook_result"
+    n_heads = parts.dec.n_heads
+    if grad:
+        return _head_result_grads(parts, cache, layer, (result_name, z_name), n_heads, pos_slice)
+    cached = cache[result_name] if result_name in cache else None
+    if cached is not None and _per_head(cached, n_heads, cache, z_name):
+        return _pos(cached, pos_slice, -3)
+    if z_name not in cache and z_name + "_grad" in cache:
+        raise KeyError(
+            f"head_results needs {z_name!r} (a forward activation) but this cache holds its gradient "
+            f"{z_name + '_grad'!r}: for gradients of head results use grad=True "
+            "(cache.gradients().stack_head_results())"
+        )
+    z = _pos(_act(cache, z_name, "head_results"), pos_slice, -3)
     o_proj = parts.dec.part(layer, "o_proj")
     n_heads, d_head = z.shape[-2], z.shape[-1]
     eye = torch.eye(n_heads, device=z.device, dtype=z.dtype)
     spread = (z.unsqueeze(-3) * eye[:, :, None]).flatten(-2)  # [..., head, head*d_head]: one head each
+    # the projection's own forward, not its __call__: hooks on it (hook_z on wrap is its input, a
+    # user's ablation there among them) belong to the model's forward, not to this computation
     with torch.no_grad():
-        bias = o_proj(torch.zeros(n_heads * d_head, device=z.device, dtype=z.dtype))
-    results = o_proj(spread) - bias
+        bias = o_proj.forward(torch.zeros(n_heads * d_head, device=z.device, dtype=z.dtype))
+    results = o_proj.forward(spread) - bias
     lay = parts.dec.layout
     if lay.attn_out != lay.attn:  # a norm after attention (Gemma-2): linear at the output's scale
         post = parts.norm(parts.dec.path(layer, "attn_out"))
         results = post.linear(results, post.scale(results.sum(-2) + bias).unsqueeze(-2))
     return results
+
+
+def _per_head(t: Tensor, n_heads: int, cache: Any, z_name: str) -> bool:
+    """Whether a cached ``hook_result`` (or its gradient) is per head (``[batch, pos, head,
+    d_model]``, as ``hook_z``) rather than summed over heads (``[batch, pos, d_model]``)."""
+    if t.dim() < 3 or t.shape[-2] != n_heads:
+        return False
+    for z in (z_name, z_name + "_grad"):
+        if z in cache:
+            return t.dim() == cache[z].dim()
+    return t.dim() == 4
+
+
+def _head_result_grads(
+    parts: _Parts, cache: Any, layer: int, names: tuple[str, str], n_heads: int, pos_slice: PosSlice
+) -> Tensor:
+    """The gradient with respect to each head's result (see :func:`head_results`)."""
+    result_name, z_name = names
+    name = result_name + "_grad"
+    if name in cache:
+        g = cache[name]
+        if _per_head(g, n_heads, cache, z_name):
+            return _pos(g, pos_slice, -3)
+        g = _pos(g, pos_slice, -2)  # a summed [batch, pos, d_model] hook_result: the same for every head
+        return g.unsqueeze(-2).expand(*g.shape[:-1], n_heads, g.shape[-1])
+    lay = parts.dec.layout
+    out = parts.names.attn_out(layer) + "_grad"
+    if lay.attn_out == lay.attn and out in cache:
+        g = _pos(cache[out], pos_slice, -2)
+        return g.unsqueeze(-2).expand(*g.shape[:-1], n_heads, g.shape[-1])
+    why = (
+        "a norm follows attention in this model, so the attention output's gradient is not the heads'"
+        if lay.attn_out != lay.attn
+        else f"nor {out!r}"
+    )
+    raise KeyError(
+        f"the gradient of layer {layer}'s head results needs {name!r} in the cache ({why}); run "
+        "run_with_cache(..., incl_bwd=True) with those names (hook_z's gradient cannot give it: the "
+        "output projection maps activations forward, not gradients back)"
+    )
 
 
 def stack_head_results(
@@ -321,22 +391,30 @@ def stack_head_results(
     incl_remainder: bool = False,
     pos_slice: PosSlice = None,
     apply_ln: bool = False,
+    grad: bool = False,
 ) -> Tensor | tuple[Tensor, list[str]]:
     """Every head's output (:func:`head_results`) of the layers below ``layer`` (default: all):
     ``[layer * n_heads, batch, pos, d_model]``, labels ``"L{l}H{h}"``; ``incl_remainder`` adds the
     rest of the residual stream leaving ``layer - 1`` (embeddings, MLPs, biases), so the stack sums
-    to it."""
+    to it. ``grad=True``: the gradients with respect to the heads' outputs, from the cache's
+    ``<name>_grad`` entries (:func:`head_results`); no remainder or norm there."""
     parts = _Parts(model, "stack_head_results")
     layer = _layer(parts, layer)
+    if grad and (incl_remainder or apply_ln):
+        raise ValueError(
+            "stack_head_results(grad=True): incl_remainder and apply_ln belong to activations, not "
+            "to gradients (a gradient is not a sum of components, and a norm's scale is the forward's)"
+        )
     comps, labels = [], []
     for i in range(layer):
-        r = head_results(model, cache, i, pos_slice=pos_slice)
+        r = head_results(model, cache, i, pos_slice=pos_slice, grad=grad)
         comps.append(r.movedim(-2, 0))
         labels += [f"L{i}H{h}" for h in range(r.shape[-2])]
     if comps:
         stack = torch.cat(comps)
     else:
-        like = _pos(_act(cache, parts.names.resid_pre(0), "stack_head_results"), pos_slice, -2)
+        first = parts.names.resid_pre(0) + ("_grad" if grad else "")
+        like = _pos(_act(cache, first, "stack_head_results"), pos_slice, -2)
         stack = like.new_zeros(0, *like.shape)
     if incl_remainder:
         if layer == 0:
@@ -375,7 +453,7 @@ def apply_ln_to_stack(
         if mlp_input:
             raise ValueError("apply_ln_to_stack: mlp_input needs a layer below n_layers")
         if recompute_ln:
-            return norm.module(stack)
+            return norm.module.forward(stack)
     else:
         dec = parts.dec
         norm = parts.norm(dec.path(layer, "ln2" if mlp_input else "ln1"))

@@ -3,10 +3,11 @@
 Usage: ``python -m tests.lm.tutorials.compare REFERENCE_DIR RUN_DIR [...]`` prints, per run, the
 cells that ran on the reference and how each fared: ``same`` (every value the cell bound, plotted
 or showed equals the reference's within ``atol=rtol=1e-3``), ``differs`` (the values that do not),
-``failed`` (the error). Logits (a last dimension of the vocabulary's size) are compared after
-subtracting their mean over the vocabulary: TransformerLens's compatibility mode centres the
-unembedding, which ``wrap`` does not do, so logits differ by a constant per position there while
-logit differences and probabilities agree. :func:`table` gives the counts.
+``failed`` (the error), ``timeout`` (stopped by the runner's per-cell limit). Logits (a last
+dimension of the vocabulary's size) are compared after subtracting their mean over the vocabulary:
+TransformerLens's compatibility mode centres the unembedding, which ``wrap`` does not do, so
+logits differ by a constant per position there while logit differences and probabilities agree.
+:func:`table` gives the counts.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def compare(ref_dir: Path, run_dir: Path, vocab: int | None = None) -> list[dict
         if a["status"] != "ok":
             entry["verdict"] = "skipped" if a["status"] == "skipped" else "fails on reference"
         elif b["status"] != "ok":
-            entry["verdict"], entry["why"] = "failed", b.get("error", "")[:300]
+            entry["verdict"] = "timeout" if b["status"] == "timeout" else "failed"
+            entry["why"] = b.get("error", "")[:300]
         else:
             differ = [
                 k
@@ -107,12 +109,15 @@ def _names(a: dict, b: dict, ta: dict, tb: dict, vocab: int | None) -> list[str]
 
 
 def table(results: dict[tuple[str, str], list[dict]]) -> str:
-    """Markdown: notebook x backend -> cells that ran on the reference, same / differs / failed."""
-    lines = ["| notebook | backend | ran on reference | same numbers | differ | fail |", "|---" * 6 + "|"]
+    """Markdown: notebook x backend -> cells that ran on the reference, same / differs / failed /
+    timed out."""
+    head = "| notebook | backend | ran on reference | same numbers | differ | fail | timeout |"
+    lines = [head, "|---" * 7 + "|"]
     for (notebook, backend), cells in results.items():
         ran = [c for c in cells if c["ref"] == "ok"]
-        count = {v: sum(c["verdict"] == v for c in ran) for v in ("same", "differs", "failed")}
-        counts = f"{len(ran)} | {count['same']} | {count['differs']} | {count['failed']}"
+        count = {v: sum(c["verdict"] == v for c in ran) for v in ("same", "differs", "failed", "timeout")}
+        counts = " | ".join(str(count[v]) for v in ("same", "differs", "failed", "timeout"))
+        counts = f"{len(ran)} | {counts}"
         lines.append(f"| {notebook} | {backend} | {counts} |")
     return "\n".join(lines)
 

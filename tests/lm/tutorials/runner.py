@@ -2,13 +2,18 @@
 
 Usage (one fresh process per run: notebooks change global state such as ``torch.set_grad_enabled``)::
 
-    python -m tests.lm.tutorials.runner NOTEBOOK BACKEND MODEL OUT_DIR [--ci]
+    python -m tests.lm.tutorials.runner NOTEBOOK BACKEND MODEL OUT_DIR [--ci] [--cell-timeout S]
 
 ``BACKEND`` is ``transformer_lens`` (TransformerLens 4.3's own ``TransformerBridge``, the
 reference), ``bridge`` or ``wrap`` (``hooked.lm.load(MODEL, backend=...)``). ``MODEL`` is
 ``smollm2-135m`` or a Hugging Face model folder. ``--ci`` runs the notebook as TransformerLens's
 own CI does: ``GITHUB_ACTIONS=true`` (the notebooks skip their ``if not IN_GITHUB`` parts) and
-the cells marked ``# NBVAL_SKIP`` are not run.
+the cells marked ``# NBVAL_SKIP`` are not run. ``--cell-timeout S`` (default
+:data:`CELL_TIMEOUT`) stops a cell that runs longer than ``S`` seconds and records it as
+``timeout`` (the run goes on with the next cell); ``record.json`` is rewritten after every cell,
+so a run stopped from outside still leaves what it did. Torch runs on one thread
+(``$HOOKED_TUTORIAL_THREADS`` to change it): on a shared machine more threads made the small model
+35 times slower.
 
 The cells run in an IPython shell (magics, ``display``, ``get_ipython`` as in Jupyter), unchanged
 but for the model-loading adaptations of ``notebooks.json``. Every cell starts from the same random
@@ -25,6 +30,7 @@ import io
 import json
 import os
 import random
+import signal
 import sys
 import time
 import traceback
@@ -33,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 FIXTURE = Path(__file__).with_name("notebooks.json")
+THREADS = "HOOKED_TUTORIAL_THREADS"  # torch threads per run (default 1)
+CELL_TIMEOUT = 300.0  # seconds one cell may run (SIGALRM), then it is recorded as "timeout"
 MAX_ELEMENTS = 20_000_000  # larger tensors are recorded by shape only
 SKIP_NAMES = {"In", "Out", "exit", "quit", "get_ipython", "MODEL", "BACKEND", "lm", "reference_bridge"}
 
@@ -190,7 +198,33 @@ def _recordable(value: Any) -> bool:
 
 
 # ---------------------------------------------------------------------- the run
-def run(notebook: str, backend: str, model: str, out: Path, ci: bool = False) -> dict:
+class CellTimeout(BaseException):
+    """Raised inside a cell that ran past its time (a BaseException: no ``except Exception`` in a
+    notebook's cell swallows it)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Raise :class:`CellTimeout` in this (main) thread after ``seconds`` (None: no limit)."""
+    if not seconds:
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise CellTimeout(f"the cell ran longer than {seconds:g} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run(
+    notebook: str, backend: str, model: str, out: Path, ci: bool = False, cell_timeout: float | None = None
+) -> dict:
     os.environ.setdefault("TQDM_DISABLE", "1")
     if ci:
         os.environ["GITHUB_ACTIONS"] = "true"
@@ -203,6 +237,9 @@ def run(notebook: str, backend: str, model: str, out: Path, ci: bool = False) ->
     import torch
     from IPython.core.interactiveshell import InteractiveShell
 
+    # one thread: on a shared machine torch's worker threads wait on each other (a forward of the small
+    # model took 4.7 s with 2 threads at load 12, 0.13 s with 1); THREADS overrides it
+    torch.set_num_threads(int(os.environ.get(THREADS, "1")))
     shell = InteractiveShell.instance(colors="NoColor")
     shell.extension_manager.load_extension("storemagic")  # as an IPython kernel starts (Jupyter, nbval)
     shell.user_ns.update(MODEL=model, BACKEND=backend, reference_bridge=reference_bridge)
@@ -226,10 +263,18 @@ def run(notebook: str, backend: str, model: str, out: Path, ci: bool = False) ->
         stdout = io.StringIO()
         start = time.perf_counter()
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(io.StringIO()):
-            result = shell.run_cell(source, store_history=True)
+            try:
+                with time_limit(CELL_TIMEOUT if cell_timeout is None else cell_timeout):
+                    result = shell.run_cell(source, store_history=True)
+            except CellTimeout as e:  # raised between the cell's end and the limit's removal
+                result = types.SimpleNamespace(
+                    success=False, error_before_exec=None, error_in_exec=e, result=None
+                )
         entry["seconds"] = round(time.perf_counter() - start, 3)
         error = result.error_before_exec or result.error_in_exec
         entry["status"] = "ok" if result.success else "error"
+        if isinstance(error, CellTimeout):
+            entry["status"] = "timeout"
         if error is not None:
             entry["error"] = f"{type(error).__name__}: {error}"[:2000]
             entry["traceback"] = "".join(traceback.format_exception(error))[-4000:]
@@ -251,22 +296,35 @@ def run(notebook: str, backend: str, model: str, out: Path, ci: bool = False) ->
         ]
         if result.result is not None and _recordable(result.result):
             entry["result"] = values.convert(result.result, f"{i}/result")
-    out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "record.json", record)
     from safetensors.torch import save_file
 
-    save_file(values.tensors, str(out / "values.safetensors"))
-    (out / "record.json").write_text(json.dumps(record, indent=1))
+    save_file(values.tensors, str(out / "values.safetensors.tmp"))
+    os.replace(out / "values.safetensors.tmp", out / "values.safetensors")
+    _write_json(out / "record.json", {**record, "finished": True})
     return record
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
 
 def main(argv: list[str]) -> int:
     ci = "--ci" in argv
     args = [a for a in argv if a != "--ci"]
+    timeout = None
+    if "--cell-timeout" in args:
+        i = args.index("--cell-timeout")
+        timeout = float(args[i + 1])
+        del args[i : i + 2]
     if len(args) != 4:
         print(__doc__, file=sys.stderr)
         return 2
     notebook, backend, model, out = args
-    record = run(notebook, backend, model, Path(out), ci=ci)
+    record = run(notebook, backend, model, Path(out), ci=ci, cell_timeout=timeout)
     statuses = [c["status"] for c in record["cells"]]
     print(json.dumps({s: statuses.count(s) for s in sorted(set(statuses))}))
     return 0

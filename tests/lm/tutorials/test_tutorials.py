@@ -5,7 +5,8 @@ small random Llama of ``models.py`` with SmolLM2's tokenizer: once on Transforme
 ``TransformerBridge`` (the reference), once per backend of ``hooked.lm.load``. ``expected.json``
 lists, per notebook and backend, the cells that run with the reference's numbers
 (``compare.py``); a test fails when one of them no longer does (cells that start to match are
-printed: add them to the list, and to the table in docs/guide/transformerlens.md).
+printed). ``python -m tests.lm.tutorials.refresh`` reruns everything and rewrites the list and
+the table in docs/guide/transformerlens.md.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from tests.lm.tutorials.compare import compare
 from tests.lm.tutorials.models import small_llama
+from tests.lm.tutorials.runner import CELL_TIMEOUT
 
 HERE = Path(__file__).parent
 EXPECTED = json.loads((HERE / "expected.json").read_text())
@@ -32,7 +34,8 @@ def model_folder(tmp_path_factory):
 
 def run(notebook: str, backend: str, model: Path, out: Path) -> Path:
     subprocess.run(
-        [sys.executable, "-m", "tests.lm.tutorials.runner", notebook, backend, str(model), str(out), "--ci"],
+        [sys.executable, "-m", "tests.lm.tutorials.runner", notebook, backend, str(model), str(out), "--ci"]
+        + ["--cell-timeout", str(CELL_TIMEOUT)],
         cwd=ROOT,
         check=True,
         capture_output=True,
