@@ -8,7 +8,8 @@
 
 Written against the core's protocol only: the graph comes from :func:`hooked.circuit_graph.graph_of`
 (a model's own ``circuit_graph()``, or the language-model layer's provider), so the same code runs
-on a toy :class:`~hooked.hooked_module.HookedModule` and on ``hooked.wrap`` of a transformers model.
+on a toy :class:`~hooked.hooked_module.HookedModule`, on ``hooked.wrap`` of a transformers model
+and on TransformerLens's bridge.
 Pictures: :func:`hooked.views.circuit_view` (HTML) and :func:`hooked.views.draw_circuit` (PNG).
 """
 
