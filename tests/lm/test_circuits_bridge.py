@@ -16,6 +16,7 @@ import torch
 from hooked import lm
 from hooked.circuit_graph import graph_of
 from interventions.circuits import (
+    MeanAblation,
     acdc,
     edge_attribution_patching,
     edge_patching,
@@ -156,10 +157,13 @@ def test_bridge_edges_into_each_query_equal_hand_written_pytorch():
 def test_bridge_scores_equal_wraps_edge_for_edge(fam):
     bridge, wrapped, _ = models(fam)
     clean, corrupt = data(1)
+    reference = torch.randint(4, 64, (5, 6), generator=torch.Generator().manual_seed(7))
     for what, fn in [
         ("exact", lambda m: edge_patching(m, clean, corrupt, metric, progress=False)),
         ("EAP", lambda m: edge_attribution_patching(m, clean, corrupt, metric)),
         ("EAP-IG", lambda m: edge_attribution_patching(m, clean, corrupt, metric, steps=3)),
+        ("mean", lambda m: edge_patching(m, clean, MeanAblation(reference), metric, progress=False)),
+        ("mean EAP", lambda m: edge_attribution_patching(m, clean, MeanAblation(reference, False), metric)),
     ]:
         on_bridge, on_wrap = fn(bridge), fn(wrapped)
         assert on_bridge.senders == on_wrap.senders and on_bridge.receivers == on_wrap.receivers
