@@ -115,8 +115,11 @@ def faithfulness_curve(
     *,
     graph: Graph | None = None,
     chunk: int = 8,
+    progress: bool = False,
 ) -> dict[str, list[float]]:
     """The circuit of the top ``n`` edges for each ``n`` in ``ns``: its metric and faithfulness.
+
+    ``chunk`` circuits per forward; ``progress``: a progress bar over the forwards.
 
     Returns ``{"n", "metric", "faithfulness", "normalized"}`` (lists over ``ns``) and the
     ``"clean"`` / ``"corrupt"`` metrics (full graph / empty circuit), each a one-item list.
@@ -131,7 +134,15 @@ def faithfulness_curve(
     masks = torch.stack([full * 0, full] + [circuit_mask(graph, set(ranked[:n])) for n in ns])
     corr = replacement_outputs(model, graph, clean, corrupt)
     values = run_patched_edges(
-        model, clean, corrupt, masks, metric, graph=graph, chunk=chunk, corrupt_outputs=corr
+        model,
+        clean,
+        corrupt,
+        masks,
+        metric,
+        graph=graph,
+        chunk=chunk,
+        corrupt_outputs=corr,
+        progress=progress,
     )
     clean_m, corrupt_m, curve = float(values[0]), float(values[1]), values[2:].tolist()
     span = clean_m - corrupt_m

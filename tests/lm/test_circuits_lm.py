@@ -193,7 +193,8 @@ def _tl_name(node) -> str:
 @pytest.mark.parametrize("fam", ["llama", "gpt2"])
 def test_eap_equals_transformerlens_edge_attribution_on_the_bridge(fam):
     """TransformerLens 4.3's own edge attribution (bridge, per position, gradient on the corrupt run)
-    summed over positions equals ours with clean and corrupt swapped, edge for edge."""
+    summed over positions equals ours with clean and corrupt swapped, edge for edge, on wrap and on
+    the same bridge."""
     import copy
 
     import transformers
@@ -217,6 +218,7 @@ def test_eap_equals_transformerlens_edge_attribution_on_the_bridge(fam):
     bridge = lm.bridge(hf, tiny_tokenizer(tokenizer_folder()), f"tiny-{fam}")
     clean, corrupt = data(3)
     ours = edge_attribution_patching(wrapped, corrupt, clean, metric)
+    ours_on_the_bridge = edge_attribution_patching(bridge, corrupt, clean, metric)  # our graph, their model
     theirs = attribution_patch(
         bridge,
         clean,
@@ -235,6 +237,7 @@ def test_eap_equals_transformerlens_edge_attribution_on_the_bridge(fam):
     mine = torch.tensor([ours[k] for k in pairs])
     assert tl.abs().max() > 1e-3
     torch.testing.assert_close(mine, tl, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(torch.tensor([ours_on_the_bridge[k] for k in pairs]), tl, atol=1e-6, rtol=1e-4)
 
 
 def _head_outputs(hf, x, layer, head, attention_mask=None):
