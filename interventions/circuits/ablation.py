@@ -50,11 +50,12 @@ class MeanAblation:
 
 def check_reference(ablation: MeanAblation, clean: Batch) -> None:
     """A ValueError naming the shapes when a reference batch cannot be averaged per position for
-    ``clean`` (``per_position=True`` needs each of its inputs' shapes, batch axis aside, to be
-    ``clean``'s), or has no tensor with a batch axis."""
-    want = [tuple(t.shape[1:]) for t in batch_tensors(clean)]
+    ``clean`` (``per_position=True`` needs its first input's shape, batch axis aside, to be
+    ``clean``'s: the token ids, whether or not a batch also carries an attention mask), or has no
+    tensor with a batch axis."""
+    want = [tuple(t.shape[1:]) for t in batch_tensors(clean)][:1]
     for k, batch in enumerate(ablation.batches()):
-        got = [tuple(t.shape[1:]) for t in batch_tensors(batch)]
+        got = [tuple(t.shape[1:]) for t in batch_tensors(batch)][:1]
         if not got:
             raise ValueError(
                 f"MeanAblation: reference batch {k} has no tensor with a batch axis "

@@ -300,9 +300,17 @@ def test_mean_ablation_leaves_out_padding_and_needs_per_position_lengths_to_matc
     over = mean_outputs(model, graph, MeanAblation(batch, per_position=False))[i]
     torch.testing.assert_close(over, out[mask.bool()].mean(0), atol=1e-6, rtol=1e-5)
     per = mean_outputs(model, graph, MeanAblation(batch))[i]
-    by_hand = torch.stack([out[mask[:, p].bool(), p].mean(0) for p in range(6)])
-    torch.testing.assert_close(per, by_hand, atol=1e-6, rtol=1e-5)
+    mean_by_hand = torch.stack([out[mask[:, p].bool(), p].mean(0) for p in range(6)])
+    torch.testing.assert_close(per, mean_by_hand, atol=1e-6, rtol=1e-5)
     clean, corrupt = data()
+    padded = edge_patching(model, clean, MeanAblation(batch), metric, edges=[("a1.h2", "logits")])
+    delta = mean_by_hand - _head_outputs(hf, clean, 1, 2)  # the padded reference's mean, by hand
+    with torch.no_grad():
+        base = metric(hf(clean)).mean()
+        h = hf.model.norm.register_forward_pre_hook(lambda m, args: (args[0] + delta,))
+        by_hand = float(metric(hf(clean)).mean() - base)
+        h.remove()
+    assert padded["a1.h2", "logits"] == pytest.approx(by_hand, abs=1e-6)
     with pytest.raises(ValueError, match=r"per_position=True.*\[\(5,\)\].*\[\(6,\)\]"):
         edge_patching(model, clean, MeanAblation(ref[:, :5]), metric)
     ok = edge_patching(model, clean, MeanAblation(ref[:, :5], per_position=False), metric, progress=False)
