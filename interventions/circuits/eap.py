@@ -28,12 +28,14 @@ from torch import Tensor
 
 from hooked.circuit_graph import Graph, take
 from hooked.protocol import Batch, Hookable, run_with_hooks
+from interventions.circuits.ablation import MeanAblation
 from interventions.circuits.edges import (
     EdgeScores,
     Metric,
     check_metric,
     check_pair,
     prepare,
+    replacement_outputs,
     sender_outputs,
     upstream,
 )
@@ -42,7 +44,7 @@ from interventions.circuits.edges import (
 def edge_attribution_patching(
     model: Hookable,
     clean: Batch,
-    corrupt: Batch,
+    corrupt: Batch | MeanAblation,
     metric: Metric,
     *,
     graph: Graph | None = None,
@@ -61,11 +63,12 @@ def edge_attribution_patching(
     rows = check_pair(clean, corrupt)
     if steps is not None and (not isinstance(steps, int) or steps < 1):
         raise ValueError(f"edge_attribution_patching: steps must be None (EAP) or an int >= 1, got {steps!r}")
-    corr = sender_outputs(model, graph, corrupt)
     if steps is None:  # the clean run that gives the gradients also gives the senders' outputs
         grads, clean_out = _receiver_grads(model, graph, clean, metric, rows)
+        corr = replacement_outputs(model, graph, clean, corrupt, like=clean_out)
     else:
         clean_out = sender_outputs(model, graph, clean)
+        corr = replacement_outputs(model, graph, clean, corrupt, like=clean_out)
         first = min(s.rank for s in graph.senders)
         inputs = [i for i, s in enumerate(graph.senders) if s.rank == first]
         grads = None
@@ -79,6 +82,7 @@ def edge_attribution_patching(
     scores = scores.float().cpu()
     scores[~upstream(graph)] = float("nan")
     what = "EAP" if steps is None else f"EAP-IG ({steps} steps)"
+    what += ", mean ablation" if isinstance(corrupt, MeanAblation) else ""
     return EdgeScores(
         tuple(s.name for s in graph.senders), tuple(r.name for r in graph.receivers), scores, what
     )

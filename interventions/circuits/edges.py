@@ -18,6 +18,9 @@ clean batch repeated once per set, set-major, like :func:`interventions.patching
 effect of a sender through chosen receivers only (the rest of the model reading the clean values),
 for one sender or a sweep over senders.
 
+Wherever a corrupt batch is taken, :class:`~.ablation.MeanAblation` may stand in for it: each
+sender's output then carries its mean over a reference set (:mod:`.ablation`).
+
 Conventions (as the node sweep's): the metric maps the forward output to one value per batch row
 and results are its mean over the rows; effects are ``metric(patched) - metric(clean)``.
 """
@@ -39,7 +42,14 @@ from hooked.protocol import (
     check_hook,
     check_hookable,
     run_with_hooks,
-    split_batch,
+)
+from interventions.circuits.ablation import (
+    MeanAblation,
+    batch_tensors,
+    check_reference,
+    expand_mean,
+    mean_outputs,
+    needs_clean_shape,
 )
 
 Metric = Callable[[Any], Tensor]  # forward output -> one value per batch row
@@ -83,11 +93,16 @@ def upstream(graph: Graph) -> Tensor:
     return s[:, None] < r[None, :]
 
 
-def check_pair(clean: Batch, corrupt: Batch) -> int:
-    """The rows of ``clean``; a ValueError naming the shapes when ``corrupt`` does not match it."""
-    a, b = _tensors(clean), _tensors(corrupt)
+def check_pair(clean: Batch, corrupt: Batch | MeanAblation) -> int:
+    """The rows of ``clean``; a ValueError naming the shapes when ``corrupt`` does not match it (or,
+    for a :class:`~.ablation.MeanAblation`, when its reference cannot be averaged for ``clean``)."""
+    a = batch_tensors(clean)
     if not a:
         raise ValueError("circuits: the clean batch must contain at least one tensor with a batch axis")
+    if isinstance(corrupt, MeanAblation):
+        check_reference(corrupt, clean)
+        return a[0].shape[0]
+    b = batch_tensors(corrupt)
     shapes_a = [tuple(t.shape) for t in a]
     shapes_b = [tuple(t.shape) for t in b]
     if shapes_a != shapes_b:
@@ -127,10 +142,27 @@ def sender_outputs(model: Hookable, graph: Graph, batch: Batch) -> Tensor:
     return torch.stack([s.read(cache[s.hook]).detach() for s in graph.senders])
 
 
+def replacement_outputs(
+    model: Hookable, graph: Graph, clean: Batch, corrupt: Batch | MeanAblation, like: Tensor | None = None
+) -> Tensor:
+    """What each sender's patched edges carry, for the rows of ``clean``: ``[senders, rows, ..., d]``,
+    the senders' outputs on the corrupt batch, or their means (:class:`~.ablation.MeanAblation`).
+
+    ``like``: the senders' outputs on ``clean``, if known (a mean over positions needs their shape;
+    without it one forward on ``clean`` finds it)."""
+    if not isinstance(corrupt, MeanAblation):
+        return sender_outputs(model, graph, corrupt)
+    rows = check_pair(clean, corrupt)
+    mean = mean_outputs(model, graph, corrupt)
+    if like is None and needs_clean_shape(corrupt):
+        like = sender_outputs(model, graph, clean)
+    return expand_mean(mean, rows, None if like is None else tuple(like.shape))
+
+
 def run_patched_edges(
     model: Hookable,
     clean: Batch,
-    corrupt: Batch,
+    corrupt: Batch | MeanAblation,
     masks: Tensor,
     metric: Metric,
     *,
@@ -166,7 +198,7 @@ def run_patched_edges(
         )
     if chunk < 1:
         raise ValueError(f"circuits: chunk must be >= 1, got {chunk}")
-    corr = sender_outputs(model, graph, corrupt) if corrupt_outputs is None else corrupt_outputs
+    corr = replacement_outputs(model, graph, clean, corrupt) if corrupt_outputs is None else corrupt_outputs
     out = []
     starts = range(0, masks.shape[0], chunk)
     if progress:
@@ -234,7 +266,7 @@ def _patched_forward(
 def edge_patching(
     model: Hookable,
     clean: Batch,
-    corrupt: Batch,
+    corrupt: Batch | MeanAblation,
     metric: Metric,
     *,
     graph: Graph | None = None,
@@ -252,7 +284,7 @@ def edge_patching(
     si, rj = _edge_indices(graph, pairs)
     S, R = len(graph.senders), len(graph.receivers)
     rows = check_pair(clean, corrupt)
-    corr = sender_outputs(model, graph, corrupt)
+    corr = replacement_outputs(model, graph, clean, corrupt)
     base = _clean_metric(model, clean, metric, rows)
     effects = []
     starts = range(0, len(pairs), chunk)
@@ -272,15 +304,15 @@ def edge_patching(
     scores = torch.full((S, R), float("nan"))
     if pairs:
         scores[si, rj] = torch.cat(effects) - base
-    return EdgeScores(
-        tuple(x.name for x in graph.senders), tuple(x.name for x in graph.receivers), scores, "edge patching"
-    )
+    what = "edge patching" + (", mean ablation" if isinstance(corrupt, MeanAblation) else "")
+    names = tuple(x.name for x in graph.senders), tuple(x.name for x in graph.receivers)
+    return EdgeScores(*names, scores, what)
 
 
 def path_patching(
     model: Hookable,
     clean: Batch,
-    corrupt: Batch,
+    corrupt: Batch | MeanAblation,
     metric: Metric,
     senders: str | Sequence[str],
     receivers: str | Sequence[str],
@@ -349,11 +381,6 @@ def _edge_indices(graph: Graph, pairs: Sequence[tuple[str, str]]) -> tuple[Tenso
 @torch.no_grad()
 def _clean_metric(model: Hookable, clean: Batch, metric: Metric, rows: int) -> Tensor:
     return check_metric(metric(run_with_hooks(model, clean)), rows).detach().float().mean().cpu()
-
-
-def _tensors(batch: Batch) -> list[Tensor]:
-    args, kwargs = split_batch(batch)
-    return [v for v in (*args, *kwargs.values()) if isinstance(v, Tensor) and v.dim() > 0]
 
 
 def _repeat(batch: Batch, times: int) -> Batch:

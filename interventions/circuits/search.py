@@ -31,13 +31,14 @@ from torch import Tensor
 from hooked.circuit_graph import Graph
 from hooked.io import read_json, write_json
 from hooked.protocol import Batch, Hookable
+from interventions.circuits.ablation import MeanAblation
 from interventions.circuits.edges import (
     EdgeScores,
     Metric,
     check_pair,
     prepare,
+    replacement_outputs,
     run_patched_edges,
-    sender_outputs,
     upstream,
 )
 
@@ -92,7 +93,7 @@ def circuit_mask(graph: Graph, kept: set[tuple[str, str]]) -> Tensor:
 def evaluate_circuit(
     model: Hookable,
     clean: Batch,
-    corrupt: Batch,
+    corrupt: Batch | MeanAblation,
     metric: Metric,
     circuit: Circuit,
     *,
@@ -107,15 +108,18 @@ def evaluate_circuit(
 def faithfulness_curve(
     model: Hookable,
     clean: Batch,
-    corrupt: Batch,
+    corrupt: Batch | MeanAblation,
     metric: Metric,
     scores: EdgeScores,
     ns: Sequence[int],
     *,
     graph: Graph | None = None,
     chunk: int = 8,
+    progress: bool = False,
 ) -> dict[str, list[float]]:
     """The circuit of the top ``n`` edges for each ``n`` in ``ns``: its metric and faithfulness.
+
+    ``chunk`` circuits per forward; ``progress``: a progress bar over the forwards.
 
     Returns ``{"n", "metric", "faithfulness", "normalized"}`` (lists over ``ns``) and the
     ``"clean"`` / ``"corrupt"`` metrics (full graph / empty circuit), each a one-item list.
@@ -128,9 +132,17 @@ def faithfulness_curve(
         raise ValueError(f"faithfulness_curve: every n must be >= 0, got {ns}")
     full = upstream(graph).float()
     masks = torch.stack([full * 0, full] + [circuit_mask(graph, set(ranked[:n])) for n in ns])
-    corr = sender_outputs(model, graph, corrupt)
+    corr = replacement_outputs(model, graph, clean, corrupt)
     values = run_patched_edges(
-        model, clean, corrupt, masks, metric, graph=graph, chunk=chunk, corrupt_outputs=corr
+        model,
+        clean,
+        corrupt,
+        masks,
+        metric,
+        graph=graph,
+        chunk=chunk,
+        corrupt_outputs=corr,
+        progress=progress,
     )
     clean_m, corrupt_m, curve = float(values[0]), float(values[1]), values[2:].tolist()
     span = clean_m - corrupt_m
@@ -147,7 +159,7 @@ def faithfulness_curve(
 def acdc(
     model: Hookable,
     clean: Batch,
-    corrupt: Batch,
+    corrupt: Batch | MeanAblation,
     metric: Metric,
     *,
     threshold: float,
@@ -161,7 +173,7 @@ def acdc(
     check_pair(clean, corrupt)
     if threshold < 0:
         raise ValueError(f"acdc: threshold must be >= 0, got {threshold}")
-    corr = sender_outputs(model, graph, corrupt)
+    corr = replacement_outputs(model, graph, clean, corrupt)
     edges = upstream(graph)
     patched = torch.zeros(edges.shape)
     current = float(

@@ -82,7 +82,7 @@ def ioi_circuit(run_dir: Any, *, steps: int = 5, keep: int = 400, quick: bool = 
     graph = graph_of(model)
     scores = edge_attribution_patching(model, clean, corrupt, metric, steps=None if quick else steps)
     ns = [25, 100, 400] if quick else [25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800]
-    curve = faithfulness_curve(model, clean, corrupt, metric, scores, ns)
+    curve = faithfulness_curve(model, clean, corrupt, metric, scores, ns, chunk=4, progress=True)
     circuit = top_edges(scores, keep)
     save_circuit(run_dir / "circuit.json", circuit, graph)
     draw_circuit(run_dir / "circuit.png", top_edges(scores, min(keep, 40)), graph, title="IOI, top 40 edges")

@@ -15,6 +15,7 @@ from hooked import HookedModule, HookPoint
 from hooked.circuit_graph import Graph, Receiver, Sender, graph_of
 from interventions.circuits import (
     Circuit,
+    MeanAblation,
     acdc,
     edge_attribution_patching,
     edge_patching,
@@ -189,3 +190,74 @@ def test_load_circuit_refuses_other_json(tmp_path):
     (tmp_path / "x.json").write_text('{"edges": []}')
     with pytest.raises(ValueError, match="not a circuit file"):
         load_circuit(tmp_path / "x.json")
+
+
+def toy_reference(rows: int = 7, seed: int = 5):
+    return torch.randn(rows, 2, generator=torch.Generator().manual_seed(seed))
+
+
+def test_toy_mean_ablation_moves_exactly_the_planted_edges_by_a_hand_computed_amount():
+    model = Planted()
+    clean, _ = toy_data()
+    ref = toy_reference()
+    exact = edge_patching(model, clean, MeanAblation(ref), toy_metric, progress=False)
+    for s, r, v in exact.edges():
+        assert (abs(v) > 1e-4) == ((s, r) in PLANTED), (s, r, v)
+    with torch.no_grad():  # a -> c by hand: c reads the mean over the reference of a's output
+
+        def a_out(x):
+            return torch.tanh(2 * (x @ model.embed) @ model.w["a"].t())
+
+        e = clean @ model.embed
+        a, b = a_out(clean), torch.tanh(2 * e @ model.w["b"].t())
+        c = torch.tanh(2 * (e + a + b + a_out(ref).mean(0) - a) @ model.w["c"].t())
+        by_hand = toy_metric((e + a + b + c) @ model.unembed.t()).mean() - toy_metric(model(clean)).mean()
+    assert exact["a", "c"] == pytest.approx(float(by_hand), abs=1e-6) and abs(float(by_hand)) > 1e-2
+
+
+@pytest.mark.parametrize("per_position", [True, False])
+def test_toy_mean_ablation_search_finds_the_planted_circuit_and_the_empty_circuit_is_the_mean(per_position):
+    model = Planted()
+    clean, _ = toy_data()
+    ref = toy_reference()
+    ablation = MeanAblation(ref, per_position=per_position)
+    for steps in (None, 8):
+        scores = edge_attribution_patching(model, clean, ablation, toy_metric, steps=steps)
+        assert top_edges(scores, 3).pairs() == PLANTED
+    circuit = acdc(model, clean, ablation, toy_metric, threshold=1e-4, progress=False)
+    assert circuit.pairs() == PLANTED
+    with torch.no_grad():
+        full, mean_run = toy_metric(model(clean)).mean(), toy_metric(model(ref)).mean()
+    kept = evaluate_circuit(model, clean, ablation, toy_metric, circuit)
+    assert kept == pytest.approx(float(full), abs=1e-5)
+    # every edge patched: the logits read the reference's mean residual stream, and the output is
+    # linear in it, so the metric is the reference's mean metric
+    empty = evaluate_circuit(model, clean, ablation, toy_metric, Circuit(()))
+    assert empty == pytest.approx(float(mean_run), abs=1e-5) and abs(float(full - mean_run)) > 1e-2
+    curve = faithfulness_curve(model, clean, ablation, toy_metric, scores, [0, 3])
+    assert curve["corrupt"][0] == pytest.approx(float(mean_run), abs=1e-5)
+    assert curve["normalized"] == pytest.approx([0.0, 1.0], abs=1e-5)
+
+
+def test_toy_mean_over_a_list_of_batches_is_the_mean_over_their_rows():
+    model = Planted()
+    clean, _ = toy_data()
+    ref = toy_reference(9)
+    one = edge_patching(model, clean, MeanAblation(ref), toy_metric, progress=False)
+    three = MeanAblation([ref[:2], ref[2:6], ref[6:]])
+    parts = edge_patching(model, clean, three, toy_metric, progress=False)
+    torch.testing.assert_close(parts.values(), one.values(), atol=1e-6, rtol=1e-5)
+    path = path_patching(model, clean, MeanAblation([ref[:4], ref[4:]]), toy_metric, "a", ["c"])
+    assert float(path[0]) == pytest.approx(one["a", "c"], abs=1e-6)
+
+
+def test_mean_ablation_bad_reference_is_refused_with_the_shapes():
+    model = Planted()
+    clean, _ = toy_data()
+    with pytest.raises(ValueError, match="empty list"):
+        edge_patching(model, clean, MeanAblation([]), toy_metric)
+    with pytest.raises(ValueError, match=r"reference batch 1 has inputs of shapes \[\(3,\)\].*\[\(2,\)\]"):
+        bad = MeanAblation([toy_reference(), torch.zeros(4, 3)])
+        edge_attribution_patching(model, clean, bad, toy_metric)
+    with pytest.raises(ValueError, match="reference batch 0 has no tensor with a batch axis"):
+        acdc(model, clean, MeanAblation("some text"), toy_metric, threshold=0.1)

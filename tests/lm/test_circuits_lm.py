@@ -193,7 +193,8 @@ def _tl_name(node) -> str:
 @pytest.mark.parametrize("fam", ["llama", "gpt2"])
 def test_eap_equals_transformerlens_edge_attribution_on_the_bridge(fam):
     """TransformerLens 4.3's own edge attribution (bridge, per position, gradient on the corrupt run)
-    summed over positions equals ours with clean and corrupt swapped, edge for edge."""
+    summed over positions equals ours with clean and corrupt swapped, edge for edge, on wrap and on
+    the same bridge."""
     import copy
 
     import transformers
@@ -217,6 +218,7 @@ def test_eap_equals_transformerlens_edge_attribution_on_the_bridge(fam):
     bridge = lm.bridge(hf, tiny_tokenizer(tokenizer_folder()), f"tiny-{fam}")
     clean, corrupt = data(3)
     ours = edge_attribution_patching(wrapped, corrupt, clean, metric)
+    ours_on_the_bridge = edge_attribution_patching(bridge, corrupt, clean, metric)  # our graph, their model
     theirs = attribution_patch(
         bridge,
         clean,
@@ -235,3 +237,81 @@ def test_eap_equals_transformerlens_edge_attribution_on_the_bridge(fam):
     mine = torch.tensor([ours[k] for k in pairs])
     assert tl.abs().max() > 1e-3
     torch.testing.assert_close(mine, tl, atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(torch.tensor([ours_on_the_bridge[k] for k in pairs]), tl, atol=1e-6, rtol=1e-4)
+
+
+def _head_outputs(hf, x, layer, head, attention_mask=None):
+    """One head's output written to the residual stream, ``[rows, pos, d_model]``, by hand."""
+    proj = hf.model.layers[layer].self_attn.o_proj
+    seen = []
+    h = proj.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
+    with torch.no_grad():
+        hf(x, attention_mask=attention_mask)
+    h.remove()
+    cols = slice(head * (D // H), (head + 1) * (D // H))
+    return seen[0][..., cols] @ proj.weight[:, cols].t()
+
+
+@pytest.mark.parametrize("per_position", [True, False])
+def test_mean_ablation_of_an_edge_equals_a_hand_written_mean_on_a_wrapped_llama(per_position):
+    from interventions.circuits import MeanAblation
+
+    model = lm.wrap_lm(tiny_hf("llama"))
+    hf = tiny_hf("llama")  # an unhooked copy of the same weights
+    clean, _ = data()
+    ref = torch.randint(4, 64, (5, 6), generator=torch.Generator().manual_seed(9))
+    ref_out = _head_outputs(hf, ref, 0, 1)
+    mean = ref_out.mean(0) if per_position else ref_out.mean((0, 1))
+    delta = mean - _head_outputs(hf, clean, 0, 1)
+    with torch.no_grad():
+        base = metric(hf(clean)).mean()
+    h = hf.model.norm.register_forward_pre_hook(lambda m, args: (args[0] + delta,))
+    with torch.no_grad():
+        by_hand = float(metric(hf(clean)).mean() - base)
+    h.remove()
+    ablation = MeanAblation([ref[:2], ref[2:]], per_position=per_position)  # read in two batches
+    scores = edge_patching(model, clean, ablation, metric, edges=[("a0.h1", "logits")], progress=False)
+    assert scores["a0.h1", "logits"] == pytest.approx(by_hand, abs=1e-6) and abs(by_hand) > 1e-3
+    grabbed = []  # EAP with the mean as the replacement: delta . d metric / d (final norm input), by hand
+
+    def grab(m, args):
+        grabbed.append(args[0].detach().requires_grad_(True))
+        return (grabbed[-1],)
+
+    h = hf.model.norm.register_forward_pre_hook(grab)
+    (g,) = torch.autograd.grad(metric(hf(clean)).sum(), grabbed)
+    h.remove()
+    eap = edge_attribution_patching(model, clean, ablation, metric)
+    assert eap["a0.h1", "logits"] == pytest.approx(float((delta * g).sum() / 3), rel=1e-4, abs=1e-7)
+
+
+def test_mean_ablation_leaves_out_padding_and_needs_per_position_lengths_to_match():
+    from interventions.circuits import MeanAblation
+    from interventions.circuits.ablation import mean_outputs
+
+    model = lm.wrap_lm(tiny_hf("llama"))
+    hf = tiny_hf("llama")
+    graph = graph_of(model)
+    ref = torch.randint(4, 64, (3, 6), generator=torch.Generator().manual_seed(4))
+    mask = torch.tensor([[1] * 6, [1] * 4 + [0] * 2, [1] * 2 + [0] * 4])  # right padding
+    batch = {"input_ids": ref, "attention_mask": mask}
+    out = _head_outputs(hf, ref, 1, 2, attention_mask=mask)  # causal: real tokens never see the padding
+    i = [s.name for s in graph.senders].index("a1.h2")
+    over = mean_outputs(model, graph, MeanAblation(batch, per_position=False))[i]
+    torch.testing.assert_close(over, out[mask.bool()].mean(0), atol=1e-6, rtol=1e-5)
+    per = mean_outputs(model, graph, MeanAblation(batch))[i]
+    mean_by_hand = torch.stack([out[mask[:, p].bool(), p].mean(0) for p in range(6)])
+    torch.testing.assert_close(per, mean_by_hand, atol=1e-6, rtol=1e-5)
+    clean, corrupt = data()
+    padded = edge_patching(model, clean, MeanAblation(batch), metric, edges=[("a1.h2", "logits")])
+    delta = mean_by_hand - _head_outputs(hf, clean, 1, 2)  # the padded reference's mean, by hand
+    with torch.no_grad():
+        base = metric(hf(clean)).mean()
+        h = hf.model.norm.register_forward_pre_hook(lambda m, args: (args[0] + delta,))
+        by_hand = float(metric(hf(clean)).mean() - base)
+        h.remove()
+    assert padded["a1.h2", "logits"] == pytest.approx(by_hand, abs=1e-6)
+    with pytest.raises(ValueError, match=r"per_position=True.*\[\(5,\)\].*\[\(6,\)\]"):
+        edge_patching(model, clean, MeanAblation(ref[:, :5]), metric)
+    ok = edge_patching(model, clean, MeanAblation(ref[:, :5], per_position=False), metric, progress=False)
+    assert ok.values().abs().max() > 1e-3
