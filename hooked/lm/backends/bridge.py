@@ -56,7 +56,13 @@ hooked's own additions, which stay whatever TransformerLens does:
 6. **Gradients of any metric.** ``run_with_cache(..., incl_bwd=True, metric=fn)`` runs backward on
    ``fn(output)`` (a scalar), with the gradient hooks attached, and caches ``<name>_grad``
    (TransformerLens requires the forward itself to return a scalar, ``return_type="loss"``).
-7. Unknown hook names raise :class:`hooked.UnknownHookError` with the closest names, and
+7. **Hook points with nothing registered cost a function call.** TransformerLens's components
+   call about a thousand ``HookPoint`` modules per forward of SmolLM2, each through
+   ``nn.Module.__call__``; :func:`hooked_bridge` gives each of them the class
+   :class:`QuietHookPoint` (a subclass), whose call returns its input at once while no PyTorch
+   hook is registered on it or globally, and is ``nn.Module.__call__`` otherwise (the identity
+   either way: results are bit-identical, ``tests/lm/test_bridge_hot_path.py``).
+8. Unknown hook names raise :class:`hooked.UnknownHookError` with the closest names, and
    ``run_with_cache`` returns a :class:`hooked.ActivationCache` (the class every backend returns);
    its helpers (``accumulated_resid``, ``decompose_resid``, ...) are :mod:`hooked.lm.toolkit.resid`'s
    functions, which run on both backends.
@@ -73,7 +79,9 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
 
 import torch
+import torch.nn.modules.module as _torch_module
 from torch import Tensor
+from transformer_lens.hook_points import HookPoint as TLHookPoint
 from transformer_lens.model_bridge import TransformerBridge
 
 from hooked.cache import ActivationCache, OwnForward, pos_axis, pos_index, slice_positions
@@ -151,6 +159,7 @@ def hooked_bridge(bridge: TransformerBridge) -> HookedBridge:
         check_transformer_lens()
         bridge.__class__ = HookedBridge
     fix_kv_cache(bridge)
+    quiet_hook_points(bridge)
     assert isinstance(bridge, HookedBridge)  # the class swapped above
     return bridge
 
@@ -455,6 +464,47 @@ def fix_kv_cache(model: Any) -> int:
         object.__setattr__(module, "_update_kv_cache", _reading_cache_kwarg(update))
         fixed += 1
     return fixed
+
+
+class QuietHookPoint(TLHookPoint):
+    """TransformerLens's ``HookPoint``, called without the detour through ``nn.Module.__call__``
+    while nothing is registered on it (fix 7 of the module docstring).
+
+    With no module hook of its own, no global module hook, no compiled call and no JIT trace,
+    ``nn.Module.__call__`` would call ``forward`` straight away, and ``forward`` returns its input:
+    this call returns it without the two Python frames and eight hook-dict reads in between.
+    Anything else goes through ``nn.Module.__call__`` as before (TransformerLens's ``add_hook``
+    registers a PyTorch forward hook, so a hooked point takes that path).
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        d = self.__dict__
+        m = _torch_module
+        if (
+            d["_forward_hooks"]
+            or d["_forward_pre_hooks"]
+            or d["_backward_hooks"]
+            or d["_backward_pre_hooks"]
+            or m._global_forward_hooks
+            or m._global_forward_pre_hooks
+            or m._global_backward_hooks
+            or m._global_backward_pre_hooks
+            or d.get("_compiled_call_impl") is not None
+            or torch._C._get_tracing_state()
+        ):
+            return super().__call__(*args, **kwargs)
+        return self.forward(*args, **kwargs)
+
+
+def quiet_hook_points(model: Any) -> int:
+    """Give every TransformerLens ``HookPoint`` of ``model`` (exactly that class) the class
+    :class:`QuietHookPoint`; returns how many it changed (idempotent)."""
+    changed = 0
+    for module in model.modules():
+        if type(module) is TLHookPoint:
+            module.__class__ = QuietHookPoint
+            changed += 1
+    return changed
 
 
 def _reading_cache_kwarg(update: Callable) -> Callable:
