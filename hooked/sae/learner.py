@@ -186,6 +186,7 @@ class Learner:
         self.initialised = False
         self._cut = 0.0
         self._pending: Any = None
+        self._pre: Tensor | None = None
 
     # ------------------------------------------------------------------ first batch
     def initialise(self, x: Tensor, y: Tensor, n: int, comm: Comm, init: SAE | None = None) -> None:
@@ -252,7 +253,7 @@ class Learner:
         sparsity = torch.zeros(())
         if spec.kind in ("topk", "batchtopk") and spec.width >= SPARSE_FROM:
             with torch.no_grad():
-                pre = torch.addmm(p["b_enc"], c, p["enc"].T)
+                pre = torch.addmm(p["b_enc"], c, p["enc"].T, out=self._scratch(c.shape[0]))
             if spec.kind == "topk":
                 assert spec.k is not None  # check_shape_args (in __init__) refuses a top-k kind without k
                 values, rows, cols, offsets = topk_bags(pre, spec.k)
@@ -297,8 +298,12 @@ class Learner:
         n_dead = int(dead.sum())
         if n_dead and spec.aux_coeff:
             k_aux = min(self.aux_k, n_dead)
-            with torch.no_grad():
-                masked = pre.masked_fill(~dead, -torch.inf)
+            with torch.no_grad():  # the scratch pre-activations are not read again: masked in place
+                masked = (
+                    pre.masked_fill_(~dead, -torch.inf)
+                    if pre is self._pre
+                    else pre.masked_fill(~dead, -torch.inf)
+                )
             values, rows, cols, offsets = topk_bags(masked, k_aux)
             e_hat, _ = sparse_code(c, p["enc"], p["b_enc"], p["dec"], values, rows, cols, offsets)
             aux = min(n_dead / k_aux, 1.0) * (e_hat + err.detach()).pow(2).sum() / variance.float()
@@ -308,6 +313,14 @@ class Learner:
         )
         self._pending = (stats, fired, n)
         return loss
+
+    def _scratch(self, rows: int) -> Tensor:
+        """The ``[rows, width]`` buffer the sparse path's pre-activations are written to, kept from
+        step to step (a fresh one of that size costs the kernel's zeroing of every page, each step)."""
+        if self._pre is None or self._pre.shape[0] != rows:
+            enc = self.params["enc"]
+            self._pre = torch.empty(rows, self.spec.width, dtype=enc.dtype, device=enc.device)
+        return self._pre
 
     def _batch_selection(self, pre: Tensor, n: int, comm: Comm) -> Tensor:
         """BatchTopK: the ``k * n`` largest positive pre-activations over every rank's rows."""
