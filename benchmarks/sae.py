@@ -20,10 +20,13 @@ gigabytes); run it by hand::
 
     python -m benchmarks.sae memory --gib 1 4 [--dir /big/tmp]
 
-One subprocess per size writes a store of that size (d_model 576 rows), then trains a TopK
-dictionary for one pass over it while a thread reads ``RssAnon`` from ``/proc/self/status``
-every 5 ms; the peak before and during training is printed (the store's pages are file-backed,
-not anonymous). Stores are deleted afterwards.
+For each size one subprocess writes a store of that size (d_model 576 rows of random values),
+and another, fresh, trains a TopK dictionary (width 2 x 576, k 32, 4096 rows a step: the sparse
+path) for one pass over it while a thread reads ``RssAnon`` from ``/proc/self/status`` every 5 ms
+(the store's pages are file-backed, not anonymous). The peaks go into ``results/cpu-full.json``
+as rows of the by-hand suite ``sae-memory`` (each size against the smallest: a ratio of 1 is
+flat; ``--no-save`` only prints them), which a run of the suites keeps. Stores are deleted
+afterwards.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -82,7 +84,7 @@ def _throughput(ctx: Context) -> list[Row]:
 
     d, width, k, batch = ctx.pick((32, 1024, 8, 256), (576, 16 * 576, 32, 4096))
     rows_in_store = ctx.pick(8 * batch, 16 * batch)
-    steps, rounds = ctx.pick((2, 2), (2, 3))
+    steps, rounds = ctx.pick((5, 5), (2, 5))
     sizes = dict(
         d_in=d, width=width, k=k, batch=batch, store_rows=rows_in_store, threads=torch.get_num_threads()
     )
@@ -219,7 +221,7 @@ def _splice_cost(ctx: Context) -> list[Row]:
         0, model.config.vocab_size, (batch, seq), generator=torch.Generator().manual_seed(0)
     )
     tokens = tokens.to(ctx.device)
-    timing = dict(device=ctx.device, rounds=ctx.pick(1, 5), repeats=ctx.pick(3, 5), warmup=1)
+    timing = dict(device=ctx.device, rounds=ctx.pick(5, 5), repeats=ctx.pick(5, 3), warmup=1)
     with torch.no_grad():
         clean = model(tokens)
 
@@ -243,65 +245,78 @@ def _splice_cost(ctx: Context) -> list[Row]:
 
 
 # ---------------------------------------------------------------------- memory (by hand)
-def _rss_anon() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("RssAnon:"):
-                return int(line.split()[1]) * 1024
-    return 0
+MEMORY_D, MEMORY_BATCH = 576, 4096
 
 
-def _memory_child(gib: float, folder: str) -> None:
-    """In a fresh process: write a store of ``gib`` GiB, then train one pass over it while
-    sampling RssAnon; prints one JSON line."""
+def _memory_write(gib: float, folder: str) -> None:
+    """In a fresh process: a store of ``gib`` GiB of ``d_model`` 576 rows (random values: their
+    statistics do not change what the reader and a step hold)."""
+    import hooked
+    from hooked import store
+
+    rows = int(gib * 2**30 / (4 * MEMORY_D))
+    g = torch.Generator().manual_seed(0)
+
+    def batches():
+        for start in range(0, rows, 16384):
+            yield torch.randn(min(16384, rows - start), MEMORY_D, generator=g)
+
+    store.harvest(hooked.wrap(_Rows()), batches(), ["hook_out"], folder, sequence=False, progress=False)
+
+
+def _memory_train(folder: str) -> None:
+    """In a fresh process: train a TopK dictionary (width 2 x 576, the sparse path) for one pass
+    over the store while a thread samples ``RssAnon``; prints one JSON line."""
+    from benchmarks.store_write import PeakSampler
     from hooked.sae import train
+    from hooked.store import manifest_of
 
-    d = 576
-    rows = int(gib * 2**30 / (4 * d))
-    path = Path(folder) / "store"
+    rows = manifest_of(folder)["rows"]
+    steps = rows // MEMORY_BATCH
+    with PeakSampler() as before:  # one reading, after the imports
+        time.sleep(0.05)
     started = time.perf_counter()
-    _store(path, rows, d)
-    wrote = time.perf_counter() - started
-    peak = {"value": _rss_anon()}
-    before = peak["value"]
-    stop = threading.Event()
-
-    def watch():
-        while not stop.is_set():
-            peak["value"] = max(peak["value"], _rss_anon())
-            time.sleep(0.005)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    started = time.perf_counter()
-    steps = rows // 4096
-    train(path, "hook_out", kind="topk", width=2 * d, k=32, steps=steps, batch_size=4096, progress=False)
-    seconds = time.perf_counter() - started
-    stop.set()
-    thread.join()
-    print(
-        json.dumps(
-            {
-                "gib": gib,
-                "rows": rows,
-                "steps": steps,
-                "write_s": wrote,
-                "train_s": seconds,
-                "rss_anon_before_mib": before / 2**20,
-                "peak_rss_anon_mib": peak["value"] / 2**20,
-            }
+    with PeakSampler() as peak:
+        train(
+            folder,
+            "hook_out",
+            kind="topk",
+            width=2 * MEMORY_D,
+            k=32,
+            steps=steps,
+            batch_size=MEMORY_BATCH,
+            progress=False,
         )
-    )
+    result = {
+        "rows": rows,
+        "steps": steps,
+        "train_s": time.perf_counter() - started,
+        "rss_anon_before_mib": before.peak["RssAnon"] / 2**20,
+        "peak_rss_anon_mib": peak.peak["RssAnon"] / 2**20,
+        "peak_vm_rss_mib": peak.peak["VmRSS"] / 2**20,
+    }
+    print(json.dumps(result))
+
+
+def _child(code: str) -> str:
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(f"benchmarks.sae memory: a child process failed:\n{out.stderr[-4000:]}")
+    return out.stdout
 
 
 def memory(gibs: list[float], folder: str | None) -> list[dict]:
+    """One store per size (written by one process, read by another): peak RssAnon of the training."""
     results = []
     for gib in gibs:
         tmp = tempfile.mkdtemp(prefix="hooked-bench-sae-mem-", dir=folder)
         try:
-            code = f"from benchmarks.sae import _memory_child; _memory_child({gib}, {tmp!r})"
-            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-            result = json.loads(out.stdout.strip().splitlines()[-1])
+            path = str(Path(tmp) / "store")
+            started = time.perf_counter()
+            _child(f"from benchmarks.sae import _memory_write; _memory_write({gib}, {path!r})")
+            wrote = time.perf_counter() - started
+            out = _child(f"from benchmarks.sae import _memory_train; _memory_train({path!r})")
+            result = {"gib": gib, "write_s": wrote, **json.loads(out.strip().splitlines()[-1])}
             results.append(result)
             print(json.dumps(result), flush=True)
         finally:
@@ -315,15 +330,78 @@ def memory(gibs: list[float], folder: str | None) -> list[dict]:
     return results
 
 
+def memory_rows(results: list[dict], command: str) -> list[Row]:
+    """Result rows: each size's peak, against the smallest size's (a ratio of 1 is flat)."""
+    group = "SAE training, peak anonymous memory (RssAnon) over one pass of a store"
+    base = min(results, key=lambda r: r["gib"])
+    rows = []
+    for r in sorted(results, key=lambda r: r["gib"]):
+        other = r is not base
+        rows.append(
+            Row(
+                group,
+                f"store of {r['gib']:g} GiB",
+                r["peak_rss_anon_mib"],
+                f"store of {base['gib']:g} GiB" if other else "",
+                base["peak_rss_anon_mib"] if other else None,
+                sizes=dict(
+                    d_in=MEMORY_D,
+                    width=2 * MEMORY_D,
+                    k=32,
+                    batch=MEMORY_BATCH,
+                    rows=r["rows"],
+                    steps=r["steps"],
+                    suite="sae-memory",
+                    by_hand=command,
+                ),
+                unit="MiB",
+                note=(
+                    f"{r['rss_anon_before_mib']:.0f} MiB after imports; training {r['train_s']:.0f} s, "
+                    f"writing the store {r['write_s']:.0f} s"
+                ),
+            )
+        )
+    return rows
+
+
+def save_rows(rows: list[Row]) -> Path:
+    """Put by-hand rows into ``results/cpu-full.json`` in place of the earlier ones of their suite."""
+    import platform
+
+    from benchmarks.common import device_name
+    from benchmarks.report import RESULTS, render_readme
+    from hooked.io import read_json, write_json
+
+    path = RESULTS / "cpu-full.json"
+    record = read_json(path) if path.exists() else {"rows": []}
+    suites = {r.sizes["suite"] for r in rows}
+    record["rows"] = [r for r in record["rows"] if r.get("sizes", {}).get("suite") not in suites]
+    record["rows"] += [r.to_json() for r in rows]
+    record.setdefault("device", "cpu")
+    record.setdefault("device_name", device_name("cpu"))
+    record.setdefault("torch", torch.__version__)
+    record.setdefault("python", platform.python_version())
+    record.setdefault("quick", False)
+    record.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%S"))
+    write_json(path, record)
+    render_readme()
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.sae")
     sub = p.add_subparsers(dest="what", required=True)
     m = sub.add_parser("memory", help="peak anonymous memory while training, per store size")
     m.add_argument("--gib", type=float, nargs="+", default=[1.0, 4.0])
     m.add_argument("--dir", help="where to write the stores (default: a temporary folder)")
+    m.add_argument("--no-save", action="store_true", help="print the figures, write no result file")
     args = p.parse_args(argv)
     if args.what == "memory":
-        memory(args.gib, args.dir)
+        results = memory(args.gib, args.dir)
+        if not args.no_save:
+            command = "python -m benchmarks.sae memory --gib " + " ".join(f"{g:g}" for g in args.gib)
+            path = save_rows(memory_rows(results, command))
+            print(f"wrote {path} and benchmarks/README.md", file=sys.stderr)
     return 0
 
 

@@ -19,7 +19,8 @@ What a step does (``loss`` then ``update``):
   pre-activations among dead features (not active for ``dead_tokens`` tokens) reconstruct the
   error of the live ones, normalised by the batch's variance;
 * update: gradients summed over ranks, the component of each decoder row's gradient along the
-  row removed, Adam, decoder rows set back to unit norm; BatchTopK's inference threshold follows
+  row removed, Adam (torch's own, fused into one pass per tensor where torch has the kernel),
+  decoder rows set back to unit norm; BatchTopK's inference threshold follows
   the smallest selected activation (an exponential moving average, rate 0.01, as SAELens).
 
 Initialisation: decoder rows random unit vectors, encoder rows the same (a transcoder: its own
@@ -35,10 +36,14 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.optim.adam import adam
 
 from hooked.sae.dictionary import SAE, Transcoder, check_shape_args
-from hooked.sae.sparse import decode_bags, mask_bags, selected_pre, topk_bags
+from hooked.sae.sparse import mask_bags, sparse_code, topk_bags
 
+# Adam as torch.optim.Adam computes it, in one pass over each tensor where the build allows (fused
+# kernels on the CPU since torch 2.4), else over all tensors at once
+_FUSED_ADAM = torch.__version__ >= "2.4"
 DEFAULT_L1 = {"standard": 1.0, "jumprelu": 1.0}
 SPARSE_FROM = 1024  # TopK dictionaries at least this wide train through the sparse kernels
 
@@ -172,6 +177,7 @@ class Learner:
         self.m = {n: torch.zeros_like(t) for n, t in self.params.items()}
         self.v = {n: torch.zeros_like(t) for n, t in self.params.items()}
         self.t = 0
+        self._steps = [torch.zeros((), device=device) for _ in self.params]  # Adam's step counts
         self.threshold = torch.zeros((), device=device)  # batchtopk's inference threshold (scaled space)
         self.fired_since = torch.zeros(M, dtype=torch.long, device=device)
         self.window_fired = torch.zeros(M, dtype=torch.long, device=device)
@@ -180,6 +186,7 @@ class Learner:
         self.initialised = False
         self._cut = 0.0
         self._pending: Any = None
+        self._pre: Tensor | None = None
 
     # ------------------------------------------------------------------ first batch
     def initialise(self, x: Tensor, y: Tensor, n: int, comm: Comm, init: SAE | None = None) -> None:
@@ -240,21 +247,23 @@ class Learner:
         p, spec = self.params, self.spec
         xs, ys = x / self.scale_in, y / self.scale_out
         c = xs if self.transcoder else xs - p["b_dec"]
-        y_sum = comm.sum(ys.double().sum(0))
-        variance = comm.sum(((ys.double() - y_sum / n) ** 2).sum()).clamp_min(1e-12)
+        yd = ys.double()
+        y_sum = comm.sum(yd.sum(0))
+        variance = comm.sum((yd - y_sum / n).pow_(2).sum()).clamp_min(1e-12)
         sparsity = torch.zeros(())
         if spec.kind in ("topk", "batchtopk") and spec.width >= SPARSE_FROM:
             with torch.no_grad():
-                pre = torch.addmm(p["b_enc"], c, p["enc"].T)
+                pre = torch.addmm(p["b_enc"], c, p["enc"].T, out=self._scratch(c.shape[0]))
             if spec.kind == "topk":
                 assert spec.k is not None  # check_shape_args (in __init__) refuses a top-k kind without k
-                rows, cols, offsets = topk_bags(pre, spec.k)
+                values, rows, cols, offsets = topk_bags(pre, spec.k)
             else:
-                rows, cols, offsets = mask_bags(self._batch_selection(pre, n, comm))
-            acts = torch.relu(selected_pre(c, p["enc"], p["b_enc"], pre, rows, cols, offsets))
-            recon = decode_bags(cols, offsets, acts, p["dec"]) + p["b_dec"]
-            fired = torch.zeros(spec.width, dtype=torch.long).index_add_(0, cols, (acts > 0).long())
-            active = (acts > 0).sum()
+                values, rows, cols, offsets = mask_bags(pre, self._batch_selection(pre, n, comm))
+            decoded, acts = sparse_code(c, p["enc"], p["b_enc"], p["dec"], values, rows, cols, offsets)
+            recon = decoded + p["b_dec"]
+            on = acts > 0
+            fired = torch.zeros(spec.width, dtype=torch.long).index_add_(0, cols, on.long())
+            active = on.sum()
         elif spec.kind in ("topk", "batchtopk"):  # narrow: dense matmuls cost no more than the kernels
             pre = torch.addmm(p["b_enc"], c, p["enc"].T)
             if spec.kind == "topk":
@@ -289,11 +298,14 @@ class Learner:
         n_dead = int(dead.sum())
         if n_dead and spec.aux_coeff:
             k_aux = min(self.aux_k, n_dead)
-            with torch.no_grad():
-                masked = pre.masked_fill(~dead, -torch.inf)
-            rows, cols, offsets = topk_bags(masked, k_aux)
-            a = torch.relu(selected_pre(c, p["enc"], p["b_enc"], pre, rows, cols, offsets))
-            e_hat = decode_bags(cols, offsets, a, p["dec"])
+            with torch.no_grad():  # the scratch pre-activations are not read again: masked in place
+                masked = (
+                    pre.masked_fill_(~dead, -torch.inf)
+                    if pre is self._pre
+                    else pre.masked_fill(~dead, -torch.inf)
+                )
+            values, rows, cols, offsets = topk_bags(masked, k_aux)
+            e_hat, _ = sparse_code(c, p["enc"], p["b_enc"], p["dec"], values, rows, cols, offsets)
             aux = min(n_dead / k_aux, 1.0) * (e_hat + err.detach()).pow(2).sum() / variance.float()
             loss = loss + spec.aux_coeff * aux
         stats = torch.stack(
@@ -301,6 +313,14 @@ class Learner:
         )
         self._pending = (stats, fired, n)
         return loss
+
+    def _scratch(self, rows: int) -> Tensor:
+        """The ``[rows, width]`` buffer the sparse path's pre-activations are written to, kept from
+        step to step (a fresh one of that size costs the kernel's zeroing of every page, each step)."""
+        if self._pre is None or self._pre.shape[0] != rows:
+            enc = self.params["enc"]
+            self._pre = torch.empty(rows, self.spec.width, dtype=enc.dtype, device=enc.device)
+        return self._pre
 
     def _batch_selection(self, pre: Tensor, n: int, comm: Comm) -> Tensor:
         """BatchTopK: the ``k * n`` largest positive pre-activations over every rank's rows."""
@@ -321,25 +341,36 @@ class Learner:
         stats, fired, n = self._pending
         comm.sum_all([*grads, stats, fired])
         with torch.no_grad():
-            g = dict(zip(p, grads))
-            dec = p["dec"]
-            g["dec"] -= (g["dec"] * dec).sum(1, keepdim=True) * dec
+            dec, g_dec = p["dec"], grads[list(p).index("dec")]
+            g_dec.addcmul_(torch.linalg.vecdot(g_dec, dec).unsqueeze(1), dec, value=-1.0)
             self.t += 1
-            b1, b2, eps = 0.9, 0.999, 1e-8
-            c1, c2 = 1 - b1**self.t, 1 - b2**self.t
-            for name, t in p.items():
-                m, v = self.m[name], self.v[name]
-                m.mul_(b1).add_(g[name], alpha=1 - b1)
-                v.mul_(b2).addcmul_(g[name], g[name], value=1 - b2)
-                t.addcdiv_(m, (v / c2).sqrt_().add_(eps), value=-lr / c1)
+            for s in self._steps:  # the optimiser counts them up to self.t itself
+                s.fill_(self.t - 1)
+            adam(
+                list(p.values()),
+                grads,
+                list(self.m.values()),
+                list(self.v.values()),
+                [],
+                self._steps,
+                fused=_FUSED_ADAM,
+                foreach=not _FUSED_ADAM,
+                amsgrad=False,
+                beta1=0.9,
+                beta2=0.999,
+                lr=lr,
+                weight_decay=0.0,
+                eps=1e-8,
+                maximize=False,
+            )
+            for t in p.values():
                 t.grad = None
             dec.div_(dec.norm(dim=1, keepdim=True).clamp_min(1e-12))
             if self.spec.kind == "batchtopk" and self._cut > 0:
                 # the smallest selected activation, the same on every rank
                 rate = 1.0 if self.t == 1 else 0.01
                 self.threshold = (1 - rate) * self.threshold + rate * self._cut
-        self.fired_since += n
-        self.fired_since[fired > 0] = 0
+        self.fired_since.add_(n).masked_fill_(fired > 0, 0)
         self.window_fired += fired
         self.window += torch.tensor([1.0, *stats.tolist(), float(n)], dtype=torch.float64)
         self._pending = None
