@@ -200,9 +200,17 @@ def test_hooks_returning_their_input_leave_logits_bit_identical(models, family):
     with torch.no_grad():
         plain = wrap(IDS)
         same = wrap.run_with_hooks(IDS, fwd_hooks=[(n, lambda act, hook: act) for n in names])
-        _, cache = wrap.run_with_cache(IDS)  # names_filter=None caches every point, these too
+        _, cache = wrap.run_with_cache(IDS)  # names_filter=None: every point but hook_result (TL's default)
+        wrap.set_use_attn_result(True)
+        try:
+            _, with_result = wrap.run_with_cache(IDS)
+        finally:
+            wrap.set_use_attn_result(False)
     assert torch.equal(plain, same)
-    assert set(wrap.hook_name_aliases[n] for n in names) <= set(cache)
+    results = {wrap.hook_name_aliases[n] for n in names if n.endswith("hook_result")}
+    assert results and not results & set(cache) and set(cache) | results == set(with_result)
+    assert set(wrap.hook_name_aliases[n] for n in names) <= set(with_result)
+    assert not wrap.cfg.use_attn_result
     # nothing stays attached to the transformers modules once the hooks are removed
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in wrap.module.modules())
     assert wrap.module.config._attn_implementation in ("sdpa", "eager")

@@ -72,6 +72,7 @@ class TLConfig:
     default_prepend_bos: bool = True
     tokenizer_prepends_bos: bool = False
     original_architecture: str | None = None
+    use_attn_result: bool = False  # set_use_attn_result: full caches hold blocks.L.attn.hook_result
 
 
 def tl_config(dec: Decoder, model: nn.Module) -> TLConfig:
@@ -300,7 +301,13 @@ class TLModelAPI:
     @property
     def cfg(self) -> TLConfig:
         """TransformerLens's config fields of this model (a fresh :class:`TLConfig` each time)."""
-        return tl_config(self._tl_arch("cfg"), cast(nn.Module, self))  # mixed into WrappedLM, a module
+        cfg = tl_config(self._tl_arch("cfg"), cast(nn.Module, self))  # mixed into WrappedLM, a module
+        cfg.use_attn_result = self._tl_use_attn_result
+        return cfg
+
+    @property
+    def _tl_use_attn_result(self) -> bool:
+        return bool(self.__dict__.get("_tl_attn_result", False))
 
     # ------------------------------------------------------------------ tokens
     def _tl_tokenizer(self) -> Any:
@@ -610,9 +617,11 @@ class TLModelAPI:
         )
 
     def set_use_attn_result(self, use_attn_result: bool) -> None:
-        """Accepted so that TransformerLens code runs; nothing to switch on ``wrap``: its
-        ``blocks.L.attn.hook_result`` computes the per-head outputs whenever a hook is attached
-        there, and costs nothing otherwise."""
+        """As TransformerLens: whether a cache of everything (``run_with_cache`` with no
+        ``names_filter``) holds ``blocks.L.attn.hook_result`` (a ``[batch, pos, head, d_model]``
+        tensor per layer). Hooks and caches that name it get it either way (its hook point
+        computes the per-head outputs whenever a hook is attached there)."""
+        self.__dict__["_tl_attn_result"] = bool(use_attn_result)
 
     # ------------------------------------------------------------------ weights
     @property
