@@ -200,13 +200,14 @@ def test_hooks_returning_their_input_leave_logits_bit_identical(models, family):
     with torch.no_grad():
         plain = wrap(IDS)
         same = wrap.run_with_hooks(IDS, fwd_hooks=[(n, lambda act, hook: act) for n in names])
+        copied = wrap.run_with_hooks(IDS, fwd_hooks=[(n, lambda act, hook: act.clone()) for n in names])
         _, cache = wrap.run_with_cache(IDS)  # names_filter=None: every point but hook_result (TL's default)
         wrap.set_use_attn_result(True)
         try:
             _, with_result = wrap.run_with_cache(IDS)
         finally:
             wrap.set_use_attn_result(False)
-    assert torch.equal(plain, same)
+    assert torch.equal(plain, same) and torch.equal(plain, copied)  # equal values: the model's own output
     results = {wrap.hook_name_aliases[n] for n in names if n.endswith("hook_result")}
     assert results and not results & set(cache) and set(cache) | results == set(with_result)
     assert set(wrap.hook_name_aliases[n] for n in names) <= set(with_result)

@@ -590,8 +590,9 @@ class TLModelAPI:
                 if gated and lay.mlp_pre is not None:
                     gate = dec.module(f"{lay.layers}.{i}.{lay.mlp_pre}")
                     out[f"blocks.{i}.mlp.W_gate"] = _in_out(gate)
-                    if getattr(gate, "bias", None) is not None:
-                        out[f"blocks.{i}.mlp.b_gate"] = gate.bias
+                    b_gate = getattr(gate, "bias", None)
+                    if isinstance(b_gate, Tensor):
+                        out[f"blocks.{i}.mlp.b_gate"] = b_gate
             for tl in ("ln1", "ln2"):
                 out.update(_norm_params(f"blocks.{i}.{tl}", dec.part(i, tl)))
         out.update(_norm_params("ln_final", dec.module(lay.final_norm)))
