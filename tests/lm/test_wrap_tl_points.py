@@ -200,9 +200,18 @@ def test_hooks_returning_their_input_leave_logits_bit_identical(models, family):
     with torch.no_grad():
         plain = wrap(IDS)
         same = wrap.run_with_hooks(IDS, fwd_hooks=[(n, lambda act, hook: act) for n in names])
-        _, cache = wrap.run_with_cache(IDS)  # names_filter=None caches every point, these too
-    assert torch.equal(plain, same)
-    assert set(wrap.hook_name_aliases[n] for n in names) <= set(cache)
+        copied = wrap.run_with_hooks(IDS, fwd_hooks=[(n, lambda act, hook: act.clone()) for n in names])
+        _, cache = wrap.run_with_cache(IDS)  # names_filter=None: every point but hook_result (TL's default)
+        wrap.set_use_attn_result(True)
+        try:
+            _, with_result = wrap.run_with_cache(IDS)
+        finally:
+            wrap.set_use_attn_result(False)
+    assert torch.equal(plain, same) and torch.equal(plain, copied)  # equal values: the model's own output
+    results = {wrap.hook_name_aliases[n] for n in names if n.endswith("hook_result")}
+    assert results and not results & set(cache) and set(cache) | results == set(with_result)
+    assert set(wrap.hook_name_aliases[n] for n in names) <= set(with_result)
+    assert not wrap.cfg.use_attn_result
     # nothing stays attached to the transformers modules once the hooks are removed
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in wrap.module.modules())
     assert wrap.module.config._attn_implementation in ("sdpa", "eager")
@@ -518,3 +527,28 @@ def test_edits_inside_attention_with_a_key_value_cache_equal_uncached(models):
             wrap, ids[:, :4], 3, fwd_hooks=[(f"blocks.{LAYER}.attn.hook_rot_k", edit_k)], use_cache=True
         )
     assert wrap.module.config._attn_implementation in ("sdpa", "eager")  # switched back after the error
+
+
+@pytest.mark.smollm2
+@pytest.mark.slow
+def test_smollm2_points_on_wrap_equal_the_bridge(smol):
+    """SmolLM2-135M (real weights, 9 query heads sharing 3 key-value heads): every new point of one
+    layer, stop_at_layer and tl_parameters against TransformerLens's bridge."""
+    wrap, bridge = smol["wrap"], smol["bridge"]
+    tokens = wrap.to_tokens("The Eiffel Tower is in the city of")
+    names = [n for n in new_names(wrap) if n.startswith(("blocks.20.", "ln_final."))]
+    assert len(names) == 16  # 7 in attention, 2 x (ln1, ln2, ln_final), 3 in the MLP
+    with torch.no_grad():
+        _, cache = wrap.run_with_cache(tokens, names_filter=names)
+        _, ref = bridge.run_with_cache(tokens, names_filter=names)
+        for layer in (5, -1):
+            torch.testing.assert_close(
+                wrap(tokens, stop_at_layer=layer), bridge(tokens, stop_at_layer=layer), atol=1e-4, rtol=1e-4
+            )
+    assert cache["blocks.20.attn.hook_k"].shape == (1, tokens.shape[1], 3, 64)
+    for name in names:
+        torch.testing.assert_close(cache[name], ref[name], atol=1e-4, rtol=1e-4, msg=name)
+    ours, theirs = wrap.tl_parameters(), bridge.tl_parameters()
+    assert set(ours) == set(theirs)
+    for name in ("blocks.3.attn.W_K", "blocks.3.mlp.W_gate", "blocks.3.ln2.w", "unembed.W_U"):
+        torch.testing.assert_close(ours[name], theirs[name], msg=name)

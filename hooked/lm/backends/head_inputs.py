@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 
 from hooked.hook_point import HookPoint
+from hooked.lm.backends.heads import unchanged
 from hooked.lm.names.layouts import Decoder
 
 KINDS = ("q", "k", "v")
@@ -123,7 +124,7 @@ class _SplitInputs:
                 continue
             copies = resid.unsqueeze(-2).expand(*resid.shape[:-1], part.units, resid.shape[-1])
             new = point(copies)
-            if new is copies or (not new.requires_grad and torch.equal(new, copies)):
+            if unchanged(new, copies):
                 continue  # unchanged (a copy of the same values too): the projection's output as it is
             if out is None:
                 out = output.clone()

@@ -57,6 +57,12 @@ _ATTENTION_POINTS: weakref.WeakKeyDictionary[nn.Module, dict[str, AttentionHookP
 ATTENTION_KINDS = ("pattern", "attn_scores", "rot_q", "rot_k")
 
 
+def unchanged(new: Tensor, old: Tensor) -> bool:
+    """Whether a hook's replacement ``new`` leaves ``old`` as it was: the same tensor, or equal values
+    outside any gradient (``act.clone()``), so the model's own output is kept bit for bit."""
+    return new is old or (not new.requires_grad and torch.equal(new, old))
+
+
 class HeadHookPoint(ModuleHookPoint):
     """``P.hook_z``: the input of an attention module's output projection, as ``[..., head, d_head]``."""
 
@@ -231,15 +237,15 @@ def _attention(base: str) -> Any:
             if scores_live:
                 assert scores_point is not None
                 new = scores_point(scores)
-                changed = new is not scores
-                scores = new
+                changed = not unchanged(new, scores)
+                scores = new if changed else scores
             if changed or weights is None:
                 weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
         if pattern_live:
             assert pattern_point is not None
             new = pattern_point(weights)
-            changed = changed or new is not weights
-            weights = new
+            if not unchanged(new, weights):
+                changed, weights = True, new
         if not changed:
             return out, weights
         groups = weights.shape[1] // value.shape[1]  # query heads per key-value head
@@ -259,14 +265,14 @@ def _rotated(points: dict[str, AttentionHookPoint], query: Tensor, key: Tensor) 
     if rot_q is not None and rot_q._live:
         seen = query.transpose(1, 2)
         new = rot_q(seen)
-        if new is not seen:
+        if not unchanged(new, seen):
             query = new.transpose(1, 2)
     if rot_k is not None and rot_k._live:
         n = query.shape[-2]
         cached = key.shape[-2] > n
         seen = (key[:, :, -n:] if cached else key).transpose(1, 2)
         new = rot_k(seen)
-        if new is not seen:
+        if not unchanged(new, seen):
             if cached:
                 raise NotImplementedError(
                     f"{rot_k.name}: an edit of rotated keys with a key-value cache (generation) would "

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from hooked.hook_point import HookPoint
+from hooked.lm.backends.heads import unchanged
 from hooked.lm.names.layouts import Decoder
 
 
@@ -88,10 +89,11 @@ class _Norm:
         scale = variance.sqrt()
         normalized = xf * torch.rsqrt(variance)
         new_scale = self.scale(scale)
-        if new_scale is not scale:
+        scaled = not unchanged(new_scale, scale)
+        if scaled:
             normalized = xf / new_scale
         new = self.normalized(normalized)
-        if new_scale is scale and new is normalized:
+        if not scaled and unchanged(new, normalized):
             return None
         if not self._checked:
             with torch.no_grad():

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from hooked.hook_point import HookPoint
 from hooked.lm.backends.head_inputs import KINDS, Part, qkv_parts, weight_rows
+from hooked.lm.backends.heads import unchanged
 from hooked.lm.names.layouts import Decoder
 
 
@@ -90,7 +91,7 @@ class _QKV:
                 else out[..., cols.to(out.device).flatten()].unflatten(-1, (part.units, d_head))
             )
             new = point(heads)
-            if new is heads:
+            if unchanged(new, heads):
                 continue
             if contiguous:
                 out = new.flatten(-2)
@@ -127,7 +128,7 @@ class _Result:
         w = weight_rows(module).t().unflatten(0, (self.n_heads, -1))  # [head, d_head, d_model]
         result = torch.einsum("...hd,hdm->...hm", z.to(w.dtype), w)
         new = self.point(result)
-        if new is result:
+        if unchanged(new, result):
             return None
         out = new.sum(dim=-2)
         bias = getattr(module, "bias", None)

@@ -72,6 +72,7 @@ class TLConfig:
     default_prepend_bos: bool = True
     tokenizer_prepends_bos: bool = False
     original_architecture: str | None = None
+    use_attn_result: bool = False  # set_use_attn_result: full caches hold blocks.L.attn.hook_result
 
 
 def tl_config(dec: Decoder, model: nn.Module) -> TLConfig:
@@ -198,6 +199,50 @@ def _bias(module: Any, zeros: Tensor) -> Tensor:
     return zeros if b is None else b
 
 
+def _attention_params(dec: Decoder, i: int, n_heads: int, d_head: int, zeros: Any) -> dict[str, Tensor]:
+    """``blocks.i.attn.*`` of :meth:`TLModelAPI.tl_parameters` (key-value heads repeated)."""
+    try:
+        w = attention_weights(dec, i)
+    except NotImplementedError:
+        return {}
+    out = {f"blocks.{i}.attn.{k}": _repeat_kv(cast(Tensor, w[k]), n_heads) for k in ("W_Q", "W_K", "W_V")}
+    out[f"blocks.{i}.attn.W_O"] = cast(Tensor, w["W_O"])
+    for k in ("b_Q", "b_K", "b_V"):
+        b = w[k]
+        out[f"blocks.{i}.attn.{k}"] = (
+            zeros(n_heads, d_head) if b is None else b.repeat_interleave(n_heads // b.shape[0], dim=0)
+        )
+    b_o = w["b_O"]
+    out[f"blocks.{i}.attn.b_O"] = b_o if b_o is not None else zeros(cast(Tensor, w["W_O"]).shape[-1])
+    return out
+
+
+def _mlp_params(dec: Decoder, i: int, d_model: int, zeros: Any) -> dict[str, Tensor]:
+    """``blocks.i.mlp.*`` of :meth:`TLModelAPI.tl_parameters`: ``W_in`` is a gated MLP's linear
+    branch (its gate is ``W_gate``), else the projection before the activation."""
+    lay = dec.layout
+    gated = lay.mlp_pre_linear is not None
+    mlp_in = lay.mlp_pre_linear if gated else lay.mlp_pre
+    if mlp_in is None or lay.mlp_post is None:
+        return {}
+    try:
+        up = dec.module(f"{lay.layers}.{i}.{mlp_in}")
+        down = dec.module(f"{lay.layers}.{i}.{lay.mlp_post}")
+        gate = dec.module(f"{lay.layers}.{i}.{lay.mlp_pre}") if gated and lay.mlp_pre else None
+    except AttributeError:
+        return {}
+    w_in = _in_out(up)
+    out = {f"blocks.{i}.mlp.W_in": w_in, f"blocks.{i}.mlp.W_out": _in_out(down)}
+    out[f"blocks.{i}.mlp.b_in"] = _bias(up, zeros(w_in.shape[1]))
+    out[f"blocks.{i}.mlp.b_out"] = _bias(down, zeros(d_model))
+    if gate is not None:
+        out[f"blocks.{i}.mlp.W_gate"] = _in_out(gate)
+        b_gate = getattr(gate, "bias", None)
+        if isinstance(b_gate, Tensor):
+            out[f"blocks.{i}.mlp.b_gate"] = b_gate
+    return out
+
+
 def _norm_params(prefix: str, norm: Any) -> dict[str, Tensor]:
     out = {}
     if isinstance(getattr(norm, "weight", None), Tensor):
@@ -300,7 +345,13 @@ class TLModelAPI:
     @property
     def cfg(self) -> TLConfig:
         """TransformerLens's config fields of this model (a fresh :class:`TLConfig` each time)."""
-        return tl_config(self._tl_arch("cfg"), cast(nn.Module, self))  # mixed into WrappedLM, a module
+        cfg = tl_config(self._tl_arch("cfg"), cast(nn.Module, self))  # mixed into WrappedLM, a module
+        cfg.use_attn_result = self._tl_use_attn_result
+        return cfg
+
+    @property
+    def _tl_use_attn_result(self) -> bool:
+        return bool(self.__dict__.get("_tl_attn_result", False))
 
     # ------------------------------------------------------------------ tokens
     def _tl_tokenizer(self) -> Any:
@@ -555,39 +606,14 @@ class TLModelAPI:
         out: dict[str, Tensor] = {"embed.W_E": first}
         if dec.layout.pos_embed:
             out["pos_embed.W_pos"] = self.W_pos
-        lay = dec.layout
         for i in range(dec.n_layers):
-            w = attention_weights(dec, i)
-            for k in ("W_Q", "W_K", "W_V"):
-                out[f"blocks.{i}.attn.{k}"] = _repeat_kv(cast(Tensor, w[k]), cfg.n_heads)
-            out[f"blocks.{i}.attn.W_O"] = cast(Tensor, w["W_O"])
-            for k in ("b_Q", "b_K", "b_V"):
-                b = w[k]
-                out[f"blocks.{i}.attn.{k}"] = (
-                    zeros(cfg.n_heads, cfg.d_head)
-                    if b is None
-                    else b.repeat_interleave(cfg.n_heads // b.shape[0], dim=0)
-                )
-            b_o = w["b_O"]
-            out[f"blocks.{i}.attn.b_O"] = b_o if b_o is not None else zeros(cfg.d_model)
-            gated = lay.mlp_pre_linear is not None
-            mlp_in = lay.mlp_pre_linear if gated else lay.mlp_pre
-            if mlp_in is not None and lay.mlp_post is not None:
-                up = dec.module(f"{lay.layers}.{i}.{mlp_in}")
-                down = dec.module(f"{lay.layers}.{i}.{lay.mlp_post}")
-                out[f"blocks.{i}.mlp.W_in"] = _in_out(up)
-                out[f"blocks.{i}.mlp.W_out"] = _in_out(down)
-                d_mlp = out[f"blocks.{i}.mlp.W_in"].shape[1]
-                out[f"blocks.{i}.mlp.b_in"] = _bias(up, zeros(d_mlp))
-                out[f"blocks.{i}.mlp.b_out"] = _bias(down, zeros(cfg.d_model))
-                if gated and lay.mlp_pre is not None:
-                    gate = dec.module(f"{lay.layers}.{i}.{lay.mlp_pre}")
-                    out[f"blocks.{i}.mlp.W_gate"] = _in_out(gate)
-                    if getattr(gate, "bias", None) is not None:
-                        out[f"blocks.{i}.mlp.b_gate"] = gate.bias
+            # attention and MLP weights this does not read (fused projections of a family matched by
+            # structure) are left out, as the bridge leaves out what it cannot put in its layout
+            out.update(_attention_params(dec, i, cfg.n_heads, cfg.d_head, zeros))
+            out.update(_mlp_params(dec, i, cfg.d_model, zeros))
             for tl in ("ln1", "ln2"):
                 out.update(_norm_params(f"blocks.{i}.{tl}", dec.part(i, tl)))
-        out.update(_norm_params("ln_final", dec.module(lay.final_norm)))
+        out.update(_norm_params("ln_final", dec.module(dec.layout.final_norm)))
         out["unembed.W_U"] = self.W_U
         out["unembed.b_U"] = self.b_U
         return out
@@ -610,9 +636,11 @@ class TLModelAPI:
         )
 
     def set_use_attn_result(self, use_attn_result: bool) -> None:
-        """Accepted so that TransformerLens code runs; nothing to switch on ``wrap``: its
-        ``blocks.L.attn.hook_result`` computes the per-head outputs whenever a hook is attached
-        there, and costs nothing otherwise."""
+        """As TransformerLens: whether a cache of everything (``run_with_cache`` with no
+        ``names_filter``) holds ``blocks.L.attn.hook_result`` (a ``[batch, pos, head, d_model]``
+        tensor per layer). Hooks and caches that name it get it either way (its hook point
+        computes the per-head outputs whenever a hook is attached there)."""
+        self.__dict__["_tl_attn_result"] = bool(use_attn_result)
 
     # ------------------------------------------------------------------ weights
     @property

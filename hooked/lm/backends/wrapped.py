@@ -136,7 +136,11 @@ class WrappedLM(TLModelAPI, Wrapped):
         also answers them, and has TransformerLens's cache methods
         (:mod:`hooked.lm.toolkit.cache_methods`)."""
         if self._tl_aliases:
-            if "names_filter" in kwargs:
+            if kwargs.get("names_filter") is None and not self._tl_use_attn_result:
+                # as TransformerLens: a cache of everything holds the per-head results (a [batch,
+                # pos, head, d_model] tensor per layer) only after set_use_attn_result(True)
+                kwargs["names_filter"] = [n for n in self.hook_dict if not n.endswith(".hook_result")]
+            elif "names_filter" in kwargs:
                 kwargs["names_filter"] = self._wrap_names(kwargs["names_filter"])
             if isinstance(kwargs.get("stop_at"), str):
                 kwargs["stop_at"] = self._wrap_name(kwargs["stop_at"])
