@@ -323,9 +323,9 @@ def _shorthand(*key: Any) -> str:
         )
     name: str = key[0]
     layer, layer_type = (*key[1:], None, None)[:2]
-    integral = isinstance(layer, Tensor) and not (layer.is_floating_point() or layer.dtype == torch.bool)
-    if integral and layer.dim() == 0:
-        layer = int(layer)  # a layer computed with tensor ops (topk(...).indices // n_heads), as TL takes it
+    if isinstance(layer, Tensor) and layer.dim() == 0:
+        if not (layer.is_floating_point() or layer.dtype == torch.bool):
+            layer = int(layer)  # computed with tensor ops (topk(...).indices // n_heads), as TL takes it
     if layer is not None and (isinstance(layer, bool) or not isinstance(layer, (numbers.Integral, str))):
         raise KeyError(f"cache[{name!r}, {layer!r}]: the layer must be an integer")
     if layer_type is not None and not isinstance(layer_type, str):
