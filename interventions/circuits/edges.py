@@ -217,19 +217,27 @@ def _patched_forward(
 ) -> Tensor:
     g, S = masks.shape[0], len(graph.senders)
     tail = tuple(corr.shape[2:])
-    # diff[s] = out_s(corrupt) - out_s(this run), for each row of the repeated batch (set-major)
-    diff = corr.repeat(1, g, *([1] * len(tail)))
     masks = masks.to(device=corr.device, dtype=corr.dtype)
+    nonzero = (masks != 0).any(0)  # [S, R]
+    live = nonzero.any(0)
+    # only the senders some edge is patched from are followed (all of them for a circuit, a few for a
+    # chunk of single edges): diff[slot[s]] = out_s(corrupt) - out_s(this run), for each row of the
+    # repeated batch (set-major)
+    used = nonzero.any(1).nonzero().flatten().tolist()
+    slot = {i: k for k, i in enumerate(used)}
+    diff = corr[used].repeat(1, g, *([1] * len(tail)))
     fired = torch.zeros(S, dtype=torch.bool)
     by_hook: dict[str, tuple[list[int], list[int]]] = {}
     for i, s in enumerate(graph.senders):
         by_hook.setdefault(s.hook, ([], []))[0].append(i)
-    nonzero = (masks != 0).any(0)  # [S, R]
-    live = nonzero.any(0)
-    last = [int(col.nonzero().max()) + 1 if col.any() else 0 for col in nonzero.t()]
+    reads: dict[int, tuple[Tensor, slice | Tensor]] = {}  # receiver -> (its senders, their slots in diff)
     for j, r in enumerate(graph.receivers):
         if live[j]:
             by_hook.setdefault(r.hook, ([], []))[1].append(j)
+            senders = nonzero[:, j].nonzero().flatten()
+            slots = [slot[int(i)] for i in senders]
+            contiguous = slots == list(range(slots[0], slots[-1] + 1))
+            reads[j] = (senders, slice(slots[0], slots[-1] + 1) if contiguous else torch.tensor(slots))
 
     def make(sends: list[int], recvs: list[int]) -> Callable:
         def fn(act: Tensor, hook: Any) -> Tensor:
@@ -238,20 +246,21 @@ def _patched_forward(
                 new = act.clone()
                 for j in recvs:
                     r = graph.receivers[j]
-                    m = masks[:, :, j]  # [g, S]
-                    early = (m != 0).any(0) & ~fired
-                    if early.any():
-                        s = graph.senders[int(early.nonzero()[0])]
+                    senders, slots = reads[j]
+                    if not bool(fired[senders].all()):
+                        s = graph.senders[int(senders[~fired[senders]][0])]
                         raise RuntimeError(
                             f"circuits: receiver {r.name} ({r.hook}) ran before sender {s.name} ({s.hook}); "
                             "the graph's ranks do not follow the model's order"
                         )
-                    k = last[j]  # senders are read up to the last one this receiver is patched from
-                    d = torch.einsum("gs,sg...->g...", m[:, :k], diff[:k].view(k, g, rows, *diff.shape[2:]))
+                    part = diff[slots]
+                    m = masks[:, senders, j]  # [g, senders of j]
+                    d = torch.einsum("gs,sg...->g...", m, part.view(part.shape[0], g, rows, *tail))
                     view = new[(Ellipsis, *r.index, slice(None))] if r.index else new
                     view += d.reshape(view.shape).to(view.dtype)
             for i in sends:
-                diff[i] -= graph.senders[i].read(new).to(diff.dtype)
+                if i in slot:
+                    diff[slot[i]] -= graph.senders[i].read(new).to(diff.dtype)
                 fired[i] = True
             return new
 

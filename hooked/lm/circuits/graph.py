@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from hooked.circuit_graph import Graph, Receiver, Sender, register_graph_provider
 from hooked.lm.backends.backend import backend_of
+from hooked.lm.names.hook_names import LMNames
 from hooked.lm.names.layouts import Decoder
 
 
@@ -83,31 +84,33 @@ def lm_graph(model: Any) -> Graph | None:
 
 class _Points:
     """The hook point of each node on one backend: module paths on wrap, TransformerLens names on
-    the bridge (the same places: the residual stream entering layer 0, each norm's input, ...)."""
+    the bridge (the same places). The residual stream, attention and MLP outputs and ``hook_z`` are
+    :class:`~hooked.lm.names.hook_names.LMNames`'s; the inputs only one node reads (the per-head
+    copies, each norm's input) are named here."""
 
     def __init__(self, dec: Decoder, *, bridge: bool):
         self.dec, self.bridge = dec, bridge
-        lay = dec.layout
-        self.embed = "blocks.0.hook_resid_pre" if bridge else f"{lay.layers}.0.hook_in"
-        self.final_in = "ln_final.hook_in" if bridge else f"{lay.final_norm}.hook_in"
+        self.names = LMNames.of(dec, bridge=bridge)
+        self.embed = self.names.resid_pre(0)
+        self.final_in = "ln_final.hook_in" if bridge else f"{dec.layout.final_norm}.hook_in"
 
     def _at(self, L: int, tl: str, part: str, hook: str) -> str:
         return f"blocks.{L}.{tl}" if self.bridge else f"{self.dec.path(L, part)}.{hook}"
 
     def z(self, L: int) -> str:
-        return self._at(L, "attn.hook_z", "attn", "hook_z")
+        return self.names.z(L)
+
+    def attn_out(self, L: int) -> str:
+        return self.names.attn_out(L)
+
+    def mlp_out(self, L: int) -> str:
+        return self.names.mlp_out(L)
 
     def head_input(self, L: int, kind: str) -> str:
         return self._at(L, f"attn.hook_{kind}_input", "attn", f"hook_{kind}_input")
 
-    def attn_out(self, L: int) -> str:
-        return self._at(L, self.dec.layout.tl_attn_out, "attn_out", "hook_out")
-
     def attn_in(self, L: int) -> str:  # the first norm's input (only the attention reads it)
         return self._at(L, "ln1.hook_in", "ln1", "hook_in")
-
-    def mlp_out(self, L: int) -> str:
-        return self._at(L, self.dec.layout.tl_mlp_out, "mlp_out", "hook_out")
 
     def mlp_in(self, L: int) -> str:  # the MLP's norm's input (only the MLP reads it)
         return self._at(L, "ln2.hook_in", "ln2", "hook_in")
