@@ -29,7 +29,7 @@ ratio is to that arm (below 1: faster). The jobs:
    (``hooked.sweeps.reads_positions``: the output head runs at the last position only); one
    TransformerLens ``run_with_hooks`` per patch (timed on every tenth layer, per patch).
 
-nnsight is ``LanguageModel`` around the same module; in generation its steering is an
+nnsight is ``TransformersModel`` around the same module; in generation its steering is an
 assignment to layer 6's input at each decoding step (``tracer.iter``). Arms left out: nnsight in
 attribution patching and the sweep, and pyvene beyond caching the residual stream (not written
 yet). Cost at full size is dominated by the sweep (each arm about 3-5 s a call on 2 cores): it
@@ -565,14 +565,14 @@ def _tl_loop(
 
 # ----------------------------------------------------------------------------- the peers' calls
 def _nnsight(raw):
-    """nnsight's ``LanguageModel`` around the same module (its ``trace`` is ``NNsight``'s; it also
-    has ``generate``)."""
+    """nnsight's ``TransformersModel`` (task ``text-generation``) around the same module: its
+    ``trace`` is ``NNsight``'s, and it has ``generate``."""
     try:
-        from nnsight import LanguageModel
+        from nnsight import TransformersModel
     except ImportError:
         print("benchmarks.peers: nnsight not installed, its arms skipped", file=sys.stderr)
         return None
-    return LanguageModel(raw, tokenizer=raw.tokenizer)
+    return TransformersModel(raw, tokenizer=raw.tokenizer, task="text-generation")
 
 
 def _nnsight_generate(traced, batch: dict, n_new: int, vector: Tensor) -> Tensor:
