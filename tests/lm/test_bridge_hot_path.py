@@ -1,20 +1,25 @@
-"""The bridge's hook points with nothing registered skip ``nn.Module.__call__`` and change nothing.
+"""The bridge's hook points and components skip what does nothing, and change nothing.
 
-``hooked_bridge`` gives TransformerLens's ``HookPoint`` modules the class ``QuietHookPoint``
-(fix 7 of :mod:`hooked.lm.backends.bridge`). Every result here is compared bit for bit with the same
-bridge whose hook points are switched back to TransformerLens's own class: forwards, caches,
+``hooked_bridge`` gives TransformerLens's ``HookPoint`` modules the class ``QuietHookPoint`` and its
+components a quiet subclass that skips accelerate's no-op ``align_module_device`` (fix 7 of
+:mod:`hooked.lm.backends.bridge`). Every result here is compared bit for bit with the same bridge
+switched back to TransformerLens's own classes: forwards, caches,
 steering hooks, gradients, generation; PyTorch's own module hooks (on a point, and global ones)
 still see every call.
 """
 
 from __future__ import annotations
 
+import copy
+import pickle
 from contextlib import contextmanager
 
 import pytest
 import torch
 from torch.nn.modules.module import register_module_forward_hook
 from transformer_lens.hook_points import HookPoint as TLHookPoint
+from transformer_lens.model_bridge.generalized_components import base as base_module
+from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
 from hooked.lm.backends.bridge import QuietHookPoint, quiet_hook_points
 from tests.lm.tiny_models import VOCAB, tiny_bridge
@@ -30,17 +35,22 @@ def tokens():
     return torch.randint(4, VOCAB, (2, 7), generator=torch.Generator().manual_seed(3))
 
 
+def _base(cls):
+    return TLHookPoint if cls is QuietHookPoint else cls.__dict__.get("_hooked_quiet_of")
+
+
 @contextmanager
 def loud(bridge):
-    """The bridge with TransformerLens's own hook point class (the reference)."""
-    quiet = [m for m in bridge.modules() if type(m) is QuietHookPoint]
-    for m in quiet:
-        m.__class__ = TLHookPoint
+    """The bridge with TransformerLens's own classes (the reference)."""
+    quiet = [(m, type(m)) for m in bridge.modules() if _base(type(m)) is not None]
+    assert quiet
+    for m, cls in quiet:
+        m.__class__ = _base(cls)
     try:
         yield
     finally:
-        for m in quiet:
-            m.__class__ = QuietHookPoint
+        for m, cls in quiet:
+            m.__class__ = cls
 
 
 def both(bridge, fn):
@@ -55,6 +65,46 @@ def test_every_hook_point_is_quiet_and_still_a_transformer_lens_hook_point(bridg
     assert all(type(m) is QuietHookPoint for m in points)
     assert quiet_hook_points(bridge) == 0  # idempotent
     assert set(bridge.hook_dict.values()) <= set(points)
+    components = [m for m in bridge.modules() if isinstance(m, GeneralizedComponent)]
+    quiet = [m for m in components if _base(type(m)) is not None]
+    assert len(quiet) > 10
+    for m in quiet:  # a subclass of its own class, under the same name
+        assert isinstance(m, _base(type(m))) and type(m).__name__ == _base(type(m)).__name__
+
+
+def test_a_copied_component_is_transformer_lens_own_class_and_computes_the_same(bridge, tokens):
+    ln = bridge.blocks[0].ln1
+    base = _base(type(ln))
+    assert base is not None
+    x = torch.randn(2, 3, bridge.cfg.d_model, generator=torch.Generator().manual_seed(5))
+    for copied in (copy.deepcopy(ln), pickle.loads(pickle.dumps(ln))):
+        assert type(copied) is base
+        with torch.no_grad():
+            assert torch.equal(copied(x), ln(x))
+
+
+def test_a_component_with_an_offload_hook_takes_transformer_lens_own_call(bridge, tokens, monkeypatch):
+    import accelerate.utils.modeling as accelerate_modeling
+
+    entered = []
+    real = accelerate_modeling.align_module_device
+
+    def spy(module, *args, **kwargs):
+        entered.append(module)
+        return real(module, *args, **kwargs)
+
+    monkeypatch.setattr(base_module, "align_module_device", spy)
+    ln = bridge.blocks[0].ln1
+    original = ln._modules["_original_component"]
+    with torch.no_grad():
+        want = bridge(tokens)
+        assert entered == []  # no offload hook anywhere: the no-op context is skipped
+        original._hf_hook = object()  # what accelerate sets (not an offload hook: a no-op still)
+        try:
+            got = bridge(tokens)
+        finally:
+            del original._hf_hook
+    assert entered == [original] and torch.equal(got, want)
 
 
 def test_forward_is_bit_identical(bridge, tokens):

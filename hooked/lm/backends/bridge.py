@@ -61,7 +61,12 @@ hooked's own additions, which stay whatever TransformerLens does:
    ``nn.Module.__call__``; :func:`hooked_bridge` gives each of them the class
    :class:`QuietHookPoint` (a subclass), whose call returns its input at once while no PyTorch
    hook is registered on it or globally, and is ``nn.Module.__call__`` otherwise (the identity
-   either way: results are bit-identical, ``tests/lm/test_bridge_hot_path.py``).
+   either way: results are bit-identical, ``tests/lm/test_bridge_hot_path.py``). Likewise each
+   component (``GeneralizedComponent``, about 360 calls per forward) enters accelerate's
+   ``align_module_device`` around every call, a context manager that does nothing unless the
+   wrapped module carries an accelerate offload hook: :func:`quiet_hook_points` gives each
+   component a subclass of its own class (same name) whose call skips that context while the
+   wrapped module has no ``_hf_hook`` (and is TransformerLens's call otherwise).
 8. Unknown hook names raise :class:`hooked.UnknownHookError` with the closest names, and
    ``run_with_cache`` returns a :class:`hooked.ActivationCache` (the class every backend returns);
    its helpers (``accumulated_resid``, ``decompose_resid``, ...) are :mod:`hooked.lm.toolkit.resid`'s
@@ -83,6 +88,7 @@ import torch.nn.modules.module as _torch_module
 from torch import Tensor
 from transformer_lens.hook_points import HookPoint as TLHookPoint
 from transformer_lens.model_bridge import TransformerBridge
+from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
 from hooked.cache import ActivationCache, OwnForward, pos_axis, pos_index, slice_positions
 from hooked.errors import HookedError, HookReturnError
@@ -498,13 +504,61 @@ class QuietHookPoint(TLHookPoint):
 
 def quiet_hook_points(model: Any) -> int:
     """Give every TransformerLens ``HookPoint`` of ``model`` (exactly that class) the class
-    :class:`QuietHookPoint`; returns how many it changed (idempotent)."""
+    :class:`QuietHookPoint`, and every component whose call is ``GeneralizedComponent``'s its
+    quiet subclass (:func:`_quiet_class`); returns how many it changed (idempotent)."""
     changed = 0
     for module in model.modules():
-        if type(module) is TLHookPoint:
+        cls = type(module)
+        if cls is TLHookPoint:
             module.__class__ = QuietHookPoint
             changed += 1
+        elif (
+            isinstance(module, GeneralizedComponent)
+            and cls.__call__ is GeneralizedComponent.__call__
+            and "_hooked_quiet_of" not in cls.__dict__
+        ):
+            module.__class__ = _quiet_class(cls)
+            changed += 1
     return changed
+
+
+_QUIET: dict[type, type] = {}  # TransformerLens component class -> its quiet subclass
+
+
+def _quiet_class(cls: type) -> type:
+    """``cls`` with a call that skips accelerate's ``align_module_device`` while the wrapped module
+    has no offload hook (fix 7). Same name and module as ``cls``; a pickled or deep-copied
+    component is rebuilt as ``cls`` itself."""
+    quiet = _QUIET.get(cls)
+    if quiet is None:
+        namespace = {
+            "__call__": _component_call,
+            "__reduce_ex__": _reduce_as_base,
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+            "__doc__": cls.__doc__,
+            "_hooked_quiet_of": cls,
+        }
+        quiet = _QUIET[cls] = type(cls.__name__, (cls,), namespace)
+    return quiet
+
+
+def _component_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+    original = self._modules.get("_original_component")
+    if original is not None and "_hf_hook" in original.__dict__:  # accelerate may have offloaded it
+        return type(self)._hooked_quiet_of.__call__(self, *args, **kwargs)
+    # what GeneralizedComponent.__call__ calls inside align_module_device, which would do nothing
+    return super(GeneralizedComponent, self).__call__(*args, **kwargs)
+
+
+def _reduce_as_base(self: Any, protocol: Any) -> Any:
+    """Pickled and copied as TransformerLens's own class (the state as ``object`` would give it)."""
+    rv = object.__reduce_ex__(self, max(2, protocol))
+    return (_new_component, (type(self)._hooked_quiet_of,), *rv[2:])
+
+
+def _new_component(cls: type) -> Any:
+    return cls.__new__(cls)
 
 
 def _reading_cache_kwarg(update: Callable) -> Callable:
