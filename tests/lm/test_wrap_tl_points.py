@@ -242,7 +242,20 @@ def test_filters_in_transformer_lens_terms_match_the_new_points(models):
     with torch.no_grad():
         _, cache = wrap.run_with_cache(IDS, names_filter=lambda n: n.startswith("blocks.0.attn."))
     assert "blocks.0.attn.hook_result" in cache and "blocks.0.attn.hook_rot_q" in cache
-    assert wrap.blocks[0].attn.hook_q is wrap.hook_dict[wrap.hook_name_aliases["blocks.0.attn.hook_q"]]
+    for tl in (
+        "blocks.0.attn.hook_q",
+        "blocks.1.ln1.hook_scale",
+        "blocks.1.mlp.hook_pre",
+        "ln_final.hook_normalized",
+    ):
+        view = wrap  # attribute access, as TransformerLens code reaches hook points
+        for part in tl.split(".")[:-1]:
+            view = (
+                view.blocks[int(part)]
+                if part.isdigit()
+                else (view if part == "blocks" else getattr(view, part))
+            )
+        assert getattr(view, tl.rsplit(".", 1)[1]) is wrap.hook_dict[wrap.hook_name_aliases[tl]], tl
     assert lm.act_name(wrap, "attn_scores", 1) == wrap.hook_name_aliases["blocks.1.attn.hook_attn_scores"]
     assert lm.act_name(wrap, "scale", 0, "ln2") == wrap.hook_name_aliases["blocks.0.ln2.hook_scale"]
 
