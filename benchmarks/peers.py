@@ -633,7 +633,14 @@ def _nnsight_attribution(
     with traced.trace(base):
         for i in which:
             layer = traced.model.layers[min(i, n - 1)]
-            acts.append((layer.input if i < n else layer.output).save())
+            x = layer.input if i < n else layer.output
+            if isinstance(x, Tensor) and not x.requires_grad:  # weights without gradients: a leaf
+                x = x.detach().requires_grad_(True)
+                if i < n:
+                    layer.input = x
+                else:
+                    layer.output = x
+            acts.append(x.save())
         value = metric(traced.output.logits).sum()
         with value.backward():
             for a in reversed(acts):

@@ -548,7 +548,7 @@ def _component_call(self: Any, *args: Any, **kwargs: Any) -> Any:
     if original is not None and "_hf_hook" in original.__dict__:  # accelerate may have offloaded it
         return type(self)._hooked_quiet_of.__call__(self, *args, **kwargs)
     # what GeneralizedComponent.__call__ calls inside align_module_device, which would do nothing
-    return super(GeneralizedComponent, self).__call__(*args, **kwargs)
+    return torch.nn.Module.__call__(self, *args, **kwargs)  # GeneralizedComponent's super()
 
 
 def _reduce_as_base(self: Any, protocol: Any) -> Any:
@@ -557,7 +557,7 @@ def _reduce_as_base(self: Any, protocol: Any) -> Any:
     return (_new_component, (type(self)._hooked_quiet_of,), *rv[2:])
 
 
-def _new_component(cls: type) -> Any:
+def _new_component(cls: Any) -> Any:
     return cls.__new__(cls)
 
 
