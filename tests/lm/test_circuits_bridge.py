@@ -26,20 +26,10 @@ from interventions.circuits import (
     top_edges,
 )
 from interventions.circuits.edges import upstream
+from tests.lm.circuits_by_hand import H, blocks, data, head_delta, metric, metric_with, query_edge_effects
 from tests.lm.tiny_models import tiny_bridge, tiny_hf
 
-H, D = 4, 32  # tiny models: heads, d_model
 SLOW = pytest.mark.slow
-
-
-def metric(out):
-    logits = getattr(out, "logits", out)
-    return logits[:, -1, 5] - logits[:, -1, 7]
-
-
-def data(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(4, 64, (3, 6), generator=g), torch.randint(4, 64, (3, 6), generator=g)
 
 
 @functools.cache
@@ -53,39 +43,6 @@ def models(fam):
 
 def fams(default="llama", slow=("gpt2", "gpt_neox")):
     return [default, *(pytest.param(f, marks=SLOW) for f in slow)]
-
-
-def _blocks(hf, fam):
-    """(layers, output projection path, the MLP's norm, the final norm) of the plain model, by hand."""
-    if fam == "gpt2":
-        return hf.transformer.h, "attn.c_proj", "ln_2", hf.transformer.ln_f
-    if fam == "gpt_neox":
-        return hf.gpt_neox.layers, "attention.dense", "post_attention_layernorm", hf.gpt_neox.final_layer_norm
-    return hf.model.layers, "self_attn.o_proj", "post_attention_layernorm", hf.model.norm
-
-
-def _head_delta(hf, fam, clean, corrupt, layer, head):
-    """(z_corrupt - z_clean) of one head times its columns of the output projection, by hand."""
-    layers, o_proj, _, _ = _blocks(hf, fam)
-    proj = layers[layer].get_submodule(o_proj)
-    seen = []
-    h = proj.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
-    with torch.no_grad():
-        hf(clean)
-        hf(corrupt)
-    h.remove()
-    cols = slice(head * (D // H), (head + 1) * (D // H))
-    w = proj.weight[cols, :] if fam == "gpt2" else proj.weight[:, cols].t()  # [d_head, d_model]
-    return (seen[1] - seen[0])[..., cols] @ w
-
-
-def _metric_with(hf, clean, module, pre_hook):
-    h = module.register_forward_pre_hook(pre_hook)
-    try:
-        with torch.no_grad():
-            return float(metric(hf(clean)).mean())
-    finally:
-        h.remove()
 
 
 @pytest.mark.parametrize("fam", [*fams(slow=("gpt2", "gpt_neox", "gemma2"))])
@@ -108,13 +65,13 @@ def test_the_bridge_graph_is_wraps_under_transformerlens_names(fam):
 def test_bridge_edge_patching_equals_hand_written_pytorch(fam):
     bridge, _, hf = models(fam)
     clean, corrupt = data()
-    delta = _head_delta(hf, fam, clean, corrupt, 0, 1)
-    layers, _, ln2, final = _blocks(hf, fam)
+    delta = head_delta(hf, fam, clean, corrupt, 0, 1)
+    layers, _, ln2, final = blocks(hf, fam)
     with torch.no_grad():
         base = float(metric(hf(clean)).mean())
     add = lambda m, args: (args[0] + delta, *args[1:])  # noqa: E731
-    to_logits = _metric_with(hf, clean, final, add) - base
-    to_mlp = _metric_with(hf, clean, layers[1].get_submodule(ln2), add) - base
+    to_logits = metric_with(hf, clean, final, add) - base
+    to_mlp = metric_with(hf, clean, layers[1].get_submodule(ln2), add) - base
     scores = edge_patching(bridge, clean, corrupt, metric, edges=[("a0.h1", "logits"), ("a0.h1", "m1")])
     assert scores["a0.h1", "logits"] == pytest.approx(to_logits, abs=1e-5)
     assert scores["a0.h1", "m1"] == pytest.approx(to_mlp, abs=1e-5)
@@ -124,29 +81,8 @@ def test_bridge_edge_patching_equals_hand_written_pytorch(fam):
 def test_bridge_edges_into_each_query_equal_hand_written_pytorch():
     bridge, _, hf = models("llama")
     clean, corrupt = data()
-    delta = _head_delta(hf, "llama", clean, corrupt, 0, 1)
-    layer = hf.model.layers[1]
-    dh = D // H
-    with torch.no_grad():
-        base = float(metric(hf(clean)).mean())
-    resid = []
-    grab = layer.register_forward_pre_hook(
-        lambda m, args, kwargs: resid.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True
-    )
-    by_hand = []
-    for head in range(H):
-        cols = slice(head * dh, (head + 1) * dh)
-
-        def query_from_patched_copy(m, args, out, cols=cols):  # this head's query alone, by hand
-            out = out.clone()
-            out[..., cols] = layer.input_layernorm(resid[-1] + delta) @ m.weight[cols].t()
-            return out
-
-        h = layer.self_attn.q_proj.register_forward_hook(query_from_patched_copy)
-        with torch.no_grad():
-            by_hand.append(float(metric(hf(clean)).mean()) - base)
-        h.remove()
-    grab.remove()
+    delta = head_delta(hf, "llama", clean, corrupt, 0, 1)
+    by_hand = query_edge_effects(hf, clean, delta)
     edges = [("a0.h1", f"a1.h{k}<q>") for k in range(H)]
     scores = edge_patching(bridge, clean, corrupt, metric, edges=edges, progress=False)
     assert max(abs(v) for v in by_hand) > 2e-5

@@ -10,74 +10,26 @@ import torch
 from hooked import lm
 from hooked.circuit_graph import graph_of
 from interventions.circuits import edge_attribution_patching, edge_patching, path_patching
+from tests.lm.circuits_by_hand import D, H, blocks, data, head_delta, metric, metric_with, query_edge_effects
 from tests.lm.tiny_models import tiny_hf
-
-H, D = 4, 32  # tiny models: heads, d_model
-
-
-def metric(out):
-    logits = getattr(out, "logits", out)  # the wrap gives logits, the transformers model an output
-    return logits[:, -1, 5] - logits[:, -1, 7]
-
-
-def data(seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(4, 64, (3, 6), generator=g), torch.randint(4, 64, (3, 6), generator=g)
-
-
-def parts(hf, fam):
-    if fam == "gpt2":
-        t = hf.transformer
-        return t.h, "attn.c_proj", "ln_2", t.ln_f
-    return hf.model.layers, "self_attn.o_proj", "post_attention_layernorm", hf.model.norm
-
-
-def head_delta(hf, fam, clean, corrupt, layer, head):
-    """(z_corrupt - z_clean) of one head times its output-projection columns, by hand."""
-    layers, o_proj, _, _ = parts(hf, fam)
-    proj = layers[layer].get_submodule(o_proj)
-    seen = []
-    h = proj.register_forward_pre_hook(lambda m, args: seen.append(args[0].detach()))
-    with torch.no_grad():
-        hf(clean)
-        hf(corrupt)
-    h.remove()
-    dh = D // H
-    cols = slice(head * dh, (head + 1) * dh)
-    dz = (seen[1] - seen[0])[..., cols]
-    w = proj.weight[cols, :] if fam == "gpt2" else proj.weight[:, cols].t()  # [d_head, d_model]
-    return dz @ w
-
-
-def run_adding(hf, module, delta):
-    h = module.register_forward_pre_hook(lambda m, args: (args[0] + delta, *args[1:]))
-    try:
-        with torch.no_grad():
-            return metric(hf(*clean_args)).mean()
-    finally:
-        h.remove()
-
-
-clean_args: tuple = ()
 
 
 @pytest.mark.parametrize("fam", ["llama", "gpt2"])
 def test_edge_patching_equals_hand_written_hooks(fam):
-    global clean_args
     model = lm.wrap_lm(tiny_hf(fam))
     hf = model.module
     clean, corrupt = data()
-    clean_args = (clean,)
     delta = head_delta(hf, fam, clean, corrupt, 0, 1)
-    layers, _, ln2, final = parts(hf, fam)
+    layers, _, ln2, final = blocks(hf, fam)
     with torch.no_grad():
-        base = metric(hf(clean)).mean()
-    to_logits = run_adding(hf, final, delta) - base
-    to_mlp = run_adding(hf, layers[1].get_submodule(ln2), delta) - base
+        base = float(metric(hf(clean)).mean())
+    add = lambda m, args: (args[0] + delta, *args[1:])  # noqa: E731
+    to_logits = metric_with(hf, clean, final, add) - base
+    to_mlp = metric_with(hf, clean, layers[1].get_submodule(ln2), add) - base
     scores = edge_patching(model, clean, corrupt, metric, edges=[("a0.h1", "logits"), ("a0.h1", "m1")])
-    assert scores["a0.h1", "logits"] == pytest.approx(float(to_logits), abs=1e-5)
-    assert scores["a0.h1", "m1"] == pytest.approx(float(to_mlp), abs=1e-5)
-    assert abs(float(to_mlp)) > 1e-4  # the edge does something, so the comparison means something
+    assert scores["a0.h1", "logits"] == pytest.approx(to_logits, abs=1e-5)
+    assert scores["a0.h1", "m1"] == pytest.approx(to_mlp, abs=1e-5)
+    assert abs(to_mlp) > 1e-4  # the edge does something, so the comparison means something
 
 
 def test_edges_into_each_query_equal_hand_written_hooks_llama():
@@ -85,28 +37,7 @@ def test_edges_into_each_query_equal_hand_written_hooks_llama():
     hf = model.module
     clean, corrupt = data()
     delta = head_delta(hf, "llama", clean, corrupt, 0, 1)
-    layer = hf.model.layers[1]
-    dh = D // H
-    with torch.no_grad():
-        base = metric(hf(clean)).mean()
-    resid = []
-    grab = layer.register_forward_pre_hook(
-        lambda m, args, kwargs: resid.append(args[0] if args else kwargs["hidden_states"]), with_kwargs=True
-    )
-    by_hand = []
-    for head in range(H):
-        cols = slice(head * dh, (head + 1) * dh)
-
-        def query_from_patched_copy(m, args, out, cols=cols):  # this head's query alone, by hand
-            out = out.clone()
-            out[..., cols] = layer.input_layernorm(resid[-1] + delta) @ m.weight[cols].t()
-            return out
-
-        h = layer.self_attn.q_proj.register_forward_hook(query_from_patched_copy)
-        with torch.no_grad():
-            by_hand.append(float(metric(hf(clean)).mean() - base))
-        h.remove()
-    grab.remove()
+    by_hand = query_edge_effects(hf, clean, delta)
     edges = [("a0.h1", f"a1.h{k}<q>") for k in range(H)]
     scores = edge_patching(model, clean, corrupt, metric, edges=edges, progress=False)
     assert max(abs(v) for v in by_hand) > 2e-5  # small in a random model, but far above float noise
