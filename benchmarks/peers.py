@@ -427,7 +427,9 @@ def _hf_generate(hf, batch: dict, n_new: int, vector: Tensor) -> Tensor:
     handle = hf.model.layers[LAYER].register_forward_pre_hook(pre_hook, with_kwargs=True)
     try:
         with torch.no_grad():
-            out = hf.generate(**batch, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False)
+            # no end-of-text stop, as every other arm (`stop_at_eos=False`): min_new_tokens would
+            # instead forbid the end-of-text token, another sequence once a row's greedy pick is it
+            out = hf.generate(**batch, max_new_tokens=n_new, eos_token_id=None, do_sample=False)
     finally:
         handle.remove()
     return out[:, batch["input_ids"].shape[1] :]
@@ -590,9 +592,7 @@ def _nnsight_generate(traced, batch: dict, n_new: int, vector: Tensor) -> Tensor
     """nnsight's ``generate`` with the steering vector added to layer ``LAYER``'s input at every
     step (``tracer.iter[:n_new]``: one iteration per forward of the decoding loop)."""
     with torch.no_grad():
-        with traced.generate(
-            dict(batch), max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False
-        ) as tracer:
+        with traced.generate(dict(batch), max_new_tokens=n_new, eos_token_id=None, do_sample=False) as tracer:
             for _ in tracer.iter[:n_new]:
                 layer = traced.model.layers[LAYER]
                 layer.input = layer.input + vector

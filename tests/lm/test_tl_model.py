@@ -127,6 +127,7 @@ def check_weights(family, wrap, bridge):
         "n_ctx",
         "d_mlp",
         "normalization_type",
+        "attn_only",
     ):
         assert getattr(wrap.cfg, field) == getattr(bridge.cfg, field), field
     assert str(wrap.cfg.device) == str(bridge.cfg.device)

@@ -72,6 +72,7 @@ class TLConfig:
     default_prepend_bos: bool = True
     tokenizer_prepends_bos: bool = False
     original_architecture: str | None = None
+    attn_only: bool = False  # every decoder layout of the LM layer has MLPs
     use_attn_result: bool = False  # set_use_attn_result: full caches hold blocks.L.attn.hook_result
 
 
