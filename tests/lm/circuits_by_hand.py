@@ -84,3 +84,16 @@ def query_edge_effects(hf, clean, delta, layer=1) -> list[float]:
     finally:
         grab.remove()
     return by_hand
+
+
+def head_edge_effects(hf, fam, clean, corrupt) -> tuple[float, float]:
+    """The metric's change when head 0.1's corrupt-minus-clean output is added to what the final
+    norm reads (edge into the logits) and to what layer 1's MLP norm reads (edge into MLP 1)."""
+    delta = head_delta(hf, fam, clean, corrupt, 0, 1)
+    layers, _, ln2, final = blocks(hf, fam)
+    with torch.no_grad():
+        base = float(metric(hf(clean)).mean())
+    add = lambda m, args: (args[0] + delta, *args[1:])  # noqa: E731
+    return metric_with(hf, clean, final, add) - base, metric_with(
+        hf, clean, layers[1].get_submodule(ln2), add
+    ) - base

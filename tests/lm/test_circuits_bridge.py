@@ -26,7 +26,14 @@ from interventions.circuits import (
     top_edges,
 )
 from interventions.circuits.edges import upstream
-from tests.lm.circuits_by_hand import H, blocks, data, head_delta, metric, metric_with, query_edge_effects
+from tests.lm.circuits_by_hand import (
+    H,
+    data,
+    head_delta,
+    head_edge_effects,
+    metric,
+    query_edge_effects,
+)
 from tests.lm.tiny_models import tiny_bridge, tiny_hf
 
 SLOW = pytest.mark.slow
@@ -65,13 +72,7 @@ def test_the_bridge_graph_is_wraps_under_transformerlens_names(fam):
 def test_bridge_edge_patching_equals_hand_written_pytorch(fam):
     bridge, _, hf = models(fam)
     clean, corrupt = data()
-    delta = head_delta(hf, fam, clean, corrupt, 0, 1)
-    layers, _, ln2, final = blocks(hf, fam)
-    with torch.no_grad():
-        base = float(metric(hf(clean)).mean())
-    add = lambda m, args: (args[0] + delta, *args[1:])  # noqa: E731
-    to_logits = metric_with(hf, clean, final, add) - base
-    to_mlp = metric_with(hf, clean, layers[1].get_submodule(ln2), add) - base
+    to_logits, to_mlp = head_edge_effects(hf, fam, clean, corrupt)
     scores = edge_patching(bridge, clean, corrupt, metric, edges=[("a0.h1", "logits"), ("a0.h1", "m1")])
     assert scores["a0.h1", "logits"] == pytest.approx(to_logits, abs=1e-5)
     assert scores["a0.h1", "m1"] == pytest.approx(to_mlp, abs=1e-5)

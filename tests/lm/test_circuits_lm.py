@@ -10,7 +10,15 @@ import torch
 from hooked import lm
 from hooked.circuit_graph import graph_of
 from interventions.circuits import edge_attribution_patching, edge_patching, path_patching
-from tests.lm.circuits_by_hand import D, H, blocks, data, head_delta, metric, metric_with, query_edge_effects
+from tests.lm.circuits_by_hand import (
+    D,
+    H,
+    data,
+    head_delta,
+    head_edge_effects,
+    metric,
+    query_edge_effects,
+)
 from tests.lm.tiny_models import tiny_hf
 
 
@@ -19,13 +27,7 @@ def test_edge_patching_equals_hand_written_hooks(fam):
     model = lm.wrap_lm(tiny_hf(fam))
     hf = model.module
     clean, corrupt = data()
-    delta = head_delta(hf, fam, clean, corrupt, 0, 1)
-    layers, _, ln2, final = blocks(hf, fam)
-    with torch.no_grad():
-        base = float(metric(hf(clean)).mean())
-    add = lambda m, args: (args[0] + delta, *args[1:])  # noqa: E731
-    to_logits = metric_with(hf, clean, final, add) - base
-    to_mlp = metric_with(hf, clean, layers[1].get_submodule(ln2), add) - base
+    to_logits, to_mlp = head_edge_effects(hf, fam, clean, corrupt)
     scores = edge_patching(model, clean, corrupt, metric, edges=[("a0.h1", "logits"), ("a0.h1", "m1")])
     assert scores["a0.h1", "logits"] == pytest.approx(to_logits, abs=1e-5)
     assert scores["a0.h1", "m1"] == pytest.approx(to_mlp, abs=1e-5)
