@@ -77,6 +77,8 @@ def mean_outputs(model: Hookable, graph: Graph, ablation: MeanAblation) -> Tenso
     total: Tensor | None = None
     count: Tensor | None = None
     for k, batch in enumerate(ablation.batches()):
+        if any(t.shape[0] == 0 for t in batch_tensors(batch)[:1]):
+            continue  # no rows: nothing to add to the sums (and no forward on an empty batch)
         _, cache = cache_batch(model, batch, hooks)
         outs = torch.stack([s.read(cache[s.hook]).detach() for s in graph.senders])  # [S, rows, ..., d]
         w = _weights(batch, outs).to(outs.dtype)  # [rows, ...]: 1 per token, 0 on padding
@@ -91,7 +93,8 @@ def mean_outputs(model: Hookable, graph: Graph, ablation: MeanAblation) -> Tenso
             )
         total = part if total is None else total + part
         count = n if count is None else count + n
-    assert total is not None and count is not None
+    if total is None or count is None:
+        raise ValueError("MeanAblation: no reference token to average (every reference batch has no rows)")
     empty = (count == 0).nonzero()
     if len(empty):
         where = f" at position {tuple(int(i) for i in empty[0])}" if count.dim() else ""

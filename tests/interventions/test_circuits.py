@@ -249,6 +249,10 @@ def test_toy_mean_over_a_list_of_batches_is_the_mean_over_their_rows():
     torch.testing.assert_close(parts.values(), one.values(), atol=1e-6, rtol=1e-5)
     path = path_patching(model, clean, MeanAblation([ref[:4], ref[4:]]), toy_metric, "a", ["c"])
     assert float(path[0]) == pytest.approx(one["a", "c"], abs=1e-6)
+    with_empty = edge_patching(
+        model, clean, MeanAblation([ref[:0], ref, ref[:0]]), toy_metric, progress=False
+    )
+    torch.testing.assert_close(with_empty.values(), one.values(), atol=1e-6, rtol=1e-5)
 
 
 def test_mean_ablation_bad_reference_is_refused_with_the_shapes():
@@ -261,3 +265,10 @@ def test_mean_ablation_bad_reference_is_refused_with_the_shapes():
         edge_attribution_patching(model, clean, bad, toy_metric)
     with pytest.raises(ValueError, match="reference batch 0 has no tensor with a batch axis"):
         acdc(model, clean, MeanAblation("some text"), toy_metric, threshold=0.1)
+    nothing = MeanAblation([toy_reference()[:0]])
+    for run in (
+        lambda: edge_patching(model, clean, nothing, toy_metric, progress=False),  # exact path
+        lambda: edge_attribution_patching(model, clean, nothing, toy_metric),  # gradient path
+    ):
+        with pytest.raises(ValueError, match="no reference token to average"):
+            run()
