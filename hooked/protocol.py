@@ -60,16 +60,20 @@ def check_hookable(model: Any, argument: str = "model") -> Hookable:
 def hook_names(model: Hookable, names: NamesSpec = None) -> list[str]:
     """The hook names of ``model`` that ``names`` selects (all by default). Where the model takes
     other names for its hook points (``hook_name_aliases``), a name may be one of those (it is kept as
-    given) and a filter sees both names of each point."""
+    given) and a filter sees both names of each point; each point is selected once, by its own name
+    (a ``hook_dict`` may list it under its other names too, as a wrapped language model's does)."""
     hooks = check_hookable(model).hook_dict
     owner = type(model).__name__
-    aliases = {a: h for a, h in _name_aliases(model).items() if h in hooks}
-    if not aliases or names is None:
+    aliases = {a: h for a, h in _name_aliases(model).items() if h in hooks and a != h}
+    if not aliases:
         return resolve_names(hooks, names, owner)
+    own = [h for h in hooks if h not in aliases]
+    if names is None:
+        return own
     if callable(names) and not isinstance(names, str):
         others = other_names(model)
-        return [h for h in hooks if names(h) or any(names(a) for a in others.get(h, ()))]
-    return resolve_names([*hooks, *aliases], names, owner)
+        return [h for h in own if names(h) or any(names(a) for a in others.get(h, ()))]
+    return resolve_names([*own, *aliases], names, owner)
 
 
 def check_hook(model: Hookable, name: str) -> str:
@@ -108,6 +112,9 @@ def hook_key(model: Hookable, name: str, hooks: Mapping[str, Any] | None = None)
     ``hook_dict`` when the caller read it already)."""
     if hooks is None:
         hooks = check_hookable(model).hook_dict
+    own = _name_aliases(model).get(name)
+    if own is not None and own in hooks and (name not in hooks or hooks[name] is hooks[own]):
+        return own  # another name of a hook point (also when hook_dict lists it under that name)
     if name in hooks:
         return name
     hook_point(model, name, hooks)  # unknown: UnknownHookError with the closest names

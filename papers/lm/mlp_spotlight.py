@@ -43,7 +43,7 @@ import torch
 from torch import Tensor
 
 from analyses.spotlight import SpotlightResult, spotlight_model
-from hooked.protocol import Hookable
+from hooked.protocol import Hookable, hook_names
 
 DOWN_PROJECTIONS = ("down_proj", "c_proj", "fc2", "dense_4h_to_h", "fc_out", "w2")
 
@@ -55,7 +55,7 @@ def mlp_hidden_hooks(model: Any) -> list[str]:
     input of each layer's down projection, ``<layers>.{i}.mlp.down_proj.hook_in`` (also ``c_proj``,
     ``fc2``, ``dense_4h_to_h``, ``fc_out``, ``w2``).
     """
-    names = model.hook_dict
+    names = hook_names(model)  # each hook point once, by its own name (wrap: module paths)
     if "blocks.0.mlp.hook_post" in names:
         n = 1 + max(
             int(m.group(1)) for k in names if (m := re.fullmatch(r"blocks\.(\d+)\.mlp\.hook_post", k))

@@ -25,6 +25,16 @@ every module, logits out) that adds, for a decoder of a known layout (:mod:`hook
   ``hook.name``, and a filter function is offered both names of each hook point. Caches keep the
   module-path keys and answer TransformerLens names too (``cache["blocks.3.hook_resid_pre"]``,
   ``cache["resid_pre", 3]``).
+* ``hook_dict`` as TransformerLens's bridge has it: every hook point under its module path (its
+  ``name``), then each TransformerLens name as another key of the same :class:`~hooked.HookPoint`
+  (so ``hook_dict["blocks.0.attn.hook_z"].name`` is the module path, and code that copies
+  ``grad_cache[hp.name]`` to ``grad_cache[key]`` for every ``key`` with ``hp.name != key``, as
+  TransformerLens's Attribution Patching demo does, finds them); ``mod_dict`` adds those keys to
+  the module tree, as the bridge's does. A point reachable by several names is still one point:
+  a filter (``add_hook``, ``hooks``, ``run_with_cache``, ``list_hooks``) attaches or records it
+  once, under the first name it matches in ``hook_dict``'s order (the module path when it matches,
+  else the TransformerLens name, which the hook then sees as ``hook.name``, as on the bridge), and
+  ``run_with_cache()`` with no filter records each point once, under its module path.
 
 A model of no known layout is wrapped all the same, without per-head points and names.
 """
@@ -37,13 +47,13 @@ from typing import Any, cast
 
 from torch import Tensor
 
+from hooked.hook_point import Directions
 from hooked.lm.backends.backend import LMBackend, attach, backend_of, cache_methods
 from hooked.lm.backends.forward import logits_of
 from hooked.lm.backends.seen_as import seen_as
 from hooked.lm.backends.tl_model import TLModelAPI
 from hooked.lm.names.layouts import Decoder, decoder
 from hooked.lm.text.tokens import UnmaskedPaddingWarning, warn_if_padded_without_mask
-from hooked.protocol import hook_names, other_names
 from hooked.wrapping import Wrapped
 
 
@@ -136,11 +146,13 @@ class WrappedLM(TLModelAPI, Wrapped):
         also answers them, and has TransformerLens's cache methods
         (:mod:`hooked.lm.toolkit.cache_methods`)."""
         if self._tl_aliases:
-            if kwargs.get("names_filter") is None and not self._tl_use_attn_result:
-                # as TransformerLens: a cache of everything holds the per-head results (a [batch,
-                # pos, head, d_model] tensor per layer) only after set_use_attn_result(True)
-                kwargs["names_filter"] = [n for n in self.hook_dict if not n.endswith(".hook_result")]
-            elif "names_filter" in kwargs:
+            if kwargs.get("names_filter") is None:
+                # each hook point once, by its module path; as TransformerLens, a cache of everything
+                # holds the per-head results (a [batch, pos, head, d_model] tensor per layer) only
+                # after set_use_attn_result(True)
+                keep = self._tl_use_attn_result
+                kwargs["names_filter"] = [n for n in self._points if keep or not n.endswith(".hook_result")]
+            else:
                 kwargs["names_filter"] = self._wrap_names(kwargs["names_filter"])
             if isinstance(kwargs.get("stop_at"), str):
                 kwargs["stop_at"] = self._wrap_name(kwargs["stop_at"])
@@ -152,12 +164,40 @@ class WrappedLM(TLModelAPI, Wrapped):
 
     def list_hooks(self, name_filter: Any = None, *args: Any, **kwargs: Any) -> Any:
         """:meth:`hooked.HookedModule.list_hooks`, taking TransformerLens names too (the result is
-        keyed by the hook points' names)."""
-        if self._tl_aliases and name_filter is not None:
-            name_filter = self._wrap_names(name_filter)
+        keyed by the hook points' names, each point once)."""
+        if self._tl_aliases:
+            name_filter = list(self._points) if name_filter is None else self._wrap_names(name_filter)
         return super().list_hooks(name_filter, *args, **kwargs)
 
+    def remove_all_hook_fns(
+        self, direction: Directions = "both", including_permanent: bool = False, level: int | None = None
+    ) -> None:
+        for hp in self._points.values():  # each point once (hook_dict holds some under two names)
+            hp.remove_hooks(direction, including_permanent=including_permanent, level=level)
+
+    def clear_contexts(self) -> None:
+        for hp in self._points.values():
+            hp.clear_context()
+
     # ------------------------------------------------------------------ TransformerLens names
+    @property
+    def hook_dict(self) -> dict[str, Any]:
+        """Every hook point by its module path (its ``name``), in module order, then by each
+        TransformerLens name it also has (the same object under another key, as on the bridge)."""
+        points = super().hook_dict
+        aliases = self._tl_aliases
+        if aliases:
+            get = points.get
+            found = {a: hp for a, target in aliases.items() if (hp := get(target)) is not None}
+            points.update((a, hp) for a, hp in found.items() if a not in points)
+        return points
+
+    @property
+    def mod_dict(self) -> dict[str, Any]:
+        """Every submodule of the transformers model by module path, and every hook point by each
+        key of :attr:`hook_dict` (TransformerLens's names too), as the bridge's ``mod_dict``."""
+        return {**super().mod_dict, **self.hook_dict}
+
     @property
     def hook_name_aliases(self) -> dict[str, str]:
         """TransformerLens name -> hook point name, for every name this model also takes."""
@@ -176,8 +216,8 @@ class WrappedLM(TLModelAPI, Wrapped):
     def _wrap_names(self, spec: Any) -> Any:
         if isinstance(spec, str):
             return self._wrap_name(spec)
-        if callable(spec):  # the points whose name or TransformerLens name it takes
-            return hook_names(self, cast(Callable[[str], bool], spec))  # a filter, as callable() can't say
+        if callable(spec):  # the points whose name or TransformerLens name it takes, each once
+            return [name for name, _ in self._filter_matches(cast(Callable[[str], bool], spec))]
         if isinstance(spec, (list, tuple)):
             return [self._wrap_name(n) if isinstance(n, str) else n for n in spec]
         return spec
@@ -191,17 +231,27 @@ class WrappedLM(TLModelAPI, Wrapped):
         if isinstance(names, str):
             return [(self._wrap_name(names), seen_as(fn, names) if names not in self._points else fn)]
         if callable(names):
-            out = []
-            tl_names = other_names(self)
-            for name in self.hook_dict:
-                if names(name):
-                    out.append((name, fn))
-                elif t := next((t for t in tl_names.get(name, ()) if names(t)), None):
-                    out.append((name, seen_as(fn, t)))
-            return out
+            matches = self._filter_matches(names)
+            return [(name, fn if seen == name else seen_as(fn, seen)) for name, seen in matches]
         if isinstance(names, (list, tuple)):
             return [s for n in names for s in self._wrap_spec((n, fn))] if names else [spec]
         return [spec]
+
+    def _filter_matches(self, accept: Callable[[str], bool]) -> list[tuple[str, str]]:
+        """``(module path, name matched)`` of each hook point ``accept`` takes by some name, once
+        per point: the first name it takes in :attr:`hook_dict`'s order (TransformerLens's rule for
+        a filter, which visits ``hook_dict`` and skips a point seen already)."""
+        out, taken = [], set()
+        for name in self._points:
+            if accept(name):
+                out.append((name, name))
+                taken.add(name)
+        for alias, target in self._tl_aliases.items():
+            if target not in taken and target in self._points and alias not in self._points and accept(alias):
+                out.append((target, alias))
+                taken.add(target)
+        order = {name: i for i, name in enumerate(self._points)}
+        return sorted(out, key=lambda m: order[m[0]])
 
 
 def wrap_lm(hf_model: Any, tokenizer: Any = None) -> WrappedLM:
