@@ -185,12 +185,19 @@ class WrappedLM(TLModelAPI, Wrapped):
         """Every hook point by its module path (its ``name``), in module order, then by each
         TransformerLens name it also has (the same object under another key, as on the bridge)."""
         points = super().hook_dict
-        aliases = self._tl_aliases
-        if aliases:
-            get = points.get
-            found = {a: hp for a, target in aliases.items() if (hp := get(target)) is not None}
-            points.update((a, hp) for a, hp in found.items() if a not in points)
+        if self._tl_aliases:
+            points.update({alias: points[target] for alias, target in self._alias_keys()})
         return points
+
+    def _alias_keys(self) -> list[tuple[str, str]]:
+        """``(TransformerLens name, module path)`` of the names :attr:`hook_dict` adds: those whose
+        point this model has (kept until its points change, as ``unwrap`` changes them)."""
+        points = self._points
+        known = self.__dict__.get("_tl_alias_keys")
+        if known is None or known[0] is not points:
+            pairs = [(a, t) for a, t in self._tl_aliases.items() if t in points and a not in points]
+            known = self.__dict__["_tl_alias_keys"] = (points, pairs)
+        return known[1]
 
     @property
     def mod_dict(self) -> dict[str, Any]:

@@ -171,6 +171,7 @@ ATTN_POINTS = (
     "hook_result",
 )
 NORM_POINTS = ("hook_scale", "hook_normalized")
+HEAD_INPUT_POINTS = ATTN_POINTS[:3]  # also named blocks.L.hook_q_input ... (TransformerLens's own names)
 
 
 def tl_point_aliases(dec: Decoder, names: Collection[str]) -> dict[str, str]:
@@ -181,6 +182,8 @@ def tl_point_aliases(dec: Decoder, names: Collection[str]) -> dict[str, str]:
     pairs = []
     for i in range(dec.n_layers):
         pairs += [(f"blocks.{i}.attn.{p}", f"{dec.path(i, 'attn')}.{p}") for p in ATTN_POINTS]
+        # TransformerLens's own names of the per-head inputs sit on the block (get_act_name("q_input", L))
+        pairs += [(f"blocks.{i}.{p}", f"{dec.path(i, 'attn')}.{p}") for p in HEAD_INPUT_POINTS]
         for tl, part in (("ln1", "ln1"), ("ln2", "ln2")):
             pairs += [(f"blocks.{i}.{tl}.{p}", f"{dec.path(i, part)}.{p}") for p in NORM_POINTS]
     pairs += [(f"ln_final.{p}", f"{lay.final_norm}.{p}") for p in NORM_POINTS]
