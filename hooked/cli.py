@@ -182,7 +182,7 @@ def _cmd_hooks(args: argparse.Namespace, rest: list[str]) -> int:
     shapes = hook_shapes(model, data)
     width = max((len(n) for n in shapes), default=0)
     for name, hp in model.hook_dict.items():
-        shape = shapes.get(name)
+        shape = shapes.get(name, shapes.get(getattr(hp, "name", None) or name))  # another name of a point
         shown = "not run on the example input" if shape is None else "[" + ", ".join(map(str, shape)) + "]"
         tag = "  (per step)" if getattr(hp, "recurrent", False) else ""
         print(f"{name:<{width}}  {shown}{tag}")

@@ -302,3 +302,12 @@ def test_without_the_aliases_the_notebooks_gradient_cache_lacks_tl_names(tiny):
     assert "blocks.0.attn.hook_pattern" in grad.cache_dict
     with pytest.raises(KeyError):
         only_paths["pattern", 0]
+
+
+def test_hooked_hooks_shows_each_tl_name_with_its_points_shape(capsys):
+    from hooked import cli
+
+    assert cli.main(["hooks", "tiny-llama"]) == 0
+    rows = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines() if line.strip())
+    assert rows["blocks.0.hook_resid_pre"] == rows["model.layers.0.hook_in"] != "not run on the example input"
+    assert rows["blocks.1.attn.hook_z"] == rows["model.layers.1.self_attn.hook_z"]
