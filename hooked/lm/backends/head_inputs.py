@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from hooked.hook_point import HookPoint
 from hooked.lm.backends.heads import unchanged
+from hooked.lm.backends.inside import inside_hook
 from hooked.lm.names.layouts import Decoder
 
 KINDS = ("q", "k", "v")
@@ -93,9 +94,9 @@ class _SplitInputs:
     def update(self) -> None:
         live = any(p._live for p in self.points.values())
         if live and not self._handles:
-            self._handles.append(self.norm.register_forward_hook(self._on_norm))
+            self._handles.append(inside_hook(self.norm, self._on_norm, rank=1))
             for proj in {id(p.proj): p.proj for p in self.parts.values()}.values():
-                self._handles.append(proj.register_forward_hook(self._on_projection))
+                self._handles.append(inside_hook(proj, self._on_projection, rank=0))
         elif not live and self._handles:
             for h in self._handles:
                 h.remove()

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from hooked.hook_point import HookPoint
 from hooked.lm.backends.heads import unchanged
+from hooked.lm.backends.inside import inside_hook
 from hooked.lm.names.layouts import Decoder
 
 
@@ -64,7 +65,7 @@ class _Norm:
     def update(self) -> None:
         live = self.scale._live or self.normalized._live
         if live and self._handle is None:
-            self._handle = self.module.register_forward_hook(self._on_output)
+            self._handle = inside_hook(self.module, self._on_output, rank=0)
         elif not live and self._handle is not None:
             self._handle.remove()
             self._handle = None

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from hooked.hook_point import HookPoint
 from hooked.lm.backends.head_inputs import KINDS, Part, qkv_parts, weight_rows
 from hooked.lm.backends.heads import unchanged
+from hooked.lm.backends.inside import inside_hook
 from hooked.lm.names.layouts import Decoder
 
 
@@ -67,7 +68,7 @@ class _QKV:
         live = any(p._live for p in self.points.values())
         if live and not self._handles:
             for proj in {id(p.proj): p.proj for p in self.parts.values()}.values():
-                self._handles.append(proj.register_forward_hook(self._on_projection))
+                self._handles.append(inside_hook(proj, self._on_projection, rank=1))
         elif not live and self._handles:
             for h in self._handles:
                 h.remove()
@@ -113,7 +114,7 @@ class _Result:
 
     def update(self) -> None:
         if self.point._live and self._handle is None:
-            self._handle = self.o_proj.register_forward_hook(self._on_output)
+            self._handle = inside_hook(self.o_proj, self._on_output, rank=0)
         elif not self.point._live and self._handle is not None:
             self._handle.remove()
             self._handle = None
