@@ -12,7 +12,6 @@ import torch
 from torch import Tensor, nn
 
 import hooked
-from hooked import hook_point
 from tests.toys import MLPStack
 
 
@@ -51,6 +50,12 @@ def by_hand(module: nn.Module, run: Callable[[], object]) -> dict[str, list[Tens
         for h in handles:
             h.remove()
     return kept
+
+
+def no_live_point(model) -> bool:
+    """Nothing attached to any hook point of ``model`` (``hooked.hook_point.any_live`` is global:
+    other tests' models may hold hooks)."""
+    return not any(hp._live for hp in model.hook_dict.values())
 
 
 def torch_hooks(module: nn.Module) -> int:
@@ -112,7 +117,7 @@ def test_a_cache_of_every_module_of_a_wrap_equals_hand_written_pytorch_hooks():
         same_cache(cache, want)
         assert torch.equal(out["logits"], net(x)["logits"])
         assert cache.nbytes == sum(t.numel() * t.element_size() for ts in want.values() for t in ts)
-    assert torch_hooks(net) == 0 and model.list_hooks() == {} and not hook_point.any_live
+    assert torch_hooks(net) == 0 and model.list_hooks() == {} and no_live_point(model)
 
 
 def test_module_hook_names_lists_the_points_wrap_made():
@@ -206,7 +211,7 @@ def test_stop_at_a_directly_read_point_records_it_and_ends_the_forward():
     assert out is None
     assert list(cache) == list(want)[: list(want).index("pair.hook_out") + 1]
     assert torch.equal(cache["pair.hook_out"], want["pair.hook_out"][0])
-    assert torch_hooks(net) == 0 and not hook_point.any_live
+    assert torch_hooks(net) == 0 and no_live_point(model)
 
 
 class Boom(RuntimeError):
@@ -233,7 +238,7 @@ def test_nothing_stays_attached_when_the_forward_raises():
         handle.remove()
     assert list(model.list_hooks()) == ["emb.hook_out"]
     kept.remove()
-    assert torch_hooks(net) == 0 and model.list_hooks() == {} and not hook_point.any_live
+    assert torch_hooks(net) == 0 and model.list_hooks() == {} and no_live_point(model)
     out, cache = model.run_with_cache(x)  # and the next cache is whole
     same_cache(cache, by_hand(net, lambda: net(x)))
 
@@ -247,7 +252,7 @@ def test_nothing_stays_attached_when_a_hooked_module_forward_raises():
     model = Fails()
     with pytest.raises(Boom):
         model.run_with_cache(torch.randn(2, 8), incl_bwd=False)
-    assert model.list_hooks() == {} and not hook_point.any_live
+    assert model.list_hooks() == {} and no_live_point(model)
 
 
 class Refuses(hooked.HookPoint):
@@ -282,8 +287,7 @@ def test_attaching_in_bulk_is_all_or_nothing(how):
                 pass
         else:
             model.add_hook(lambda name: True, _read_only)
-    assert model.list_hooks() == {} and not hook_point.any_live
-    assert all(not hp._live for hp in model.hook_dict.values())
+    assert model.list_hooks() == {} and no_live_point(model)
 
 
 def test_a_hooked_module_cache_equals_pytorch_hooks_on_its_hook_points():
@@ -304,4 +308,4 @@ def test_a_hooked_module_cache_equals_pytorch_hooks_on_its_hook_points():
         assert torch.equal(cache[name], t), name
     assert torch.equal(out, model(x))
     assert cache.nbytes == sum(t.numel() * t.element_size() for t in kept.values())
-    assert model.list_hooks() == {} and not hook_point.any_live
+    assert model.list_hooks() == {} and no_live_point(model)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hooked import hook_point, lm
-from tests.core.test_cache_recording import by_hand, same_cache, torch_hooks
+from hooked import lm
+from tests.core.test_cache_recording import by_hand, no_live_point, same_cache, torch_hooks
 from tests.lm.tiny_models import tiny_hf
 
 
@@ -28,7 +28,7 @@ def test_every_module_of_a_wrapped_lm_equals_hand_written_pytorch_hooks(family):
     assert extra & set(everything)
     for name, tensors in want.items():
         assert torch.equal(everything[name], tensors[0]), name
-    assert torch_hooks(hf) == 0 and model.list_hooks() == {} and not hook_point.any_live
+    assert torch_hooks(hf) == 0 and model.list_hooks() == {} and no_live_point(model)
 
 
 def test_a_gradient_cache_of_a_wrapped_lm_still_records_through_hooks():
@@ -45,4 +45,4 @@ def test_a_gradient_cache_of_a_wrapped_lm_still_records_through_hooks():
         if name + "_grad" in cache:  # not of the token ids, nor of what the loss does not read
             assert cache[name + "_grad"].shape == tensors[0].shape, name
     assert "model.layers.0.mlp.hook_out_grad" in cache and "model.layers.1.hook_in_grad" in cache
-    assert torch_hooks(hf) == 0 and model.list_hooks() == {} and not hook_point.any_live
+    assert torch_hooks(hf) == 0 and model.list_hooks() == {} and no_live_point(model)
