@@ -116,10 +116,10 @@ class ModuleHookPoint(HookPoint):
         """A PyTorch hook of its own on the module that hands ``read`` what a hook here would see
         (the tensor ``_on_output`` / ``_on_input`` pick): the recording path of ``run_with_cache``,
         which costs what a hand-written PyTorch hook costs. ``None`` while something is attached
-        here (the recording then runs as a hook after those), or where a subclass shows its hooks
-        something else (``hook_z``'s heads, say: its own ``_on_input``)."""
-        cls = type(self)
-        if self._live or cls._on_output is not _ON_OUTPUT or cls._on_input is not _ON_INPUT:
+        here (the recording then runs as a hook after those), and on a subclass, which may show its
+        hooks something else (``hook_z``'s heads, say: its own ``_on_input``) unless it says how
+        to read it directly (its own ``_read_directly``)."""
+        if self._live or type(self) is not ModuleHookPoint:
             return None
         if self.where == "out":
 
@@ -193,9 +193,6 @@ class ModuleHookPoint(HookPoint):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.where}put of {type(self._target).__name__}".lstrip(", ")
-
-
-_ON_OUTPUT, _ON_INPUT = ModuleHookPoint._on_output, ModuleHookPoint._on_input  # what _read_directly reads
 
 
 # module -> {"in" / "out": its hook point}: every wrapper of a module uses the same points
