@@ -12,9 +12,12 @@ ratio is to that arm (below 1: faster). The jobs:
    TransformerLens's ``run_with_cache``; nnsight saving each layer's input and the last output;
    pyvene collecting each layer's input (``block_input``) and the last output.
 3. **cache every module's input and output**: PyTorch (pre-)hooks on every module storing the
-   first tensor of each (what ``hooked.wrap`` hook points see); ``run_with_cache`` of every hook
-   point of ``wrap`` and of the bridge; TransformerLens's ``run_with_cache`` of everything;
-   nnsight's ``tracer.cache(include_inputs=True)``.
+   first tensor of each (what ``hooked.wrap`` hook points see); ``run_with_cache`` of ``wrap``'s
+   module points (``names_filter=model.module_hook_names``: the same tensors, checked equal, key
+   for key), and in a row of its own of every hook point of ``wrap`` (also the per-head,
+   projection and norm points: other work); ``run_with_cache`` of every hook point of the bridge;
+   TransformerLens's ``run_with_cache`` of everything; nnsight's
+   ``tracer.cache(include_inputs=True)``.
 4. **attribution patching** of the residual stream (31 x 9, the Eiffel Tower prompt): a
    hand-written PyTorch version (hooks keeping the activations and their gradients) against
    ``interventions.attribution_patching`` on ``wrap`` and the bridge; nnsight reading the
@@ -223,9 +226,12 @@ def _cache_everything(m: _Models) -> list[Row]:
     from transformer_lens.model_bridge import TransformerBridge
 
     raw, tokens = m.raw, m.tokens
+    modules = m.wrapped.module_hook_names  # every module's input and output: what the plain hooks store
+    every_point = WRAP + ", every hook point"  # also the per-head, projection and norm points
     fns: dict[str, Callable[[], Any]] = {
         PLAIN: lambda: _plain_everything(raw, tokens),
-        WRAP: lambda: m.wrapped.run_with_cache(tokens)[1],
+        WRAP: lambda: m.wrapped.run_with_cache(tokens, names_filter=modules)[1],
+        every_point: lambda: m.wrapped.run_with_cache(tokens)[1],
         BRIDGE: lambda: m.bridge.run_with_cache(tokens)[1],
         TL: lambda: TransformerBridge.run_with_cache(m.bridge, tokens)[1],
     }
@@ -233,10 +239,14 @@ def _cache_everything(m: _Models) -> list[Row]:
         fns[NNSIGHT] = lambda: _nnsight_everything(m.nnsight, tokens)
     with torch.no_grad():
         want = fns[PLAIN]()
+        keys = {f"{path}.hook_{where}" if path else f"hook_{where}": t for (path, where), t in want.items()}
         got = fns[WRAP]()
-        for (path, where), tensor in want.items():  # wrap records what the plain hooks store
-            _same(WRAP, got[f"{path}.hook_{where}" if path else f"hook_{where}"], tensor, atol=0)
-        extra = len(got) - len(want)  # wrap_lm's per-head points (hook_z, hook_pattern) record too
+        assert set(got) == set(keys), f"{WRAP}: other tensors than the plain hooks store"
+        everything = fns[every_point]()
+        for name, tensor in keys.items():  # wrap records what the plain hooks store
+            _same(WRAP, got[name], tensor, atol=0)
+            _same(every_point, everything[name], tensor, atol=0)
+        extra = len(everything) - len(got)
         seen = fns[NNSIGHT]() if NNSIGHT in fns else {}
         for (path, where), tensor in seen.items():
             _same(NNSIGHT, tensor, want[path, where], atol=0)
@@ -247,7 +257,8 @@ def _cache_everything(m: _Models) -> list[Row]:
     n_b = len(m.bridge.hook_dict)
     notes = {
         PLAIN: f"{len(want)} tensors",
-        WRAP: f"{len(want)} tensors and {extra} of per-head hook points",
+        WRAP: f"the same {len(got)} tensors (names_filter=model.module_hook_names)",
+        every_point: f"{len(everything)} tensors: those and {extra} of per-head, projection and norm points",
         BRIDGE: f"{n_b} names",
         TL: f"{n_b} names",
         NNSIGHT: f"{len(seen)} tensors checked (tensor inputs and outputs)",

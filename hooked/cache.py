@@ -55,7 +55,10 @@ class ActivationCache(Mapping[str, Tensor]):
         self._time_dims = dict(time_dims or {})
         self._ragged = {k: list(v) for k, v in (ragged or {}).items()}
         self._order = list(order) if order is not None else [*self._data, *self._ragged]
-        if sorted(self._order) != sorted([*self._data, *self._ragged]):
+        n = len(self._order)  # every name of data and ragged once: a set check, not two sorts
+        if not (n == len(set(self._order)) == len(self._data) + len(self._ragged)) or not all(
+            k in self._data or k in self._ragged for k in self._order
+        ):
             raise ValueError("ActivationCache: order must list every name of data and ragged once")
         self._aliases = dict(aliases or {})  # other names of stored keys (see with_aliases)
         self._methods: Any = None  # an object whose methods this cache also answers (with_methods)

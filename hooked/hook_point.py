@@ -31,10 +31,11 @@ from __future__ import annotations
 
 import sys
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from hooked import _steps
 from hooked.errors import HookReturnError
@@ -88,12 +89,20 @@ class AttachedHook:
 
     __slots__ = ("fn", "is_permanent", "context_level", "steps", "read_only", "_point", "_dir")
 
-    def __init__(self, point: HookPoint, dir: str, fn: HookFn, is_permanent: bool, context_level: int | None):
+    def __init__(
+        self,
+        point: HookPoint,
+        dir: str,
+        fn: HookFn,
+        is_permanent: bool,
+        context_level: int | None,
+        declared: tuple[frozenset[int] | None, bool] | None = None,
+    ):
         self.fn = fn
         self.is_permanent = is_permanent
         self.context_level = context_level
-        self.steps = declared_steps(fn)
-        self.read_only = declared_read_only(fn)
+        # what fn declares (at_step steps, read_only): read here unless the caller read it already
+        self.steps, self.read_only = declared or (declared_steps(fn), declared_read_only(fn))
         self._point = weakref.ref(point)  # no reference cycle: a dropped model is freed at once
         self._dir = dir
 
@@ -147,6 +156,8 @@ class HookPoint(nn.Module):
             (TransformerLens's ``HookPoint.pos_dim``); ``None``: axis 1, or -2 for names ending in
             ``hook_pattern`` / ``hook_attn_scores``.
     """
+
+    _stepped = False  # on hooked._steps' list of points with at_step hooks (see _refresh)
 
     def __init__(self, *, recurrent: bool = False, time_dim: int = 1, pos_dim: int | None = None):
         super().__init__()
@@ -208,6 +219,16 @@ class HookPoint(nn.Module):
             hooks.append(entry)
         self._refresh()
         return entry
+
+    def _read_directly(self, read: Callable[[Tensor], None]) -> RemovableHandle | None:
+        """Have ``read(activation)`` called with what a hook here would see, at each call, until
+        the returned handle is removed, without attaching a hook: the recording path of
+        ``run_with_cache``, for a point fed by a PyTorch hook of its own (:mod:`hooked.wrapping`).
+
+        ``None`` where a point cannot (this kind, or one with something attached, whose hooks the
+        recording must run after): the caller then attaches a hook instead. ``read`` returns
+        nothing; what the model computes is unchanged."""
+        return None
 
     def add_perma_hook(self, hook: HookFn, dir: Direction = "fwd") -> HookHandle:
         return self.add_hook(hook, dir=dir, is_permanent=True)
@@ -346,14 +367,29 @@ class HookPoint(nn.Module):
         raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
 
     def _refresh(self) -> None:
+        """Bring ``_live`` (and the module's record of live points, and of points with ``at_step``
+        hooks) up to date with what is attached. Called after every change; the work it does when
+        nothing changed is a few attribute reads (``run_with_cache`` of every point calls it
+        about 2,000 times a call)."""
         set_ = object.__setattr__  # plain attributes: skip nn.Module.__setattr__'s checks
         if self._torch_hooks and not self._has_torch_hooks():
             set_(self, "_torch_hooks", False)
-        live = bool(self._fwd or self._bwd or self._torch_hooks)
-        set_(self, "_live", live)
-        _set_live(self, live)
-        stepped = live and any(h.steps is not None for h in (*self._fwd, *self._bwd))
-        _steps.expect_steps(self, self._unreached if stepped else None)
+        fwd, bwd = self._fwd, self._bwd
+        live = bool(fwd or bwd or self._torch_hooks)
+        if not (live and self._live):  # registering a live point again would change nothing
+            set_(self, "_live", live)
+            _set_live(self, live)
+        stepped = False
+        if live:
+            for h in fwd:
+                if h.steps is not None:
+                    stepped = True
+                    break
+            else:
+                stepped = any(h.steps is not None for h in bwd)
+        if stepped or self._stepped:  # a point that never had an at_step hook is not on the list
+            _steps.expect_steps(self, self._unreached if stepped else None)
+            set_(self, "_stepped", stepped)
 
     def _unreached(self, ran: int) -> list[str]:
         """For each ``at_step`` hook here whose last step needs more than ``ran`` calls: a message
@@ -382,7 +418,11 @@ class HookPoint(nn.Module):
         for h in tuple(self._fwd):
             if h.steps is not None and step not in h.steps:
                 continue
-            out = self._call_hook(h.fn, x, step)
+            try:  # _call_hook, inline: this loop runs once per hook per call of every live point
+                out = h.fn(x, hook=self)
+            except Exception as e:
+                _note(e, h.fn, self, step)
+                raise
             if out is not None:
                 _check_replacement(self, h.fn, x, out, "activation")
                 x = out
@@ -410,8 +450,7 @@ class HookPoint(nn.Module):
         try:
             return fn(x, hook=self)
         except Exception as e:
-            if sys.version_info >= (3, 11):  # no notes on Python 3.10: the exception goes as it is
-                e.add_note(f"(raised by hook function {describe(fn)} at {self._label()}, step {step})")
+            _note(e, fn, self, step)
             raise
 
     def extra_repr(self) -> str:
@@ -423,6 +462,12 @@ class HookPoint(nn.Module):
         if self._bwd:
             bits.append(f"{len(self._bwd)} bwd")
         return ", ".join(bits)
+
+
+def _note(e: Exception, fn: HookFn, hp: HookPoint, step: int) -> None:
+    """Say on ``e`` which hook function raised it, where and at which step."""
+    if sys.version_info >= (3, 11):  # no notes on Python 3.10: the exception goes as it is
+        e.add_note(f"(raised by hook function {describe(fn)} at {hp._label()}, step {step})")
 
 
 def _check_replacement(hp: HookPoint, fn: HookFn, old: Any, new: Any, what: str) -> None:
@@ -455,14 +500,10 @@ class HookHandle:
         return [hp for hp, _, _ in self._entries]
 
     def remove(self) -> None:
-        for hp, dir, entry in self._entries:
-            hooks = hp._hooks(dir)
-            for i, h in enumerate(hooks):
-                if h is entry:
-                    del hooks[i]
-                    break
-            hp._refresh()
-        self._entries = []
+        """Detach these hooks (those already detached are skipped), then bring each hook point
+        they were on up to date once."""
+        entries, self._entries = self._entries, []
+        _refresh_each(_detach(entries))
 
     def __enter__(self) -> HookHandle:
         return self
@@ -473,3 +514,66 @@ class HookHandle:
     @staticmethod
     def merge(handles: Iterable[HookHandle]) -> HookHandle:
         return HookHandle([e for h in handles for e in h._entries])
+
+
+def attach_all(
+    plan: Iterable[tuple[HookPoint, HookFn]],
+    dir: str,
+    is_permanent: bool = False,
+    prepend: bool = False,
+    level: int | None = None,
+) -> HookHandle:
+    """Attach each ``(hook point, fn)`` of ``plan`` as ``hook_point._attach`` would, then bring
+    each hook point up to date once (not once per hook): the bulk path of ``HookedModule``'s
+    ``hooks`` / ``run_with_hooks`` / ``run_with_cache``. All or nothing: if a hook point refuses
+    its hooks (its refresh raises), every hook attached here is detached again.
+    """
+    if dir not in ("fwd", "bwd"):
+        raise ValueError(f"dir must be 'fwd' or 'bwd', got {dir!r}")
+    entries: list[tuple[HookPoint, str, AttachedHook]] = []
+    points: dict[int, HookPoint] = {}
+    declared: dict[int, tuple[frozenset[int] | None, bool]] = {}  # one read per function (a cache: one)
+    for hp, fn in plan:
+        d = declared.get(id(fn))
+        if d is None:
+            d = declared[id(fn)] = (declared_steps(fn), declared_read_only(fn))
+        entry = AttachedHook(hp, dir, fn, is_permanent, level, d)
+        hooks = hp._fwd if dir == "fwd" else hp._bwd
+        if prepend:
+            hooks.insert(0, entry)
+        else:
+            hooks.append(entry)
+        entries.append((hp, dir, entry))
+        points[id(hp)] = hp
+    try:
+        for hp in points.values():
+            hp._refresh()
+    except BaseException:
+        _refresh_each(_detach(entries))
+        raise
+    return HookHandle(entries)
+
+
+def _detach(entries: list[tuple[HookPoint, str, AttachedHook]]) -> list[HookPoint]:
+    """Take each entry off its hook point's list; the hook points touched, each once."""
+    points: dict[int, HookPoint] = {}
+    for hp, dir, entry in entries:
+        hooks = hp._fwd if dir == "fwd" else hp._bwd
+        for i in range(len(hooks) - 1, -1, -1):  # a cache's hooks are the last ones attached
+            if hooks[i] is entry:
+                del hooks[i]
+                break
+        points[id(hp)] = hp
+    return list(points.values())
+
+
+def _refresh_each(points: list[HookPoint]) -> None:
+    """``_refresh`` every hook point, also when one of them raises (the first error is raised)."""
+    error: BaseException | None = None
+    for hp in points:
+        try:
+            hp._refresh()
+        except BaseException as e:
+            error = error or e
+    if error is not None:
+        raise error

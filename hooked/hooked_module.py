@@ -34,7 +34,15 @@ from hooked import _gc_pause, _steps, fast_lookup, hook_point
 from hooked.cache import ActivationCache, OwnForward, pos_axis, pos_index, slice_positions
 from hooked.errors import StopForward, UnknownHookError
 from hooked.hook_fns import HookFn, declare
-from hooked.hook_point import AttachedHook, Direction, Directions, HookHandle, HookPoint, directions
+from hooked.hook_point import (
+    AttachedHook,
+    Direction,
+    Directions,
+    HookHandle,
+    HookPoint,
+    attach_all,
+    directions,
+)
 from hooked.names import NamesSpec, resolve_names
 from hooked.protocol import batch_keywords
 
@@ -285,18 +293,14 @@ class HookedModule(nn.Module):
         own = OwnForward(self._forward_root())
         recorder = _Recorder(device, clone, index, own)
         with _gc_pause.paused():  # hundreds of hooks and tensors per call: no collector walks meanwhile
-            fwd = [(n, recorder.hook(n, n, points[n])) for n in names]
-            bwd = (
-                [(n, recorder.hook(n + "_grad", n, points[n], backward=True)) for n in names]
-                if incl_bwd
-                else []
-            )
-            if stop_at is not None:
-                fwd.append((stop_at, _stop_forward))
-            out = self._record(args, kwargs, fwd, bwd, hook_dict, own, incl_bwd, metric)
+            fwd = recorder.readers(points)
+            bwd = recorder.readers(points, backward=True) if incl_bwd else {}
+            stop = hook_dict[stop_at] if stop_at is not None else None
+            out = self._record(args, kwargs, fwd, bwd, stop, own, incl_bwd, metric)
             calls = recorder.finish()
-        time_dims = {n: hp.time_dim for n, hp in points.items()}
-        time_dims.update({n + "_grad": hp.time_dim for n, hp in points.items()})
+        time_dims = {n: hp.time_dim for n, hp in points.items() if hp.time_dim != 1}  # 1: the default
+        if incl_bwd:
+            time_dims.update({n + "_grad": d for n, d in time_dims.items()})
         recurrent = {n for n, hp in points.items() if hp.recurrent}
         recurrent |= {n + "_grad" for n in recurrent}
         if index is not None:
@@ -311,16 +315,42 @@ class HookedModule(nn.Module):
         self,
         args: tuple,
         kwargs: dict,
-        fwd: list,
-        bwd: list,
-        hook_dict: dict[str, HookPoint],
+        fwd: dict[HookPoint, _Read],
+        bwd: dict[HookPoint, _Read],
+        stop: HookPoint | None,
         own: OwnForward,
         incl_bwd: bool,
         metric: Callable[[Any], Tensor] | None,
     ) -> Any:
-        """Attach the recording hooks, run the forward (and backward), remove them; the output."""
-        handle = self._attach_many(fwd, bwd, hook_dict, level=self.context_level + 1)
+        """Put the recording in place, run the forward (and backward), take it off; the output.
+
+        A hook point that can hand its activations over without a hook (one fed by a PyTorch hook
+        of its own with nothing attached, :meth:`HookPoint._read_directly`: every point of
+        ``hooked.wrap``) is read so when no gradient is recorded; the others get a recording hook,
+        attached after the hooks already there (so it records what they made of the activation)
+        and in bulk, the points themselves, not (name, fn) specs: the names are hook_dict's own,
+        so the checks and name translation of ``add_hook`` have nothing to do."""
+        level = self.context_level + 1
+        direct: list[Any] = []  # the PyTorch handles of points read directly
+        handles: list[HookHandle] = []
         try:
+            hooked: dict[HookPoint, _Read] = {}
+            for hp, read in fwd.items():
+                h = None if bwd else hp._read_directly(read)
+                if h is None:
+                    hooked[hp] = read
+                else:
+                    direct.append(h)
+            plan: list[tuple[HookPoint, HookFn]] = []
+            if hooked:
+                record = _record_with(hooked)
+                plan = [(hp, record) for hp in hooked]
+            if stop is not None:
+                plan.append((stop, _stop_forward))  # after the recording of that point
+            handles.append(attach_all(plan, "fwd", level=level))
+            if bwd:
+                record = _record_with(bwd)
+                handles.append(attach_all([(hp, record) for hp in bwd], "bwd", level=level))
             try:
                 with own:
                     out = self(*args, **kwargs)
@@ -337,7 +367,11 @@ class HookedModule(nn.Module):
                     )
                 target.backward()
         finally:
-            handle.remove()
+            try:
+                HookHandle.merge(handles).remove()
+            finally:
+                for h in direct:
+                    h.remove()
         return out
 
     def _forward_root(self) -> nn.Module:
@@ -380,7 +414,7 @@ class HookedModule(nn.Module):
                 plan.append((point, fn))
             else:
                 plan.extend((hook_dict[n], fn) for n in resolve_names(hook_dict, names, owner))
-        return HookHandle([(hp, dir, hp._attach(fn, dir, is_permanent, prepend, level)) for hp, fn in plan])
+        return attach_all(plan, dir, is_permanent, prepend, level)
 
     def _attach_many(
         self,
@@ -462,9 +496,30 @@ def _always() -> bool:
     return True
 
 
+_Read = Callable[..., None]  # a _Recorder's reader: read(activation, step=None)
+
+
+def _record_with(readers: dict[HookPoint, _Read]) -> HookFn:
+    """One read-only hook for every hook point of ``readers``: it hands the activation it sees (and
+    ``hook.step``) to the reader of the point it runs at."""
+
+    def record(act: Tensor, hook: HookPoint) -> None:
+        read = readers.get(hook)
+        if read is not None:  # None: a copy of the model made while it ran, not the model recorded
+            read(act, hook.step)
+
+    record.__qualname__ = "run_with_cache.record"
+    return declare(record, read_only=True)
+
+
 class _Recorder:
     """Collects (step, tensor) per name while a cached forward (and backward) runs; names are
-    kept in the order they first fired."""
+    kept in the order they first fired.
+
+    Each hook point gets a reader (:meth:`readers`), called by the point's PyTorch hook where the
+    point is read directly, else by the one recording hook of its direction (``_record_with``,
+    which finds the reader of the point it runs at): a cache of every point puts hundreds of them
+    in place per call, so each costs about what a hand-written PyTorch hook costs."""
 
     def __init__(self, device: torch.device | str | None, clone: bool, index: Any, own: OwnForward):
         self.device = device
@@ -473,45 +528,62 @@ class _Recorder:
         self.own = own
         self.calls: dict[str, list[tuple[int, Tensor, int]]] = {}
 
-    def hook(self, name: str, point_name: str, point: HookPoint, backward: bool = False) -> HookFn:
-        """A hook that records under ``name`` what the hook point ``point_name`` sees (``backward``:
-        a gradient, which the autograd engine may hand over in another thread)."""
+    def readers(self, points: dict[str, HookPoint], backward: bool = False) -> dict[HookPoint, _Read]:
+        """For each hook point of ``points`` (``{name: point}``), a function ``read(activation,
+        step=None)`` that records under each of the point's names (``backward``: its gradient,
+        as ``"<name>_grad"``, which the autograd engine may hand over in another thread).
+        ``step``: the call's ``hook.step``; ``None`` when the point was read without a hook, whose
+        calls are recorded in the order they come (all of one forward: the steps in order)."""
+        table: dict[HookPoint, tuple[tuple[str, Any, int], ...]] = {}
+        for name, point in points.items():
+            index = None if point.recurrent else self.index  # recurrent: steps are selected afterwards
+            axis = 1 if index is None else pos_axis(name, point.pos_dim)
+            spec = (name + "_grad" if backward else name, index, axis)
+            table[point] = (*table.get(point, ()), spec)  # a point under two names: both recorded
+        return {point: self._reader(specs, backward) for point, specs in table.items()}
+
+    def _reader(self, specs: tuple[tuple[str, Any, int], ...], backward: bool) -> _Read:
         calls = self.calls
         device, clone = self.device, self.clone
-        index = None if point.recurrent else self.index  # recurrent: steps are selected afterwards
-        axis = pos_axis(point_name, point.pos_dim)
         mine = _always if backward else self.own.mine
 
-        def record(act: Tensor, hook: HookPoint) -> None:
+        def read(act: Tensor, step: int | None = None) -> None:
             if not mine():
                 return  # a forward started inside the recorded one, or another thread's
-            t = act.detach()
-            if index is not None and t.dim() >= 2:
-                t = slice_positions(t, index, axis, name)
-            if clone:
-                t = t.clone()
-            if device is not None:
-                t = t.to(device)
-            entry = (hook.step, t, t._version)
-            seen = calls.get(name)
-            if seen is None:
-                calls[name] = [entry]
-            else:
-                seen.append(entry)
+            for name, index, axis in specs:
+                t = act.detach()
+                if index is not None and t.dim() >= 2:
+                    t = slice_positions(t, index, axis, name)
+                if clone:
+                    t = t.clone()
+                if device is not None:
+                    t = t.to(device)
+                seen = calls.get(name)
+                if seen is None:
+                    calls[name] = [(0 if step is None else step, t, t._version)]
+                else:
+                    seen.append((len(seen) if step is None else step, t, t._version))
 
-        record.__qualname__ = f"cache[{name!r}]"
-        return declare(record, read_only=True)
+        return read
 
     def finish(self) -> dict[str, list[Tensor]]:
         out = {}
         for name, calls in self.calls.items():
-            if any(t._version != v for _, t, v in calls):
+            if len(calls) == 1:  # the common case, without the general case's sort and loops
+                _, t, v = calls[0]
+                changed = t._version != v
+            else:
+                changed = any(t._version != v for _, t, v in calls)
+            if changed:
                 warnings.warn(
                     f"the activation cached at {name!r} was modified in place after its hook point "
                     "ran, so the cache holds the modified values; pass clone=True to "
                     "run_with_cache to keep the values as they were at the hook point",
                     stacklevel=3,
                 )
+            if len(calls) == 1:
+                out[name] = [calls[0][1]]
+                continue
             calls.sort(key=lambda c: c[0])  # backward visits steps last-first
             out[name] = [t for _, t, _ in calls]
         return out

@@ -11,6 +11,9 @@ Names. Every submodule at path ``P`` gets ``P.hook_out`` (its output) and, with
 ``inputs=True``, ``P.hook_in`` (its input); the wrapped module itself gets ``hook_out`` /
 ``hook_in``. ``names`` restricts which submodules get hook points (module paths or
 ``fnmatch`` patterns such as ``"model.layers.*.mlp"``, or a filter ``fn(path) -> bool``).
+``model.module_hook_names`` lists these names (a subclass, such as a wrapped language model, may add
+points of its own to ``hook_dict``): ``names_filter=model.module_hook_names`` caches every module's
+output and input.
 
 What a hook sees, and how its replacement is put back:
 
@@ -30,7 +33,11 @@ passed on untouched, so reading hooks (``run_with_cache``) leave results bit-ide
 Cost. Nothing is attached to ``module`` while no hook is: a hook point installs its PyTorch
 forward (pre-)hook on its module when its first hook is added and removes it with the last, so an
 un-hooked forward runs exactly ``module``'s own code (see ``benchmarks/lm.py``). Wrapping copies
-no weights: the wrapper holds ``module`` itself as its child ``module``.
+no weights: the wrapper holds ``module`` itself as its child ``module``. ``run_with_cache`` reads a
+point with nothing attached through a PyTorch hook of the point's own that hands the tensor to
+the cache (``ModuleHookPoint._read_directly``), no hook function attached: a cache of every
+module's input and output costs about what hand-written PyTorch hooks storing them cost
+(``benchmarks/peers.py``).
 
 Steps. While any hook point of the wrapper has a hook, ``module`` also carries a forward pre-hook
 and an ``always_call`` forward hook (:func:`hooked._steps.count_calls`) that make each call of it
@@ -85,8 +92,11 @@ class ModuleHookPoint(HookPoint):
         self._torch_handle: Any = None
 
     def _refresh(self) -> None:
+        was = self._torch_handle is not None  # the PyTorch hook is installed exactly while live
         super()._refresh()
         live, handle = self._live, self._torch_handle
+        if live == was:
+            return  # nothing to install or remove, and the owners know (they are told of changes)
         # plain attribute writes: nn.Module.__setattr__ would cost more than registering the hook
         if live and handle is None:
             if self.where == "out":
@@ -102,6 +112,41 @@ class ModuleHookPoint(HookPoint):
             if owner is not None:
                 owner._point_live(self, live)
 
+    def _read_directly(self, read: Callable[[Tensor], None]) -> Any:
+        """A PyTorch hook of its own on the module that hands ``read`` what a hook here would see
+        (the tensor ``_on_output`` / ``_on_input`` pick): the recording path of ``run_with_cache``,
+        which costs what a hand-written PyTorch hook costs. ``None`` while something is attached
+        here (the recording then runs as a hook after those), and on a subclass, which may show its
+        hooks something else (``hook_z``'s heads, say: its own ``_on_input``) unless it says how
+        to read it directly (its own ``_read_directly``)."""
+        if self._live or type(self) is not ModuleHookPoint:
+            return None
+        if self.where == "out":
+
+            def on_output(module: nn.Module, args: Any, output: Any) -> None:
+                if isinstance(output, Tensor):
+                    read(output)
+                else:
+                    slot = _tensor_slot(output)
+                    if slot is not None:
+                        read(output[slot])
+
+            return self._target.register_forward_hook(on_output)
+
+        def on_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if args and isinstance(args[0], Tensor):
+                read(args[0])
+                return
+            slot = _tensor_slot(args)
+            if slot is not None:
+                read(args[slot])
+                return
+            slot = _tensor_slot(kwargs)
+            if slot is not None:
+                read(kwargs[slot])
+
+        return self._target.register_forward_pre_hook(on_input, with_kwargs=True)
+
     def _add_owner(self, owner: Wrapped) -> None:
         self._owners[:] = [r for r in self._owners if r() is not None and r() is not owner]
         self._owners.append(weakref.ref(owner))
@@ -116,25 +161,34 @@ class ModuleHookPoint(HookPoint):
         _SHARED.setdefault(self._target, {})[self.where] = weakref.ref(self)  # a copy's module's point
 
     # PyTorch hook callbacks ------------------------------------------------------------
+    # (each runs once per call of a hooked module: the common cases, a tensor output and a tensor
+    # first argument, are tested first; ``self._run`` is what ``self(x)`` runs while live)
     def _on_output(self, module: nn.Module, args: Any, output: Any) -> Any:
+        if not self._live:
+            return None  # its hooks were removed while the forward ran
+        if isinstance(output, Tensor):
+            new = self._run(output, None)
+            return None if new is output else new
         slot = _tensor_slot(output)
         if slot is None:
             return None
-        old = output if slot is _WHOLE else output[slot]
-        new = self(old)
+        old = output[slot]
+        new = self._run(old, None)
         if new is old:
             return None
         return _put_back(output, slot, new)
 
     def _on_input(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
-        slot = _tensor_slot(args)
+        if not self._live:
+            return None
+        slot = 0 if args and isinstance(args[0], Tensor) else _tensor_slot(args)
         if slot is not None:
-            new = self(args[slot])
+            new = self._run(args[slot], None)
             return None if new is args[slot] else (_put_back(args, slot, new), kwargs)
         slot = _tensor_slot(kwargs)
         if slot is None:
             return None
-        new = self(kwargs[slot])
+        new = self._run(kwargs[slot], None)
         return None if new is kwargs[slot] else (args, {**kwargs, slot: new})
 
     def extra_repr(self) -> str:
@@ -257,6 +311,7 @@ class Wrapped(HookedModule):
             hp.name = name
             hp._add_owner(self)
         object.__setattr__(self, "_points", points)  # not submodules: state_dict and .to() unchanged
+        object.__setattr__(self, "_module_names", tuple(points))  # module_hook_names (a subclass adds more)
         object.__setattr__(self, "_live_points", set())  # ids of points with hooks attached
         object.__setattr__(self, "_pass_handles", None)  # module's pass hooks while any point is live
         for hp in points.values():  # points another wrapper of this module has hooks on
@@ -283,6 +338,17 @@ class Wrapped(HookedModule):
             if hp.name != name:  # named from this model's view (a model it is nested in renames)
                 object.__setattr__(hp, "name", name)
         return dict(self._points)
+
+    @property
+    def module_hook_names(self) -> list[str]:
+        """The names of the hook points on the modules' own outputs (and, with ``inputs=True``,
+        inputs): ``P.hook_out`` / ``P.hook_in``, those :func:`wrap` made, in ``hook_dict`` order,
+        without the points a subclass adds (a wrapped language model's per-head, projection and
+        norm points). ``run_with_cache(x, names_filter=model.module_hook_names)`` records every
+        module's output and input, the tensors a hand-written PyTorch hook on each module would
+        see (see the module docstring), at about what such hooks cost."""
+        points = self._points
+        return [n for n in self._module_names if n in points]
 
     def _point_live(self, hp: ModuleHookPoint, live: bool) -> None:
         """Keep the pass hooks on ``module`` exactly while some hook point is live."""
