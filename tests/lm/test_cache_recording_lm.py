@@ -46,3 +46,37 @@ def test_a_gradient_cache_of_a_wrapped_lm_still_records_through_hooks():
             assert cache[name + "_grad"].shape == tensors[0].shape, name
     assert "model.layers.0.mlp.hook_out_grad" in cache and "model.layers.1.hook_in_grad" in cache
     assert torch_hooks(hf) == 0 and model.list_hooks() == {} and no_live_point(model)
+
+
+@pytest.mark.parametrize(
+    "edited", ["blocks.0.ln1.hook_scale", "blocks.0.attn.hook_q", "blocks.1.attn.hook_result"]
+)
+def test_a_directly_read_point_sees_an_edit_made_inside_its_module(edited):
+    """An edit at a point inside a module (a norm's scale, a projection's heads) changes the module's
+    output; the module's ``hook_out``, read directly by the cache (nothing attached there), holds the
+    edited output: equal to the cache taken with a pass-through hook at every module point, which
+    records through hooks."""
+    hf = tiny_hf("llama")
+    model = lm.wrap_lm(hf)
+    tokens = torch.randint(0, 64, (2, 6), generator=torch.Generator().manual_seed(2))
+    names = model.module_hook_names
+
+    def double(x, hook):
+        return x * 2.0
+
+    with torch.no_grad():
+        _, clean = model.run_with_cache(tokens, names_filter=names)
+        model.add_hook(edited, double)
+        try:
+            _, direct = model.run_with_cache(tokens, names_filter=names)
+            for name in names:
+                model.add_hook(name, lambda x, hook: x)
+            _, through_hooks = model.run_with_cache(tokens, names_filter=names)
+        finally:
+            model.reset_hooks()
+    assert set(direct) == set(through_hooks) == set(clean)  # a ModuleList never runs: not recorded
+    changed = [n for n in clean if not torch.equal(direct[n], clean[n])]
+    assert changed, "the edit changed nothing: the test would not see a reader in the wrong place"
+    for name in clean:
+        assert torch.equal(direct[name], through_hooks[name]), name
+    assert torch_hooks(hf) == 0 and model.list_hooks() == {} and no_live_point(model)
