@@ -288,15 +288,17 @@ def plan(
         raise ValueError(f"chunk={chunk}: expected at least 1 patch per forward")
     distinct = sorted(set(starts))
 
+    # positions at which the head runs in a forward from each position (``None``: every one run)
+    read_from = (
+        None if head_reads is None else [sum(1 for r in head_reads if r >= p) for p in range(length + 1)]
+    )
+
     def cost_of(layers: int, patches: int, first_pos: int) -> float:
         """The modelled cost of a forward of ``patches`` patches from ``first_pos``, ``layers`` deep."""
         positions = length - first_pos
-        if head_reads is not None:
-            read = sum(1 for r in head_reads if r >= first_pos)  # positions the head runs at
-            if not read:
-                return 0.0  # none the metric reads: the base run answers, no forward runs
-        else:
-            read = positions
+        read = positions if read_from is None else read_from[first_pos]
+        if not read:
+            return 0.0  # none the metric reads: the base run answers, no forward runs
         return layers * (overhead + rows * patches * positions) + head * (overhead + rows * patches * read)
 
     by_start: dict[int, list[int]] = {s: [] for s in distinct}
@@ -311,6 +313,7 @@ def plan(
         runs = [a for a in range(len(items)) if a == 0 or firsts[items[a]] != firsts[items[a - 1]]]
         cuts = {c for a, b in zip(runs, runs[1:] + [len(items)]) for c in range(a, b, chunk)}
         cuts = sorted(cuts | set(range(0, len(items), chunk)) | {len(items)})
+        seg_first = [min(starts[j] for j in items[a:b]) for a, b in zip(cuts, cuts[1:])]
         best, back = [0.0] + [math.inf] * (len(cuts) - 1), [0] * len(cuts)
         for e in range(1, len(cuts)):
             first_pos = length
@@ -318,7 +321,7 @@ def plan(
                 n = cuts[e] - cuts[c]
                 if n > chunk:
                     break
-                first_pos = min(first_pos, *(starts[j] for j in items[cuts[c] : cuts[c + 1]]))
+                first_pos = min(first_pos, seg_first[c])
                 cost = best[c] + cost_of(n_layers - firsts[items[cuts[c]]], n, first_pos)
                 if cost < best[e]:
                     best[e], back[e] = cost, c
