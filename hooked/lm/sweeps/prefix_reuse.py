@@ -17,6 +17,11 @@ positions' logits are the base run's. On a T-token prompt with every residual po
 a patch recomputes about ``(T + 1) / 2`` positions of half the layers instead of every position
 of every layer; the results equal the full recomputation within float noise (``tests/lm``).
 
+A metric that declared the positions it reads (:func:`hooked.sweeps.reads_positions`) gets the
+output head run there only (the planner charges the head there only, and a forward whose positions
+hold none of them is not run: the base run answers); the logits it is handed are NaN elsewhere, in
+one buffer reused from forward to forward unless the metric kept part of it.
+
 :func:`reuse_sweep` is the engine; :class:`hooked.lm.sweeps.strategy.LMSweep` decides when it runs
 (``patching_sweep``'s ``reuse_prefix``) and with which cost constants.
 """
