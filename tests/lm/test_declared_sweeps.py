@@ -5,6 +5,8 @@ loop's numbers and a hand-written PyTorch hook's, and refuses what the loop refu
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -187,7 +189,7 @@ def test_the_planner_charges_the_head_only_where_the_metric_reads():
     # one patch per (layer, position) of a 2-layer model, a head worth 8 layers
     starts = [s for _ in range(2) for s in range(4)]
     firsts = [f for f in range(2) for _ in range(4)]
-    kw = dict(n_layers=2, head=8.0, rows=1, length=4, chunk=8, overhead=0.0)
+    kw: dict[str, Any] = dict(n_layers=2, head=8.0, rows=1, length=4, chunk=8, overhead=0.0)
     # no fixed cost: each forward runs exactly what its patches need
     whole = prefix_reuse.plan(starts, firsts, **kw)
     assert all(len({(starts[j], firsts[j]) for j in g}) == 1 for g in whole)
