@@ -17,6 +17,11 @@ positions' logits are the base run's. On a T-token prompt with every residual po
 a patch recomputes about ``(T + 1) / 2`` positions of half the layers instead of every position
 of every layer; the results equal the full recomputation within float noise (``tests/lm``).
 
+A metric that declared the positions it reads (:func:`hooked.sweeps.reads_positions`) gets the
+output head run there only (the planner charges the head there only, and a forward whose positions
+hold none of them is not run: the base run answers); the logits it is handed are NaN elsewhere, in
+one buffer reused from forward to forward unless the metric kept part of it.
+
 :func:`reuse_sweep` is the engine; :class:`hooked.lm.sweeps.strategy.LMSweep` decides when it runs
 (``patching_sweep``'s ``reuse_prefix``) and with which cost constants.
 """
@@ -108,6 +113,7 @@ def reuse_sweep(
     head = layer_skip.head_share(forward.hf, stack[1]) if stack else 0.0
 
     reads = _read_positions(sweep.metric, length)
+    scratch: dict[str, Tensor] = {}  # the declared metric's logits buffer (_declared)
 
     def run(group: list[int], skip_layers: bool = True) -> Tensor:
         """The metric after each patch of ``group``, in one forward."""
@@ -115,7 +121,7 @@ def reuse_sweep(
         if reads is not None and start > reads[-1]:
             # every patch of the group starts after the last position the metric reads, which a
             # decoder computes without looking ahead: the base run's logits answer, no forward runs
-            return _declared(metric, reads, forward, (), base_logits, start, k, n_rows)
+            return _declared(metric, reads, forward, (), base_logits, start, k, n_rows, scratch)
         first = min(firsts[j] for j in group) if skip_layers else 0
         rows = torch.arange(n_rows, device=ids.device).repeat(k)  # patch-major, as the plain path
         suffix = ids[:, start:].repeat(k, 1)
@@ -128,7 +134,7 @@ def reuse_sweep(
             past = None if start == 0 else prefix_cache(cache, start, rows)
             args = (suffix, mask.repeat(k, 1), position_ids[:, start:].repeat(k, 1), past)
             if reads is not None:  # the output head only where the metric reads
-                return _declared(metric, reads, forward, args, base_logits, start, k, n_rows)
+                return _declared(metric, reads, forward, args, base_logits, start, k, n_rows, scratch)
             logits = forward(*args)
             if start:
                 logits = torch.cat([base_logits[:, :start].repeat(k, 1, 1), logits], dim=1)
@@ -146,6 +152,7 @@ def reuse_sweep(
             chunk=chunk,
             overhead=overhead,
             widest_band=widest_band,
+            head_reads=reads,
         )
 
     groups = plan_for(firsts)
@@ -195,25 +202,47 @@ def _declared(
     start: int,
     k: int,
     rows: int,
+    scratch: dict[str, Tensor],
 ) -> Tensor:
     """The metric of a forward (``args``: from position ``start`` on, ``k`` patches of ``rows``
     rows) whose output head runs only at the positions the metric reads (``reads``); the earlier
-    ones are the base run's, every other position is NaN (a metric reading one shows NaN: an error)."""
+    ones are the base run's, every other position is NaN (a metric reading one shows NaN: an error).
+
+    The logits handed to the metric live in ``scratch["logits"]``, kept for the next forward of
+    the sweep (a fresh tensor of that size costs several times its filling, in page faults); the
+    buffer is let go, never refilled, when the metric kept any part of it."""
     new = [p - start for p in reads if p >= start]
     old = [p for p in reads if p < start]
     head = forward(*args, keep=torch.tensor(new, device=base.device)) if new else None
-    logits = base.new_full((k * rows, base.shape[1], base.shape[2]), math.nan)
+    n = k * rows
+    buffer = scratch.get("logits")
+    if buffer is None or buffer.shape[0] < n:
+        buffer = scratch["logits"] = base.new_empty((n, base.shape[1], base.shape[2]))
+    logits = buffer[:n].fill_(math.nan)
     if head is not None:
         logits[:, [p + start for p in new]] = head.to(logits.dtype)
     if old:
         logits[:, old] = base[:, old].repeat(k, 1, 1)
-    values = metric(logits).float()
+    values = checks.metric_values(metric(logits), n, "patching_sweep").float()
     if values.isnan().any():
         raise ValueError(
             f"patching_sweep: the metric gave NaN on logits computed only at the positions it declared "
             f"(reads_positions: {reads}); it reads other positions too: declare them, or none"
         )
-    return values.reshape(k, rows).mean(dim=1)
+    out = values.reshape(k, rows).mean(dim=1)
+    del values, logits
+    if not _alone(buffer):
+        del scratch["logits"]  # the metric kept (a view of) the logits: they stay as they were given
+    return out
+
+
+def _alone(t: Tensor) -> bool:
+    """Whether ``t`` is the only tensor on its memory (``False`` where torch cannot say)."""
+    use_count = getattr(torch._C, "_storage_Use_Count", None)
+    if use_count is None:
+        return False
+    storage = t.untyped_storage()  # a second holder of the memory, beside ``t``
+    return use_count(storage._cdata) == 2
 
 
 # layer stacks on which skipping was checked -> the ids of their layers then
@@ -246,20 +275,37 @@ def plan(
     chunk: int,
     overhead: float = FORWARD_OVERHEAD,
     widest_band: int = WIDEST_BAND,
+    head_reads: Sequence[int] | None = None,
 ) -> list[list[int]]:
     """Which patches share a forward: groups of indices into ``starts`` / ``firsts``.
 
     Patch ``j`` needs positions ``starts[j] ..`` of layers ``firsts[j] ..`` recomputed (and the
-    output head, worth ``head`` layers); a forward runs from its patches' earliest position and
-    earliest layer. The patches are cut into bands of up to ``widest_band`` neighbouring start
-    positions and each band, in order of first layer, into forwards of at most ``chunk`` patches,
-    so that the modelled cost
-    ``sum over forwards of (layers run + head) * (overhead + rows * patches * positions run)`` is
-    least (exact dynamic programmes, over bands and over the cuts within a band).
+    output head, worth ``head`` layers, at every position run, or only at the positions of
+    ``head_reads`` it runs, when the metric declared them); a forward runs from its patches'
+    earliest position and earliest layer. The patches are cut into bands of up to ``widest_band``
+    neighbouring start positions and each band, in order of first layer, into forwards of at most
+    ``chunk`` patches, so that the modelled cost ``sum over forwards of layers run * (overhead +
+    rows * patches * positions run) + head * (overhead + rows * patches * head positions)`` is
+    least (exact dynamic programmes, over bands and over the cuts within a band). A forward whose
+    positions hold none of ``head_reads`` costs nothing (the base run answers it).
     """
     if chunk < 1:
         raise ValueError(f"chunk={chunk}: expected at least 1 patch per forward")
     distinct = sorted(set(starts))
+
+    # positions at which the head runs in a forward from each position (``None``: every one run)
+    read_from = (
+        None if head_reads is None else [sum(1 for r in head_reads if r >= p) for p in range(length + 1)]
+    )
+
+    def cost_of(layers: int, patches: int, first_pos: int) -> float:
+        """The modelled cost of a forward of ``patches`` patches from ``first_pos``, ``layers`` deep."""
+        positions = length - first_pos
+        read = positions if read_from is None else read_from[first_pos]
+        if not read:
+            return 0.0  # none the metric reads: the base run answers, no forward runs
+        return layers * (overhead + rows * patches * positions) + head * (overhead + rows * patches * read)
+
     by_start: dict[int, list[int]] = {s: [] for s in distinct}
     for j in range(len(starts)):
         by_start[starts[j]].append(j)
@@ -272,6 +318,7 @@ def plan(
         runs = [a for a in range(len(items)) if a == 0 or firsts[items[a]] != firsts[items[a - 1]]]
         cuts = {c for a, b in zip(runs, runs[1:] + [len(items)]) for c in range(a, b, chunk)}
         cuts = sorted(cuts | set(range(0, len(items), chunk)) | {len(items)})
+        seg_first = [min(starts[j] for j in items[a:b]) for a, b in zip(cuts, cuts[1:])]
         best, back = [0.0] + [math.inf] * (len(cuts) - 1), [0] * len(cuts)
         for e in range(1, len(cuts)):
             first_pos = length
@@ -279,9 +326,8 @@ def plan(
                 n = cuts[e] - cuts[c]
                 if n > chunk:
                     break
-                first_pos = min(first_pos, *(starts[j] for j in items[cuts[c] : cuts[c + 1]]))
-                layers = n_layers - firsts[items[cuts[c]]] + head
-                cost = best[c] + layers * (overhead + n * rows * (length - first_pos))
+                first_pos = min(first_pos, seg_first[c])
+                cost = best[c] + cost_of(n_layers - firsts[items[cuts[c]]], n, first_pos)
                 if cost < best[e]:
                     best[e], back[e] = cost, c
         groups, e = [], len(cuts) - 1
