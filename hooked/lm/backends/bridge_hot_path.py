@@ -14,6 +14,11 @@ of its own class whose call
 - on a normalisation component (TransformerLens's own ``forward`` on the path that returns the
   transformers norm's output), leaves out the ``hook_scale`` / ``hook_normalized`` values while
   nobody can see them (computed under ``no_grad`` and discarded by TransformerLens);
+- on a linear projection around a plain ``nn.Linear``, calls ``F.linear`` as the linear's own
+  ``forward`` would, without the two ``nn.Module.__call__`` in between;
+- stores the flags a block or gated MLP reads on each call (``_stop_at_layer_idx``, ...) where
+  they are absent, as the value their absence gives (each read of an absent one raised two
+  exceptions);
 - on a block, reads the wrapped layer's ``forward`` signature once per function instead of on
   every call (``inspect.signature``, to filter the keyword arguments the same way).
 
@@ -34,6 +39,8 @@ import torch.nn.modules.module as _torch_module
 from transformer_lens.hook_points import HookPoint as TLHookPoint
 from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 from transformer_lens.model_bridge.generalized_components.block import BlockBridge
+from transformer_lens.model_bridge.generalized_components.gated_mlp import GatedMLPBridge
+from transformer_lens.model_bridge.generalized_components.linear import LinearBridge
 from transformer_lens.model_bridge.generalized_components.normalization import NormalizationBridge
 
 
@@ -83,8 +90,34 @@ def quiet_hook_points(model: Any) -> int:
             and "_hooked_quiet_of" not in cls.__dict__
         ):
             module.__class__ = _quiet_class(cls)
+            _set_absent_flags(module)
             changed += 1
     return changed
+
+
+# flags TransformerLens reads on every call and sets only when used: while absent, each read
+# falls through ``GeneralizedComponent.__getattr__`` to the wrapped module and back, two
+# exceptions later, giving what these values give (``getattr(self, name, None)``, ``hasattr``)
+_ABSENT_FLAGS = (
+    (BlockBridge, (("_stop_at_layer_idx", None), ("_start_at_layer_idx", None))),
+    (GatedMLPBridge, (("_use_processed_weights", False),)),
+)
+
+
+def _set_absent_flags(module: Any) -> None:
+    """Store each of :data:`_ABSENT_FLAGS` that ``module`` reads and has nowhere (not on itself,
+    its class or its wrapped module) as the value its absence gives, as TransformerLens itself
+    stores it once used (``_stop_at_layer_idx = None`` after a ``stop_at_layer`` run)."""
+    original = module.__dict__["_modules"].get("_original_component")
+    for kind, flags in _ABSENT_FLAGS:
+        if not isinstance(module, kind):
+            continue
+        for name, value in flags:
+            if name in module.__dict__ or hasattr(type(module), name):
+                continue
+            if original is not None and hasattr(original, name):
+                continue
+            object.__setattr__(module, name, value)
 
 
 def _busy(d: dict[str, Any]) -> bool:
@@ -127,6 +160,8 @@ def _quiet_class(cls: type) -> type:
             and cls._hf_autograd_forward_with_hooks is NormalizationBridge._hf_autograd_forward_with_hooks  # type: ignore[attr-defined]
         ):
             namespace["forward"] = _norm_forward
+        if issubclass(cls, LinearBridge) and cls.forward is LinearBridge.forward:  # type: ignore[attr-defined]
+            namespace["__call__"] = _linear_call
         if issubclass(cls, BlockBridge) and (
             cls._filter_kwargs_for_forward is BlockBridge._filter_kwargs_for_forward  # type: ignore[attr-defined]
         ):
@@ -143,6 +178,31 @@ def _component_call(self: Any, *args: Any, **kwargs: Any) -> Any:
     if _busy(d):  # what GeneralizedComponent.__call__ calls inside align_module_device (a no-op here)
         return torch.nn.Module.__call__(self, *args, **kwargs)
     return self.forward(*args, **kwargs)  # what nn.Module.__call__ would do: nothing is registered
+
+
+def _linear_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+    """A ``LinearBridge`` around a plain ``nn.Linear`` while nothing is registered on either:
+    ``LinearBridge.forward`` with the linear's own ``forward`` (``F.linear`` of its weight and
+    bias) called in place of ``nn.Module.__call__``, which would call just that. Anything else
+    (other arguments, a subclass of ``nn.Linear``, a hook, an offload hook, a suppressed
+    ``hook_in``) takes :func:`_component_call`."""
+    d = self.__dict__
+    modules = d["_modules"]
+    original = modules.get("_original_component")
+    if (
+        len(args) != 1
+        or kwargs
+        or type(original) is not torch.nn.Linear
+        or self._suppress_next_hook_in
+        or "_hf_hook" in original.__dict__
+        or _busy(d)
+        or _busy(original.__dict__)
+    ):
+        return _component_call(self, *args, **kwargs)
+    x = modules["hook_in"](args[0])
+    output = modules["hook_out"](torch.nn.functional.linear(x, original.weight, original.bias))
+    object.__setattr__(self, "_fired_hook_out", True)  # as LinearBridge.forward
+    return output
 
 
 def _norm_forward(self: Any, hidden_states: torch.Tensor, **kwargs: Any) -> torch.Tensor:
