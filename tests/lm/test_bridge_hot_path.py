@@ -356,3 +356,14 @@ def test_stop_and_start_at_layer_are_bit_identical(bridge, tokens):
         resid = got
         got, want = both(bridge, lambda: bridge(resid, start_at_layer=1))
     assert torch.equal(got, want) and got.shape[-1] == bridge.cfg.d_vocab
+
+
+def test_transformer_lens_classes_switch_back_and_forth(bridge, tokens):
+    from hooked.lm.backends.bridge_hot_path import transformer_lens_classes
+
+    before = [type(m) for m in bridge.modules()]
+    with pytest.raises(RuntimeError, match="inside"), transformer_lens_classes(bridge) as same:
+        assert same is bridge
+        assert not any(type(m) is QuietHookPoint or _base(type(m)) for m in bridge.modules())
+        raise RuntimeError("inside")
+    assert [type(m) for m in bridge.modules()] == before

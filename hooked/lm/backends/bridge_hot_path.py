@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import inspect
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -93,6 +95,25 @@ def quiet_hook_points(model: Any) -> int:
             _set_absent_flags(module)
             changed += 1
     return changed
+
+
+@contextmanager
+def transformer_lens_classes(model: Any) -> Iterator[Any]:
+    """For a ``with`` block, every hook point and component of ``model`` with TransformerLens's
+    own class (the quiet ones back afterwards, also on error): TransformerLens's bridge as it
+    runs without hooked, for comparisons (``benchmarks/peers.py``). Yields ``model``."""
+    switched = []
+    for module in model.modules():
+        cls = type(module)
+        base = TLHookPoint if cls is QuietHookPoint else cls.__dict__.get("_hooked_quiet_of")
+        if base is not None:
+            switched.append((module, cls))
+            module.__class__ = base
+    try:
+        yield model
+    finally:
+        for module, cls in switched:
+            module.__class__ = cls
 
 
 # flags TransformerLens reads on every call and sets only when used: while absent, each read
