@@ -24,8 +24,10 @@ ratio is to that arm (below 1: faster). The jobs:
    gradients in a backward trace.
 5. **generate 32 tokens with a steering hook** (a fixed vector added entering layer 6, greedy,
    batch 1 and a left-padded batch of 4): transformers' ``generate`` with a PyTorch pre-hook;
-   ``hooked.lm.generate`` on ``wrap`` and the bridge; TransformerLens's ``bridge.generate`` with
-   the hook attached by its own ``hooks()``; nnsight's ``generate`` trace.
+   ``hooked.lm.generate`` on ``wrap`` and the bridge (both with a key-value cache); TransformerLens's
+   ``bridge.generate`` (``use_past_kv_cache=True``) with the hook attached by its own ``hooks()``,
+   run with TransformerLens's own classes (``transformer_lens_classes``: without hooked's quiet
+   hook points and components); nnsight's ``generate`` trace.
 6. **patching sweep 31 x 9** (279 patches of the residual stream, logit difference Paris - Rome at
    the last position): a hand-written batched sweep (64 patches per forward, PyTorch pre-hooks),
    also keeping only the last position's logits (``logits_to_keep=1``); ``patching_sweep`` on
@@ -382,6 +384,7 @@ def _generation(m: _Models) -> list[Row]:
 
     from benchmarks.generate import PROMPTS
     from hooked import lm
+    from hooked.lm.backends.bridge_hot_path import transformer_lens_classes
 
     n_new = m.ctx.pick(4, 32)
     vector = torch.randn(m.raw.config.hidden_size, generator=torch.Generator().manual_seed(0)).to(
@@ -398,7 +401,8 @@ def _generation(m: _Models) -> list[Row]:
         steer_b = [(f"blocks.{LAYER}.hook_resid_pre", steer)]
 
         def tl(batch=batch, steer_b=steer_b):
-            with TransformerBridge.hooks(m.bridge, fwd_hooks=steer_b):
+            # TransformerLens's own classes (not hooked's quiet hook points and components)
+            with transformer_lens_classes(m.bridge), TransformerBridge.hooks(m.bridge, fwd_hooks=steer_b):
                 out = TransformerBridge.generate(
                     m.bridge,
                     batch["input_ids"],

@@ -1,15 +1,18 @@
 """The bridge's hook points and components skip what does nothing, and change nothing.
 
 ``hooked_bridge`` gives TransformerLens's ``HookPoint`` modules the class ``QuietHookPoint`` and its
-components a quiet subclass that skips accelerate's no-op ``align_module_device`` (fix 7 of
-:mod:`hooked.lm.backends.bridge`). Every result here is compared bit for bit with the same bridge
-switched back to TransformerLens's own classes: forwards, caches,
-steering hooks, gradients, generation; PyTorch's own module hooks (on a point, and global ones)
-still see every call.
+components a quiet subclass (:mod:`hooked.lm.backends.bridge_hot_path`): no ``nn.Module.__call__``
+or accelerate's no-op ``align_module_device`` while nothing is registered, no ``hook_scale`` /
+``hook_normalized`` values in a norm while nobody sees them, a block's ``inspect.signature`` read
+once. Every result here is compared bit for bit with the same bridge switched back to
+TransformerLens's own classes: forwards, caches, steering hooks, gradients, generation (padded
+batches too), several model families; PyTorch's own module hooks (on a point, on a component,
+global ones) still see every call.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import pickle
 from contextlib import contextmanager
@@ -20,12 +23,21 @@ from torch.nn.modules.module import register_module_forward_hook
 from transformer_lens.hook_points import HookPoint as TLHookPoint
 from transformer_lens.model_bridge.generalized_components import base as base_module
 from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+from transformer_lens.model_bridge.generalized_components.block import BlockBridge
+from transformer_lens.model_bridge.generalized_components.normalization import NormalizationBridge
 
-from hooked.lm.backends.bridge import QuietHookPoint, quiet_hook_points
+from hooked.lm.backends.bridge_hot_path import QuietHookPoint, quiet_hook_points
 from tests.lm.tiny_models import VOCAB, tiny_bridge
 
+# gemma2: offset norms, soft-capping, sliding window; the others slow
+FAMILIES = [
+    "llama",
+    "gemma2",
+    *(pytest.param(f, marks=pytest.mark.slow) for f in ("gpt2", "gpt_neox", "qwen2", "gemma")),
+]
 
-@pytest.fixture(scope="module", params=["llama", pytest.param("gpt2", marks=pytest.mark.slow)])
+
+@pytest.fixture(scope="module", params=FAMILIES)
 def bridge(request):
     return tiny_bridge(request.param)
 
@@ -196,3 +208,162 @@ def test_pytorch_module_hooks_still_see_every_call(bridge, tokens):
 
     got, want = both(bridge, count_points)
     assert got == want and len(got) > 20  # a global module hook sees the quiet points too
+
+
+def test_padded_batch_generation_is_bit_identical(bridge):
+    from hooked import lm
+
+    ids = torch.randint(4, VOCAB, (3, 6), generator=torch.Generator().manual_seed(6))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0  # left-padded rows
+    mask[2, :4] = 0
+    batch = {"input_ids": ids, "attention_mask": mask}
+    vector = torch.randn(bridge.cfg.d_model, generator=torch.Generator().manual_seed(1))
+
+    def run():
+        hooks = [("blocks.1.hook_resid_pre", lambda act, hook: act + vector)]
+        return lm.generate(bridge, batch, 5, fwd_hooks=hooks, stop_at_eos=False, return_tokens=True).tokens
+
+    got, want = both(bridge, run)
+    assert torch.equal(got, want)
+
+
+def test_a_norm_computes_its_hook_values_only_when_someone_sees_them(bridge, tokens, monkeypatch):
+    calls = []
+    real = NormalizationBridge._hf_autograd_forward_with_hooks
+
+    def spy(self, x):
+        calls.append(self)
+        return real(self, x)
+
+    monkeypatch.setattr(NormalizationBridge, "_hf_autograd_forward_with_hooks", spy)
+    norms = [m for m in bridge.modules() if isinstance(m, NormalizationBridge)]
+    assert norms
+    native = [m for m in norms if m.use_native_layernorm_autograd]
+    if not native:
+        pytest.skip("this family's norms are TransformerLens's from-scratch ones (left to TransformerLens)")
+    with torch.no_grad():
+        got, want = both(bridge, lambda: bridge(tokens))
+    assert torch.equal(got, want)
+    assert len(calls) == len(native) > 0  # TransformerLens's classes only
+    names = ["blocks.0.ln1.hook_scale", "blocks.1.ln2.hook_normalized"]
+
+    def run():
+        seen = {}
+
+        def keep(act, hook):
+            seen[hook.name] = act.clone()
+
+        calls.clear()
+        out = bridge.run_with_hooks(tokens, fwd_hooks=[(n, keep) for n in names])
+        return out, seen, list(calls)
+
+    with torch.no_grad():
+        (got, seen, mine), (want, ref, _) = both(bridge, run)
+    assert torch.equal(got, want) and sorted(seen) == sorted(ref) == sorted(names)
+    assert all(torch.equal(seen[n], ref[n]) for n in names)
+    assert mine == [bridge.blocks[0].ln1, bridge.blocks[1].ln2]  # the two seen ones only
+    with torch.no_grad():
+        cache, cache_ref = both(bridge, lambda: bridge.run_with_cache(tokens, names_filter=names)[1])
+    assert sorted(cache) == sorted(cache_ref) == sorted(names)
+    assert all(torch.equal(cache[n], cache_ref[n]) for n in names)
+
+
+def test_a_norm_edited_at_its_scale_is_bit_identical(bridge, tokens):
+    def double(act, hook):
+        return act * 2
+
+    native = bridge.blocks[0].ln2.use_native_layernorm_autograd
+    with torch.no_grad(), pytest.warns(UserWarning) if native else contextlib.nullcontext():
+        got, want = both(
+            bridge,
+            lambda: bridge.run_with_hooks(tokens, fwd_hooks=[("blocks.0.ln2.hook_normalized", double)]),
+        )
+    assert torch.equal(got, want)
+    with torch.no_grad():
+        assert not torch.equal(got, bridge(tokens))  # the edit reached the output
+
+
+def test_a_block_reads_its_layer_signature_once(bridge, tokens, monkeypatch):
+    import inspect
+
+    with torch.no_grad():
+        bridge(tokens)
+    counted = []
+    real = inspect.signature
+
+    def spy(obj, *args, **kwargs):
+        counted.append(obj)
+        return real(obj, *args, **kwargs)
+
+    monkeypatch.setattr(inspect, "signature", spy)
+    with torch.no_grad():
+        got, want = both(bridge, lambda: bridge(tokens))
+    assert torch.equal(got, want)
+    blocks = [m for m in bridge.modules() if isinstance(m, BlockBridge)]
+    layer_forwards = {getattr(b.original_component.forward, "__func__", None) for b in blocks}
+    mine = [o for o in counted if getattr(o, "__func__", None) in layer_forwards]
+    assert len(mine) == len(blocks)  # TransformerLens's classes: once per block and forward; ours: none
+
+
+@pytest.mark.parametrize("positional", [0, 1, 2])
+def test_a_block_filters_keywords_as_transformer_lens(bridge, positional):
+    block = bridge.blocks[0]
+    kwargs = {
+        "hidden_states": 1,
+        "attention_mask": 2,
+        "position_ids": 3,
+        "encoder_attention_mask": 4,
+        "past_key_values": 5,
+        "not_a_parameter": 6,
+    }
+    got = block._filter_kwargs_for_forward(dict(kwargs), positional)
+    want = BlockBridge._filter_kwargs_for_forward(block, dict(kwargs), positional)
+    assert got == want and list(got) == list(want)
+
+
+def test_a_hook_on_a_component_sees_every_call(bridge, tokens):
+    attn = bridge.blocks[0].attn
+    seen = []
+    handle = attn.register_forward_hook(lambda module, args, out: seen.append(module))
+    try:
+        with torch.no_grad():
+            got, want = both(bridge, lambda: bridge(tokens))
+    finally:
+        handle.remove()
+    assert torch.equal(got, want) and seen == [attn, attn]
+
+
+def test_projection_hooks_and_a_hook_on_the_wrapped_linear_are_bit_identical(bridge, tokens):
+    linear = bridge.blocks[0].attn.q.original_component
+    seen = []
+    handle = linear.register_forward_hook(lambda module, args, out: seen.append(out.clone()))
+    hooks = [("blocks.1.attn.q.hook_out", lambda act, hook: act * 1.5)]  # seen per head
+    try:
+        with torch.no_grad():
+            got, want = both(bridge, lambda: bridge.run_with_hooks(tokens, fwd_hooks=hooks))
+    finally:
+        handle.remove()
+    assert torch.equal(got, want) and len(seen) == 2 and torch.equal(seen[0], seen[1])
+    with torch.no_grad():
+        assert not torch.equal(got, bridge(tokens))  # the projection hook did steer
+
+
+def test_stop_and_start_at_layer_are_bit_identical(bridge, tokens):
+    with torch.no_grad():
+        got, want = both(bridge, lambda: bridge(tokens, stop_at_layer=1))
+        assert torch.equal(got, want) and got.shape[-1] == bridge.cfg.d_model
+        resid = got
+        got, want = both(bridge, lambda: bridge(resid, start_at_layer=1))
+    assert torch.equal(got, want) and got.shape[-1] == bridge.cfg.d_vocab
+
+
+def test_transformer_lens_classes_switch_back_and_forth(bridge, tokens):
+    from hooked.lm.backends.bridge_hot_path import transformer_lens_classes
+
+    before = [type(m) for m in bridge.modules()]
+    with pytest.raises(RuntimeError, match="inside"), transformer_lens_classes(bridge) as same:
+        assert same is bridge
+        assert not any(type(m) is QuietHookPoint or _base(type(m)) for m in bridge.modules())
+        raise RuntimeError("inside")
+    assert [type(m) for m in bridge.modules()] == before

@@ -56,17 +56,14 @@ hooked's own additions, which stay whatever TransformerLens does:
 6. **Gradients of any metric.** ``run_with_cache(..., incl_bwd=True, metric=fn)`` runs backward on
    ``fn(output)`` (a scalar), with the gradient hooks attached, and caches ``<name>_grad``
    (TransformerLens requires the forward itself to return a scalar, ``return_type="loss"``).
-7. **Hook points with nothing registered cost a function call.** TransformerLens's components
-   call about a thousand ``HookPoint`` modules per forward of SmolLM2, each through
-   ``nn.Module.__call__``; :func:`hooked_bridge` gives each of them the class
-   :class:`QuietHookPoint` (a subclass), whose call returns its input at once while no PyTorch
-   hook is registered on it or globally, and is ``nn.Module.__call__`` otherwise (the identity
-   either way: results are bit-identical, ``tests/lm/test_bridge_hot_path.py``). Likewise each
-   component (``GeneralizedComponent``, about 360 calls per forward) enters accelerate's
-   ``align_module_device`` around every call, a context manager that does nothing unless the
-   wrapped module carries an accelerate offload hook: :func:`quiet_hook_points` gives each
-   component a subclass of its own class (same name) whose call skips that context while the
-   wrapped module has no ``_hf_hook`` (and is TransformerLens's call otherwise).
+7. **What changes nothing is left out of each forward** (:mod:`hooked.lm.backends.bridge_hot_path`).
+   TransformerLens's components call about a thousand ``HookPoint`` modules per forward of
+   SmolLM2 and a few hundred components, each through ``nn.Module.__call__`` (components also
+   through accelerate's ``align_module_device``); its norms compute the ``hook_scale`` /
+   ``hook_normalized`` values nobody reads, and its blocks read ``inspect.signature`` on every
+   call. :func:`hooked_bridge` gives each hook point and component a subclass of its own class
+   that skips these while nothing is registered (and is TransformerLens's code otherwise):
+   results are bit-identical, ``tests/lm/test_bridge_hot_path.py``.
 8. Unknown hook names raise :class:`hooked.UnknownHookError` with the closest names, and
    ``run_with_cache`` returns a :class:`hooked.ActivationCache` (the class every backend returns);
    its helpers (``accumulated_resid``, ``decompose_resid``, ...) are :mod:`hooked.lm.toolkit.resid`'s
@@ -84,15 +81,13 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Literal
 
 import torch
-import torch.nn.modules.module as _torch_module
 from torch import Tensor
-from transformer_lens.hook_points import HookPoint as TLHookPoint
 from transformer_lens.model_bridge import TransformerBridge
-from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
 
 from hooked.cache import ActivationCache, OwnForward, pos_axis, pos_index, slice_positions
 from hooked.errors import HookedError, HookReturnError
 from hooked.lm.backends.backend import cache_methods
+from hooked.lm.backends.bridge_hot_path import quiet_hook_points
 from hooked.lm.backends.seen_as import seen_as as _seen_as
 from hooked.lm.text.tokens import warn_if_padded_without_mask
 from hooked.names import NamesSpec, resolve_names
@@ -470,95 +465,6 @@ def fix_kv_cache(model: Any) -> int:
         object.__setattr__(module, "_update_kv_cache", _reading_cache_kwarg(update))
         fixed += 1
     return fixed
-
-
-class QuietHookPoint(TLHookPoint):
-    """TransformerLens's ``HookPoint``, called without the detour through ``nn.Module.__call__``
-    while nothing is registered on it (fix 7 of the module docstring).
-
-    With no module hook of its own, no global module hook, no compiled call and no JIT trace,
-    ``nn.Module.__call__`` would call ``forward`` straight away, and ``forward`` returns its input:
-    this call returns it without the two Python frames and eight hook-dict reads in between.
-    Anything else goes through ``nn.Module.__call__`` as before (TransformerLens's ``add_hook``
-    registers a PyTorch forward hook, so a hooked point takes that path).
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        d = self.__dict__
-        m = _torch_module
-        if (
-            d["_forward_hooks"]
-            or d["_forward_pre_hooks"]
-            or d["_backward_hooks"]
-            or d["_backward_pre_hooks"]
-            or m._global_forward_hooks
-            or m._global_forward_pre_hooks
-            or m._global_backward_hooks
-            or m._global_backward_pre_hooks
-            or d.get("_compiled_call_impl") is not None
-            or torch._C._get_tracing_state()
-        ):
-            return super().__call__(*args, **kwargs)
-        return self.forward(*args, **kwargs)
-
-
-def quiet_hook_points(model: Any) -> int:
-    """Give every TransformerLens ``HookPoint`` of ``model`` (exactly that class) the class
-    :class:`QuietHookPoint`, and every component whose call is ``GeneralizedComponent``'s its
-    quiet subclass (:func:`_quiet_class`); returns how many it changed (idempotent)."""
-    changed = 0
-    for module in model.modules():
-        cls = type(module)
-        if cls is TLHookPoint:
-            module.__class__ = QuietHookPoint
-            changed += 1
-        elif (
-            isinstance(module, GeneralizedComponent)
-            and cls.__call__ is GeneralizedComponent.__call__
-            and "_hooked_quiet_of" not in cls.__dict__
-        ):
-            module.__class__ = _quiet_class(cls)
-            changed += 1
-    return changed
-
-
-_QUIET: dict[type, type] = {}  # TransformerLens component class -> its quiet subclass
-
-
-def _quiet_class(cls: type) -> type:
-    """``cls`` with a call that skips accelerate's ``align_module_device`` while the wrapped module
-    has no offload hook (fix 7). Same name and module as ``cls``; a pickled or deep-copied
-    component is rebuilt as ``cls`` itself."""
-    quiet = _QUIET.get(cls)
-    if quiet is None:
-        namespace = {
-            "__call__": _component_call,
-            "__reduce_ex__": _reduce_as_base,
-            "__module__": cls.__module__,
-            "__qualname__": cls.__qualname__,
-            "__doc__": cls.__doc__,
-            "_hooked_quiet_of": cls,
-        }
-        quiet = _QUIET[cls] = type(cls.__name__, (cls,), namespace)
-    return quiet
-
-
-def _component_call(self: Any, *args: Any, **kwargs: Any) -> Any:
-    original = self._modules.get("_original_component")
-    if original is not None and "_hf_hook" in original.__dict__:  # accelerate may have offloaded it
-        return type(self)._hooked_quiet_of.__call__(self, *args, **kwargs)
-    # what GeneralizedComponent.__call__ calls inside align_module_device, which would do nothing
-    return torch.nn.Module.__call__(self, *args, **kwargs)  # GeneralizedComponent's super()
-
-
-def _reduce_as_base(self: Any, protocol: Any) -> Any:
-    """Pickled and copied as TransformerLens's own class (the state as ``object`` would give it)."""
-    rv = object.__reduce_ex__(self, max(2, protocol))
-    return (_new_component, (type(self)._hooked_quiet_of,), *rv[2:])
-
-
-def _new_component(cls: Any) -> Any:
-    return cls.__new__(cls)
 
 
 def _reading_cache_kwarg(update: Callable) -> Callable:

@@ -1,0 +1,305 @@
+"""The bridge's per-forward hot path: TransformerLens's classes, without the work that changes nothing.
+
+A forward of TransformerLens 4.3's bridge calls about a thousand ``HookPoint`` modules and a few
+hundred components, each through ``nn.Module.__call__`` (and, for components, accelerate's
+``align_module_device``), and a normalisation component computes the values of ``hook_scale`` and
+``hook_normalized`` even when nothing reads them, before it calls the transformers norm whose
+output it returns. :func:`quiet_hook_points` (applied by :func:`hooked.lm.backends.bridge.hooked_bridge`)
+gives each hook point the class :class:`QuietHookPoint` and each component a same-named subclass
+of its own class whose call
+
+- goes straight to ``forward`` while nothing is registered on the component or globally
+  (no module hook, no compiled call, no JIT trace: ``nn.Module.__call__`` would do just that),
+  and skips ``align_module_device`` unless the wrapped module carries accelerate's ``_hf_hook``;
+- on a normalisation component (TransformerLens's own ``forward`` on the path that returns the
+  transformers norm's output), leaves out the ``hook_scale`` / ``hook_normalized`` values while
+  nobody can see them (computed under ``no_grad`` and discarded by TransformerLens);
+- on a linear projection around a plain ``nn.Linear``, calls ``F.linear`` as the linear's own
+  ``forward`` would, without the two ``nn.Module.__call__`` in between;
+- stores the flags a block or gated MLP reads on each call (``_stop_at_layer_idx``, ...) where
+  they are absent, as the value their absence gives (each read of an absent one raised two
+  exceptions);
+- on a block, reads the wrapped layer's ``forward`` signature once per function instead of on
+  every call (``inspect.signature``, to filter the keyword arguments the same way).
+
+Anything else takes TransformerLens's own code. The results are bit-identical to the bridge with
+TransformerLens's classes: forwards, caches, steering hooks, gradients, generation, several model
+families (``tests/lm/test_bridge_hot_path.py``). A pickled or deep-copied component is rebuilt as
+TransformerLens's own class.
+"""
+
+from __future__ import annotations
+
+import inspect
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.modules.module as _torch_module
+from transformer_lens.hook_points import HookPoint as TLHookPoint
+from transformer_lens.model_bridge.generalized_components.base import GeneralizedComponent
+from transformer_lens.model_bridge.generalized_components.block import BlockBridge
+from transformer_lens.model_bridge.generalized_components.gated_mlp import GatedMLPBridge
+from transformer_lens.model_bridge.generalized_components.linear import LinearBridge
+from transformer_lens.model_bridge.generalized_components.normalization import NormalizationBridge
+
+
+class QuietHookPoint(TLHookPoint):
+    """TransformerLens's ``HookPoint``, called without the detour through ``nn.Module.__call__``
+    while nothing is registered on it.
+
+    With no module hook of its own, no global module hook, no compiled call and no JIT trace,
+    ``nn.Module.__call__`` would call ``forward`` straight away, and ``forward`` returns its input:
+    this call returns it without the two Python frames and eight hook-dict reads in between.
+    Anything else goes through ``nn.Module.__call__`` as before (TransformerLens's ``add_hook``
+    registers a PyTorch forward hook, so a hooked point takes that path).
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        d = self.__dict__
+        m = _torch_module
+        if (
+            d["_forward_hooks"]
+            or d["_forward_pre_hooks"]
+            or d["_backward_hooks"]
+            or d["_backward_pre_hooks"]
+            or m._global_forward_hooks
+            or m._global_forward_pre_hooks
+            or m._global_backward_hooks
+            or m._global_backward_pre_hooks
+            or d.get("_compiled_call_impl") is not None
+            or torch._C._get_tracing_state()
+        ):
+            return super().__call__(*args, **kwargs)
+        return self.forward(*args, **kwargs)
+
+
+def quiet_hook_points(model: Any) -> int:
+    """Give every TransformerLens ``HookPoint`` of ``model`` (exactly that class) the class
+    :class:`QuietHookPoint`, and every component whose call is ``GeneralizedComponent``'s its
+    quiet subclass (see the module docstring); returns how many it changed (idempotent)."""
+    changed = 0
+    for module in model.modules():
+        cls = type(module)
+        if cls is TLHookPoint:
+            module.__class__ = QuietHookPoint
+            changed += 1
+        elif (
+            isinstance(module, GeneralizedComponent)
+            and cls.__call__ is GeneralizedComponent.__call__
+            and "_hooked_quiet_of" not in cls.__dict__
+        ):
+            module.__class__ = _quiet_class(cls)
+            _set_absent_flags(module)
+            changed += 1
+    return changed
+
+
+@contextmanager
+def transformer_lens_classes(model: Any) -> Iterator[Any]:
+    """For a ``with`` block, every hook point and component of ``model`` with TransformerLens's
+    own class (the quiet ones back afterwards, also on error): TransformerLens's bridge as it
+    runs without hooked, for comparisons (``benchmarks/peers.py``). Yields ``model``."""
+    switched = []
+    for module in model.modules():
+        cls = type(module)
+        base = TLHookPoint if cls is QuietHookPoint else cls.__dict__.get("_hooked_quiet_of")
+        if base is not None:
+            switched.append((module, cls))
+            module.__class__ = base
+    try:
+        yield model
+    finally:
+        for module, cls in switched:
+            module.__class__ = cls
+
+
+# flags TransformerLens reads on every call and sets only when used: while absent, each read
+# falls through ``GeneralizedComponent.__getattr__`` to the wrapped module and back, two
+# exceptions later, giving what these values give (``getattr(self, name, None)``, ``hasattr``)
+_ABSENT_FLAGS = (
+    (BlockBridge, (("_stop_at_layer_idx", None), ("_start_at_layer_idx", None))),
+    (GatedMLPBridge, (("_use_processed_weights", False),)),
+)
+
+
+def _set_absent_flags(module: Any) -> None:
+    """Store each of :data:`_ABSENT_FLAGS` that ``module`` reads and has nowhere (not on itself,
+    its class or its wrapped module) as the value its absence gives, as TransformerLens itself
+    stores it once used (``_stop_at_layer_idx = None`` after a ``stop_at_layer`` run)."""
+    original = module.__dict__["_modules"].get("_original_component")
+    for kind, flags in _ABSENT_FLAGS:
+        if not isinstance(module, kind):
+            continue
+        for name, value in flags:
+            if name in module.__dict__ or hasattr(type(module), name):
+                continue
+            if original is not None and hasattr(original, name):
+                continue
+            object.__setattr__(module, name, value)
+
+
+def _busy(d: dict[str, Any]) -> bool:
+    """Whether ``nn.Module.__call__`` would do more than call ``forward`` on the module whose
+    ``__dict__`` is ``d``: a hook on it or a global one, a compiled call, a JIT trace."""
+    m = _torch_module
+    return bool(
+        d["_forward_hooks"]
+        or d["_forward_pre_hooks"]
+        or d["_backward_hooks"]
+        or d["_backward_pre_hooks"]
+        or m._global_forward_hooks
+        or m._global_forward_pre_hooks
+        or m._global_backward_hooks
+        or m._global_backward_pre_hooks
+        or d.get("_compiled_call_impl") is not None
+        or torch._C._get_tracing_state()
+    )
+
+
+_QUIET: dict[type, type] = {}  # TransformerLens component class -> its quiet subclass
+
+
+def _quiet_class(cls: type) -> type:
+    """``cls`` with the quiet call (and the norm's or block's quiet method where ``cls`` uses
+    TransformerLens's own). Same name and module as ``cls``; a pickled or deep-copied component
+    is rebuilt as ``cls`` itself."""
+    quiet = _QUIET.get(cls)
+    if quiet is None:
+        namespace: dict[str, Any] = {
+            "__call__": _component_call,
+            "__reduce_ex__": _reduce_as_base,
+            "__module__": cls.__module__,
+            "__qualname__": cls.__qualname__,
+            "__doc__": cls.__doc__,
+            "_hooked_quiet_of": cls,
+        }
+        if issubclass(cls, NormalizationBridge) and (
+            cls.forward is NormalizationBridge.forward  # type: ignore[attr-defined]
+            and cls._hf_autograd_forward_with_hooks is NormalizationBridge._hf_autograd_forward_with_hooks  # type: ignore[attr-defined]
+        ):
+            namespace["forward"] = _norm_forward
+        if issubclass(cls, LinearBridge) and cls.forward is LinearBridge.forward:  # type: ignore[attr-defined]
+            namespace["__call__"] = _linear_call
+        if issubclass(cls, BlockBridge) and (
+            cls._filter_kwargs_for_forward is BlockBridge._filter_kwargs_for_forward  # type: ignore[attr-defined]
+        ):
+            namespace["_filter_kwargs_for_forward"] = _block_filter_kwargs
+        quiet = _QUIET[cls] = type(cls.__name__, (cls,), namespace)
+    return quiet
+
+
+def _component_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+    d = self.__dict__
+    original = d["_modules"].get("_original_component")
+    if original is not None and "_hf_hook" in original.__dict__:  # accelerate may have offloaded it
+        return type(self)._hooked_quiet_of.__call__(self, *args, **kwargs)
+    if _busy(d):  # what GeneralizedComponent.__call__ calls inside align_module_device (a no-op here)
+        return torch.nn.Module.__call__(self, *args, **kwargs)
+    return self.forward(*args, **kwargs)  # what nn.Module.__call__ would do: nothing is registered
+
+
+def _linear_call(self: Any, *args: Any, **kwargs: Any) -> Any:
+    """A ``LinearBridge`` around a plain ``nn.Linear`` while nothing is registered on either:
+    ``LinearBridge.forward`` with the linear's own ``forward`` (``F.linear`` of its weight and
+    bias) called in place of ``nn.Module.__call__``, which would call just that. Anything else
+    (other arguments, a subclass of ``nn.Linear``, a hook, an offload hook, a suppressed
+    ``hook_in``) takes :func:`_component_call`."""
+    d = self.__dict__
+    modules = d["_modules"]
+    original = modules.get("_original_component")
+    if (
+        len(args) != 1
+        or kwargs
+        or type(original) is not torch.nn.Linear
+        or self._suppress_next_hook_in
+        or "_hf_hook" in original.__dict__
+        or _busy(d)
+        or _busy(original.__dict__)
+    ):
+        return _component_call(self, *args, **kwargs)
+    x = modules["hook_in"](args[0])
+    output = modules["hook_out"](torch.nn.functional.linear(x, original.weight, original.bias))
+    object.__setattr__(self, "_fired_hook_out", True)  # as LinearBridge.forward
+    return output
+
+
+def _norm_forward(self: Any, hidden_states: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+    """``NormalizationBridge.forward`` without the ``hook_scale`` / ``hook_normalized`` values
+    while nobody can see them. On that path TransformerLens computes them under ``no_grad``, shows
+    them to the two hook points and returns the transformers norm's own output (the values are
+    discarded); anything else (a hook or a PyTorch hook on either point, a global module hook,
+    the from-scratch norm, an ``Identity`` slot) runs TransformerLens's ``forward``."""
+    modules = self._modules
+    original = modules.get("_original_component")
+    config = self.config
+    if (
+        original is None
+        or config is None
+        or isinstance(original, torch.nn.Identity)
+        or not (self.use_native_layernorm_autograd or getattr(config, "layer_norm_folding", False))
+    ):
+        return NormalizationBridge.forward(self, hidden_states, **kwargs)
+    hidden_states = self.hook_in(hidden_states)
+    scale, normalized = modules.get("hook_scale"), modules.get("hook_normalized")
+    if (
+        scale is None
+        or normalized is None
+        or scale.fwd_hooks
+        or scale.bwd_hooks
+        or normalized.fwd_hooks
+        or normalized.bwd_hooks
+        or _busy(scale.__dict__)
+        or _busy(normalized.__dict__)
+    ):
+        result = self._hf_autograd_forward_with_hooks(hidden_states)
+    else:
+        result = original(hidden_states)
+        if result.dtype != hidden_states.dtype:
+            result = result.to(hidden_states.dtype)
+    return self.hook_out(result)
+
+
+# the wrapped layer's forward function -> (its parameter names as bound, as a set, takes **kwargs)
+_SIGNATURES: weakref.WeakKeyDictionary[Any, tuple[list[str], frozenset[str], bool]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _block_filter_kwargs(self: Any, kwargs: dict[str, Any], num_positional_args: int = 0) -> dict[str, Any]:
+    """``BlockBridge._filter_kwargs_for_forward`` with the signature read once per function: the
+    keywords the wrapped layer's ``forward`` accepts, less those already given positionally
+    (everything when it takes ``**kwargs``). A ``forward`` that is not a bound method gets
+    TransformerLens's own reading, on each call."""
+    original = self._modules.get("_original_component")
+    if original is None:
+        return kwargs
+    forward = original.forward
+    if not inspect.ismethod(forward):
+        return BlockBridge._filter_kwargs_for_forward(self, kwargs, num_positional_args)
+    known = _SIGNATURES.get(forward.__func__)  # the same function bound to any layer: one signature
+    if known is None:
+        try:
+            params = inspect.signature(forward).parameters
+        except (ValueError, TypeError):
+            return kwargs  # as TransformerLens: pass everything through
+        names = list(params)
+        var_keyword = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params.values())
+        known = _SIGNATURES[forward.__func__] = (names, frozenset(names), var_keyword)
+    names, valid, var_keyword = known
+    if var_keyword:
+        return kwargs
+    positional = set(names[:num_positional_args])
+    return {k: v for k, v in kwargs.items() if k in valid and k not in positional}
+
+
+def _reduce_as_base(self: Any, protocol: Any) -> Any:
+    """Pickled and copied as TransformerLens's own class (the state as ``object`` would give it)."""
+    rv = object.__reduce_ex__(self, max(2, protocol))
+    return (_new_component, (type(self)._hooked_quiet_of,), *rv[2:])
+
+
+def _new_component(cls: Any) -> Any:
+    return cls.__new__(cls)
