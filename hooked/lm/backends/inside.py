@@ -19,8 +19,9 @@ own ``prepend=True`` reorders the same way).
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -33,7 +34,7 @@ def inside_hook(module: nn.Module, hook: Callable[..., Any], rank: int) -> Any:
     here and after the inside hooks of a lower ``rank`` (equal ranks: first installed, first run);
     returns PyTorch's handle."""
     handle = module.register_forward_hook(hook, prepend=True)
-    hooks = module._forward_hooks
+    hooks = cast(OrderedDict, module._forward_hooks)  # typed as a dict; PyTorch keeps an OrderedDict
     ranks = _RANKS.setdefault(module, {})
     for stale in [i for i in ranks if i not in hooks]:
         del ranks[stale]

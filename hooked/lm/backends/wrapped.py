@@ -244,7 +244,7 @@ class WrappedLM(TLModelAPI, Wrapped):
             return [s for n in names for s in self._wrap_spec((n, fn))] if names else [spec]
         return [spec]
 
-    def _filter_matches(self, accept: Callable[[str], bool]) -> list[tuple[str, str]]:
+    def _filter_matches(self, accept: Callable[[str], object]) -> list[tuple[str, str]]:
         """``(module path, name matched)`` of each hook point ``accept`` takes by some name, once
         per point: the first name it takes in :attr:`hook_dict`'s order (TransformerLens's rule for
         a filter, which visits ``hook_dict`` and skips a point seen already)."""
