@@ -58,20 +58,7 @@ class QuietHookPoint(TLHookPoint):
     """
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        d = self.__dict__
-        m = _torch_module
-        if (
-            d["_forward_hooks"]
-            or d["_forward_pre_hooks"]
-            or d["_backward_hooks"]
-            or d["_backward_pre_hooks"]
-            or m._global_forward_hooks
-            or m._global_forward_pre_hooks
-            or m._global_backward_hooks
-            or m._global_backward_pre_hooks
-            or d.get("_compiled_call_impl") is not None
-            or torch._C._get_tracing_state()
-        ):
+        if _busy(self.__dict__):
             return super().__call__(*args, **kwargs)
         return self.forward(*args, **kwargs)
 
