@@ -211,12 +211,7 @@ class HookPoint(nn.Module):
     def _attach(
         self, hook: HookFn, dir: str, is_permanent: bool, prepend: bool, level: int | None = None
     ) -> AttachedHook:
-        hooks = self._hooks(dir)
-        entry = AttachedHook(self, dir, hook, is_permanent, level)
-        if prepend:
-            hooks.insert(0, entry)
-        else:
-            hooks.append(entry)
+        entry = _insert(self, dir, hook, is_permanent, prepend, level)
         self._refresh()
         return entry
 
@@ -379,14 +374,7 @@ class HookPoint(nn.Module):
         if not (live and self._live):  # registering a live point again would change nothing
             set_(self, "_live", live)
             _set_live(self, live)
-        stepped = False
-        if live:
-            for h in fwd:
-                if h.steps is not None:
-                    stepped = True
-                    break
-            else:
-                stepped = any(h.steps is not None for h in bwd)
+        stepped = live and (any(h.steps is not None for h in fwd) or any(h.steps is not None for h in bwd))
         if stepped or self._stepped:  # a point that never had an at_step hook is not on the list
             _steps.expect_steps(self, self._unreached if stepped else None)
             set_(self, "_stepped", stepped)
@@ -537,13 +525,7 @@ def attach_all(
         d = declared.get(id(fn))
         if d is None:
             d = declared[id(fn)] = (declared_steps(fn), declared_read_only(fn))
-        entry = AttachedHook(hp, dir, fn, is_permanent, level, d)
-        hooks = hp._fwd if dir == "fwd" else hp._bwd
-        if prepend:
-            hooks.insert(0, entry)
-        else:
-            hooks.append(entry)
-        entries.append((hp, dir, entry))
+        entries.append((hp, dir, _insert(hp, dir, fn, is_permanent, prepend, level, d)))
         points[id(hp)] = hp
     try:
         for hp in points.values():
@@ -554,11 +536,30 @@ def attach_all(
     return HookHandle(entries)
 
 
+def _insert(
+    hp: HookPoint,
+    dir: str,
+    fn: HookFn,
+    is_permanent: bool,
+    prepend: bool,
+    level: int | None,
+    declared: tuple[frozenset[int] | None, bool] | None = None,
+) -> AttachedHook:
+    """Put ``fn`` on ``hp``'s list of ``dir`` hooks (first with ``prepend``), without refreshing."""
+    entry = AttachedHook(hp, dir, fn, is_permanent, level, declared)
+    hooks = hp._hooks(dir)
+    if prepend:
+        hooks.insert(0, entry)
+    else:
+        hooks.append(entry)
+    return entry
+
+
 def _detach(entries: list[tuple[HookPoint, str, AttachedHook]]) -> list[HookPoint]:
     """Take each entry off its hook point's list; the hook points touched, each once."""
     points: dict[int, HookPoint] = {}
     for hp, dir, entry in entries:
-        hooks = hp._fwd if dir == "fwd" else hp._bwd
+        hooks = hp._hooks(dir)
         for i in range(len(hooks) - 1, -1, -1):  # a cache's hooks are the last ones attached
             if hooks[i] is entry:
                 del hooks[i]

@@ -134,16 +134,9 @@ class ModuleHookPoint(HookPoint):
             return self._target.register_forward_hook(on_output)
 
         def on_input(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            if args and isinstance(args[0], Tensor):
-                read(args[0])
-                return
-            slot = _tensor_slot(args)
-            if slot is not None:
-                read(args[slot])
-                return
-            slot = _tensor_slot(kwargs)
-            if slot is not None:
-                read(kwargs[slot])
+            found = _input_slot(args, kwargs)
+            if found is not None:
+                read(found[0][found[1]])
 
         return self._target.register_forward_pre_hook(on_input, with_kwargs=True)
 
@@ -181,15 +174,15 @@ class ModuleHookPoint(HookPoint):
     def _on_input(self, module: nn.Module, args: tuple, kwargs: dict) -> Any:
         if not self._live:
             return None
-        slot = 0 if args and isinstance(args[0], Tensor) else _tensor_slot(args)
-        if slot is not None:
-            new = self._run(args[slot], None)
-            return None if new is args[slot] else (_put_back(args, slot, new), kwargs)
-        slot = _tensor_slot(kwargs)
-        if slot is None:
+        found = _input_slot(args, kwargs)
+        if found is None:
             return None
-        new = self._run(kwargs[slot], None)
-        return None if new is kwargs[slot] else (args, {**kwargs, slot: new})
+        where, slot = found
+        old = where[slot]
+        new = self._run(old, None)
+        if new is old:
+            return None
+        return (_put_back(args, slot, new), kwargs) if where is args else (args, {**kwargs, slot: new})
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, {self.where}put of {type(self._target).__name__}".lstrip(", ")
@@ -210,18 +203,9 @@ def _point_for(module: nn.Module, where: str) -> ModuleHookPoint:
     return point
 
 
-class _Whole:
-    def __repr__(self) -> str:
-        return "<whole>"
-
-
-_WHOLE = _Whole()
-
-
 def _tensor_slot(obj: Any) -> Any:
-    """Where the tensor a hook sees sits in ``obj``: ``_WHOLE``, an index, a key, or None."""
-    if isinstance(obj, Tensor):
-        return _WHOLE
+    """Where the first tensor sits in the container ``obj`` (a tuple / list / mapping): an index,
+    a key, or None (a bare tensor is the callers' own first case)."""
     if isinstance(obj, (tuple, list)):
         for i, v in enumerate(obj):
             if isinstance(v, Tensor):
@@ -234,12 +218,22 @@ def _tensor_slot(obj: Any) -> Any:
     return None
 
 
+def _input_slot(args: tuple, kwargs: dict) -> tuple[Any, Any] | None:
+    """Where the tensor a hook on a module's input sees sits: ``(args, index)`` for the first
+    positional tensor, else ``(kwargs, key)`` for the first keyword tensor, else None."""
+    if args and isinstance(args[0], Tensor):
+        return args, 0
+    slot = _tensor_slot(args)
+    if slot is not None:
+        return args, slot
+    slot = _tensor_slot(kwargs)
+    return None if slot is None else (kwargs, slot)
+
+
 def _put_back(obj: Any, slot: Any, new: Tensor) -> Any:
     """A copy of ``obj`` (same type) with ``new`` in ``slot``; ``obj`` itself is never edited (a
     module may return a container it keeps, e.g. an ``OrderedDict`` attribute, or an input the
     caller still holds)."""
-    if slot is _WHOLE:
-        return new
     if isinstance(obj, (list, tuple)):
         items = list(obj)
         items[slot] = new
