@@ -420,10 +420,9 @@ class HookedModule(nn.Module):
         self,
         fwd_hooks: Sequence[HookSpec],
         bwd_hooks: Sequence[HookSpec],
-        hook_dict: dict[str, HookPoint] | None = None,
         level: int | None = None,
     ) -> HookHandle:
-        hook_dict = self.hook_dict if hook_dict is None else hook_dict
+        hook_dict = self.hook_dict
         fwd = self._attach(fwd_hooks, "fwd", hook_dict=hook_dict, level=level)
         try:
             bwd = self._attach(bwd_hooks, "bwd", hook_dict=hook_dict, level=level)
