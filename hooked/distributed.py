@@ -18,6 +18,7 @@ with and without a launcher.
 
 from __future__ import annotations
 
+import atexit
 import os
 import traceback
 from collections.abc import Callable, Iterable
@@ -63,7 +64,17 @@ def init(backend: str | None = None) -> bool:
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend=backend)
+    atexit.register(_leave)
     return True
+
+
+def _leave() -> None:
+    """Destroy the process group :func:`init` made, at the process's exit: a gloo group left to the
+    interpreter's teardown can abort the process after its work is done ("terminate called without
+    an active exception", exit -6) and torchrun then reports the whole job failed."""
+    dist = _dist()
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def world_size() -> int:

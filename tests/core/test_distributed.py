@@ -96,3 +96,31 @@ def test_torchrun_harvest_command_end_to_end(tmp_path):
     m1, m2 = store.read_manifest(tmp_path / "w1"), store.read_manifest(tmp_path / "w2")
     assert m1["rows"] == m2["rows"] == 3000 and m2["world_size"] == 2
     assert [s["sha256"] for s in m1["shards"]] == [s["sha256"] for s in m2["shards"]]
+
+
+_EXIT_PROBE = """
+import atexit, os, sys
+import torch.distributed as dist
+from hooked import distributed
+
+# registered before init: atexit runs handlers last-in first-out, so this one runs after init's own
+atexit.register(lambda: open(sys.argv[1] + "." + os.environ["RANK"], "w").write(str(dist.is_initialized())))
+assert distributed.init() and dist.is_initialized()
+distributed.barrier()
+"""
+
+
+@pytest.mark.slow
+def test_a_launched_process_leaves_its_group_at_exit(tmp_path):
+    # a gloo group left to interpreter teardown could abort rank 0 after its work ("terminate called
+    # without an active exception"): init must destroy the group it made when the process exits
+    script = tmp_path / "probe.py"
+    script.write_text(_EXIT_PROBE)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    launcher += ["--master_addr=127.0.0.1", f"--master_port={free_port()}"]
+    done = subprocess.run(
+        [*launcher, str(script), str(tmp_path / "left")], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [(tmp_path / f"left.{r}").read_text() for r in (0, 1)] == ["False", "False"]
