@@ -179,3 +179,40 @@ def test_threads_below_one_are_refused(capsys):
     with pytest.raises(SystemExit):
         main(["--threads", "0", "--no-save", "--only", "spotlight"])
     assert "--threads must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_saved_run_records_the_load_and_its_paired_rows_reach_the_readme(tmp_path, monkeypatch):
+    import types
+
+    import torch
+
+    from benchmarks import __main__ as cli
+    from hooked.io import read_json
+
+    def run(ctx):
+        clock = FakeClock({"plain PyTorch": [2.0, 2.0, 4.0, 2.0], "ours": [2.2, 2.4, 3.6, 2.0]})
+        t = timing.time_paired(clock.arms(), base="plain PyTorch", rounds=4, warmup=0, clock=clock)
+        b = t["plain PyTorch"].median_s
+        return [
+            Row("g", k, x.median_s, "plain PyTorch", b, rounds_s=x.rounds_s, ratio_spread=x.ratio.to_json())
+            for k, x in t.items()
+        ]
+
+    fake = types.SimpleNamespace(run=run)
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: fake)
+    monkeypatch.setattr(cli, "RESULTS", tmp_path)
+    monkeypatch.setattr(report, "RESULTS", tmp_path)
+    monkeypatch.setattr(report, "README", tmp_path / "README.md")
+    threads = torch.get_num_threads()
+    try:
+        assert cli.main(["--quick", "--only", "spotlight", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+    rec = read_json(tmp_path / "cpu-quick.json")
+    assert len(rec["load"]) == 2 and all(x is None or x >= 0 for x in rec["load"])
+    ours = next(r for r in rec["rows"] if r["name"] == "ours")
+    assert ours["ratio"] == pytest.approx(1.05) and ours["ratio_spread"]["q3"] == pytest.approx(1.125)
+    readme = (tmp_path / "README.md").read_text()
+    assert "| g | ours |" in readme and "| 1.050 [0.975, 1.125] |" in readme
+    assert report.main(["--check"]) == 0
