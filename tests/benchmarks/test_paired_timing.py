@@ -143,7 +143,8 @@ def test_bridge_over_wrap_is_taken_round_by_round_where_both_have_rounds():
         _paired_row(gen1, "hooked bridge", [1.0, 1.2, 2.1, 1.1], plain),
     ]
     line = next(x for x in report.format_targets(rows).splitlines() if "within 10% of `wrap`" in x)
-    assert "steered generation, batch 1 1.075 [1.038, 1.125]" in line and line.endswith("| met |")
+    assert "steered generation, batch 1 1.075 [1.038, 1.125]" in line
+    assert line.endswith("| met (the bound within the quartiles: steered generation, batch 1) |")
     # the same rows without rounds: the ratio of the two medians (1.15 / 1.0)
     for r in rows:
         del r["rounds_s"], r["ratio_spread"]
@@ -161,7 +162,7 @@ def test_wrap_against_nnsight_is_judged_round_by_round():
     ]
     line = next(x for x in report.format_targets(rows).splitlines() if "nnsight's ratio" in x)
     assert "`hooked.wrap` 1.200 (nnsight 1.100; over it round by round 0.923 [0.909, 1.200])" in line
-    assert line.endswith("| met |")
+    assert line.endswith("| met (the bound within the quartiles: `hooked.wrap`) |")
 
 
 def test_the_section_head_gives_the_load_and_explains_the_brackets():
@@ -216,3 +217,15 @@ def test_a_saved_run_records_the_load_and_its_paired_rows_reach_the_readme(tmp_p
     readme = (tmp_path / "README.md").read_text()
     assert "| g | ours |" in readme and "| 1.050 [0.975, 1.125] |" in readme
     assert report.main(["--check"]) == 0
+
+
+def test_a_bound_outside_the_quartiles_leaves_the_verdict_plain():
+    sweep = "peers: patching sweep 31 x 9 (279 patches)"
+    plain = [1.0] * 4
+    rows = [  # wrap 0.40-0.45: below 0.5 in every quartile; the bridge's quartiles straddle 0.5
+        _paired_row(sweep, "hooked wrap, metric positions declared", [0.40, 0.42, 0.44, 0.45], plain),
+        _paired_row(sweep, "hooked bridge, metric positions declared", [0.45, 0.49, 0.52, 0.56], plain),
+    ]
+    line = next(x for x in report.format_targets(rows).splitlines() if "declares its positions" in x)
+    assert "`hooked.wrap` 0.430 [0.415, 0.443]; bridge 0.505 [0.480, 0.530]" in line
+    assert line.endswith("| met by 1 of 2 (the bound within the quartiles: bridge) |")
