@@ -11,6 +11,14 @@ of its own class whose call
 - goes straight to ``forward`` while nothing is registered on the component or globally
   (no module hook, no compiled call, no JIT trace: ``nn.Module.__call__`` would do just that),
   and skips ``align_module_device`` unless the wrapped module carries accelerate's ``_hf_hook``;
+  a component whose only hooks are forward pre-hooks (a block's capture hooks on its norms) runs
+  them as ``nn.Module.__call__`` would, then ``forward``;
+- on a block and a rotary attention (TransformerLens's ``BlockBridge`` /
+  ``PositionEmbeddingsAttentionBridge.forward``), runs the lean copies of
+  :mod:`hooked.lm.backends.bridge_lean` (the same tensor operations and hook points, in the same
+  order; any other path TransformerLens's ``forward``);
+- on a gated MLP without processed weights, calls the transformers MLP's ``forward`` straight
+  away while nothing is registered on it;
 - on a normalisation component (TransformerLens's own ``forward`` on the path that returns the
   transformers norm's output), leaves out the ``hook_scale`` / ``hook_normalized`` values while
   nobody can see them (computed under ``no_grad`` and discarded by TransformerLens);
@@ -22,7 +30,8 @@ of its own class whose call
 - on a block, reads the wrapped layer's ``forward`` signature once per function instead of on
   every call (``inspect.signature``, to filter the keyword arguments the same way).
 
-Anything else takes TransformerLens's own code. The results are bit-identical to the bridge with
+A quiet hook point returns its input (what ``HookPoint.forward`` does) without a frame of its
+own. Anything else takes TransformerLens's own code. The results are bit-identical to the bridge with
 TransformerLens's classes: forwards, caches, steering hooks, gradients, generation, several model
 families (``tests/lm/test_bridge_hot_path.py``). A pickled or deep-copied component is rebuilt as
 TransformerLens's own class.
