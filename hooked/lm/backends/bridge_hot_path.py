@@ -64,14 +64,16 @@ class QuietHookPoint(TLHookPoint):
     """TransformerLens's ``HookPoint``, called without the detour through ``nn.Module.__call__``
     while nothing is registered on it.
 
-    With no module hook of its own, no global module hook, no compiled call and no JIT trace,
+    With no module hook of its own, no global module hook and no compiled call,
     ``nn.Module.__call__`` would call ``forward`` straight away, and ``forward`` returns its input:
-    this call returns it without the two Python frames and eight hook-dict reads in between.
-    Anything else goes through ``nn.Module.__call__`` as before (TransformerLens's ``add_hook``
-    registers a PyTorch forward hook, so a hooked point takes that path).
+    this call returns it without the Python frames and hook-dict reads in between. Anything else
+    goes through ``nn.Module.__call__`` as before (TransformerLens's ``add_hook`` registers a
+    PyTorch forward hook, so a hooked point takes that path). Under a JIT trace a quiet point
+    also returns its input at once: ``nn.Module.__call__`` would only open a named scope around
+    ``forward``, which records no operation (the components still take the traced call).
     """
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, x: Any, /, *args: Any, **kwargs: Any) -> Any:
         d = self.__dict__
         if (
             d["_forward_hooks"]
@@ -80,12 +82,11 @@ class QuietHookPoint(TLHookPoint):
             or d["_backward_pre_hooks"]
             or "_compiled_call_impl" in d
             or any(_GLOBAL_HOOKS)
-            or _tracing() is not None
         ):
-            return super().__call__(*args, **kwargs)
-        if len(args) == 1 and not kwargs and "forward" not in d:
-            return args[0]  # TransformerLens's HookPoint.forward(x) returns x
-        return self.forward(*args, **kwargs)
+            return super().__call__(x, *args, **kwargs)
+        if args or kwargs or "forward" in d:
+            return self.forward(x, *args, **kwargs)
+        return x  # TransformerLens's HookPoint.forward(x) returns x
 
 
 def quiet_hook_points(model: Any) -> int:
