@@ -27,6 +27,7 @@ from transformer_lens.model_bridge.generalized_components.block import BlockBrid
 from transformer_lens.model_bridge.generalized_components.normalization import NormalizationBridge
 
 from hooked.lm.backends.bridge_hot_path import QuietHookPoint, quiet_hook_points
+from hooked.lm.backends.bridge_lean import attention_forward
 from tests.lm.tiny_models import VOCAB, tiny_bridge
 
 # gemma2: offset norms, soft-capping, sliding window; the others slow
@@ -367,3 +368,195 @@ def test_transformer_lens_classes_switch_back_and_forth(bridge, tokens):
         assert not any(type(m) is QuietHookPoint or _base(type(m)) for m in bridge.modules())
         raise RuntimeError("inside")
     assert [type(m) for m in bridge.modules()] == before
+
+
+# ---------------------------------------------------------------- the lean block / attention / MLP
+def _lean_kinds(bridge):
+    from transformer_lens.model_bridge.generalized_components.gated_mlp import GatedMLPBridge
+    from transformer_lens.model_bridge.generalized_components.position_embeddings_attention import (
+        PositionEmbeddingsAttentionBridge,
+    )
+
+    return (
+        (BlockBridge, BlockBridge.forward),
+        (PositionEmbeddingsAttentionBridge, PositionEmbeddingsAttentionBridge.forward),
+        (GatedMLPBridge, GatedMLPBridge.forward),
+    )
+
+
+@contextmanager
+def counting_transformer_lens_forwards(bridge, monkeypatch):
+    """Counts the calls of TransformerLens's own block / rotary-attention / gated-MLP ``forward``
+    (which the quiet classes call only where they hand a call back to TransformerLens)."""
+    calls = []
+    for kind, real in _lean_kinds(bridge):
+
+        def spy(self, *args, _real=real, **kwargs):
+            calls.append(self)
+            return _real(self, *args, **kwargs)
+
+        monkeypatch.setattr(kind, "forward", spy)
+    yield calls
+
+
+def test_the_lean_forwards_run_where_transformer_lens_would_take_the_common_path(bridge, tokens, monkeypatch):
+    from hooked.lm.backends import bridge_lean
+
+    lean = {bridge_lean.block_forward, bridge_lean.attention_forward}
+    used = {type(m).__dict__.get("forward") for m in bridge.modules()} & lean
+    if not used:
+        pytest.skip("no block or rotary attention of TransformerLens's own in this family")
+    with counting_transformer_lens_forwards(bridge, monkeypatch) as calls, torch.no_grad():
+        got = bridge(tokens)
+        assert calls == []  # nothing handed back to TransformerLens on the common path
+        want = _loud_forward(bridge, tokens)
+        assert len(calls) > 0  # TransformerLens's classes call them (the spies work)
+    assert torch.equal(got, want)
+
+
+def _loud_forward(bridge, tokens, **kwargs):
+    with loud(bridge):
+        return bridge(tokens, **kwargs)
+
+
+# every hook point the lean attention and block call (and the projections' / MLP's), edited: a hook
+# the lean code skipped would leave the output as without it, and differ from TransformerLens's
+EDITED_POINTS = [
+    "blocks.1.hook_resid_pre",
+    "blocks.1.hook_resid_post",
+    "blocks.1.ln1.hook_in",
+    "blocks.1.ln1.hook_out",
+    "blocks.1.ln2.hook_out",
+    "blocks.1.attn.hook_in",
+    "blocks.1.attn.hook_q",
+    "blocks.1.attn.hook_k",
+    "blocks.1.attn.hook_v",
+    "blocks.1.attn.hook_rot_q",
+    "blocks.1.attn.hook_rot_k",
+    "blocks.1.attn.hook_cos",
+    "blocks.1.attn.hook_sin",
+    "blocks.1.attn.hook_attn_scores",
+    "blocks.1.attn.hook_pattern",
+    "blocks.1.attn.hook_z",
+    "blocks.1.attn.hook_out",
+    "blocks.1.mlp.hook_in",
+    "blocks.1.mlp.hook_pre",
+    "blocks.1.mlp.hook_post",
+    "blocks.1.mlp.hook_out",
+]
+
+
+@pytest.mark.parametrize("name", EDITED_POINTS)
+def test_an_edit_at_any_point_the_lean_code_calls_is_bit_identical(bridge, tokens, name):
+    point = bridge.hook_dict.get(name)
+    if point is None:
+        pytest.skip(f"{name} is not a hook point of this family")
+
+    def edit(act, hook):
+        return act * 0.75 + 0.125
+
+    with torch.no_grad():
+        plain = bridge(tokens)
+        got, want = both(bridge, lambda: bridge.run_with_hooks(tokens, fwd_hooks=[(name, edit)]))
+    assert torch.equal(got, want)
+    if type(bridge.blocks[1].attn).__dict__.get("forward") is attention_forward:  # the lean path ran
+        assert not torch.equal(got, plain), f"the edit at {name} did not reach the output"
+
+
+def test_gated_hooks_take_transformer_lens_code_and_are_bit_identical(bridge, tokens, monkeypatch):
+    names = ["blocks.0.attn.hook_result", "blocks.1.hook_mlp_in", "blocks.1.hook_q_input"]
+    names = [n for n in names if n in bridge.hook_dict]
+    if not names:
+        pytest.skip("no gated hook points in this family")
+    for name in names:
+
+        def edit(act, hook):
+            return act * 0.5
+
+        with torch.no_grad():
+            plain = bridge(tokens)
+            got, want = both(
+                bridge, lambda name=name: bridge.run_with_hooks(tokens, fwd_hooks=[(name, edit)])
+            )
+            cache, ref = both(bridge, lambda name=name: bridge.run_with_cache(tokens, names_filter=[name])[1])
+        assert torch.equal(got, want), name
+        assert not torch.equal(got, plain), f"the edit at {name} did not reach the output"
+        assert list(cache) == list(ref) == [name] and torch.equal(cache[name], ref[name])
+
+
+@pytest.mark.parametrize("with_kwargs", [False, True])
+def test_a_pytorch_pre_hook_on_a_norm_or_the_attention_is_bit_identical(bridge, tokens, with_kwargs):
+    targets = [bridge.blocks[0].ln1, bridge.blocks[1].ln2, bridge.blocks[1].attn]
+
+    def pre(module, args, *rest):
+        if args:
+            new = (args[0] * 1.25, *args[1:])
+        else:
+            new = args
+        if with_kwargs:
+            kwargs = dict(rest[0])
+            if "hidden_states" in kwargs:
+                kwargs["hidden_states"] = kwargs["hidden_states"] * 1.25
+            return new, kwargs
+        return new
+
+    handles = [t.register_forward_pre_hook(pre, with_kwargs=with_kwargs) for t in targets]
+    try:
+        with torch.no_grad():
+            got, want = both(bridge, lambda: bridge(tokens))
+    finally:
+        for h in handles:
+            h.remove()
+    with torch.no_grad():
+        plain = bridge(tokens)
+    assert torch.equal(got, want) and not torch.equal(got, plain)
+
+
+def test_an_edited_attention_scaling_is_read_on_every_call(bridge, tokens):
+    if type(bridge.blocks[1].attn).__dict__.get("forward") is not attention_forward:
+        pytest.skip("this family's attention is not TransformerLens's rotary one (no lean copy)")
+    attn = bridge.blocks[1].attn.original_component
+    old = attn.scaling
+    attn.scaling = old * 0.5
+    try:
+        with torch.no_grad():
+            got, want = both(bridge, lambda: bridge(tokens))
+    finally:
+        attn.scaling = old
+    with torch.no_grad():
+        assert torch.equal(got, want) and not torch.equal(got, bridge(tokens))
+
+
+def test_a_compiled_component_takes_pytorch_call(bridge, tokens):
+    attn = bridge.blocks[0].attn
+    seen = []
+    real = type(attn).forward
+
+    def compiled(*args, **kwargs):  # what nn.Module.__call__ calls for a compiled module
+        seen.append(1)
+        return real(attn, *args, **kwargs)
+
+    attn._compiled_call_impl = compiled
+    try:
+        with torch.no_grad():
+            got = bridge(tokens)
+    finally:
+        del attn._compiled_call_impl
+    with torch.no_grad():
+        assert seen == [1] and torch.equal(got, bridge(tokens))
+
+
+def test_attribution_patching_is_bit_identical(bridge):
+    from hooked import lm
+    from interventions.attribution import attribution_patching
+
+    gen = torch.Generator().manual_seed(8)
+    clean = torch.randint(4, VOCAB, (2, 6), generator=gen)
+    corrupt = torch.randint(4, VOCAB, (2, 6), generator=gen)
+    hooks = lm.residual_hooks(bridge)
+
+    def metric(logits):
+        return logits[:, -1, 5] - logits[:, -1, 7]
+
+    got, want = both(bridge, lambda: attribution_patching(bridge, corrupt, clean, hooks, metric, range(6)))
+    assert torch.equal(got, want) and got.abs().sum() > 0

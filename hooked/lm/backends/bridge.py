@@ -62,8 +62,10 @@ hooked's own additions, which stay whatever TransformerLens does:
    through accelerate's ``align_module_device``); its norms compute the ``hook_scale`` /
    ``hook_normalized`` values nobody reads, and its blocks read ``inspect.signature`` on every
    call. :func:`hooked_bridge` gives each hook point and component a subclass of its own class
-   that skips these while nothing is registered (and is TransformerLens's code otherwise):
-   results are bit-identical, ``tests/lm/test_bridge_hot_path.py``.
+   that skips these while nothing is registered (and is TransformerLens's code otherwise), and
+   runs lean copies of TransformerLens's block and rotary-attention ``forward`` (same tensor
+   operations, same hook points, same order; :mod:`hooked.lm.backends.bridge_lean`): results are
+   bit-identical, ``tests/lm/test_bridge_hot_path.py``.
 8. Unknown hook names raise :class:`hooked.UnknownHookError` with the closest names, and
    ``run_with_cache`` returns a :class:`hooked.ActivationCache` (the class every backend returns);
    its helpers (``accumulated_resid``, ``decompose_resid``, ...) are :mod:`hooked.lm.toolkit.resid`'s
