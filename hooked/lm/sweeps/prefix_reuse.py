@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from hooked import checks
-from hooked.lm.backends.forward import LMForward, prefix_cache
+from hooked.lm.backends.forward import LMForward, per_layer_rows, prefix_cache
 from hooked.lm.sweeps import layer_skip
 from hooked.lm.text.tokens import batch_ids_and_mask
 from hooked.protocol import Batch
@@ -113,6 +113,8 @@ def reuse_sweep(
     head = layer_skip.head_share(forward.hf, stack[1]) if stack else 0.0
 
     reads = _read_positions(sweep.metric, length)
+    # one forward may hold patches at several layers, each row run from its patch's layer on
+    ragged = stack is not None and (cache is None or per_layer_rows(cache))
     scratch: dict[str, Tensor] = {}  # the declared metric's logits buffer (_declared)
 
     def run(group: list[int], skip_layers: bool = True) -> Tensor:
@@ -123,15 +125,31 @@ def reuse_sweep(
             # decoder computes without looking ahead: the base run's logits answer, no forward runs
             return _declared(metric, reads, forward, (), base_logits, start, k, n_rows, scratch)
         first = min(firsts[j] for j in group) if skip_layers else 0
+        uneven = skip_layers and ragged and any(firsts[j] != first for j in group)
+        if uneven and any(firsts[a] > firsts[b] for a, b in zip(group, group[1:])):
+            # patches in order of first layer: those started by layer l are a prefix of the batch
+            order = sorted(range(k), key=lambda i: firsts[group[i]])
+            values = run([group[i] for i in order])
+            return values[torch.tensor(order, device=values.device).argsort()]
         rows = torch.arange(n_rows, device=ids.device).repeat(k)  # patch-major, as the plain path
         suffix = ids[:, start:].repeat(k, 1)
         skip: Any = contextlib.nullcontext()
-        if first:  # layers before the group's first patched one: the base run's output
+        layer_rows = None
+        if uneven:  # layer l runs the rows of the patches started by l (layer_skip.ragged)
+            assert stack is not None  # ragged: only with a stack
+            started = [sum(1 for j in group if firsts[j] <= layer) * n_rows for layer in range(n_layers)]
+            joining = [
+                _joining(base_run["outputs"], started, first, layer, start)
+                for layer in range(first, n_layers)
+            ]
+            skip = layer_skip.ragged(stack[1], first, started[first:], joining, k * n_rows)
+            layer_rows = [max(n, started[first]) for n in started]  # skipped layers: any rows will do
+        elif first:  # layers before the group's first patched one: the base run's output
             assert stack is not None  # layers are skipped only on a known stack
             given = base_run["outputs"][first - 1][:, start:].repeat(k, 1, 1)
             skip = layer_skip.skipping(stack[1], first, given, base_run["tuple_len"])
         with torch.no_grad(), forward.hooks(sweep.make_hooks(group, start)), skip:
-            past = None if start == 0 else prefix_cache(cache, start, rows)
+            past = None if start == 0 else prefix_cache(cache, start, rows, layer_rows)
             args = (suffix, mask.repeat(k, 1), position_ids[:, start:].repeat(k, 1), past)
             if reads is not None:  # the output head only where the metric reads
                 return _declared(metric, reads, forward, args, base_logits, start, k, n_rows, scratch)
@@ -153,6 +171,7 @@ def reuse_sweep(
             overhead=overhead,
             widest_band=widest_band,
             head_reads=reads,
+            ragged=ragged,
         )
 
     groups = plan_for(firsts)
@@ -178,6 +197,22 @@ def reuse_sweep(
             every_layer = plan_for([0] * len(names))
             values = _sweep(lambda g: run(g, skip_layers=False), every_layer, len(names), sweep.progress)
     return values
+
+
+def _joining(
+    outputs: dict[int, Tensor], started: list[int], first: int, layer: int, start: int
+) -> Tensor | None:
+    """The rows that join a ragged forward (:func:`layer_skip.ragged`) at ``layer``: the base run's
+    output of the layer before (positions ``start ..``), once per patch that starts there
+    (``started[l]``: the rows started by layer ``l``); ``None`` where none does, or where the rows
+    of the forward's first layer ``first == 0`` come from the embedding."""
+    if layer == 0:
+        return None
+    new = started[layer] - (started[layer - 1] if layer > first else 0)
+    if not new:
+        return None
+    base = outputs[layer - 1][:, start:]
+    return base.repeat(new // base.shape[0], 1, 1)
 
 
 def _read_positions(metric: Callable, length: int) -> list[int] | None:
@@ -276,6 +311,7 @@ def plan(
     overhead: float = FORWARD_OVERHEAD,
     widest_band: int = WIDEST_BAND,
     head_reads: Sequence[int] | None = None,
+    ragged: bool = False,
 ) -> list[list[int]]:
     """Which patches share a forward: groups of indices into ``starts`` / ``firsts``.
 
@@ -287,7 +323,9 @@ def plan(
     ``chunk`` patches, so that the modelled cost ``sum over forwards of layers run * (overhead +
     rows * patches * positions run) + head * (overhead + rows * patches * head positions)`` is
     least (exact dynamic programmes, over bands and over the cuts within a band). A forward whose
-    positions hold none of ``head_reads`` costs nothing (the base run answers it).
+    positions hold none of ``head_reads`` costs nothing (the base run answers it). ``ragged``: a
+    patch's rows run only the layers from its own first one on (:func:`layer_skip.ragged`), so
+    ``rows * patches * positions run`` is counted per layer for the patches started by then.
     """
     if chunk < 1:
         raise ValueError(f"chunk={chunk}: expected at least 1 patch per forward")
@@ -298,13 +336,14 @@ def plan(
         None if head_reads is None else [sum(1 for r in head_reads if r >= p) for p in range(length + 1)]
     )
 
-    def cost_of(layers: int, patches: int, first_pos: int) -> float:
-        """The modelled cost of a forward of ``patches`` patches from ``first_pos``, ``layers`` deep."""
+    def cost_of(layers: int, patches: int, first_pos: int, depth: int) -> float:
+        """The modelled cost of a forward of ``patches`` patches from ``first_pos``, ``layers`` deep,
+        its patches' rows run through ``depth`` layers in all."""
         positions = length - first_pos
         read = positions if read_from is None else read_from[first_pos]
         if not read:
             return 0.0  # none the metric reads: the base run answers, no forward runs
-        return layers * (overhead + rows * patches * positions) + head * (overhead + rows * patches * read)
+        return layers * overhead + rows * depth * positions + head * (overhead + rows * patches * read)
 
     by_start: dict[int, list[int]] = {s: [] for s in distinct}
     for j in range(len(starts)):
@@ -319,6 +358,9 @@ def plan(
         cuts = {c for a, b in zip(runs, runs[1:] + [len(items)]) for c in range(a, b, chunk)}
         cuts = sorted(cuts | set(range(0, len(items), chunk)) | {len(items)})
         seg_first = [min(starts[j] for j in items[a:b]) for a, b in zip(cuts, cuts[1:])]
+        depth_to = [0]  # layers run by the patches items[:a], each from its own first layer
+        for j in items:
+            depth_to.append(depth_to[-1] + n_layers - firsts[j])
         best, back = [0.0] + [math.inf] * (len(cuts) - 1), [0] * len(cuts)
         for e in range(1, len(cuts)):
             first_pos = length
@@ -327,7 +369,9 @@ def plan(
                 if n > chunk:
                     break
                 first_pos = min(first_pos, seg_first[c])
-                cost = best[c] + cost_of(n_layers - firsts[items[cuts[c]]], n, first_pos)
+                layers = n_layers - firsts[items[cuts[c]]]
+                depth = depth_to[cuts[e]] - depth_to[cuts[c]] if ragged else layers * n
+                cost = best[c] + cost_of(layers, n, first_pos, depth)
                 if cost < best[e]:
                     best[e], back[e] = cost, c
         groups, e = [], len(cuts) - 1
