@@ -498,6 +498,10 @@ def test_a_forward_of_patches_out_of_layer_order_gives_each_patch_its_value(tiny
     full = patching_sweep(model, base, source, hooks, mean_logit, reuse_prefix=False, **kw)
     real = prefix_reuse.plan
     monkeypatch.setattr(prefix_reuse, "plan", lambda *a, **k: [g[::-1] for g in real(*a, **k)])
-    reversed_ = patching_sweep(model, base, source, hooks, mean_logit, reuse_prefix=True, **kw)
+    prefix_reuse._plan_once.cache_clear()  # plans are remembered: plan this sweep anew
+    try:
+        reversed_ = patching_sweep(model, base, source, hooks, mean_logit, reuse_prefix=True, **kw)
+    finally:
+        prefix_reuse._plan_once.cache_clear()
     torch.testing.assert_close(reversed_, full, atol=1e-4, rtol=1e-4)
     assert full.std() > 1e-4

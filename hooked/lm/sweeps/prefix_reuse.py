@@ -29,6 +29,7 @@ one buffer reused from forward to forward unless the metric kept part of it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import warnings
 import weakref
@@ -115,7 +116,7 @@ def reuse_sweep(
     reads = _read_positions(sweep.metric, length)
     # one forward may hold patches at several layers, each row run from its patch's layer on
     ragged = stack is not None and (cache is None or per_layer_rows(cache))
-    scratch: dict[str, Tensor] = {}  # the declared metric's logits buffer (_declared)
+    scratch: dict[str, Any] = {}  # the declared metric's logits buffer and its version (_declared)
 
     def run(group: list[int], skip_layers: bool = True) -> Tensor:
         """The metric after each patch of ``group``, in one forward."""
@@ -160,19 +161,10 @@ def reuse_sweep(
             return values.float().reshape(k, n_rows).mean(dim=1)
 
     def plan_for(layer_firsts: Sequence[int]) -> list[list[int]]:
-        return plan(
-            starts,
-            layer_firsts,
-            n_layers=n_layers,
-            head=head,
-            rows=n_rows,
-            length=length,
-            chunk=chunk,
-            overhead=overhead,
-            widest_band=widest_band,
-            head_reads=reads,
-            ragged=ragged,
-        )
+        key = (tuple(starts), tuple(layer_firsts), n_layers, head, n_rows, length, chunk, overhead)
+        return [
+            list(g) for g in _plan_once(*key, widest_band, None if reads is None else tuple(reads), ragged)
+        ]
 
     groups = plan_for(firsts)
     values = _sweep(run, groups, len(names), sweep.progress)
@@ -237,7 +229,7 @@ def _declared(
     start: int,
     k: int,
     rows: int,
-    scratch: dict[str, Tensor],
+    scratch: dict[str, Any],
 ) -> Tensor:
     """The metric of a forward (``args``: from position ``start`` on, ``k`` patches of ``rows``
     rows) whose output head runs only at the positions the metric reads (``reads``); the earlier
@@ -245,19 +237,24 @@ def _declared(
 
     The logits handed to the metric live in ``scratch["logits"]``, kept for the next forward of
     the sweep (a fresh tensor of that size costs several times its filling, in page faults); the
-    buffer is let go, never refilled, when the metric kept any part of it."""
+    buffer is let go, never refilled, when the metric kept any part of it. Every forward writes
+    the same positions, so the NaN elsewhere is filled in once, and again only after a metric
+    wrote into its logits (torch's version counter of the buffer says so)."""
     new = [p - start for p in reads if p >= start]
     old = [p for p in reads if p < start]
     head = forward(*args, keep=torch.tensor(new, device=base.device)) if new else None
     n = k * rows
     buffer = scratch.get("logits")
     if buffer is None or buffer.shape[0] < n:
-        buffer = scratch["logits"] = base.new_empty((n, base.shape[1], base.shape[2]))
-    logits = buffer[:n].fill_(math.nan)
+        buffer = scratch["logits"] = base.new_full((n, base.shape[1], base.shape[2]), math.nan)
+    elif scratch.get("version") != buffer._version:  # written since it was last NaN off the reads
+        buffer.fill_(math.nan)
+    logits = buffer[:n]
     if head is not None:
         logits[:, [p + start for p in new]] = head.to(logits.dtype)
     if old:
         logits[:, old] = base[:, old].repeat(k, 1, 1)
+    version = buffer._version
     values = checks.metric_values(metric(logits), n, "patching_sweep").float()
     if values.isnan().any():
         raise ValueError(
@@ -268,6 +265,8 @@ def _declared(
     del values, logits
     if not _alone(buffer):
         del scratch["logits"]  # the metric kept (a view of) the logits: they stay as they were given
+    else:  # the metric wrote into its logits: fill them again before the next forward
+        scratch["version"] = version if buffer._version == version else -1
     return out
 
 
@@ -392,6 +391,37 @@ def plan(
         groups = bands[back[k], k] + groups
         k = back[k]
     return groups
+
+
+@functools.lru_cache(maxsize=32)
+def _plan_once(
+    starts: tuple[int, ...],
+    firsts: tuple[int, ...],
+    n_layers: int,
+    head: float,
+    rows: int,
+    length: int,
+    chunk: int,
+    overhead: float,
+    widest_band: int,
+    head_reads: tuple[int, ...] | None,
+    ragged: bool,
+) -> tuple[tuple[int, ...], ...]:
+    """:func:`plan`, remembered: a sweep run again on the same grid plans nothing again."""
+    groups = plan(
+        starts,
+        firsts,
+        n_layers=n_layers,
+        head=head,
+        rows=rows,
+        length=length,
+        chunk=chunk,
+        overhead=overhead,
+        widest_band=widest_band,
+        head_reads=head_reads,
+        ragged=ragged,
+    )
+    return tuple(tuple(g) for g in groups)
 
 
 def _progress(it: Any, progress: bool) -> Any:
