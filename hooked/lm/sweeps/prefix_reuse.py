@@ -6,10 +6,13 @@ its key-value cache and every layer's output, and a patched run recomputes only 
 ``p .. T-1`` (on top of the base cache cropped to ``p``) of layers ``l ..`` (on the base run's
 output of layer ``l-1``, :mod:`hooked.lm.sweeps.layer_skip`). Patches share forwards as rows of one
 batch, as in :func:`interventions.patching.patching_sweep`'s plain path; a forward runs from its
-patches' earliest position and layer, and :func:`plan` chooses which patches go together by a
-cost model of the forward (a fixed cost, :data:`FORWARD_OVERHEAD`, plus a cost per row and
-position, per layer run). With a per-row position (a padded batch, where the same token sits at
-other indices), a patch reuses the positions before the earliest of its rows' positions. A hook
+patches' earliest position, and each patch's rows from its own layer on (a ragged forward,
+:func:`hooked.lm.sweeps.layer_skip.ragged`: a layer runs the rows of the patches started by
+then, its key-value cache cut to as many rows; where the cache cannot be, from the patches'
+earliest layer). :func:`plan` chooses which patches go together by a cost model of the forward
+(a fixed cost, :data:`FORWARD_OVERHEAD`, plus a cost per row and position, per layer run).
+With a per-row position (a padded batch, where the same token sits at other indices), a patch
+reuses the positions before the earliest of its rows' positions. A hook
 point outside the decoder layers (the embedding, the final norm) is patched with every layer run.
 
 The metric sees the whole sequence's logits, as it would after a full forward: the reused
