@@ -199,3 +199,38 @@ def test_the_planner_charges_the_head_only_where_the_metric_reads():
     assert sorted(starts[j] for j in read_one[0]) == [0, 0, 1, 1]
     assert all(starts[j] >= 2 for g in read_one[1:] for j in g)
     assert len(prefix_reuse.plan(starts, firsts, **{**kw, "overhead": 1e6})) == 1
+
+
+def test_a_metric_that_writes_into_its_logits_still_sees_nan_where_it_did_not_declare(tiny):
+    # the sweep fills the NaN of its reused logits buffer once; a metric that wrote into the buffer
+    # gets it filled again, so a read of an undeclared position is still caught
+    model = tiny["wrap"]
+    base = lm.to_tokens(model, "the cat sat on the big red mat")
+    source = lm.to_tokens(model, "a dog ran to the old blue house")
+    calls = []
+
+    def metric(logits):
+        calls.append(None)
+        value = logits[:, -1, 5] if len(calls) == 1 else logits[:, -1, 5] + logits[:, 0, 5]
+        logits.zero_()
+        return value
+
+    with pytest.raises(ValueError, match="it reads other positions too"):
+        patching_sweep(
+            model, base, source, lm.residual_hooks(model), reads_positions(metric, [-1]), range(8), chunk=3
+        )
+    assert len(calls) == 2
+
+    def honest(logits):
+        return logits[:, -1, 5] - logits[:, -1, 9]
+
+    def scribbler(logits):
+        out = honest(logits)
+        logits[:, -1] = 0.0  # after reading: the next forward writes the read positions anew
+        return out
+
+    kw = dict(positions=range(8), chunk=3)
+    hooks = lm.residual_hooks(model)
+    want = patching_sweep(model, base, source, hooks, honest, batched=False, **kw)
+    got = patching_sweep(model, base, source, hooks, reads_positions(scribbler, [-1]), **kw)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

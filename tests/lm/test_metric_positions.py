@@ -57,7 +57,8 @@ def test_the_head_runs_only_at_the_declared_positions(tiny):
     handle = model.module.lm_head.register_forward_hook(lambda m, a, o: seen.append(a[0].shape[1]))
     try:
         metric = reads_positions(last_logit(5), [-1])
-        patching_sweep(model, base, source, lm.residual_hooks(model), metric, positions=range(base.shape[1]))
+        hooks = lm.residual_hooks(model)  # at most 4 patches a forward: several patched forwards
+        patching_sweep(model, base, source, hooks, metric, positions=range(base.shape[1]), chunk=4)
     finally:
         handle.remove()
     assert seen[:2] == [base.shape[1]] * 2  # the source run and the base run: every position

@@ -13,7 +13,10 @@ from hypothesis import strategies as st
 
 from hooked import lm
 from hooked.lm.sweeps import prefix_reuse
+from hooked.lm.sweeps.strategy import LMSweep
+from hooked.sweeps import reads_positions
 from interventions.patching import patching_sweep
+from tests.lm.tiny_models import FAMILIES, tiny_config
 
 
 def last_logit(answer: int):
@@ -313,3 +316,192 @@ def test_the_cost_constant_is_a_parameter_of_the_strategy_and_changes_only_the_g
     patches = len(hooks) * base.shape[1]
     assert forwards[1e9] <= 2 + -(-patches // 8) + 1  # base and source runs, full chunks, the check
     assert forwards[0.0] > forwards[1e9]  # free forwards: patches run with fewer positions each
+
+
+def _ragged_cost(groups, starts, firsts, n_layers, head, overhead, length):
+    """A ragged forward: each patch runs its own layers, the fixed cost is paid per layer run."""
+    total = 0.0
+    for g in groups:
+        positions = length - min(starts[j] for j in g)
+        total += (n_layers - min(firsts[j] for j in g)) * overhead + head * (overhead + len(g) * positions)
+        total += sum(n_layers - firsts[j] for j in g) * positions
+    return total
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.integers(1, 5),
+    st.integers(1, 7),
+    st.floats(0, 200),
+    st.floats(0, 10),
+    st.randoms(use_true_random=False),
+)
+def test_ragged_plan_covers_every_patch_once_and_is_no_worse_than_simple_plans(
+    n_layers, length, chunk, overhead, head, rnd
+):
+    grid = [(f, s) for f in range(n_layers) for s in range(length) if rnd.random() < 0.7] or [(0, 0)]
+    firsts, starts = [f for f, _ in grid], [s for _, s in grid]
+    kw = dict(n_layers=n_layers, head=head, rows=1, length=length, chunk=chunk)
+    groups = prefix_reuse.plan(starts, firsts, overhead=overhead, ragged=True, **kw)
+    assert sorted(j for g in groups for j in g) == list(range(len(grid)))
+    assert all(1 <= len(g) <= chunk for g in groups)
+    cost = _ragged_cost(groups, starts, firsts, n_layers, head, overhead, length)
+    one_each = [[j] for j in range(len(grid))]
+    in_order = [list(range(len(grid)))[i : i + chunk] for i in range(0, len(grid), chunk)]
+    unragged = prefix_reuse.plan(starts, firsts, overhead=overhead, **kw)
+    for other in (one_each, in_order, unragged):
+        assert cost <= _ragged_cost(other, starts, firsts, n_layers, head, overhead, length) + 1e-6
+
+
+def test_ragged_plan_puts_patches_of_every_layer_at_one_position_in_one_forward():
+    # every layer at each position; a fixed cost per layer run: one forward per position, each
+    # patch charged only its own layers (an unragged plan splits them by first layer)
+    n_layers, length = 6, 4
+    grid = [(f, s) for s in range(length) for f in range(n_layers)]
+    firsts, starts = [f for f, _ in grid], [s for _, s in grid]
+    kw = dict(n_layers=n_layers, head=0.0, rows=1, length=length, chunk=n_layers, widest_band=1)
+    groups = prefix_reuse.plan(starts, firsts, overhead=20.0, ragged=True, **kw)
+    assert sorted(sorted(g) for g in groups) == [
+        list(range(s * n_layers, (s + 1) * n_layers)) for s in range(4)
+    ]
+    assert len(prefix_reuse.plan(starts, firsts, overhead=20.0, **kw)) > len(groups)
+
+
+def test_prefix_cache_gives_each_layer_its_own_rows():
+    import transformers
+
+    from hooked.lm.backends.forward import per_layer_rows, prefix_cache
+
+    g = torch.Generator().manual_seed(0)
+    cache = transformers.DynamicCache()
+    kv = [(torch.randn(2, 3, 5, 4, generator=g), torch.randn(2, 3, 5, 4, generator=g)) for _ in range(3)]
+    for i, (k, v) in enumerate(kv):
+        cache.update(k, v, i)
+    assert per_layer_rows(cache)
+    rows = torch.tensor([0, 1, 0, 1, 1, 0])
+    out = prefix_cache(cache, 3, rows, [2, 4, 6])
+    assert out.get_seq_length() == 3 and cache.get_seq_length() == 5  # the original is left whole
+    for i, (k, v) in enumerate(kv):
+        n = [2, 4, 6][i]
+        assert torch.equal(out.layers[i].keys, k[rows[:n], :, :3])
+        assert torch.equal(out.layers[i].values, v[rows[:n], :, :3])
+        assert torch.equal(cache.layers[i].keys, k)
+    whole = prefix_cache(cache, 3, rows)
+    assert all(torch.equal(whole.layers[i].keys, k[rows, :, :3]) for i, (k, _) in enumerate(kv))
+    with pytest.raises(ValueError, match="holds 5 positions, not 6"):
+        prefix_cache(cache, 6, rows)
+
+
+def _decoder_layers(hf) -> torch.nn.ModuleList:
+    inner = hf.transformer if hasattr(hf, "transformer") else getattr(hf, "gpt_neox", None) or hf.model
+    return inner.h if hasattr(inner, "h") else inner.layers
+
+
+def _patched_by_hand(hf, batch: dict, source: dict, patches, metric) -> torch.Tensor:
+    """The metric (mean over rows) after each ``(layer, position)`` patch of the decoder layer's
+    input, one full forward per patch, with PyTorch pre-hooks on the transformers model only."""
+    layers = _decoder_layers(hf)
+    seen: dict[int, torch.Tensor] = {}
+
+    def hidden_of(args, kwargs):
+        return args[0] if args else kwargs["hidden_states"]
+
+    handles = [
+        layer.register_forward_pre_hook(
+            lambda m, a, k, i=i: seen.__setitem__(i, hidden_of(a, k).detach().clone()), with_kwargs=True
+        )
+        for i, layer in enumerate(layers)
+    ]
+    with torch.no_grad():
+        hf(**source)
+    for h in handles:
+        h.remove()
+    out = []
+    for layer_index, p in patches:
+
+        def patch(module, args, kwargs, i=layer_index, p=p):
+            x = hidden_of(args, kwargs).clone()
+            x[torch.arange(x.shape[0]), p] = seen[i][torch.arange(x.shape[0]), p]
+            return ((x, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": x})
+
+        handle = layers[layer_index].register_forward_pre_hook(patch, with_kwargs=True)
+        try:
+            with torch.no_grad():
+                out.append(metric(hf(**batch).logits).float().mean())
+        finally:
+            handle.remove()
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize(
+    "family",
+    [f if f in ("llama", "gpt2", "qwen2") else pytest.param(f, marks=pytest.mark.slow) for f in FAMILIES],
+)
+def test_ragged_forwards_of_mixed_layers_and_positions_equal_hand_written_hooks(family, side, monkeypatch):
+    """Patches at several layers and positions share ragged forwards (each row run from its own
+    layer on: fewer rows in the earlier layers); every value equals a full forward per patch with a
+    PyTorch pre-hook, on padded batches."""
+    import transformers
+
+    from hooked.lm.sweeps import layer_skip
+
+    config = tiny_config(family)
+    config.initializer_range = 0.3
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        hf = transformers.AutoModelForCausalLM.from_config(config).eval()
+    model = lm.wrap_lm(hf, None)
+    n_layers = len(_decoder_layers(hf))
+    g = torch.Generator().manual_seed(5)
+    ids, src_ids = torch.randint(4, 64, (2, 2, 6), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1, :2] = 0 if side == "left" else 1
+    mask[1, -2:] = 0 if side == "right" else 1
+    positions = (mask.cumsum(dim=1) - 1).clamp_min(0)
+    batch = dict(input_ids=ids, attention_mask=mask, position_ids=positions)
+    source = dict(input_ids=src_ids, attention_mask=mask, position_ids=positions)
+    hooks = lm.residual_hooks(model)[:n_layers]  # each decoder layer's input
+    at = [1, 3, 4]
+    rows_run: list[list[int]] = []
+    real = layer_skip.ragged
+
+    def spy(layers, first, active, joining, n):
+        rows_run.append(list(active))
+        return real(layers, first, active, joining, n)
+
+    monkeypatch.setattr(layer_skip, "ragged", spy)
+
+    def metric(logits):
+        return logits[:, -1, 5] - logits[:, -1].logsumexp(-1) + logits[:, 2, 7]
+
+    # a huge fixed cost per forward: one forward per start position, holding every layer's patch
+    kw = dict(chunk=len(hooks) * len(at), strategy=LMSweep(forward_overhead=1e6))
+    got = patching_sweep(model, batch, source, hooks, metric, at, reuse_prefix=True, **kw)
+    want = _patched_by_hand(hf, batch, source, [(i, p) for i in range(n_layers) for p in at], metric)
+    torch.testing.assert_close(got.reshape(-1), want, atol=1e-5, rtol=1e-5)
+    assert want.std() > 1e-2  # the patches move the metric: the comparison can fail
+    assert rows_run and all(a[0] < a[-1] for a in rows_run)  # ragged forwards ran
+    declared = patching_sweep(model, batch, source, hooks, reads_positions(metric, [2, -1]), at, **kw)
+    torch.testing.assert_close(declared.reshape(-1), want, atol=1e-5, rtol=1e-5)
+
+
+def test_a_forward_of_patches_out_of_layer_order_gives_each_patch_its_value(tiny, monkeypatch):
+    # the planner hands over patches in order of first layer; any other order is put in that order
+    # for the ragged forward and the values handed back in the order asked
+    model = tiny["wrap"]
+    base = lm.to_tokens(model, "the cat sat on the big red mat")
+    source = lm.to_tokens(model, "a dog ran to the old blue house")
+    hooks = lm.residual_hooks(model)
+    kw = dict(positions=range(base.shape[1]), chunk=64)
+    full = patching_sweep(model, base, source, hooks, mean_logit, reuse_prefix=False, **kw)
+    real = prefix_reuse.plan
+    monkeypatch.setattr(prefix_reuse, "plan", lambda *a, **k: [g[::-1] for g in real(*a, **k)])
+    prefix_reuse._plan_once.cache_clear()  # plans are remembered: plan this sweep anew
+    try:
+        reversed_ = patching_sweep(model, base, source, hooks, mean_logit, reuse_prefix=True, **kw)
+    finally:
+        prefix_reuse._plan_once.cache_clear()
+    torch.testing.assert_close(reversed_, full, atol=1e-4, rtol=1e-4)
+    assert full.std() > 1e-4

@@ -96,18 +96,43 @@ class LMForward:
         return logits
 
 
-def prefix_cache(cache: Any, length: int, rows: Tensor) -> Any:
+def prefix_cache(cache: Any, length: int, rows: Tensor, layer_rows: Sequence[int] | None = None) -> Any:
     """A new cache holding the first ``length`` positions of ``cache``, for the batch rows ``rows``
-    (a row may be taken several times); ``cache`` itself is left as it was."""
+    (a row may be taken several times); ``cache`` itself is left as it was. ``layer_rows``: layer
+    ``i`` holds only the first ``layer_rows[i]`` of ``rows`` (a forward whose layers run different
+    numbers of rows, :func:`hooked.lm.sweeps.layer_skip.ragged`; a cache of ``DynamicLayer`` s
+    only, :func:`per_layer_rows` says whether ``cache`` is one)."""
+    if cache.get_seq_length() < length:
+        raise ValueError(f"prefix_cache: the cache holds {cache.get_seq_length()} positions, not {length}")
+    if per_layer_rows(cache):  # each layer's keys and values cut and indexed, no copy of the rest
+        out = type(cache)()
+        for i, layer in enumerate(cache.layers):
+            take = rows if layer_rows is None else rows[: layer_rows[i]]
+            keys = layer.keys[:, :, :length].index_select(0, take)
+            out.update(keys, layer.values[:, :, :length].index_select(0, take), i)
+        return out
+    if layer_rows is not None:
+        raise ValueError(f"prefix_cache: a {type(cache).__name__} cannot hold other rows in each layer")
     out = copy.deepcopy(cache)
     extra = out.get_seq_length() - length
-    if extra < 0:
-        raise ValueError(f"prefix_cache: the cache holds {out.get_seq_length()} positions, not {length}")
     if extra:
         param = next(iter(inspect.signature(out.crop).parameters))
         out.crop(-extra if param == "tokens_to_remove" else length)  # transformers >= 5.24 / older
     out.batch_select_indices(rows)
     return out
+
+
+def per_layer_rows(cache: Any) -> bool:
+    """Whether ``cache`` is a ``DynamicCache`` of plain ``DynamicLayer`` s, every one filled: then
+    :func:`prefix_cache` can give each layer its own rows."""
+    if type(cache).__name__ != "DynamicCache" or not getattr(cache, "layers", None):
+        return False
+    return all(
+        type(layer).__name__ == "DynamicLayer"
+        and getattr(layer, "is_initialized", False)
+        and isinstance(getattr(layer, "keys", None), Tensor)
+        for layer in cache.layers
+    )
 
 
 def logits_of(out: Any) -> Tensor:

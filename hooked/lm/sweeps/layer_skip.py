@@ -10,17 +10,27 @@ hand the recorded output of layer ``n-1`` to layer ``n``.
 
 The stand-ins take the layers' places in their ``nn.ModuleList`` for the ``with`` block only, so
 the model's own loop (its masks, positions and per-layer settings, which it indexes by layer) runs
-unchanged; the skipped layers add nothing to a key-value cache. Used by
-:mod:`hooked.lm.sweeps.prefix_reuse`.
+unchanged; the skipped layers add nothing to a key-value cache.
+
+:func:`ragged` goes further for a batch whose rows start at different layers (patches at several
+layers in one forward): each layer from the earliest one on runs only the rows that have started
+by then, a prefix of the batch that grows with the layer index (the rows joining at layer ``l``
+enter with the base run's output of layer ``l-1``), so a row patched at layer ``l`` costs the
+layers ``l ..`` only. The layer's other batched arguments (attention mask, rotary position
+embeddings, position ids: every tensor argument of two or more axes whose first axis is the
+batch) are cut to those rows, and its key-value cache must hold as many rows
+(:func:`hooked.lm.backends.forward.prefix_cache`'s ``layer_rows``). The last layer runs every row.
+Used by :mod:`hooked.lm.sweeps.prefix_reuse`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
 
@@ -89,6 +99,77 @@ class _Skipped(nn.Module):
                 )
             hidden = self.given.to(hidden.device, hidden.dtype)
         return hidden if self.tuple_len is None else (hidden,) + (None,) * (self.tuple_len - 1)
+
+
+@contextlib.contextmanager
+def ragged(
+    layers: nn.ModuleList,
+    first: int,
+    active: Sequence[int],
+    joining: Sequence[Tensor | None],
+    batch: int,
+) -> Iterator[None]:
+    """Run a forward of ``batch`` rows in which layer ``l`` (``first <= l``) computes only the
+    first ``active[l - first]`` rows, during the ``with`` block.
+
+    Layers ``0 .. first-1`` pass their input on untouched (their output is not used). Layer
+    ``first`` runs on ``joining[0]`` (its input for its active rows, the base run's output of layer
+    ``first - 1``) or, where ``first == 0``, on the first rows of the embedding's output; a later
+    layer ``l`` runs on the rows the layer before it computed, then ``joining[l - first]`` (``None``:
+    no row joins there). ``active`` never decreases, and the last layer computes all ``batch`` rows.
+    """
+    n = len(layers)
+    if not 0 <= first < n or len(active) != n - first or len(joining) != n - first:
+        raise ValueError(f"ragged: first={first}, {len(active)} row counts for {n} layers")
+    if list(active) != sorted(active) or active[-1] != batch:
+        raise ValueError(
+            f"ragged: row counts {list(active)} must grow to the batch ({batch}) at the last layer"
+        )
+    keys = list(layers._modules)
+    saved = {k: layers._modules[k] for k in keys}
+    try:
+        for k in keys[:first]:
+            layers._modules[k] = _Skipped(None, None)
+        for i, k in enumerate(keys[first:]):
+            kept = active[i - 1] if i else (active[0] if first == 0 else 0)
+            layers._modules[k] = _Ragged(saved[k], kept, joining[i], active[i], batch)
+        yield
+    finally:
+        for k, module in saved.items():
+            layers._modules[k] = module
+
+
+class _Ragged(nn.Module):
+    """A decoder layer run on the first ``rows`` rows of a ``batch``-row forward: ``kept`` rows of
+    its input, then ``join`` (rows that start here), its other batched arguments cut to match."""
+
+    def __init__(self, layer: nn.Module, kept: int, join: Tensor | None, rows: int, batch: int):
+        super().__init__()
+        self.layer, self.kept, self.join, self.rows, self.batch = layer, kept, join, rows, batch
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:  # a model's loop reading a layer's setting (its attention type)
+            return getattr(super().__getattr__("layer"), name)
+
+    def cut(self, x: Any) -> Any:
+        if isinstance(x, Tensor) and x.dim() >= 2 and x.shape[0] == self.batch:
+            return x[: self.rows]
+        if isinstance(x, tuple) and any(isinstance(t, Tensor) for t in x):
+            return tuple(self.cut(t) for t in x)
+        return x
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        hidden = hidden[: self.kept]
+        if self.join is not None:
+            hidden = torch.cat([hidden, self.join.to(hidden.device, hidden.dtype)])
+        if hidden.shape[0] != self.rows:
+            raise ValueError(f"ragged: a layer got {hidden.shape[0]} rows, expected {self.rows}")
+        rest = tuple(self.cut(a) for a in args[1:])
+        kwargs = {k: self.cut(v) for k, v in kwargs.items()}
+        return self.layer(hidden, *rest, **kwargs)
 
 
 def head_share(hf: nn.Module, layers: nn.ModuleList) -> float:

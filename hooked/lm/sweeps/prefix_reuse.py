@@ -6,10 +6,13 @@ its key-value cache and every layer's output, and a patched run recomputes only 
 ``p .. T-1`` (on top of the base cache cropped to ``p``) of layers ``l ..`` (on the base run's
 output of layer ``l-1``, :mod:`hooked.lm.sweeps.layer_skip`). Patches share forwards as rows of one
 batch, as in :func:`interventions.patching.patching_sweep`'s plain path; a forward runs from its
-patches' earliest position and layer, and :func:`plan` chooses which patches go together by a
-cost model of the forward (a fixed cost, :data:`FORWARD_OVERHEAD`, plus a cost per row and
-position, per layer run). With a per-row position (a padded batch, where the same token sits at
-other indices), a patch reuses the positions before the earliest of its rows' positions. A hook
+patches' earliest position, and each patch's rows from its own layer on (a ragged forward,
+:func:`hooked.lm.sweeps.layer_skip.ragged`: a layer runs the rows of the patches started by
+then, its key-value cache cut to as many rows; where the cache cannot be, from the patches'
+earliest layer). :func:`plan` chooses which patches go together by a cost model of the forward
+(a fixed cost, :data:`FORWARD_OVERHEAD`, plus a cost per row and position, per layer run).
+With a per-row position (a padded batch, where the same token sits at other indices), a patch
+reuses the positions before the earliest of its rows' positions. A hook
 point outside the decoder layers (the embedding, the final norm) is patched with every layer run.
 
 The metric sees the whole sequence's logits, as it would after a full forward: the reused
@@ -29,6 +32,7 @@ one buffer reused from forward to forward unless the metric kept part of it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import warnings
 import weakref
@@ -39,7 +43,7 @@ import torch
 from torch import Tensor
 
 from hooked import checks
-from hooked.lm.backends.forward import LMForward, prefix_cache
+from hooked.lm.backends.forward import LMForward, per_layer_rows, prefix_cache
 from hooked.lm.sweeps import layer_skip
 from hooked.lm.text.tokens import batch_ids_and_mask
 from hooked.protocol import Batch
@@ -113,7 +117,9 @@ def reuse_sweep(
     head = layer_skip.head_share(forward.hf, stack[1]) if stack else 0.0
 
     reads = _read_positions(sweep.metric, length)
-    scratch: dict[str, Tensor] = {}  # the declared metric's logits buffer (_declared)
+    # one forward may hold patches at several layers, each row run from its patch's layer on
+    ragged = stack is not None and (cache is None or per_layer_rows(cache))
+    scratch: dict[str, Any] = {}  # the declared metric's logits buffer and its version (_declared)
 
     def run(group: list[int], skip_layers: bool = True) -> Tensor:
         """The metric after each patch of ``group``, in one forward."""
@@ -123,15 +129,31 @@ def reuse_sweep(
             # decoder computes without looking ahead: the base run's logits answer, no forward runs
             return _declared(metric, reads, forward, (), base_logits, start, k, n_rows, scratch)
         first = min(firsts[j] for j in group) if skip_layers else 0
+        uneven = skip_layers and ragged and any(firsts[j] != first for j in group)
+        if uneven and any(firsts[a] > firsts[b] for a, b in zip(group, group[1:])):
+            # patches in order of first layer: those started by layer l are a prefix of the batch
+            order = sorted(range(k), key=lambda i: firsts[group[i]])
+            values = run([group[i] for i in order])
+            return values[torch.tensor(order, device=values.device).argsort()]
         rows = torch.arange(n_rows, device=ids.device).repeat(k)  # patch-major, as the plain path
         suffix = ids[:, start:].repeat(k, 1)
         skip: Any = contextlib.nullcontext()
-        if first:  # layers before the group's first patched one: the base run's output
+        layer_rows = None
+        if uneven:  # layer l runs the rows of the patches started by l (layer_skip.ragged)
+            assert stack is not None  # ragged: only with a stack
+            started = [sum(1 for j in group if firsts[j] <= layer) * n_rows for layer in range(n_layers)]
+            joining = [
+                _joining(base_run["outputs"], started, first, layer, start)
+                for layer in range(first, n_layers)
+            ]
+            skip = layer_skip.ragged(stack[1], first, started[first:], joining, k * n_rows)
+            layer_rows = [max(n, started[first]) for n in started]  # skipped layers: any rows will do
+        elif first:  # layers before the group's first patched one: the base run's output
             assert stack is not None  # layers are skipped only on a known stack
             given = base_run["outputs"][first - 1][:, start:].repeat(k, 1, 1)
             skip = layer_skip.skipping(stack[1], first, given, base_run["tuple_len"])
         with torch.no_grad(), forward.hooks(sweep.make_hooks(group, start)), skip:
-            past = None if start == 0 else prefix_cache(cache, start, rows)
+            past = None if start == 0 else prefix_cache(cache, start, rows, layer_rows)
             args = (suffix, mask.repeat(k, 1), position_ids[:, start:].repeat(k, 1), past)
             if reads is not None:  # the output head only where the metric reads
                 return _declared(metric, reads, forward, args, base_logits, start, k, n_rows, scratch)
@@ -142,18 +164,10 @@ def reuse_sweep(
             return values.float().reshape(k, n_rows).mean(dim=1)
 
     def plan_for(layer_firsts: Sequence[int]) -> list[list[int]]:
-        return plan(
-            starts,
-            layer_firsts,
-            n_layers=n_layers,
-            head=head,
-            rows=n_rows,
-            length=length,
-            chunk=chunk,
-            overhead=overhead,
-            widest_band=widest_band,
-            head_reads=reads,
-        )
+        key = (tuple(starts), tuple(layer_firsts), n_layers, head, n_rows, length, chunk, overhead)
+        return [
+            list(g) for g in _plan_once(*key, widest_band, None if reads is None else tuple(reads), ragged)
+        ]
 
     groups = plan_for(firsts)
     values = _sweep(run, groups, len(names), sweep.progress)
@@ -180,6 +194,22 @@ def reuse_sweep(
     return values
 
 
+def _joining(
+    outputs: dict[int, Tensor], started: list[int], first: int, layer: int, start: int
+) -> Tensor | None:
+    """The rows that join a ragged forward (:func:`layer_skip.ragged`) at ``layer``: the base run's
+    output of the layer before (positions ``start ..``), once per patch that starts there
+    (``started[l]``: the rows started by layer ``l``); ``None`` where none does, or where the rows
+    of the forward's first layer ``first == 0`` come from the embedding."""
+    if layer == 0:
+        return None
+    new = started[layer] - (started[layer - 1] if layer > first else 0)
+    if not new:
+        return None
+    base = outputs[layer - 1][:, start:]
+    return base.repeat(new // base.shape[0], 1, 1)
+
+
 def _read_positions(metric: Callable, length: int) -> list[int] | None:
     """The positions (``0 .. length-1``, sorted) ``metric`` declared it reads; ``None``: all."""
     declared = metric_positions(metric)
@@ -202,7 +232,7 @@ def _declared(
     start: int,
     k: int,
     rows: int,
-    scratch: dict[str, Tensor],
+    scratch: dict[str, Any],
 ) -> Tensor:
     """The metric of a forward (``args``: from position ``start`` on, ``k`` patches of ``rows``
     rows) whose output head runs only at the positions the metric reads (``reads``); the earlier
@@ -210,19 +240,24 @@ def _declared(
 
     The logits handed to the metric live in ``scratch["logits"]``, kept for the next forward of
     the sweep (a fresh tensor of that size costs several times its filling, in page faults); the
-    buffer is let go, never refilled, when the metric kept any part of it."""
+    buffer is let go, never refilled, when the metric kept any part of it. Every forward writes
+    the same positions, so the NaN elsewhere is filled in once, and again only after a metric
+    wrote into its logits (torch's version counter of the buffer says so)."""
     new = [p - start for p in reads if p >= start]
     old = [p for p in reads if p < start]
     head = forward(*args, keep=torch.tensor(new, device=base.device)) if new else None
     n = k * rows
     buffer = scratch.get("logits")
     if buffer is None or buffer.shape[0] < n:
-        buffer = scratch["logits"] = base.new_empty((n, base.shape[1], base.shape[2]))
-    logits = buffer[:n].fill_(math.nan)
+        buffer = scratch["logits"] = base.new_full((n, base.shape[1], base.shape[2]), math.nan)
+    elif scratch.get("version") != buffer._version:  # written since it was last NaN off the reads
+        buffer.fill_(math.nan)
+    logits = buffer[:n]
     if head is not None:
         logits[:, [p + start for p in new]] = head.to(logits.dtype)
     if old:
         logits[:, old] = base[:, old].repeat(k, 1, 1)
+    version = buffer._version
     values = checks.metric_values(metric(logits), n, "patching_sweep").float()
     if values.isnan().any():
         raise ValueError(
@@ -233,6 +268,8 @@ def _declared(
     del values, logits
     if not _alone(buffer):
         del scratch["logits"]  # the metric kept (a view of) the logits: they stay as they were given
+    else:  # the metric wrote into its logits: fill them again before the next forward
+        scratch["version"] = version if buffer._version == version else -1
     return out
 
 
@@ -276,6 +313,7 @@ def plan(
     overhead: float = FORWARD_OVERHEAD,
     widest_band: int = WIDEST_BAND,
     head_reads: Sequence[int] | None = None,
+    ragged: bool = False,
 ) -> list[list[int]]:
     """Which patches share a forward: groups of indices into ``starts`` / ``firsts``.
 
@@ -287,7 +325,9 @@ def plan(
     ``chunk`` patches, so that the modelled cost ``sum over forwards of layers run * (overhead +
     rows * patches * positions run) + head * (overhead + rows * patches * head positions)`` is
     least (exact dynamic programmes, over bands and over the cuts within a band). A forward whose
-    positions hold none of ``head_reads`` costs nothing (the base run answers it).
+    positions hold none of ``head_reads`` costs nothing (the base run answers it). ``ragged``: a
+    patch's rows run only the layers from its own first one on (:func:`layer_skip.ragged`), so
+    ``rows * patches * positions run`` is counted per layer for the patches started by then.
     """
     if chunk < 1:
         raise ValueError(f"chunk={chunk}: expected at least 1 patch per forward")
@@ -298,13 +338,14 @@ def plan(
         None if head_reads is None else [sum(1 for r in head_reads if r >= p) for p in range(length + 1)]
     )
 
-    def cost_of(layers: int, patches: int, first_pos: int) -> float:
-        """The modelled cost of a forward of ``patches`` patches from ``first_pos``, ``layers`` deep."""
+    def cost_of(layers: int, patches: int, first_pos: int, depth: int) -> float:
+        """The modelled cost of a forward of ``patches`` patches from ``first_pos``, ``layers`` deep,
+        its patches' rows run through ``depth`` layers in all."""
         positions = length - first_pos
         read = positions if read_from is None else read_from[first_pos]
         if not read:
             return 0.0  # none the metric reads: the base run answers, no forward runs
-        return layers * (overhead + rows * patches * positions) + head * (overhead + rows * patches * read)
+        return layers * overhead + rows * depth * positions + head * (overhead + rows * patches * read)
 
     by_start: dict[int, list[int]] = {s: [] for s in distinct}
     for j in range(len(starts)):
@@ -319,6 +360,9 @@ def plan(
         cuts = {c for a, b in zip(runs, runs[1:] + [len(items)]) for c in range(a, b, chunk)}
         cuts = sorted(cuts | set(range(0, len(items), chunk)) | {len(items)})
         seg_first = [min(starts[j] for j in items[a:b]) for a, b in zip(cuts, cuts[1:])]
+        depth_to = [0]  # layers run by the patches items[:a], each from its own first layer
+        for j in items:
+            depth_to.append(depth_to[-1] + n_layers - firsts[j])
         best, back = [0.0] + [math.inf] * (len(cuts) - 1), [0] * len(cuts)
         for e in range(1, len(cuts)):
             first_pos = length
@@ -327,7 +371,9 @@ def plan(
                 if n > chunk:
                     break
                 first_pos = min(first_pos, seg_first[c])
-                cost = best[c] + cost_of(n_layers - firsts[items[cuts[c]]], n, first_pos)
+                layers = n_layers - firsts[items[cuts[c]]]
+                depth = depth_to[cuts[e]] - depth_to[cuts[c]] if ragged else layers * n
+                cost = best[c] + cost_of(layers, n, first_pos, depth)
                 if cost < best[e]:
                     best[e], back[e] = cost, c
         groups, e = [], len(cuts) - 1
@@ -348,6 +394,37 @@ def plan(
         groups = bands[back[k], k] + groups
         k = back[k]
     return groups
+
+
+@functools.lru_cache(maxsize=32)
+def _plan_once(
+    starts: tuple[int, ...],
+    firsts: tuple[int, ...],
+    n_layers: int,
+    head: float,
+    rows: int,
+    length: int,
+    chunk: int,
+    overhead: float,
+    widest_band: int,
+    head_reads: tuple[int, ...] | None,
+    ragged: bool,
+) -> tuple[tuple[int, ...], ...]:
+    """:func:`plan`, remembered: a sweep run again on the same grid plans nothing again."""
+    groups = plan(
+        starts,
+        firsts,
+        n_layers=n_layers,
+        head=head,
+        rows=rows,
+        length=length,
+        chunk=chunk,
+        overhead=overhead,
+        widest_band=widest_band,
+        head_reads=head_reads,
+        ragged=ragged,
+    )
+    return tuple(tuple(g) for g in groups)
 
 
 def _progress(it: Any, progress: bool) -> Any:
