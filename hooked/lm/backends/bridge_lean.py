@@ -193,8 +193,8 @@ def attention_forward(self: Any, *args: Any, **kwargs: Any) -> Any:
     attn_output = attn_output.reshape(*input_shape, -1)
     attn_output = self._pre_output_projection(attn_output)
 
-    o = modules.get("o")
-    o_original = o.__dict__["_modules"].get("_original_component") if o is not None else None
+    o = modules["o"]  # present: the lean path is only taken with an output projection
+    o_original = o.__dict__["_modules"].get("_original_component")
     o_weight = module_attr(o_original, "weight") if o_original is not None else None
     if (
         isinstance(o_weight, torch.Tensor)
