@@ -322,23 +322,12 @@ def _linear_call(self: Any, *args: Any, **kwargs: Any) -> Any:
         return _component_call(self, *args, **kwargs)
     e = original.__dict__
     if (
-        d["_forward_hooks"]
-        or d["_forward_pre_hooks"]
-        or d["_backward_hooks"]
-        or d["_backward_pre_hooks"]
-        or "_compiled_call_impl" in d
-        or e["_forward_hooks"]
-        or e["_forward_pre_hooks"]
-        or e["_backward_hooks"]
-        or e["_backward_pre_hooks"]
-        or "_compiled_call_impl" in e
+        _busy_either(d, e)
         or "_hf_hook" in e
         or "forward" in e
         or self._suppress_next_hook_in
         or "weight" not in e["_parameters"]
         or "bias" not in e["_parameters"]
-        or any(_GLOBAL_HOOKS)
-        or _tracing() is not None
     ):
         return _component_call(self, *args, **kwargs)
     params = e["_parameters"]
