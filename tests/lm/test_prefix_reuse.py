@@ -168,6 +168,16 @@ def _cost(groups, starts, firsts, n_layers, head, overhead, length):
     )
 
 
+def _ragged_cost(groups, starts, firsts, n_layers, head, overhead, length):
+    """A ragged forward: each patch runs its own layers, the fixed cost is paid per layer run."""
+    total = 0.0
+    for g in groups:
+        positions = length - min(starts[j] for j in g)
+        total += (n_layers - min(firsts[j] for j in g)) * overhead + head * (overhead + len(g) * positions)
+        total += sum(n_layers - firsts[j] for j in g) * positions
+    return total
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.integers(1, 6),
@@ -177,20 +187,26 @@ def _cost(groups, starts, firsts, n_layers, head, overhead, length):
     st.floats(0, 10),
     st.randoms(use_true_random=False),
 )
+@pytest.mark.parametrize("ragged", [False, True])
 def test_plan_covers_every_patch_once_and_is_no_worse_than_simple_plans(
-    n_layers, length, chunk, overhead, head, rnd
+    ragged, n_layers, length, chunk, overhead, head, rnd
 ):
+    # a ragged plan is also no worse than the unragged one, by the ragged forwards' cost
     grid = [(f, s) for f in range(n_layers) for s in range(length) if rnd.random() < 0.7] or [(0, 0)]
     firsts, starts = [f for f, _ in grid], [s for _, s in grid]
     kw = dict(n_layers=n_layers, head=head, rows=1, length=length, chunk=chunk)
-    groups = prefix_reuse.plan(starts, firsts, overhead=overhead, **kw)
+    groups = prefix_reuse.plan(starts, firsts, overhead=overhead, ragged=ragged, **kw)
     assert sorted(j for g in groups for j in g) == list(range(len(grid)))
     assert all(1 <= len(g) <= chunk for g in groups)
-    cost = _cost(groups, starts, firsts, n_layers, head, overhead, length)
+    cost_of = _ragged_cost if ragged else _cost
+    cost = cost_of(groups, starts, firsts, n_layers, head, overhead, length)
     one_each = [[j] for j in range(len(grid))]
     in_order = [list(range(len(grid)))[i : i + chunk] for i in range(0, len(grid), chunk)]
-    for other in (one_each, in_order):
-        assert cost <= _cost(other, starts, firsts, n_layers, head, overhead, length) + 1e-6
+    others = [one_each, in_order]
+    if ragged:
+        others.append(prefix_reuse.plan(starts, firsts, overhead=overhead, **kw))
+    for other in others:
+        assert cost <= cost_of(other, starts, firsts, n_layers, head, overhead, length) + 1e-6
 
 
 def test_plan_known_answers():
@@ -316,42 +332,6 @@ def test_the_cost_constant_is_a_parameter_of_the_strategy_and_changes_only_the_g
     patches = len(hooks) * base.shape[1]
     assert forwards[1e9] <= 2 + -(-patches // 8) + 1  # base and source runs, full chunks, the check
     assert forwards[0.0] > forwards[1e9]  # free forwards: patches run with fewer positions each
-
-
-def _ragged_cost(groups, starts, firsts, n_layers, head, overhead, length):
-    """A ragged forward: each patch runs its own layers, the fixed cost is paid per layer run."""
-    total = 0.0
-    for g in groups:
-        positions = length - min(starts[j] for j in g)
-        total += (n_layers - min(firsts[j] for j in g)) * overhead + head * (overhead + len(g) * positions)
-        total += sum(n_layers - firsts[j] for j in g) * positions
-    return total
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    st.integers(1, 6),
-    st.integers(1, 5),
-    st.integers(1, 7),
-    st.floats(0, 200),
-    st.floats(0, 10),
-    st.randoms(use_true_random=False),
-)
-def test_ragged_plan_covers_every_patch_once_and_is_no_worse_than_simple_plans(
-    n_layers, length, chunk, overhead, head, rnd
-):
-    grid = [(f, s) for f in range(n_layers) for s in range(length) if rnd.random() < 0.7] or [(0, 0)]
-    firsts, starts = [f for f, _ in grid], [s for _, s in grid]
-    kw = dict(n_layers=n_layers, head=head, rows=1, length=length, chunk=chunk)
-    groups = prefix_reuse.plan(starts, firsts, overhead=overhead, ragged=True, **kw)
-    assert sorted(j for g in groups for j in g) == list(range(len(grid)))
-    assert all(1 <= len(g) <= chunk for g in groups)
-    cost = _ragged_cost(groups, starts, firsts, n_layers, head, overhead, length)
-    one_each = [[j] for j in range(len(grid))]
-    in_order = [list(range(len(grid)))[i : i + chunk] for i in range(0, len(grid), chunk)]
-    unragged = prefix_reuse.plan(starts, firsts, overhead=overhead, **kw)
-    for other in (one_each, in_order, unragged):
-        assert cost <= _ragged_cost(other, starts, firsts, n_layers, head, overhead, length) + 1e-6
 
 
 def test_ragged_plan_puts_patches_of_every_layer_at_one_position_in_one_forward():

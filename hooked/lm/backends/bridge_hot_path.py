@@ -172,34 +172,26 @@ def _world_busy() -> bool:
     return any(_GLOBAL_HOOKS) or _tracing() is not None
 
 
-def _busy(d: dict[str, Any]) -> bool:
-    """Whether ``nn.Module.__call__`` would do more than call ``forward`` on the module whose
-    ``__dict__`` is ``d``: a hook on it or a global one, a compiled call, a JIT trace."""
+def _registered(d: dict[str, Any]) -> bool:
+    """Whether the module whose ``__dict__`` is ``d`` has a hook of its own or a compiled call."""
     return bool(
         d["_forward_hooks"]
         or d["_forward_pre_hooks"]
         or d["_backward_hooks"]
         or d["_backward_pre_hooks"]
         or d.get("_compiled_call_impl") is not None
-        or _world_busy()
     )
+
+
+def _busy(d: dict[str, Any]) -> bool:
+    """Whether ``nn.Module.__call__`` would do more than call ``forward`` on the module whose
+    ``__dict__`` is ``d``: a hook on it or a global one, a compiled call, a JIT trace."""
+    return _registered(d) or _world_busy()
 
 
 def _busy_either(d: dict[str, Any], e: dict[str, Any]) -> bool:
     """:func:`_busy` of either of two modules (by their ``__dict__``), the global state read once."""
-    return bool(
-        d["_forward_hooks"]
-        or d["_forward_pre_hooks"]
-        or d["_backward_hooks"]
-        or d["_backward_pre_hooks"]
-        or d.get("_compiled_call_impl") is not None
-        or e["_forward_hooks"]
-        or e["_forward_pre_hooks"]
-        or e["_backward_hooks"]
-        or e["_backward_pre_hooks"]
-        or e.get("_compiled_call_impl") is not None
-        or _world_busy()
-    )
+    return _registered(d) or _registered(e) or _world_busy()
 
 
 def _only_pre_hooks(d: dict[str, Any]) -> bool:
